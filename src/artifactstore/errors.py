@@ -1,0 +1,194 @@
+"""The one exception tree of artifact-store.
+
+Every failure the library can report is an :class:`ArtifactStoreError` with a
+stable machine ``code``. Nothing here knows about HTTP or exit codes: the
+server maps the classes to problem details in one table and the CLI maps them
+to exit codes in another (``cli/exit_codes.py``). The library never exits the
+process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ArtifactStoreError",
+    "BlobNotFound",
+    "ChainBroken",
+    "Conflict",
+    "CorruptBlob",
+    "DigestMismatch",
+    "IntegrityError",
+    "InvalidInput",
+    "InvalidManifest",
+    "InvalidMetadata",
+    "InvalidName",
+    "InvalidPath",
+    "InvalidReference",
+    "InvalidSchema",
+    "LimitExceeded",
+    "MissingBlobs",
+    "NotFound",
+    "PackageNotFound",
+    "SchemaExists",
+    "SchemaNotFound",
+    "StorageError",
+    "UnmigratedDatabase",
+    "VersionExists",
+]
+
+
+class ArtifactStoreError(Exception):
+    """Base of every error the library raises on purpose."""
+
+    code = "internal_error"
+    title = "Internal error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+# --- input --------------------------------------------------------------------
+
+
+class InvalidInput(ArtifactStoreError):
+    """The caller sent something that can never succeed as sent."""
+
+    code = "invalid_input"
+    title = "Invalid input"
+
+
+class InvalidName(InvalidInput):
+    code = "invalid_name"
+    title = "Invalid name"
+
+
+class InvalidReference(InvalidInput):
+    code = "invalid_reference"
+    title = "Invalid reference"
+
+
+class InvalidPath(InvalidInput):
+    code = "invalid_path"
+    title = "Invalid file path"
+
+
+class InvalidManifest(InvalidInput):
+    code = "invalid_manifest"
+    title = "Invalid manifest"
+
+
+class InvalidSchema(InvalidInput):
+    code = "invalid_schema"
+    title = "Invalid metadata schema"
+
+
+class InvalidMetadata(InvalidInput):
+    """Metadata violates the variant's schema; ``pointer`` names the place."""
+
+    code = "metadata_invalid"
+    title = "Metadata does not match its schema"
+
+    def __init__(self, detail: str, pointer: str) -> None:
+        super().__init__(detail)
+        self.pointer = pointer
+
+
+class LimitExceeded(InvalidInput):
+    code = "limit_exceeded"
+    title = "Limit exceeded"
+
+
+# --- state ----------------------------------------------------------------------
+
+
+class NotFound(ArtifactStoreError):
+    code = "not_found"
+    title = "Not found"
+
+
+class PackageNotFound(NotFound):
+    code = "package_not_found"
+    title = "Package version not found"
+
+
+class BlobNotFound(NotFound):
+    code = "blob_not_found"
+    title = "Blob not found"
+
+
+class SchemaNotFound(NotFound):
+    code = "schema_not_found"
+    title = "Metadata schema not found"
+
+
+class Conflict(ArtifactStoreError):
+    code = "conflict"
+    title = "Conflict"
+
+
+class VersionExists(Conflict):
+    """A different manifest already holds this version (versions are immutable)."""
+
+    code = "version_exists"
+    title = "Version already exists with different content"
+
+
+class SchemaExists(Conflict):
+    code = "schema_exists"
+    title = "Schema already registered with different content"
+
+
+class MissingBlobs(Conflict):
+    """A manifest references blobs the store does not hold."""
+
+    code = "missing_blobs"
+    title = "Referenced blobs are missing"
+
+    def __init__(self, detail: str, digests: Sequence[str]) -> None:
+        super().__init__(detail)
+        self.digests = list(digests)
+
+
+class UnmigratedDatabase(ArtifactStoreError):
+    code = "unmigrated_database"
+    title = "Database schema is not at the current revision"
+
+
+class StorageError(ArtifactStoreError):
+    """The storage backend failed (I/O error, failed fsync, unreachable)."""
+
+    code = "storage_error"
+    title = "Storage failure"
+
+
+# --- integrity (exit code 3) ------------------------------------------------------
+
+
+class IntegrityError(ArtifactStoreError):
+    """Bytes or history are not what their digests say."""
+
+    code = "integrity_error"
+    title = "Integrity failure"
+
+
+class DigestMismatch(IntegrityError):
+    code = "digest_mismatch"
+    title = "Digest mismatch"
+
+
+class CorruptBlob(IntegrityError):
+    code = "corrupt_blob"
+    title = "Stored blob is damaged or missing"
+
+
+class ChainBroken(IntegrityError):
+    """The event log's hash chain does not verify; ``seq`` is the first bad event."""
+
+    code = "chain_broken"
+    title = "Event chain broken"
+
+    def __init__(self, detail: str, seq: int) -> None:
+        super().__init__(detail)
+        self.seq = seq
