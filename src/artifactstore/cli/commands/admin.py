@@ -1,0 +1,117 @@
+"""verify, gc, events, rebuild, migrate."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from artifactstore.cli.context import CliContext
+from artifactstore.cli.exit_codes import INTEGRITY
+from artifactstore.cli.output import emit_json, human_size, stderr
+from artifactstore.config import parse_duration
+
+__all__ = ["COMMANDS"]
+
+pass_ctx = click.make_pass_decorator(CliContext)
+
+
+@click.command()
+@click.argument("ref", required=False)
+@click.option("--all", "all_", is_flag=True, help="Verify every stored blob.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def verify(ctx: CliContext, ref: str | None, all_: bool, as_json: bool) -> None:
+    """Re-read and re-hash stored bytes; exit 3 on any damage."""
+    if (ref is None) == (not all_):
+        raise click.UsageError("give either REF or --all")
+    report = ctx.store(create=False).verify(None if all_ else ref)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for item in report.damaged:
+            stderr().print(f"DAMAGED {item['digest']}: {item['problem']}", markup=False)
+        stderr().print(
+            f"{report.blobs_checked} blobs, {human_size(report.bytes_checked)} checked: "
+            + ("ok" if report.ok else f"{len(report.damaged)} damaged")
+        )
+    if not report.ok:
+        raise click.exceptions.Exit(INTEGRITY)
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Only report what would be collected.")
+@click.option("--grace", default=None, help="Override the grace period (e.g. 0s, 1h, 7d).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def gc(ctx: CliContext, dry_run: bool, grace: str | None, as_json: bool) -> None:
+    """Remove blobs no live package references, once their grace period has passed."""
+    report = ctx.store(create=False).gc(dry_run=dry_run, grace=parse_duration(grace) if grace else None)
+    if as_json:
+        emit_json(report.to_json())
+        return
+    verb = "would collect" if dry_run else "collected"
+    stderr().print(
+        f"{verb} {len(report.collected)} blobs ({human_size(report.bytes_freed)}); "
+        f"{report.protected_by_grace} unreferenced blobs still within the grace period; "
+        f"{report.orphans_removed} orphaned objects removed"
+    )
+
+
+@click.command()
+@click.option("--after", type=click.IntRange(min=0), default=0, help="Only events after this seq.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many events.")
+@click.option("--follow", is_flag=True, help="Keep printing new events as they are appended.")
+@click.option("--verify-chain", is_flag=True, help="Check the hash chain; exit 3 at the first bad event.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_ctx
+def events(ctx: CliContext, after: int, limit: int | None, follow: bool, verify_chain: bool, as_json: bool) -> None:
+    """Print the event log (or verify its hash chain)."""
+    store = ctx.store(create=False)
+    if verify_chain:
+        count = store.verify_chain()
+        stderr().print(f"event chain verified: {count} events, no edit, removal or reordering")
+        return
+    printed = 0
+    while True:
+        batch = store.events(after, None if limit is None else limit - printed)
+        for e in batch:
+            if as_json:
+                click.echo(json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True))
+            else:
+                click.echo(f"{e.seq:>8}  {e.time}  {e.type:<18} {e.subject}  by {e.actor}")
+            after = e.seq
+            printed += 1
+        if not follow or (limit is not None and printed >= limit):
+            return
+        time.sleep(1.0)
+
+
+@click.command()
+@pass_ctx
+def rebuild(ctx: CliContext) -> None:
+    """Empty the views and replay the event log into them."""
+    count = ctx.store(create=False).rebuild()
+    stderr().print(f"replayed {count} events into the views")
+
+
+@click.command()
+@pass_ctx
+def migrate(ctx: CliContext) -> None:
+    """Apply pending database migrations."""
+    from artifactstore.config import Settings
+    from artifactstore.controlplane.db.engine import Database
+
+    settings = Settings.load(home=ctx.home)
+    if settings.database_url.startswith("sqlite:///"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    try:
+        before, after = db.migrate()
+    finally:
+        db.dispose()
+    stderr().print(f"database {settings.redacted_database_url()}: {before or 'empty'} -> {after}")
+
+
+COMMANDS = [verify, gc, events, rebuild, migrate]

@@ -1,0 +1,165 @@
+"""push, pull, ls, show, cat, rm."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from artifactstore.cli.context import CliContext
+from artifactstore.cli.output import emit_json, human_size, progress_bar, stderr
+from artifactstore.errors import InvalidInput
+from artifactstore.localfs import collect_files
+from artifactstore.model.jsonio import strict_json_loads
+
+__all__ = ["COMMANDS"]
+
+pass_ctx = click.make_pass_decorator(CliContext)
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
+        out[key] = value
+    return out
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--meta", "meta", multiple=True, metavar="K=V", help="Metadata entry (repeatable).")
+@click.option("--meta-file", type=click.File("rb"), help="JSON object of metadata (merged under --meta).")
+@click.option("--variant", help="Registered metadata schema id to validate against.")
+@click.option("--annotate", multiple=True, metavar="K=V", help="Free string annotation (repeatable).")
+@click.option("--follow-symlinks", is_flag=True, help="Push what symlinks leaving the tree point to.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_ctx
+def push(
+    ctx: CliContext, ref: str, paths: tuple[Path, ...], meta: tuple[str, ...], meta_file: Any,
+    variant: str | None, annotate: tuple[str, ...], follow_symlinks: bool, as_json: bool,
+) -> None:
+    """Push files and directories as package version REF (NS/NAME:VERSION)."""
+    metadata: dict[str, Any] = {}
+    if meta_file is not None:
+        loaded = strict_json_loads(meta_file.read(), error=InvalidInput)
+        if not isinstance(loaded, dict):
+            raise InvalidInput("--meta-file must hold a JSON object")
+        metadata.update(loaded)
+    metadata.update(_pairs(meta, "--meta"))
+    store = ctx.store()
+    total = sum(f.size for f in collect_files(list(paths), follow_external_symlinks=follow_symlinks))
+    with progress_bar(f"push {ref}", total) as advance:
+        result = store.push(
+            ref, list(paths), metadata=metadata, variant=variant,
+            annotations=_pairs(annotate, "--annotate"), follow_symlinks=follow_symlinks,
+            progress=advance,
+        )
+    rec = result.record
+    if as_json:
+        emit_json({**rec.summary(), "created": result.created, "blobs_stored": result.blobs_stored})
+        return
+    state = "pushed" if result.created else "unchanged (identical content already pushed)"
+    click.echo(f"{rec.reference} {state}")
+    click.echo(f"  digest {rec.digest}")
+    click.echo(f"  {rec.file_count} files, {human_size(rec.size)}, {result.blobs_stored} new blobs")
+
+
+@click.command()
+@click.argument("ref")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("."), help="Output directory.")
+@pass_ctx
+def pull(ctx: CliContext, ref: str, output: Path) -> None:
+    """Write every file of REF under a directory, verifying every digest."""
+    store = ctx.store(create=False)
+    rec = store.show(ref)
+    with progress_bar(f"pull {rec.reference}", rec.size) as advance:
+        store.pull(rec.reference, output, progress=advance)
+    stderr().print(f"{rec.reference}: {rec.file_count} files, {human_size(rec.size)} verified into {output}")
+
+
+@click.command(name="ls")
+@click.argument("prefix", required=False)
+@click.option("--where", multiple=True, metavar="K=V", help="Only versions whose metadata K equals V.")
+@click.option("--variant", help="Only versions of this metadata schema.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=None, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_ctx
+def ls(ctx: CliContext, prefix: str | None, where: tuple[str, ...], variant: str | None,
+       limit: int | None, as_json: bool) -> None:
+    """List live versions, newest first (PREFIX is NS or NS/NAME)."""
+    namespace, _, name = (prefix or "").partition("/")
+    records = ctx.store().iter_query(
+        namespace or None, name or None, variant=variant, where=_pairs(where, "--where")
+    )
+    rows = []
+    for rec in records:
+        rows.append(rec)
+        if limit is not None and len(rows) >= limit:
+            break
+    if as_json:
+        emit_json([r.summary() for r in rows])
+        return
+    if not rows:
+        stderr().print("no versions match")
+        return
+    width = max(len(str(r.reference)) for r in rows)
+    for r in rows:
+        click.echo(
+            f"{r.reference!s:<{width}}  {r.digest.hex[:12]}  {human_size(r.size):>10}  "
+            f"{r.file_count:>6} files  {r.committed_at}"
+        )
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary and manifest as JSON.")
+@pass_ctx
+def show(ctx: CliContext, ref: str, as_json: bool) -> None:
+    """Show one version: digest, metadata and files."""
+    rec = ctx.store(create=False).show(ref)
+    if as_json:
+        emit_json({**rec.summary(), "manifest": rec.manifest.to_map()})
+        return
+    click.echo(f"{rec.reference}")
+    click.echo(f"  digest     {rec.digest}")
+    click.echo(f"  sha256     {rec.sha256}")
+    click.echo(f"  committed  {rec.committed_at} by {rec.actor}")
+    if rec.manifest.variant:
+        click.echo(f"  variant    {rec.manifest.variant}")
+    for key, value in sorted(rec.manifest.metadata.items()):
+        click.echo(f"  meta       {key}={json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value}")
+    for key, value in sorted(rec.manifest.annotations.items()):
+        click.echo(f"  annotation {key}={value}")
+    click.echo(f"  files      {rec.file_count} ({human_size(rec.size)})")
+    for f in rec.manifest.files:
+        click.echo(f"    {human_size(f.size):>10}  {f.blake3.hex[:12]}  {f.path}")
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("path")
+@pass_ctx
+def cat(ctx: CliContext, ref: str, path: str) -> None:
+    """Write one file of REF to standard output (exit 3 if its bytes are damaged)."""
+    out = sys.stdout.buffer
+    for chunk in ctx.store(create=False).read_file(ref, path):
+        out.write(chunk)
+    out.flush()
+
+
+@click.command()
+@click.argument("ref")
+@pass_ctx
+def rm(ctx: CliContext, ref: str) -> None:
+    """Delete version REF (a tombstone; its bytes go when gc finds them unreferenced)."""
+    rec = ctx.store(create=False).delete(ref)
+    stderr().print(f"deleted {rec.reference}; run 'artifactstore gc' to reclaim unreferenced bytes")
+
+
+COMMANDS = [push, pull, ls, show, cat, rm]

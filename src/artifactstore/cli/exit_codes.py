@@ -1,0 +1,26 @@
+"""The one table from the error tree to process exit codes (SPEC section 5).
+
+0 success, 1 operation failed, 2 usage error, 3 integrity failure.
+"""
+
+from __future__ import annotations
+
+from artifactstore.errors import ArtifactStoreError, IntegrityError, InvalidName, InvalidReference
+
+__all__ = ["FAILED", "INTEGRITY", "OK", "USAGE", "exit_code"]
+
+OK, FAILED, USAGE, INTEGRITY = 0, 1, 2, 3
+
+_TABLE: tuple[tuple[type[ArtifactStoreError], int], ...] = (
+    (IntegrityError, INTEGRITY),
+    (InvalidReference, USAGE),  # a malformed argument on the command line
+    (InvalidName, USAGE),
+    (ArtifactStoreError, FAILED),
+)
+
+
+def exit_code(exc: ArtifactStoreError) -> int:
+    for cls, code in _TABLE:
+        if isinstance(exc, cls):
+            return code
+    return FAILED

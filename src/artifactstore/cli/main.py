@@ -1,0 +1,55 @@
+"""The ``artifactstore`` command: parses arguments, calls the library, maps errors once."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from artifactstore.cli.commands import admin, packages, schema
+from artifactstore.cli.context import CliContext
+from artifactstore.cli.exit_codes import FAILED, exit_code
+from artifactstore.cli.output import stderr
+from artifactstore.errors import ArtifactStoreError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home", type=click.Path(path_type=Path), default=None, envvar="ARTIFACTSTORE_HOME",
+    help="Data directory of the local store (default ./artifactstore-data).",
+)
+@click.version_option(package_name="artifact-store")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
+    """artifact-store: a content-addressed registry for generated artifacts."""
+    ctx.obj = CliContext(home)
+    ctx.call_on_close(ctx.obj.close)
+
+
+for group in (packages, admin, schema):
+    for command in group.COMMANDS:
+        cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        stderr().print("aborted")
+        sys.exit(FAILED)
+    except ArtifactStoreError as exc:
+        stderr().print(f"[bold red]error[/]: {escape(exc.detail)}  [dim]({exc.code})[/]")
+        sys.exit(exit_code(exc))
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(FAILED)
+    sys.exit(0)

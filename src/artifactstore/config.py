@@ -1,0 +1,123 @@
+"""Settings: declared once, read once, frozen.
+
+This is the only module that reads the environment. Every field carries its
+default and its help text; ``docs/configuration.md`` is checked against them
+by a test. Sources, lowest precedence first: defaults, ``artifactstore.toml``
+(``ARTIFACTSTORE_CONFIG`` or ``./artifactstore.toml``), ``ARTIFACTSTORE_*``
+environment variables, explicit overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from artifactstore.errors import InvalidInput
+
+__all__ = ["SETTINGS_HELP", "Settings", "parse_duration"]
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``30s``, ``15m``, ``24h``, ``90d`` -> seconds."""
+    m = _DURATION.fullmatch(text.strip())
+    if not m:
+        raise InvalidInput(f"invalid duration {text!r}: use a number with s, m, h, d or w")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _default_actor() -> str:
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "local:unknown"
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    if default is dataclasses.MISSING:
+        return field(metadata={"help": text}, **kw)
+    return field(default=default, metadata={"help": text}, **kw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = _help("data directory of the embedded default", Path("artifactstore-data"))
+    database_url: str = _help("metadata database (default sqlite:///HOME/artifactstore.db)", "")
+    storage_url: str = _help("blob storage (default file:///HOME/storage)", "")
+    primary_digest: str = _help("digest algorithm that keys storage (blake3 or sha256)", "blake3")
+    fsync: bool = _help("flush bytes to disk before acknowledging (off only for benchmarks)", True)
+    gc_grace: float = _help("seconds a blob stays protected after upload, HEAD or dereference", 86400.0)
+    actor: str = _help("who local-mode mutations are recorded as (default local:USER)", "")
+    max_manifest_bytes: int = _help("largest manifest accepted, in bytes", 16 * 1024 * 1024)
+    max_files: int = _help("most files in one package", 100_000)
+    max_metadata_depth: int = _help("deepest nesting of metadata objects and arrays", 16)
+    max_metadata_bytes: int = _help("largest metadata document, in bytes of canonical JSON", 1024 * 1024)
+
+    def __post_init__(self) -> None:
+        home = Path(self.home)
+        object.__setattr__(self, "home", home)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{home.absolute() / 'artifactstore.db'}")
+        if not self.storage_url:
+            object.__setattr__(self, "storage_url", f"file://{home.absolute() / 'storage'}")
+        if not self.actor:
+            object.__setattr__(self, "actor", _default_actor())
+        if self.primary_digest not in ("blake3", "sha256"):
+            raise InvalidInput(f"PRIMARY_DIGEST must be blake3 or sha256, not {self.primary_digest!r}")
+
+    @classmethod
+    def load(
+        cls, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        cfg_path = Path(env.get("ARTIFACTSTORE_CONFIG", "artifactstore.toml"))
+        if cfg_path.is_file():
+            with cfg_path.open("rb") as f:
+                values.update(tomllib.load(f))
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"ARTIFACTSTORE_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise InvalidInput(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**{name: _coerce(cls, name, v) for name, v in values.items()})
+
+    def redacted_database_url(self) -> str:
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.database_url)
+
+
+def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+    if not isinstance(value, str):
+        return value
+    if kind == "bool":
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise InvalidInput(f"setting {name} must be true or false, not {value!r}")
+    if kind == "int":
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidInput(f"setting {name} must be an integer, not {value!r}") from None
+    if kind == "float":
+        return parse_duration(value)
+    if kind == "Path":
+        return Path(value)
+    return value
+
+
+SETTINGS_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(Settings)}

@@ -1,0 +1,107 @@
+"""Blob records: which content the store holds, where, and GC leases.
+
+``blob_activity`` is the lease table of the GC protocol (``gc.py``), keyed by
+storage key: a row's ``touched_at`` is the last upload, existence answer or
+dereference of the blob stored there.
+It is written *before* bytes are published, in its own transaction, so that
+GC's final check before unlinking bytes always sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.eventlog import append
+from artifactstore.model.identity import BlobDigests, Digest
+
+__all__ = ["BlobRecord", "find", "record_stored", "touch"]
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRecord:
+    digests: BlobDigests
+    key: str
+    backend: str
+    retrieval_tier: str
+    restore_status: str
+
+
+def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord | None:
+    """Look a blob up by either digest; ``lock`` holds its row until the transaction ends."""
+    col = t.blobs.c.blake3 if digest.algorithm == "blake3" else t.blobs.c.sha256
+    query = (
+        select(
+            t.blobs.c.blake3, t.blobs.c.sha256, t.blobs.c.size,
+            t.storage_locations.c.key, t.storage_locations.c.backend,
+            t.storage_locations.c.retrieval_tier, t.storage_locations.c.restore_status,
+        )
+        .join(t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3)
+        .where(col == str(digest))
+        .limit(1)
+    )
+    if lock:
+        query = query.with_for_update(read=True, of=t.blobs)
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    return BlobRecord(
+        BlobDigests(Digest.parse(row.blake3), Digest.parse(row.sha256), row.size),
+        row.key, row.backend, row.retrieval_tier, row.restore_status,
+    )
+
+
+def touch(conn: Connection, keys: Iterable[str], now: float) -> None:
+    """Renew the GC lease of each stored object (upsert ``touched_at``), by storage key."""
+    rows = [{"key": k, "touched_at": now} for k in sorted(set(keys))]
+    if not rows:
+        return
+    ins = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
+    stmt = ins(t.blob_activity)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[t.blob_activity.c.key], set_={"touched_at": stmt.excluded.touched_at}
+        ),
+        rows,
+    )
+
+
+def record_stored(
+    conn: Connection,
+    blobs: Sequence[tuple[BlobDigests, str]],
+    backend: str,
+    actor: str,
+) -> list[str]:
+    """Append ``blob.stored`` for every blob not yet recorded; returns their digests."""
+    wanted = {str(d.blake3): (d, key) for d, key in blobs}
+    present: set[str] = set()
+    names = sorted(wanted)
+    for i in range(0, len(names), 500):
+        chunk = names[i : i + 500]
+        present.update(
+            r.blake3 for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
+        )
+    added = []
+    for name in names:
+        if name in present:
+            continue
+        d, key = wanted[name]
+        append(
+            conn, "blob.stored", name,
+            {
+                "blake3": name, "sha256": str(d.sha256), "size": d.size,
+                "locations": [{
+                    "backend": backend, "key": key, "representation": "whole",
+                    "retrieval_tier": "hot", "restore_status": "available",
+                }],
+            },
+            actor,
+        )
+        added.append(name)
+    return added
+

@@ -1,0 +1,117 @@
+"""Database engines and transactions, SQLite and PostgreSQL alike.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (a commit that returned is
+on disk) and every write transaction starts with ``BEGIN IMMEDIATE``, so two
+writers queue on the database lock instead of failing on a lock upgrade.
+That serialisation is also what the GC protocol relies on (``gc.py``); on
+PostgreSQL the same code takes row locks instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+
+from artifactstore.errors import UnmigratedDatabase
+
+__all__ = ["Database"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.close()
+
+
+class Database:
+    """One engine plus the two kinds of transaction the control plane uses."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine: Engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 60}
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", self._begin_deferred)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+
+    @staticmethod
+    def _begin_deferred(conn: Connection) -> None:
+        want = conn.info.pop("begin", "BEGIN")
+        conn.exec_driver_sql(want)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A read-write transaction, serialised against other writers on SQLite."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.info["begin"] = "BEGIN IMMEDIATE"
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only snapshot (one transaction)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- migrations ---------------------------------------------------------------------
+
+    def _alembic_config(self, conn: Connection) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        return cfg
+
+    def head_revision(self) -> str | None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        return ScriptDirectory.from_config(cfg).get_current_head()
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def migrate(self) -> tuple[str | None, str | None]:
+        """Apply every pending migration; returns (before, after) revisions."""
+        before = self.current_revision()
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.info["begin"] = "BEGIN IMMEDIATE"
+            with conn.begin():
+                command.upgrade(self._alembic_config(conn), "head")
+        return before, self.current_revision()
+
+    def ensure_migrated(self, *, create: bool) -> None:
+        """Migrate a brand-new database when ``create``; refuse an outdated one."""
+        current = self.current_revision()
+        head = self.head_revision()
+        if current == head:
+            return
+        if current is None and create:
+            self.migrate()
+            return
+        raise UnmigratedDatabase(
+            f"the database is at revision {current or 'none'} but this version of "
+            f"artifact-store needs {head}: run 'artifactstore migrate' first"
+        )

@@ -1,0 +1,235 @@
+"""Control-plane tables (SQLAlchemy Core).
+
+Three kinds of table, and the difference matters:
+
+* ``events``: the append-only, hash-chained log. The source of truth.
+* views (``VIEW_TABLES``): derived from the log by ``projection.py`` and
+  nothing else; ``rebuild`` empties and replays them and must reproduce them
+  row for row. Their rows carry event times and sequence numbers, never the
+  wall clock of the replay.
+* operational state (``chain_head``, ``blob_activity``, ``upload_sessions``):
+  coordination data that is not history (the chain tip for serialising
+  appends, GC leases, in-flight uploads). Rebuild leaves it alone.
+
+The Alembic migrations in ``migrations/`` create exactly these tables; a test
+compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "OPERATIONAL_TABLES",
+    "VIEW_TABLES",
+    "blob_activity",
+    "blobs",
+    "chain_head",
+    "events",
+    "files",
+    "holds",
+    "metadata",
+    "namespaces",
+    "packages",
+    "retention_policies",
+    "schemas",
+    "storage_locations",
+    "upload_sessions",
+    "version_meta",
+    "versions",
+]
+
+metadata = MetaData()
+
+# --- the log --------------------------------------------------------------------------
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("time", String(32), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("subject", String(1024), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(80), nullable=False),
+    Column("hash", String(80), nullable=False),
+)
+
+# --- operational state ----------------------------------------------------------------
+
+chain_head = Table(
+    "chain_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(80), nullable=False),
+)
+
+blob_activity = Table(
+    "blob_activity",
+    metadata,
+    Column("key", String(1024), primary_key=True),
+    Column("touched_at", Float, nullable=False),
+)
+
+upload_sessions = Table(
+    "upload_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("namespace", String(64), nullable=True),
+    Column("actor", String(256), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("length", BigInteger, nullable=True),
+    Column("staging_key", String(1024), nullable=False),
+    Column("upload_metadata", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+)
+
+# --- views ------------------------------------------------------------------------------
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("blake3", String(80), primary_key=True),
+    Column("sha256", String(80), nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+    Column("stored_seq", BigInteger, nullable=False),
+    Column("stored_at", String(32), nullable=False),
+)
+
+storage_locations = Table(
+    "storage_locations",
+    metadata,
+    Column("blake3", String(80), ForeignKey("blobs.blake3", ondelete="CASCADE"), primary_key=True),
+    Column("backend", String(64), primary_key=True),
+    Column("key", String(1024), nullable=False),
+    Column("representation", String(32), nullable=False),
+    Column("retrieval_tier", String(16), nullable=False),
+    Column("restore_status", String(16), nullable=False),
+)
+
+namespaces = Table(
+    "namespaces",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("settings", Text, nullable=False),
+    Column("updated_seq", BigInteger, nullable=False),
+)
+
+packages = Table(
+    "packages",
+    metadata,
+    Column("namespace", String(64), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("created_seq", BigInteger, nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("namespace", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("version", String(128), nullable=False),
+    Column("digest", String(80), nullable=False),
+    Column("sha256", String(80), nullable=False),
+    Column("manifest", LargeBinary, nullable=False),
+    Column("variant", String(128), nullable=True),
+    Column("created", String(32), nullable=False),
+    Column("committed_at", String(32), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("file_count", Integer, nullable=False),
+    Column("deleted_seq", BigInteger, nullable=True),
+    Column("deleted_at", String(32), nullable=True),
+    UniqueConstraint("namespace", "name", "version", name="uq_versions_ref"),
+)
+Index("ix_versions_digest", versions.c.digest)
+Index("ix_versions_listing", versions.c.namespace, versions.c.id)
+
+files = Table(
+    "files",
+    metadata,
+    Column("version_id", BigInteger, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("media_type", String(255), nullable=False),
+    Column("blake3", String(80), nullable=False),
+    Column("sha256", String(80), nullable=False),
+)
+Index("ix_files_blake3", files.c.blake3)
+
+version_meta = Table(
+    "version_meta",
+    metadata,
+    Column("version_id", BigInteger, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(256), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+Index("ix_version_meta_kv", version_meta.c.key, version_meta.c.value)
+
+schemas = Table(
+    "schemas",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("schema", Text, nullable=False),
+    Column("digest", String(80), nullable=False),
+    Column("registered_seq", BigInteger, nullable=False),
+    Column("registered_at", String(32), nullable=False),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("version_id", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("placed_at", String(32), nullable=False),
+    Column("released_seq", BigInteger, nullable=True),
+    Column("released_at", String(32), nullable=True),
+    Column("release_reason", Text, nullable=True),
+)
+
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("namespace", String(64), primary_key=True),
+    Column("package", String(128), primary_key=True),  # "" for the namespace default
+    Column("policy", Text, nullable=False),
+    Column("locked", Boolean, nullable=False),
+    Column("updated_seq", BigInteger, nullable=False),
+)
+
+#: Derived from the log; emptied and replayed by rebuild. Children before parents.
+VIEW_TABLES = (
+    version_meta,
+    files,
+    holds,
+    versions,
+    packages,
+    storage_locations,
+    blobs,
+    schemas,
+    namespaces,
+    retention_policies,
+)
+OPERATIONAL_TABLES = (chain_head, blob_activity, upload_sessions)

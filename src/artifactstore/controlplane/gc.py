@@ -1,0 +1,178 @@
+"""Garbage collection that is safe against concurrent pushes.
+
+The protocol (SPEC section 9), for a blob B stored at key K:
+
+1. **Lease.** Every ingest renews K's lease (``blob_activity.touched_at``) in
+   its own committed transaction *before* it publishes the bytes; existence
+   answers and dereferences (package deletion) renew it too.
+2. **Decide** (one write transaction): B is a candidate only if no live file
+   references it and its lease is older than the grace period. Its row is
+   re-checked under lock (``FOR UPDATE``; on SQLite the write lock
+   serialises the same way), ``blob.collected`` is appended and the row goes.
+   From then on a commit that references B fails with "missing": commits
+   re-check their blobs' rows under a shared lock in their own transaction,
+   so no manifest can point at B.
+3. **Unlink** (one write transaction per blob): K's lease is read again under
+   lock; only if nobody touched K since the decision, and no ingest recorded
+   B again, are the bytes deleted, while the lock is held. An ingest that
+   renewed the lease before this keeps its bytes; one that renews it after
+   waits for the lock and publishes its bytes after the unlink.
+
+A crash between 2 and 3 leaves bytes without a row (an orphan). **Orphans**
+(stored keys with no row whose lease is absent or expired) go through step 3
+on every run, as do staging leftovers older than the grace period.
+
+GC fails closed: first it checks that every live file's blob is recorded and
+present in storage; if not, it deletes nothing and raises CorruptBlob.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, delete, exists, select
+
+from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.engine import Database
+from artifactstore.controlplane.eventlog import append
+from artifactstore.dataplane.blobs import DataPlane
+from artifactstore.dataplane.layout import BLOB_PREFIX
+from artifactstore.errors import CorruptBlob
+
+__all__ = ["GcReport", "collect"]
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    grace_seconds: float
+    collected: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    orphans_removed: int = 0
+    protected_by_grace: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "grace_seconds": self.grace_seconds,
+            "collected": self.collected,
+            "bytes_freed": self.bytes_freed,
+            "orphans_removed": self.orphans_removed,
+            "protected_by_grace": self.protected_by_grace,
+        }
+
+
+def _check_live_references(conn: Connection, plane: DataPlane) -> None:
+    live = (
+        select(t.files.c.blake3, t.versions.c.namespace, t.versions.c.name, t.versions.c.version)
+        .join(t.versions, t.versions.c.id == t.files.c.version_id)
+        .where(t.versions.c.deleted_seq.is_(None))
+    )
+    bad = conn.execute(
+        live.where(~exists().where(t.blobs.c.blake3 == t.files.c.blake3)).limit(1)
+    ).first()
+    if bad is not None:
+        raise CorruptBlob(
+            f"{bad.namespace}/{bad.name}:{bad.version} references {bad.blake3}, which is not "
+            "recorded: GC deleted nothing (run 'artifactstore verify --all')"
+        )
+    referenced = select(t.storage_locations.c.blake3, t.storage_locations.c.key).where(
+        exists().where(t.files.c.blake3 == t.storage_locations.c.blake3)
+    )
+    for row in conn.execute(referenced):
+        if plane.stat(row.key) is None:
+            raise CorruptBlob(
+                f"live blob {row.blake3} is missing from storage: GC deleted nothing "
+                "(run 'artifactstore verify --all')"
+            )
+
+
+def _candidates(conn: Connection, cutoff: float) -> tuple[list[tuple[str, str, int]], int]:
+    """Unreferenced blobs as (collectable [(blake3, key, size)], count still within grace)."""
+    lease = t.blob_activity
+    rows = conn.execute(
+        select(t.blobs.c.blake3, t.storage_locations.c.key, t.blobs.c.size, lease.c.touched_at)
+        .join(t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3)
+        .outerjoin(lease, lease.c.key == t.storage_locations.c.key)
+        .where(~exists().where(t.files.c.blake3 == t.blobs.c.blake3))
+        .order_by(t.blobs.c.blake3)
+    )
+    ready, young = [], 0
+    for row in rows:
+        if row.touched_at is not None and row.touched_at >= cutoff:
+            young += 1
+        else:
+            ready.append((row.blake3, row.key, row.size))
+    return ready, young
+
+
+def _unlink_if_untouched(conn: Connection, plane: DataPlane, key: str, since: float) -> bool:
+    """Step 3: delete the bytes at ``key`` unless touched at or after ``since``."""
+    lease = conn.execute(
+        select(t.blob_activity.c.touched_at).where(t.blob_activity.c.key == key).with_for_update()
+    ).first()
+    if lease is not None and lease.touched_at >= since:
+        return False
+    recorded = select(t.storage_locations.c.key).where(t.storage_locations.c.key == key)
+    if conn.execute(recorded).first() is not None:
+        return False  # recorded again by a concurrent ingest: live data
+    plane.delete(key)
+    conn.execute(delete(t.blob_activity).where(t.blob_activity.c.key == key))
+    return True
+
+
+def collect(
+    db: Database,
+    plane: DataPlane,
+    *,
+    grace: float,
+    dry_run: bool,
+    actor: str,
+    now: Callable[[], float] = time.time,
+) -> GcReport:
+    """Run the protocol of the module docstring once."""
+    report = GcReport(dry_run=dry_run, grace_seconds=grace)
+    decided_at = now()
+    with db.write() as conn:
+        _check_live_references(conn, plane)
+        ready, report.protected_by_grace = _candidates(conn, decided_at - grace)
+        if dry_run:
+            report.collected = [b for b, _, _ in ready]
+            report.bytes_freed = sum(size for _, _, size in ready)
+            return report
+        decided: list[str] = []
+        for blake3, key, size in ready:
+            still = conn.execute(
+                select(t.blobs.c.blake3)
+                .where(t.blobs.c.blake3 == blake3, ~exists().where(t.files.c.blake3 == blake3))
+                .with_for_update()
+            ).first()
+            if still is None:
+                continue
+            append(conn, "blob.collected", blake3, {"blake3": blake3, "size": size}, actor)
+            report.collected.append(blake3)
+            report.bytes_freed += size
+            decided.append(key)
+    for key in decided:
+        with db.write() as conn:
+            _unlink_if_untouched(conn, plane, key, decided_at)
+    report.orphans_removed = _collect_orphans(db, plane, decided_at - grace)
+    sweep = getattr(plane.backend, "sweep_staging", None)
+    if callable(sweep):
+        sweep(grace)
+    return report
+
+
+def _collect_orphans(db: Database, plane: DataPlane, cutoff: float) -> int:
+    """Stored keys nothing records whose lease is absent or older than ``cutoff``."""
+    with db.read() as conn:
+        known = {r.key for r in conn.execute(select(t.storage_locations.c.key))}
+    removed = 0
+    for key in [k for k in plane.backend.list(BLOB_PREFIX) if k not in known]:
+        with db.write() as conn:
+            if _unlink_if_untouched(conn, plane, key, cutoff):
+                removed += 1
+    return removed

@@ -1,0 +1,199 @@
+"""Package versions: commit, read, delete (tombstone) and query."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, select
+
+from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.eventlog import append
+from artifactstore.errors import InvalidInput, MissingBlobs, PackageNotFound, VersionExists
+from artifactstore.model.identity import Digest, Namespace, PackageName, Reference
+from artifactstore.model.manifest import Manifest
+
+__all__ = ["CommitResult", "Page", "VersionRecord", "commit", "delete", "get", "query"]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """A live version as the views hold it."""
+
+    id: int
+    reference: Reference
+    digest: Digest
+    sha256: Digest
+    manifest: Manifest
+    manifest_cbor: bytes
+    committed_at: str
+    actor: str
+    size: int
+    file_count: int
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "reference": str(self.reference),
+            "namespace": str(self.reference.namespace),
+            "name": str(self.reference.name),
+            "version": str(self.reference.version),
+            "digest": str(self.digest),
+            "sha256": str(self.sha256),
+            "variant": self.manifest.variant,
+            "metadata": self.manifest.metadata,
+            "created": self.manifest.created,
+            "committed_at": self.committed_at,
+            "actor": self.actor,
+            "size": self.size,
+            "file_count": self.file_count,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    record: VersionRecord
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[VersionRecord]
+    next_cursor: str | None
+
+
+def _record(r: Any) -> VersionRecord:
+    """A row of ``versions`` as a typed record (the manifest bytes are authoritative)."""
+    manifest = Manifest.from_cbor(r.manifest)
+    return VersionRecord(
+        id=r.id,
+        reference=Reference(manifest.namespace, manifest.name, version=manifest.version),
+        digest=Digest.parse(r.digest),
+        sha256=Digest.parse(r.sha256),
+        manifest=manifest,
+        manifest_cbor=r.manifest,
+        committed_at=r.committed_at,
+        actor=r.actor,
+        size=r.size,
+        file_count=r.file_count,
+    )
+
+
+def get(conn: Connection, ref: Reference) -> VersionRecord:
+    query = select(t.versions).where(
+        t.versions.c.namespace == str(ref.namespace),
+        t.versions.c.name == str(ref.name),
+        t.versions.c.deleted_seq.is_(None),
+    )
+    if ref.version is not None:
+        query = query.where(t.versions.c.version == str(ref.version))
+    else:
+        assert ref.digest is not None
+        col = t.versions.c.digest if ref.digest.algorithm == "blake3" else t.versions.c.sha256
+        query = query.where(col == str(ref.digest))
+    row = conn.execute(query.limit(1)).first()
+    if row is None:
+        raise PackageNotFound(f"{ref} does not exist (or was deleted): see 'artifactstore ls'")
+    return _record(row)
+
+
+def commit(conn: Connection, manifest: Manifest, actor: str) -> CommitResult:
+    """Commit a manifest inside the caller's write transaction.
+
+    Re-checks, inside this transaction and under row locks, that every
+    referenced blob is recorded: GC holds the same rows while it decides, so a
+    blob is either still there for this commit or this commit fails with the
+    missing digests (SPEC section 9).
+    """
+    ref = Reference(manifest.namespace, manifest.name, version=manifest.version)
+    try:
+        existing = get(conn, ref)
+    except PackageNotFound:
+        existing = None
+    if existing is not None:
+        if existing.manifest.same_content(manifest):
+            return CommitResult(existing, created=False)
+        raise VersionExists(
+            f"{ref} already exists with different content (digest {existing.digest}); "
+            "versions are immutable: push under a new version"
+        )
+    wanted = sorted({str(f.blake3) for f in manifest.files})
+    present: set[str] = set()
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        q = select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)).with_for_update(read=True)
+        present.update(r.blake3 for r in conn.execute(q))
+    missing = [d for d in wanted if d not in present]
+    if missing:
+        raise MissingBlobs(
+            f"{len(missing)} referenced blob(s) are not in the store: upload them first", missing
+        )
+    append(
+        conn, "package.committed", str(ref),
+        {"manifest": manifest.to_map(), "digest": str(manifest.digests().blake3)}, actor,
+    )
+    return CommitResult(get(conn, ref), created=True)
+
+
+def delete(conn: Connection, ref: Reference, actor: str) -> VersionRecord:
+    record = get(conn, ref)
+    append(
+        conn, "package.deleted", str(record.reference),
+        {"version_id": record.id, "digest": str(record.digest)}, actor,
+    )
+    return record
+
+
+def query(
+    conn: Connection,
+    *,
+    namespace: Namespace | None = None,
+    name: PackageName | None = None,
+    variant: str | None = None,
+    where: Mapping[str, str] | None = None,
+    created_after: str | None = None,
+    created_before: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> Page:
+    """Live versions, newest first, keyset-paginated on the version id."""
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit must be between 1 and 1000")
+    q = select(t.versions).where(t.versions.c.deleted_seq.is_(None))
+    if namespace is not None:
+        q = q.where(t.versions.c.namespace == str(namespace))
+    if name is not None:
+        q = q.where(t.versions.c.name == str(name))
+    if variant is not None:
+        q = q.where(t.versions.c.variant == variant)
+    if created_after is not None:
+        q = q.where(t.versions.c.committed_at > created_after)
+    if created_before is not None:
+        q = q.where(t.versions.c.committed_at < created_before)
+    for key, value in sorted((where or {}).items()):
+        vm = t.version_meta
+        q = q.where(
+            exists().where(and_(vm.c.version_id == t.versions.c.id, vm.c.key == key, vm.c.value == value))
+        )
+    if cursor:
+        q = q.where(t.versions.c.id < _decode_cursor(cursor))
+    rows = conn.execute(q.order_by(t.versions.c.id.desc()).limit(limit + 1)).all()
+    items = [_record(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return Page(items, _encode_cursor(items[-1].id) if more and items else None)
+
+
+def _encode_cursor(version_id: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{version_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = raw.partition(":")
+        if prefix != "v1":
+            raise ValueError(prefix)
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("invalid cursor: pass the next_cursor of a previous page") from None

@@ -1,0 +1,179 @@
+"""The data plane: ingest streams as content-addressed blobs, serve and verify them.
+
+This is the one named interface the control plane uses for bytes (SPEC
+section 11). It hashes (both digests, one pass, off the caller's critical
+path), decides keys through ``layout``, and delegates storage to a
+:class:`~artifactstore.dataplane.protocol.Backend`. It knows nothing of
+packages, namespaces or the database.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Protocol
+
+from artifactstore.dataplane import layout
+from artifactstore.dataplane.digests import DualHasher
+from artifactstore.dataplane.protocol import Backend, WriteBatch, Writer
+from artifactstore.errors import BlobNotFound, CorruptBlob, DigestMismatch, StorageError
+from artifactstore.model.identity import Algorithm, BlobDigests, Digest
+
+__all__ = ["BlobIngest", "DataPlane", "IngestBatch", "Readable"]
+
+CHUNK = 1 << 20
+
+
+class Readable(Protocol):
+    def readinto(self, buffer: bytearray | memoryview, /) -> int | None: ...
+
+
+class BlobIngest:
+    """One blob being written: bytes go to the backend and both hashers together.
+
+    The caller must not modify a buffer passed to :meth:`write` until the next
+    ``write`` or ``finish`` returns (hashing may still be reading it).
+    """
+
+    def __init__(self, plane: DataPlane, writer: Writer) -> None:
+        self._plane = plane
+        self._writer = writer
+        self._hasher = DualHasher(plane._pool)
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        return self._hasher.size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._hasher.update(data)
+        self._writer.write(data if not isinstance(data, bytearray) else memoryview(data))
+
+    def finish(self, expected: Digest | None = None) -> BlobDigests:
+        """Stage the blob under its primary digest; refuse it if ``expected`` differs."""
+        digests = self._hasher.result()
+        self._done = True
+        if expected is not None and not digests.matches(expected):
+            self._writer.cancel()
+            raise DigestMismatch(
+                f"content has digest {digests.get(expected.algorithm)}, expected {expected}"
+            )
+        self._writer.commit(self._plane.key(digests))
+        return digests
+
+    def cancel(self) -> None:
+        if not self._done:
+            self._done = True
+            self._hasher.result()  # let in-flight hashing finish before dropping buffers
+            self._writer.cancel()
+
+
+class IngestBatch:
+    """Blobs ingested together and made durable together by :meth:`commit`."""
+
+    def __init__(self, plane: DataPlane, batch: WriteBatch) -> None:
+        self._plane = plane
+        self._batch = batch
+        self._buffers: tuple[bytearray, bytearray] | None = None  # reused by every ingest
+
+    def begin(self) -> BlobIngest:
+        return BlobIngest(self._plane, self._batch.writer())
+
+    def ingest(self, source: Readable, expected: Digest | None = None) -> BlobDigests:
+        """Copy a readable (file, socket) into a new blob, pipelining read, hash and write."""
+        blob = self.begin()
+        if self._buffers is None:
+            self._buffers = (bytearray(CHUNK), bytearray(CHUNK))
+        buffers = self._buffers
+        i = 0
+        try:
+            n = source.readinto(buffers[0]) or 0
+            while n:
+                blob.write(memoryview(buffers[i])[:n])
+                i ^= 1  # the other buffer is free: its hashing was awaited by write()
+                n = source.readinto(buffers[i]) or 0
+            digests = blob.finish(expected)
+        except BaseException:
+            blob.cancel()
+            raise
+        return digests
+
+    def ingest_bytes(self, data: bytes, expected: Digest | None = None) -> BlobDigests:
+        return self.ingest(io.BytesIO(data), expected)
+
+    def commit(self) -> None:
+        self._batch.commit()
+
+    def cancel(self) -> None:
+        self._batch.cancel()
+
+    def __enter__(self) -> IngestBatch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.cancel()
+
+
+class DataPlane:
+    """Content-addressed blobs over one backend."""
+
+    def __init__(self, backend: Backend, *, primary: Algorithm = "blake3") -> None:
+        self.backend = backend
+        self.primary: Algorithm = primary
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def key(self, digests: BlobDigests) -> str:
+        return layout.blob_key(digests.get(self.primary))
+
+    def batch(self) -> IngestBatch:
+        return IngestBatch(self, self.backend.batch())
+
+    def ingest(self, source: Readable, expected: Digest | None = None) -> BlobDigests:
+        """Ingest one blob and make it durable before returning."""
+        with self.batch() as batch:
+            return batch.ingest(source, expected)
+
+    def stat(self, key: str) -> int | None:
+        return self.backend.stat(key)
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        return self.backend.read(key, offset, length)
+
+    def verify(self, key: str, expected: BlobDigests) -> None:
+        """Re-read and re-hash one blob; raise CorruptBlob unless both digests and size match."""
+        hasher = DualHasher(self._pool)
+        try:
+            for chunk in self.backend.read(key):
+                hasher.update(chunk)
+        except BlobNotFound as exc:
+            raise CorruptBlob(f"blob {expected.blake3} is missing from storage ({key})") from exc
+        actual = hasher.result()
+        if actual != expected:
+            raise CorruptBlob(
+                f"blob {expected.blake3} is damaged: stored bytes hash to {actual.blake3} "
+                f"({actual.size} bytes, expected {expected.size})"
+            )
+
+    def delete(self, key: str) -> None:
+        self.backend.delete(key)
+
+    def health(self) -> None:
+        try:
+            self.backend.health()
+        except StorageError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"storage health check failed: {exc}") from exc

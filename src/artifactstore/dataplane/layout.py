@@ -1,0 +1,51 @@
+"""The one module that knows where things live, in a data directory and in a backend.
+
+Data directory (``ARTIFACTSTORE_HOME``)::
+
+    <home>/
+      artifactstore.db            SQLite control plane (WAL mode)
+      storage/                    local backend root (file:// default)
+        blobs/<algo>/<h0h1>/<h2h3>/<hex>   published blobs, read-only
+        tmp/                      staging for in-flight writes (same file system)
+
+Backend keys are the ``blobs/...`` part: the address of a blob is its
+whole-content digest; how a blob is represented in a backend (whole, later
+chunked or compressed) is recorded per storage location in the control plane,
+never encoded here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from artifactstore.errors import InvalidReference
+from artifactstore.model.identity import Digest
+
+__all__ = ["BLOB_PREFIX", "blob_key", "database_path", "digest_from_key", "storage_root"]
+
+BLOB_PREFIX = "blobs/"
+
+
+def blob_key(digest: Digest) -> str:
+    h = digest.hex
+    return f"{BLOB_PREFIX}{digest.algorithm}/{h[0:2]}/{h[2:4]}/{h}"
+
+
+def digest_from_key(key: str) -> Digest | None:
+    """Invert :func:`blob_key`; None for anything that is not a blob key."""
+    parts = key.split("/")
+    if len(parts) != 5 or parts[0] != BLOB_PREFIX.rstrip("/"):
+        return None
+    try:
+        d = Digest.parse(f"{parts[1]}:{parts[4]}")
+    except InvalidReference:
+        return None
+    return d if blob_key(d) == key else None
+
+
+def database_path(home: Path) -> Path:
+    return home / "artifactstore.db"
+
+
+def storage_root(home: Path) -> Path:
+    return home / "storage"

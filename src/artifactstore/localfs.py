@@ -1,0 +1,139 @@
+"""The local file system on the client side of a push or pull.
+
+Push: turn the command line's PATH arguments into validated package paths.
+A directory contributes its contents (relative to itself), a file its own
+name. Symlinks are followed only while they stay inside the argument's tree;
+one that leaves it is refused unless the caller opts in, so a push never
+uploads ``~/.ssh`` because a build left a link behind.
+
+Pull: write files only below the output directory, re-validating every path
+from the manifest (a pull never trusts the server's paths), through a
+staging directory so that nothing partial or unverified is ever visible.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from artifactstore.errors import InvalidInput, InvalidPath
+from artifactstore.model.paths import PackagePath, check_unique
+
+__all__ = ["LocalFile", "PullStaging", "collect_files"]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    path: PackagePath
+    source: Path
+    size: int
+
+
+def _package_path(rel: str, source: Path) -> PackagePath:
+    try:
+        return PackagePath(rel)
+    except InvalidPath as exc:
+        raise InvalidPath(f"{source}: {exc.detail}") from None
+
+
+def collect_files(args: list[Path], *, follow_external_symlinks: bool = False) -> list[LocalFile]:
+    """Every regular file named by ``args``, sorted by package path."""
+    out: dict[str, LocalFile] = {}
+
+    def add(rel: str, source: Path) -> None:
+        p = _package_path(rel, source)
+        if p.value in out:
+            raise InvalidInput(
+                f"{source} and {out[p.value].source} would both be stored as {p.value!r}"
+            )
+        out[p.value] = LocalFile(p, source, source.stat().st_size)
+
+    for arg in args:
+        if not arg.exists():
+            if arg.is_symlink():
+                raise InvalidInput(f"{arg} is a broken symbolic link")
+            raise InvalidInput(f"{arg} does not exist: check the path (pushes take files and directories)")
+        if arg.is_file():
+            add(arg.resolve().name if arg.name in ("", ".", "..") else arg.name, arg)
+            continue
+        if not arg.is_dir():
+            raise InvalidInput(f"{arg} is neither a regular file nor a directory")
+        root = arg.resolve()
+        visited: set[Path] = {root}
+        stack: list[tuple[Path, str]] = [(arg, "")]
+        while stack:
+            directory, prefix = stack.pop()
+            with os.scandir(directory) as entries:
+                for entry in sorted(entries, key=lambda e: e.name):
+                    rel = prefix + entry.name
+                    full = Path(entry.path)
+                    if entry.is_symlink():
+                        target = full.resolve()
+                        inside = target == root or root in target.parents
+                        if not target.exists():
+                            raise InvalidInput(f"{full} is a broken symbolic link")
+                        if not inside and not follow_external_symlinks:
+                            raise InvalidInput(
+                                f"{full} is a symbolic link to {target}, outside {arg}: refused "
+                                "(pass --follow-symlinks to push what it points to)"
+                            )
+                    if entry.is_dir(follow_symlinks=True):
+                        real = full.resolve()
+                        if real in visited:
+                            raise InvalidInput(f"{full} is a directory loop")
+                        visited.add(real)
+                        stack.append((full, rel + "/"))
+                    elif entry.is_file(follow_symlinks=True):
+                        add(rel, full)
+                    else:
+                        raise InvalidInput(f"{full} is not a regular file (device, socket or pipe)")
+    files = [out[k] for k in sorted(out)]
+    check_unique(f.path for f in files)
+    return files
+
+
+class PullStaging:
+    """Files written under ``DIR/.artifactstore-pull-*`` and moved into place together."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        dest.mkdir(parents=True, exist_ok=True)
+        self.root = dest / f".artifactstore-pull-{secrets.token_hex(6)}"
+        self.root.mkdir()
+        self._moves: list[tuple[Path, Path]] = []
+
+    def target(self, path: PackagePath) -> Path:
+        """Where ``path`` will land; re-validates and refuses anything leaving ``dest``."""
+        checked = PackagePath(path.value)
+        final = self.dest.joinpath(*checked.parts)
+        base = self.dest.resolve()
+        parent = final.parent
+        # An existing symlinked directory in the output tree must not redirect the write.
+        probe = parent
+        while probe != self.dest and probe != probe.parent:
+            if probe.is_symlink():
+                raise InvalidPath(f"refusing to write {path.value!r} through symbolic link {probe}")
+            probe = probe.parent
+        if parent.exists() and not (parent.resolve() == base or base in parent.resolve().parents):
+            raise InvalidPath(f"refusing to write {path.value!r} outside {self.dest}")
+        return final
+
+    def new_file(self, path: PackagePath) -> tuple[Path, Path]:
+        final = self.target(path)
+        part = self.root / f"{len(self._moves)}.part"
+        self._moves.append((part, final))
+        return part, final
+
+    def commit(self) -> None:
+        for part, final in self._moves:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.is_symlink() or final.is_dir():
+                raise InvalidPath(f"refusing to replace {final}: it is a symbolic link or a directory")
+            os.replace(part, final)
+        self.cancel()
+
+    def cancel(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,429 @@
+"""The Store: the library's public face (SPEC section 6).
+
+It wires one control plane (database, event log, views) to one data plane
+(hashing and a storage backend) and offers the verbs the CLI and the server
+are thin layers over. Every mutation is one event appended in the same
+transaction as its effect; bytes are durable before any event points at them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy import delete, select
+
+from artifactstore.config import Settings
+from artifactstore.controlplane import blobs as blob_records
+from artifactstore.controlplane import gc as gc_mod
+from artifactstore.controlplane import packages, schemas
+from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.engine import Database
+from artifactstore.controlplane.eventlog import Event, iter_events, utc_now, verify_chain
+from artifactstore.controlplane.projection import project
+from artifactstore.dataplane.backends.local import LocalBackend
+from artifactstore.dataplane.blobs import DataPlane
+from artifactstore.dataplane.digests import DualHasher
+from artifactstore.dataplane.protocol import Backend
+from artifactstore.errors import (
+    BlobNotFound,
+    CorruptBlob,
+    DigestMismatch,
+    InvalidInput,
+    InvalidReference,
+    LimitExceeded,
+    PackageNotFound,
+)
+from artifactstore.localfs import PullStaging, collect_files
+from artifactstore.model.identity import BlobDigests, Digest, Namespace, PackageName, Reference
+from artifactstore.model.jsonio import canonical_json_dumps
+from artifactstore.model.manifest import FileEntry, Manifest, media_type_for
+from artifactstore.model.paths import PackagePath
+
+__all__ = ["Progress", "PushResult", "Store", "VerifyReport"]
+
+#: Called with the number of bytes just transferred (drives progress bars).
+Progress = Callable[[int], None]
+
+
+def _no_progress(_n: int) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    record: packages.VersionRecord
+    created: bool
+    blobs_stored: int
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` checked and what it found damaged (empty ``damaged`` means clean)."""
+
+    blobs_checked: int = 0
+    bytes_checked: int = 0
+    damaged: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "blobs_checked": self.blobs_checked,
+            "bytes_checked": self.bytes_checked,
+            "damaged": self.damaged,
+        }
+
+
+def _open_backend(settings: Settings) -> Backend:
+    url = urlparse(settings.storage_url)
+    if url.scheme == "file":
+        return LocalBackend(Path(url.path), fsync=settings.fsync)
+    raise InvalidInput(
+        f"unsupported STORAGE_URL scheme {url.scheme!r}: this build supports file://"
+    )
+
+
+class Store:
+    """An artifact store: open one with :meth:`open` and close it (or use ``with``)."""
+
+    def __init__(self, settings: Settings, db: Database, plane: DataPlane) -> None:
+        self.settings = settings
+        self.db = db
+        self.plane = plane
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, *, create: bool = True, **overrides: Any) -> Store:
+        """Open (and on first use create) the store under ``home``; settings from the env."""
+        return cls.from_config(Settings.load(home=home, **overrides), create=create)
+
+    @classmethod
+    def from_config(cls, settings: Settings, *, create: bool = True) -> Store:
+        if settings.database_url.startswith("sqlite:///"):
+            db_path = Path(settings.database_url.removeprefix("sqlite:///"))
+            if not db_path.exists() and not create:
+                raise InvalidInput(f"no store at {settings.home} (it has no database yet)")
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.database_url)
+        try:
+            db.ensure_migrated(create=create)
+            plane = DataPlane(_open_backend(settings), primary=settings.primary_digest)  # type: ignore[arg-type]
+        except BaseException:
+            db.dispose()
+            raise
+        return cls(settings, db, plane)
+
+    def close(self) -> None:
+        self.plane.close()
+        self.db.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def actor(self) -> str:
+        return self.settings.actor
+
+    # --- push -------------------------------------------------------------------------
+
+    def push(
+        self,
+        ref: str | Reference,
+        paths: Sequence[str | Path],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        variant: str | None = None,
+        annotations: Mapping[str, str] | None = None,
+        producer: str = "artifactstore",
+        follow_symlinks: bool = False,
+        progress: Progress = _no_progress,
+    ) -> PushResult:
+        """Ingest the files under ``paths`` and commit them as version ``ref``."""
+        reference = self._version_ref(ref)
+        files = collect_files([Path(p) for p in paths], follow_external_symlinks=follow_symlinks)
+        meta = dict(metadata or {})
+        self._check_metadata(meta, variant)
+        if len(files) > self.settings.max_files:
+            raise LimitExceeded(f"{len(files)} files is more than the limit of {self.settings.max_files}")
+        ingested: list[tuple[BlobDigests, str]] = []
+        with self.plane.batch() as batch:
+            for f in files:
+                try:
+                    src = f.source.open("rb", buffering=0)
+                except OSError as exc:
+                    raise InvalidInput(f"cannot read {f.source}: {exc.strerror}") from exc
+                with src:
+                    digests = batch.ingest(_Counting(src, progress))
+                ingested.append((digests, self.plane.key(digests)))
+            # GC lease before the bytes become visible (gc.py, step 1).
+            with self.db.write() as conn:
+                blob_records.touch(conn, (key for _, key in ingested), time.time())
+        manifest = Manifest.build(
+            namespace=reference.namespace,
+            name=reference.name,
+            version=reference.version,  # type: ignore[arg-type]
+            files=[
+                FileEntry(f.path, d.size, media_type_for(f.path.value), d.blake3, d.sha256)
+                for f, (d, _) in zip(files, ingested, strict=True)
+            ],
+            variant=variant,
+            metadata=meta,
+            annotations=dict(annotations or {}),
+            created=utc_now(),
+            producer=producer,
+        )
+        with self.db.write() as conn:
+            stored = blob_records.record_stored(conn, ingested, self.plane.backend.properties.name, self.actor)
+            result = packages.commit(conn, manifest, self.actor)
+        return PushResult(result.record, result.created, len(stored))
+
+    def _check_metadata(self, metadata: Mapping[str, Any], variant: str | None) -> None:
+        text = canonical_json_dumps(dict(metadata))
+        if len(text.encode()) > self.settings.max_metadata_bytes:
+            raise LimitExceeded(
+                f"metadata is {len(text.encode())} bytes, over the limit of {self.settings.max_metadata_bytes}"
+            )
+        if _depth(metadata) > self.settings.max_metadata_depth:
+            raise LimitExceeded(f"metadata nests deeper than {self.settings.max_metadata_depth} levels")
+        if variant is not None:
+            schemas.validate_variant_id(variant)
+            with self.db.read() as conn:
+                schema = schemas.get(conn, variant)
+            schemas.validate_metadata(schema, dict(metadata), variant)
+
+    @staticmethod
+    def _version_ref(ref: str | Reference) -> Reference:
+        r = Reference.parse(ref) if isinstance(ref, str) else ref
+        if r.version is None:
+            raise InvalidReference(f"{r} names a digest; pushing needs NAMESPACE/NAME:VERSION")
+        return r
+
+    # --- read -----------------------------------------------------------------------
+
+    def show(self, ref: str | Reference) -> packages.VersionRecord:
+        r = Reference.parse(ref) if isinstance(ref, str) else ref
+        with self.db.read() as conn:
+            return packages.get(conn, r)
+
+    def query(
+        self,
+        namespace: str | None = None,
+        name: str | None = None,
+        *,
+        variant: str | None = None,
+        where: Mapping[str, str] | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> packages.Page:
+        with self.db.read() as conn:
+            return packages.query(
+                conn,
+                namespace=Namespace(namespace) if namespace else None,
+                name=PackageName(name) if name else None,
+                variant=variant, where=where, created_after=created_after,
+                created_before=created_before, limit=limit, cursor=cursor,
+            )
+
+    def iter_query(self, namespace: str | None = None, name: str | None = None, **kw: Any) -> Iterator[packages.VersionRecord]:
+        """Every matching live version, newest first, paging under the hood."""
+        cursor: str | None = None
+        while True:
+            page = self.query(namespace, name, cursor=cursor, **kw)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def _location(self, digest: Digest) -> blob_records.BlobRecord:
+        with self.db.read() as conn:
+            rec = blob_records.find(conn, digest)
+        if rec is None:
+            raise BlobNotFound(f"blob {digest} is not in the store")
+        return rec
+
+    def read_file(self, ref: str | Reference, path: str) -> Iterator[bytes]:
+        """Stream one file; raises DigestMismatch after the last chunk if the bytes are damaged."""
+        record = self.show(ref)
+        wanted = PackagePath(path)
+        entry = next((f for f in record.manifest.files if f.path == wanted), None)
+        if entry is None:
+            raise PackageNotFound(f"{record.reference} has no file {path!r}: see 'artifactstore show {record.reference}'")
+        return self._verified_stream(entry)
+
+    def _verified_stream(self, entry: FileEntry) -> Iterator[bytes]:
+        rec = self._location(entry.blake3)
+        hasher = DualHasher(None)
+        for chunk in self.plane.read(rec.key):
+            hasher.update(chunk)
+            yield chunk
+        actual = hasher.result()
+        if actual.blake3 != entry.blake3 or actual.sha256 != entry.sha256 or actual.size != entry.size:
+            raise DigestMismatch(
+                f"{entry.path.value}: stored bytes hash to {actual.blake3}, expected {entry.blake3}"
+            )
+
+    def pull(self, ref: str | Reference, dest: str | Path, *, progress: Progress = _no_progress) -> packages.VersionRecord:
+        """Write every file under ``dest``, verifying each digest; all or nothing."""
+        record = self.show(ref)
+        staging = PullStaging(Path(dest))
+        try:
+            for entry in record.manifest.files:
+                part, _final = staging.new_file(entry.path)
+                with part.open("wb") as out:
+                    for chunk in self._verified_stream(entry):
+                        out.write(chunk)
+                        progress(len(chunk))
+            staging.commit()
+        except BaseException:
+            staging.cancel()
+            raise
+        return record
+
+    # --- delete, schemas --------------------------------------------------------------
+
+    def delete(self, ref: str | Reference) -> packages.VersionRecord:
+        r = Reference.parse(ref) if isinstance(ref, str) else ref
+        with self.db.write() as conn:
+            record = packages.delete(conn, r, self.actor)
+            keys = [
+                row.key for row in conn.execute(
+                    select(t.storage_locations.c.key).where(
+                        t.storage_locations.c.blake3.in_({str(f.blake3) for f in record.manifest.files})
+                    )
+                )
+            ]
+            blob_records.touch(conn, keys, time.time())  # a dereference starts the grace period
+        return record
+
+    def register_schema(self, variant: str, schema: Any) -> bool:
+        with self.db.write() as conn:
+            return schemas.register(conn, variant, schema, self.actor)
+
+    def get_schema(self, variant: str) -> dict[str, Any]:
+        with self.db.read() as conn:
+            return schemas.get(conn, variant)
+
+    def list_schemas(self) -> list[dict[str, str]]:
+        with self.db.read() as conn:
+            return schemas.list_ids(conn)
+
+    # --- integrity ----------------------------------------------------------------------
+
+    def verify(self, ref: str | Reference | None = None) -> VerifyReport:
+        """Re-read and re-hash stored bytes (all blobs, or one version's); report damage."""
+        report = VerifyReport()
+        with self.db.read() as conn:
+            if ref is None:
+                rows = conn.execute(
+                    select(t.blobs, t.storage_locations.c.key)
+                    .outerjoin(t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3)
+                    .order_by(t.blobs.c.blake3)
+                ).all()
+                dangling = conn.execute(
+                    select(t.files.c.blake3, t.versions.c.namespace, t.versions.c.name, t.versions.c.version)
+                    .join(t.versions, t.versions.c.id == t.files.c.version_id)
+                    .where(~select(t.blobs.c.blake3).where(t.blobs.c.blake3 == t.files.c.blake3).exists())
+                ).all()
+                for d in dangling:
+                    report.damaged.append({
+                        "digest": d.blake3,
+                        "problem": f"referenced by {d.namespace}/{d.name}:{d.version} but not recorded",
+                    })
+            else:
+                record = packages.get(conn, Reference.parse(ref) if isinstance(ref, str) else ref)
+                wanted = sorted({str(f.blake3) for f in record.manifest.files})
+                rows = conn.execute(
+                    select(t.blobs, t.storage_locations.c.key)
+                    .outerjoin(t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3)
+                    .where(t.blobs.c.blake3.in_(wanted))
+                ).all()
+                for missing in sorted(set(wanted) - {r.blake3 for r in rows}):
+                    report.damaged.append({"digest": missing, "problem": "not recorded"})
+        for row in rows:
+            expected = BlobDigests(Digest.parse(row.blake3), Digest.parse(row.sha256), row.size)
+            report.blobs_checked += 1
+            if row.key is None:
+                report.damaged.append({"digest": row.blake3, "problem": "no storage location"})
+                continue
+            try:
+                self.plane.verify(row.key, expected)
+                report.bytes_checked += row.size
+            except CorruptBlob as exc:
+                report.damaged.append({"digest": row.blake3, "problem": exc.detail})
+        return report
+
+    def events(self, after: int = 0, limit: int | None = None) -> list[Event]:
+        with self.db.read() as conn:
+            return list(iter_events(conn, after, limit))
+
+    def verify_chain(self) -> int:
+        """Number of events verified; raises ChainBroken at the first bad one."""
+        with self.db.read() as conn:
+            return verify_chain(conn)
+
+    def rebuild(self) -> int:
+        """Empty every view and replay the whole log into it; returns events replayed."""
+        count = 0
+        with self.db.write() as conn:
+            for table in t.VIEW_TABLES:
+                conn.execute(delete(table))
+            after = 0
+            while True:
+                batch = list(iter_events(conn, after, 1000))
+                if not batch:
+                    break
+                for event in batch:
+                    project(conn, event)
+                after = batch[-1].seq
+                count += len(batch)
+        return count
+
+    def gc(self, *, dry_run: bool = False, grace: float | None = None) -> gc_mod.GcReport:
+        return gc_mod.collect(
+            self.db, self.plane,
+            grace=self.settings.gc_grace if grace is None else grace,
+            dry_run=dry_run, actor=self.actor,
+        )
+
+    def health(self) -> None:
+        with self.db.read() as conn:
+            conn.execute(select(1))
+        self.plane.health()
+
+
+class _Counting:
+    """A readable that reports bytes read to a progress callback."""
+
+    def __init__(self, inner: Any, progress: Progress) -> None:
+        self._inner = inner
+        self._progress = progress
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        n: int = self._inner.readinto(buffer) or 0
+        self._progress(n)
+        return n
+
+
+def _depth(value: object, level: int = 0) -> int:
+    if isinstance(value, Mapping):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list | tuple):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
