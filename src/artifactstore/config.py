@@ -55,35 +55,41 @@ class Settings:
     storage_url: str = _help("blob storage (default file:///HOME/storage)", "")
     primary_digest: str = _help("digest algorithm that keys storage (blake3 or sha256)", "blake3")
     fsync: bool = _help("flush bytes to disk before acknowledging (off only for benchmarks)", True)
-    gc_grace: float = _help("seconds a blob stays protected after upload, HEAD or dereference", 86400.0)
+    gc_grace: float = _help(
+        "seconds a blob stays protected after upload, HEAD or dereference", 86400.0
+    )
     actor: str = _help("who local-mode mutations are recorded as (default local:USER)", "")
     max_manifest_bytes: int = _help("largest manifest accepted, in bytes", 16 * 1024 * 1024)
     max_files: int = _help("most files in one package", 100_000)
     max_metadata_depth: int = _help("deepest nesting of metadata objects and arrays", 16)
-    max_metadata_bytes: int = _help("largest metadata document, in bytes of canonical JSON", 1024 * 1024)
+    max_metadata_bytes: int = _help(
+        "largest metadata document, in bytes of canonical JSON", 1024 * 1024
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home)
         object.__setattr__(self, "home", home)
         if not self.database_url:
-            object.__setattr__(self, "database_url", f"sqlite:///{home.absolute() / 'artifactstore.db'}")
+            object.__setattr__(
+                self, "database_url", f"sqlite:///{home.absolute() / 'artifactstore.db'}"
+            )
         if not self.storage_url:
             object.__setattr__(self, "storage_url", f"file://{home.absolute() / 'storage'}")
         if not self.actor:
             object.__setattr__(self, "actor", _default_actor())
         if self.primary_digest not in ("blake3", "sha256"):
-            raise InvalidInput(f"PRIMARY_DIGEST must be blake3 or sha256, not {self.primary_digest!r}")
+            raise InvalidInput(
+                f"PRIMARY_DIGEST must be blake3 or sha256, not {self.primary_digest!r}"
+            )
 
     @classmethod
-    def load(
-        cls, env: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         cfg_path = Path(env.get("ARTIFACTSTORE_CONFIG", "artifactstore.toml"))
         if cfg_path.is_file():
-            with cfg_path.open("rb") as f:
-                values.update(tomllib.load(f))
+            with cfg_path.open("rb") as fh:
+                values.update(tomllib.load(fh))
         for f in dataclasses.fields(cls):
             raw = env.get(f"ARTIFACTSTORE_{f.name.upper()}")
             if raw is not None and raw != "":

@@ -55,7 +55,9 @@ def collect_files(args: list[Path], *, follow_external_symlinks: bool = False) -
         if not arg.exists():
             if arg.is_symlink():
                 raise InvalidInput(f"{arg} is a broken symbolic link")
-            raise InvalidInput(f"{arg} does not exist: check the path (pushes take files and directories)")
+            raise InvalidInput(
+                f"{arg} does not exist: check the path (pushes take files and directories)"
+            )
         if arg.is_file():
             add(arg.resolve().name if arg.name in ("", ".", "..") else arg.name, arg)
             continue
@@ -131,7 +133,9 @@ class PullStaging:
         for part, final in self._moves:
             final.parent.mkdir(parents=True, exist_ok=True)
             if final.is_symlink() or final.is_dir():
-                raise InvalidPath(f"refusing to replace {final}: it is a symbolic link or a directory")
+                raise InvalidPath(
+                    f"refusing to replace {final}: it is a symbolic link or a directory"
+                )
             os.replace(part, final)
         self.cancel()
 

@@ -103,7 +103,9 @@ class Store:
     # --- lifecycle ------------------------------------------------------------------
 
     @classmethod
-    def open(cls, home: str | Path | None = None, *, create: bool = True, **overrides: Any) -> Store:
+    def open(
+        cls, home: str | Path | None = None, *, create: bool = True, **overrides: Any
+    ) -> Store:
         """Open (and on first use create) the store under ``home``; settings from the env."""
         return cls.from_config(Settings.load(home=home, **overrides), create=create)
 
@@ -131,7 +133,10 @@ class Store:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -159,7 +164,9 @@ class Store:
         meta = dict(metadata or {})
         self._check_metadata(meta, variant)
         if len(files) > self.settings.max_files:
-            raise LimitExceeded(f"{len(files)} files is more than the limit of {self.settings.max_files}")
+            raise LimitExceeded(
+                f"{len(files)} files is more than the limit of {self.settings.max_files}"
+            )
         ingested: list[tuple[BlobDigests, str]] = []
         with self.plane.batch() as batch:
             for f in files:
@@ -188,18 +195,21 @@ class Store:
             producer=producer,
         )
         with self.db.write() as conn:
-            stored = blob_records.record_stored(conn, ingested, self.plane.backend.properties.name, self.actor)
+            stored = blob_records.record_stored(
+                conn, ingested, self.plane.backend.properties.name, self.actor
+            )
             result = packages.commit(conn, manifest, self.actor)
         return PushResult(result.record, result.created, len(stored))
 
     def _check_metadata(self, metadata: Mapping[str, Any], variant: str | None) -> None:
         text = canonical_json_dumps(dict(metadata))
-        if len(text.encode()) > self.settings.max_metadata_bytes:
-            raise LimitExceeded(
-                f"metadata is {len(text.encode())} bytes, over the limit of {self.settings.max_metadata_bytes}"
-            )
+        size, limit = len(text.encode()), self.settings.max_metadata_bytes
+        if size > limit:
+            raise LimitExceeded(f"metadata is {size} bytes, over the limit of {limit}")
         if _depth(metadata) > self.settings.max_metadata_depth:
-            raise LimitExceeded(f"metadata nests deeper than {self.settings.max_metadata_depth} levels")
+            raise LimitExceeded(
+                f"metadata nests deeper than {self.settings.max_metadata_depth} levels"
+            )
         if variant is not None:
             schemas.validate_variant_id(variant)
             with self.db.read() as conn:
@@ -237,11 +247,17 @@ class Store:
                 conn,
                 namespace=Namespace(namespace) if namespace else None,
                 name=PackageName(name) if name else None,
-                variant=variant, where=where, created_after=created_after,
-                created_before=created_before, limit=limit, cursor=cursor,
+                variant=variant,
+                where=where,
+                created_after=created_after,
+                created_before=created_before,
+                limit=limit,
+                cursor=cursor,
             )
 
-    def iter_query(self, namespace: str | None = None, name: str | None = None, **kw: Any) -> Iterator[packages.VersionRecord]:
+    def iter_query(
+        self, namespace: str | None = None, name: str | None = None, **kw: Any
+    ) -> Iterator[packages.VersionRecord]:
         """Every matching live version, newest first, paging under the hood."""
         cursor: str | None = None
         while True:
@@ -264,7 +280,10 @@ class Store:
         wanted = PackagePath(path)
         entry = next((f for f in record.manifest.files if f.path == wanted), None)
         if entry is None:
-            raise PackageNotFound(f"{record.reference} has no file {path!r}: see 'artifactstore show {record.reference}'")
+            ref_text = str(record.reference)
+            raise PackageNotFound(
+                f"{ref_text} has no file {path!r}: see 'artifactstore show {ref_text}'"
+            )
         return self._verified_stream(entry)
 
     def _verified_stream(self, entry: FileEntry) -> Iterator[bytes]:
@@ -274,12 +293,18 @@ class Store:
             hasher.update(chunk)
             yield chunk
         actual = hasher.result()
-        if actual.blake3 != entry.blake3 or actual.sha256 != entry.sha256 or actual.size != entry.size:
+        if (
+            actual.blake3 != entry.blake3
+            or actual.sha256 != entry.sha256
+            or actual.size != entry.size
+        ):
             raise DigestMismatch(
                 f"{entry.path.value}: stored bytes hash to {actual.blake3}, expected {entry.blake3}"
             )
 
-    def pull(self, ref: str | Reference, dest: str | Path, *, progress: Progress = _no_progress) -> packages.VersionRecord:
+    def pull(
+        self, ref: str | Reference, dest: str | Path, *, progress: Progress = _no_progress
+    ) -> packages.VersionRecord:
         """Write every file under ``dest``, verifying each digest; all or nothing."""
         record = self.show(ref)
         staging = PullStaging(Path(dest))
@@ -303,9 +328,12 @@ class Store:
         with self.db.write() as conn:
             record = packages.delete(conn, r, self.actor)
             keys = [
-                row.key for row in conn.execute(
+                row.key
+                for row in conn.execute(
                     select(t.storage_locations.c.key).where(
-                        t.storage_locations.c.blake3.in_({str(f.blake3) for f in record.manifest.files})
+                        t.storage_locations.c.blake3.in_(
+                            {str(f.blake3) for f in record.manifest.files}
+                        )
                     )
                 )
             ]
@@ -333,25 +361,41 @@ class Store:
             if ref is None:
                 rows = conn.execute(
                     select(t.blobs, t.storage_locations.c.key)
-                    .outerjoin(t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3)
+                    .outerjoin(
+                        t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3
+                    )
                     .order_by(t.blobs.c.blake3)
                 ).all()
                 dangling = conn.execute(
-                    select(t.files.c.blake3, t.versions.c.namespace, t.versions.c.name, t.versions.c.version)
+                    select(
+                        t.files.c.blake3,
+                        t.versions.c.namespace,
+                        t.versions.c.name,
+                        t.versions.c.version,
+                    )
                     .join(t.versions, t.versions.c.id == t.files.c.version_id)
-                    .where(~select(t.blobs.c.blake3).where(t.blobs.c.blake3 == t.files.c.blake3).exists())
+                    .where(
+                        ~select(t.blobs.c.blake3)
+                        .where(t.blobs.c.blake3 == t.files.c.blake3)
+                        .exists()
+                    )
                 ).all()
                 for d in dangling:
-                    report.damaged.append({
-                        "digest": d.blake3,
-                        "problem": f"referenced by {d.namespace}/{d.name}:{d.version} but not recorded",
-                    })
+                    report.damaged.append(
+                        {
+                            "digest": d.blake3,
+                            "problem": f"referenced by {d.namespace}/{d.name}:{d.version} "
+                            "but not recorded",
+                        }
+                    )
             else:
                 record = packages.get(conn, Reference.parse(ref) if isinstance(ref, str) else ref)
                 wanted = sorted({str(f.blake3) for f in record.manifest.files})
                 rows = conn.execute(
                     select(t.blobs, t.storage_locations.c.key)
-                    .outerjoin(t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3)
+                    .outerjoin(
+                        t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3
+                    )
                     .where(t.blobs.c.blake3.in_(wanted))
                 ).all()
                 for missing in sorted(set(wanted) - {r.blake3 for r in rows}):
@@ -397,9 +441,11 @@ class Store:
 
     def gc(self, *, dry_run: bool = False, grace: float | None = None) -> gc_mod.GcReport:
         return gc_mod.collect(
-            self.db, self.plane,
+            self.db,
+            self.plane,
             grace=self.settings.gc_grace if grace is None else grace,
-            dry_run=dry_run, actor=self.actor,
+            dry_run=dry_run,
+            actor=self.actor,
         )
 
     def health(self) -> None:

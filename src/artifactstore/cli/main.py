@@ -19,7 +19,10 @@ __all__ = ["cli", "main"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--home", type=click.Path(path_type=Path), default=None, envvar="ARTIFACTSTORE_HOME",
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
+    envvar="ARTIFACTSTORE_HOME",
     help="Data directory of the local store (default ./artifactstore-data).",
 )
 @click.version_option(package_name="artifact-store")

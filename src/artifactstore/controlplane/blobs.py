@@ -37,9 +37,13 @@ def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord 
     col = t.blobs.c.blake3 if digest.algorithm == "blake3" else t.blobs.c.sha256
     query = (
         select(
-            t.blobs.c.blake3, t.blobs.c.sha256, t.blobs.c.size,
-            t.storage_locations.c.key, t.storage_locations.c.backend,
-            t.storage_locations.c.retrieval_tier, t.storage_locations.c.restore_status,
+            t.blobs.c.blake3,
+            t.blobs.c.sha256,
+            t.blobs.c.size,
+            t.storage_locations.c.key,
+            t.storage_locations.c.backend,
+            t.storage_locations.c.retrieval_tier,
+            t.storage_locations.c.restore_status,
         )
         .join(t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3)
         .where(col == str(digest))
@@ -52,7 +56,10 @@ def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord 
         return None
     return BlobRecord(
         BlobDigests(Digest.parse(row.blake3), Digest.parse(row.sha256), row.size),
-        row.key, row.backend, row.retrieval_tier, row.restore_status,
+        row.key,
+        row.backend,
+        row.retrieval_tier,
+        row.restore_status,
     )
 
 
@@ -84,7 +91,8 @@ def record_stored(
     for i in range(0, len(names), 500):
         chunk = names[i : i + 500]
         present.update(
-            r.blake3 for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
+            r.blake3
+            for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
         )
     added = []
     for name in names:
@@ -92,16 +100,24 @@ def record_stored(
             continue
         d, key = wanted[name]
         append(
-            conn, "blob.stored", name,
+            conn,
+            "blob.stored",
+            name,
             {
-                "blake3": name, "sha256": str(d.sha256), "size": d.size,
-                "locations": [{
-                    "backend": backend, "key": key, "representation": "whole",
-                    "retrieval_tier": "hot", "restore_status": "available",
-                }],
+                "blake3": name,
+                "sha256": str(d.sha256),
+                "size": d.size,
+                "locations": [
+                    {
+                        "backend": backend,
+                        "key": key,
+                        "representation": "whole",
+                        "retrieval_tier": "hot",
+                        "restore_status": "available",
+                    }
+                ],
             },
             actor,
         )
         added.append(name)
     return added
-

@@ -86,8 +86,14 @@ def append(
     digest = event_hash(seq, time, actor, type_, subject, text, prev)
     conn.execute(
         insert(events).values(
-            seq=seq, time=time, actor=actor, type=type_, subject=subject,
-            payload=text, prev_hash=prev, hash=digest,
+            seq=seq,
+            time=time,
+            actor=actor,
+            type=type_,
+            subject=subject,
+            payload=text,
+            prev_hash=prev,
+            hash=digest,
         )
     )
     if head is None:
@@ -105,8 +111,14 @@ def iter_events(conn: Connection, after: int = 0, limit: int | None = None) -> I
         query = query.limit(limit)
     for row in conn.execute(query):
         yield Event(
-            row.seq, row.time, row.actor, row.type, row.subject,
-            json.loads(row.payload), row.prev_hash, row.hash,
+            row.seq,
+            row.time,
+            row.actor,
+            row.type,
+            row.subject,
+            json.loads(row.payload),
+            row.prev_hash,
+            row.hash,
         )
 
 
@@ -130,7 +142,9 @@ def verify_chain(conn: Connection) -> int:
             row.seq, row.time, row.actor, row.type, row.subject, row.payload, row.prev_hash
         )
         if actual != row.hash:
-            raise ChainBroken(f"event {row.seq} was altered: its content does not match its hash", row.seq)
+            raise ChainBroken(
+                f"event {row.seq} was altered: its content does not match its hash", row.seq
+            )
         prev = row.hash
         expected_seq += 1
     head = conn.execute(select(chain_head.c.seq, chain_head.c.hash)).first()

@@ -130,8 +130,11 @@ def commit(conn: Connection, manifest: Manifest, actor: str) -> CommitResult:
             f"{len(missing)} referenced blob(s) are not in the store: upload them first", missing
         )
     append(
-        conn, "package.committed", str(ref),
-        {"manifest": manifest.to_map(), "digest": str(manifest.digests().blake3)}, actor,
+        conn,
+        "package.committed",
+        str(ref),
+        {"manifest": manifest.to_map(), "digest": str(manifest.digests().blake3)},
+        actor,
     )
     return CommitResult(get(conn, ref), created=True)
 
@@ -139,8 +142,11 @@ def commit(conn: Connection, manifest: Manifest, actor: str) -> CommitResult:
 def delete(conn: Connection, ref: Reference, actor: str) -> VersionRecord:
     record = get(conn, ref)
     append(
-        conn, "package.deleted", str(record.reference),
-        {"version_id": record.id, "digest": str(record.digest)}, actor,
+        conn,
+        "package.deleted",
+        str(record.reference),
+        {"version_id": record.id, "digest": str(record.digest)},
+        actor,
     )
     return record
 
@@ -174,7 +180,9 @@ def query(
     for key, value in sorted((where or {}).items()):
         vm = t.version_meta
         q = q.where(
-            exists().where(and_(vm.c.version_id == t.versions.c.id, vm.c.key == key, vm.c.value == value))
+            exists().where(
+                and_(vm.c.version_id == t.versions.c.id, vm.c.key == key, vm.c.value == value)
+            )
         )
     if cursor:
         q = q.where(t.versions.c.id < _decode_cursor(cursor))

@@ -25,8 +25,11 @@ def _blob_stored(conn: Connection, seq: int, time: str, actor: str, p: dict[str,
     if exists is None:
         conn.execute(
             insert(t.blobs).values(
-                blake3=p["blake3"], sha256=p["sha256"], size=p["size"],
-                stored_seq=seq, stored_at=time,
+                blake3=p["blake3"],
+                sha256=p["sha256"],
+                size=p["size"],
+                stored_seq=seq,
+                stored_at=time,
             )
         )
     for loc in p["locations"]:
@@ -38,8 +41,11 @@ def _blob_stored(conn: Connection, seq: int, time: str, actor: str, p: dict[str,
         )
         conn.execute(
             insert(t.storage_locations).values(
-                blake3=p["blake3"], backend=loc["backend"], key=loc["key"],
-                representation=loc["representation"], retrieval_tier=loc["retrieval_tier"],
+                blake3=p["blake3"],
+                backend=loc["backend"],
+                key=loc["key"],
+                representation=loc["representation"],
+                retrieval_tier=loc["retrieval_tier"],
                 restore_status=loc["restore_status"],
             )
         )
@@ -72,16 +78,32 @@ def _package_committed(
             t.versions.c.namespace == ns, t.versions.c.name == name, t.versions.c.version == ver
         )
     )
-    if conn.execute(
-        select(t.packages.c.name).where(t.packages.c.namespace == ns, t.packages.c.name == name)
-    ).first() is None:
-        conn.execute(insert(t.packages).values(namespace=ns, name=name, created_seq=seq, created_at=time))
+    if (
+        conn.execute(
+            select(t.packages.c.name).where(t.packages.c.namespace == ns, t.packages.c.name == name)
+        ).first()
+        is None
+    ):
+        conn.execute(
+            insert(t.packages).values(namespace=ns, name=name, created_seq=seq, created_at=time)
+        )
     conn.execute(
         insert(t.versions).values(
-            id=seq, namespace=ns, name=name, version=ver, digest=str(digests.blake3),
-            sha256=str(digests.sha256), manifest=cbor, variant=m.variant, created=m.created,
-            committed_at=time, actor=actor, size=m.total_size, file_count=len(m.files),
-            deleted_seq=None, deleted_at=None,
+            id=seq,
+            namespace=ns,
+            name=name,
+            version=ver,
+            digest=str(digests.blake3),
+            sha256=str(digests.sha256),
+            manifest=cbor,
+            variant=m.variant,
+            created=m.created,
+            committed_at=time,
+            actor=actor,
+            size=m.total_size,
+            file_count=len(m.files),
+            deleted_seq=None,
+            deleted_at=None,
         )
     )
     if m.files:
@@ -89,8 +111,12 @@ def _package_committed(
             insert(t.files),
             [
                 {
-                    "version_id": seq, "path": f.path.value, "size": f.size,
-                    "media_type": f.media_type, "blake3": str(f.blake3), "sha256": str(f.sha256),
+                    "version_id": seq,
+                    "path": f.path.value,
+                    "size": f.size,
+                    "media_type": f.media_type,
+                    "blake3": str(f.blake3),
+                    "sha256": str(f.sha256),
                 }
                 for f in m.files
             ],
@@ -108,7 +134,9 @@ def _package_deleted(conn: Connection, seq: int, time: str, actor: str, p: dict[
     vid = p["version_id"]
     conn.execute(delete(t.files).where(t.files.c.version_id == vid))
     conn.execute(delete(t.version_meta).where(t.version_meta.c.version_id == vid))
-    conn.execute(update(t.versions).where(t.versions.c.id == vid).values(deleted_seq=seq, deleted_at=time))
+    conn.execute(
+        update(t.versions).where(t.versions.c.id == vid).values(deleted_seq=seq, deleted_at=time)
+    )
 
 
 def _schema_registered(
@@ -116,9 +144,13 @@ def _schema_registered(
 ) -> None:
     conn.execute(
         insert(t.schemas).values(
-            id=p["id"], schema=json.dumps(p["schema"], sort_keys=True, separators=(",", ":"),
-                                          ensure_ascii=False),
-            digest=p["digest"], registered_seq=seq, registered_at=time,
+            id=p["id"],
+            schema=json.dumps(
+                p["schema"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ),
+            digest=p["digest"],
+            registered_seq=seq,
+            registered_at=time,
         )
     )
 

@@ -13,7 +13,13 @@ from sqlalchemy import Connection, select
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.eventlog import append
-from artifactstore.errors import InvalidMetadata, InvalidName, InvalidSchema, SchemaExists, SchemaNotFound
+from artifactstore.errors import (
+    InvalidMetadata,
+    InvalidName,
+    InvalidSchema,
+    SchemaExists,
+    SchemaNotFound,
+)
 
 __all__ = ["get", "list_ids", "register", "validate_metadata", "validate_variant_id"]
 
@@ -58,7 +64,13 @@ def register(conn: Connection, variant: str, schema: Any, actor: str) -> bool:
             "immutable: register the new one under a new id (e.g. bump the version suffix)"
         )
     digest = "blake3:" + blake3.blake3(text.encode()).hexdigest()
-    append(conn, "schema.registered", variant, {"id": variant, "schema": schema, "digest": digest}, actor)
+    append(
+        conn,
+        "schema.registered",
+        variant,
+        {"id": variant, "schema": schema, "digest": digest},
+        actor,
+    )
     return True
 
 
@@ -74,7 +86,11 @@ def get(conn: Connection, variant: str) -> dict[str, Any]:
 
 
 def list_ids(conn: Connection) -> list[dict[str, str]]:
-    rows = conn.execute(select(t.schemas.c.id, t.schemas.c.digest, t.schemas.c.registered_at).order_by(t.schemas.c.id))
+    rows = conn.execute(
+        select(t.schemas.c.id, t.schemas.c.digest, t.schemas.c.registered_at).order_by(
+            t.schemas.c.id
+        )
+    )
     return [{"id": r.id, "digest": r.digest, "registered_at": r.registered_at} for r in rows]
 
 
@@ -88,5 +104,6 @@ def validate_metadata(schema: dict[str, Any], metadata: object, variant: str) ->
     if error is not None:
         pointer = _pointer(error.absolute_path)
         raise InvalidMetadata(
-            f"metadata does not match schema {variant} at {pointer or '/'}: {error.message}", pointer
+            f"metadata does not match schema {variant} at {pointer or '/'}: {error.message}",
+            pointer,
         )

@@ -17,9 +17,9 @@ __all__ = [
     "Algorithm",
     "BlobDigests",
     "Digest",
+    "Namespace",
     "PackageName",
     "Reference",
-    "Namespace",
     "Version",
 ]
 
@@ -53,7 +53,7 @@ class Digest:
             raise InvalidReference(f"digest must look like 'blake3:<hex>', got {text[:80]!r}")
         if algo not in ALGORITHMS:
             raise InvalidReference(f"unknown digest algorithm {algo[:20]!r} (use blake3 or sha256)")
-        return cls(algo, hexpart)  # type: ignore[arg-type]
+        return cls(algo, hexpart)
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"

@@ -40,7 +40,7 @@ def _reason(path: str) -> str | None:
             return f"contains the character {ch!r}"
     for segment in path.split("/"):
         if segment in ("", ".", ".."):
-            return f"has an empty, '.' or '..' segment"
+            return "has an empty, '.' or '..' segment"
         if segment[-1] in ". ":
             return f"has a segment ending in a dot or space ({segment!r})"
         if _RESERVED.fullmatch(segment):
@@ -84,6 +84,4 @@ def check_unique(paths: Iterable[PackagePath]) -> None:
             dirs.setdefault("/".join(parts[:i]), p.value)
     for key, original in seen.items():
         if key in dirs:
-            raise InvalidPath(
-                f"file path {original!r} is also a directory of {dirs[key]!r}"
-            )
+            raise InvalidPath(f"file path {original!r} is also a directory of {dirs[key]!r}")

@@ -47,7 +47,9 @@ def verify(ctx: CliContext, ref: str | None, all_: bool, as_json: bool) -> None:
 @pass_ctx
 def gc(ctx: CliContext, dry_run: bool, grace: str | None, as_json: bool) -> None:
     """Remove blobs no live package references, once their grace period has passed."""
-    report = ctx.store(create=False).gc(dry_run=dry_run, grace=parse_duration(grace) if grace else None)
+    report = ctx.store(create=False).gc(
+        dry_run=dry_run, grace=parse_duration(grace) if grace else None
+    )
     if as_json:
         emit_json(report.to_json())
         return
@@ -63,10 +65,14 @@ def gc(ctx: CliContext, dry_run: bool, grace: str | None, as_json: bool) -> None
 @click.option("--after", type=click.IntRange(min=0), default=0, help="Only events after this seq.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many events.")
 @click.option("--follow", is_flag=True, help="Keep printing new events as they are appended.")
-@click.option("--verify-chain", is_flag=True, help="Check the hash chain; exit 3 at the first bad event.")
+@click.option(
+    "--verify-chain", is_flag=True, help="Check the hash chain; exit 3 at the first bad event."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_ctx
-def events(ctx: CliContext, after: int, limit: int | None, follow: bool, verify_chain: bool, as_json: bool) -> None:
+def events(
+    ctx: CliContext, after: int, limit: int | None, follow: bool, verify_chain: bool, as_json: bool
+) -> None:
     """Print the event log (or verify its hash chain)."""
     store = ctx.store(create=False)
     if verify_chain:

@@ -34,15 +34,28 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.argument("ref")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--meta", "meta", multiple=True, metavar="K=V", help="Metadata entry (repeatable).")
-@click.option("--meta-file", type=click.File("rb"), help="JSON object of metadata (merged under --meta).")
+@click.option(
+    "--meta-file", type=click.File("rb"), help="JSON object of metadata (merged under --meta)."
+)
 @click.option("--variant", help="Registered metadata schema id to validate against.")
-@click.option("--annotate", multiple=True, metavar="K=V", help="Free string annotation (repeatable).")
-@click.option("--follow-symlinks", is_flag=True, help="Push what symlinks leaving the tree point to.")
+@click.option(
+    "--annotate", multiple=True, metavar="K=V", help="Free string annotation (repeatable)."
+)
+@click.option(
+    "--follow-symlinks", is_flag=True, help="Push what symlinks leaving the tree point to."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx
 def push(
-    ctx: CliContext, ref: str, paths: tuple[Path, ...], meta: tuple[str, ...], meta_file: Any,
-    variant: str | None, annotate: tuple[str, ...], follow_symlinks: bool, as_json: bool,
+    ctx: CliContext,
+    ref: str,
+    paths: tuple[Path, ...],
+    meta: tuple[str, ...],
+    meta_file: Any,
+    variant: str | None,
+    annotate: tuple[str, ...],
+    follow_symlinks: bool,
+    as_json: bool,
 ) -> None:
     """Push files and directories as package version REF (NS/NAME:VERSION)."""
     metadata: dict[str, Any] = {}
@@ -53,11 +66,17 @@ def push(
         metadata.update(loaded)
     metadata.update(_pairs(meta, "--meta"))
     store = ctx.store()
-    total = sum(f.size for f in collect_files(list(paths), follow_external_symlinks=follow_symlinks))
+    total = sum(
+        f.size for f in collect_files(list(paths), follow_external_symlinks=follow_symlinks)
+    )
     with progress_bar(f"push {ref}", total) as advance:
         result = store.push(
-            ref, list(paths), metadata=metadata, variant=variant,
-            annotations=_pairs(annotate, "--annotate"), follow_symlinks=follow_symlinks,
+            ref,
+            list(paths),
+            metadata=metadata,
+            variant=variant,
+            annotations=_pairs(annotate, "--annotate"),
+            follow_symlinks=follow_symlinks,
             progress=advance,
         )
     rec = result.record
@@ -72,7 +91,9 @@ def push(
 
 @click.command()
 @click.argument("ref")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("."), help="Output directory.")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), default=Path("."), help="Output directory."
+)
 @pass_ctx
 def pull(ctx: CliContext, ref: str, output: Path) -> None:
     """Write every file of REF under a directory, verifying every digest."""
@@ -80,18 +101,28 @@ def pull(ctx: CliContext, ref: str, output: Path) -> None:
     rec = store.show(ref)
     with progress_bar(f"pull {rec.reference}", rec.size) as advance:
         store.pull(rec.reference, output, progress=advance)
-    stderr().print(f"{rec.reference}: {rec.file_count} files, {human_size(rec.size)} verified into {output}")
+    stderr().print(
+        f"{rec.reference}: {rec.file_count} files, {human_size(rec.size)} verified into {output}"
+    )
 
 
 @click.command(name="ls")
 @click.argument("prefix", required=False)
-@click.option("--where", multiple=True, metavar="K=V", help="Only versions whose metadata K equals V.")
+@click.option(
+    "--where", multiple=True, metavar="K=V", help="Only versions whose metadata K equals V."
+)
 @click.option("--variant", help="Only versions of this metadata schema.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=None, help="At most this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @pass_ctx
-def ls(ctx: CliContext, prefix: str | None, where: tuple[str, ...], variant: str | None,
-       limit: int | None, as_json: bool) -> None:
+def ls(
+    ctx: CliContext,
+    prefix: str | None,
+    where: tuple[str, ...],
+    variant: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
     """List live versions, newest first (PREFIX is NS or NS/NAME)."""
     namespace, _, name = (prefix or "").partition("/")
     records = ctx.store().iter_query(
@@ -133,7 +164,8 @@ def show(ctx: CliContext, ref: str, as_json: bool) -> None:
     if rec.manifest.variant:
         click.echo(f"  variant    {rec.manifest.variant}")
     for key, value in sorted(rec.manifest.metadata.items()):
-        click.echo(f"  meta       {key}={json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value}")
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        click.echo(f"  meta       {key}={shown}")
     for key, value in sorted(rec.manifest.annotations.items()):
         click.echo(f"  annotation {key}={value}")
     click.echo(f"  files      {rec.file_count} ({human_size(rec.size)})")

@@ -29,7 +29,10 @@ def register(ctx: CliContext, schema_id: str, file: Any) -> None:
     """Register FILE as the schema of variant SCHEMA_ID."""
     document = strict_json_loads(file.read(), error=InvalidSchema)
     created = ctx.store().register_schema(schema_id, document)
-    stderr().print(f"schema {schema_id} " + ("registered" if created else "unchanged (identical schema already registered)"))
+    stderr().print(
+        f"schema {schema_id} "
+        + ("registered" if created else "unchanged (identical schema already registered)")
+    )
 
 
 @schema_group.command(name="show")

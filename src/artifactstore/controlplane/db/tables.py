@@ -60,7 +60,9 @@ metadata = MetaData()
 events = Table(
     "events",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
     Column("time", String(32), nullable=False),
     Column("actor", String(256), nullable=False),
     Column("type", String(64), nullable=False),
@@ -145,7 +147,9 @@ packages = Table(
 versions = Table(
     "versions",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
     Column("namespace", String(64), nullable=False),
     Column("name", String(128), nullable=False),
     Column("version", String(128), nullable=False),
@@ -168,7 +172,9 @@ Index("ix_versions_listing", versions.c.namespace, versions.c.id)
 files = Table(
     "files",
     metadata,
-    Column("version_id", BigInteger, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "version_id", BigInteger, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("path", String(1024), primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("media_type", String(255), nullable=False),
@@ -180,7 +186,9 @@ Index("ix_files_blake3", files.c.blake3)
 version_meta = Table(
     "version_meta",
     metadata,
-    Column("version_id", BigInteger, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "version_id", BigInteger, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("key", String(256), primary_key=True),
     Column("value", Text, nullable=False),
 )

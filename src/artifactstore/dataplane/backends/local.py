@@ -202,8 +202,8 @@ class LocalBackend:
                 self._flush_fs()
             elif self._fsync:
                 # The fan-out directories may be new too: flush each level once.
-                for d in {p for d in dirs for p in (d, d.parent, d.parent.parent)}:
-                    _fsync_dir(d)
+                for level in {p for d in dirs for p in (d, d.parent, d.parent.parent)}:
+                    _fsync_dir(level)
         except OSError as exc:
             raise StorageError(f"publishing objects failed: {exc}") from exc
 
