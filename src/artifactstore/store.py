@@ -433,8 +433,7 @@ class Store:
                 batch = list(iter_events(conn, after, 1000))
                 if not batch:
                     break
-                for event in batch:
-                    project(conn, event)
+                project(conn, batch)
                 after = batch[-1].seq
                 count += len(batch)
         return count

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from artifactstore.controlplane.db import tables as t
-from artifactstore.controlplane.eventlog import append
+from artifactstore.controlplane.eventlog import append_many
 from artifactstore.model.identity import BlobDigests, Digest
 
 __all__ = ["BlobRecord", "find", "record_stored", "touch"]
@@ -94,30 +94,30 @@ def record_stored(
             r.blake3
             for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
         )
-    added = []
-    for name in names:
-        if name in present:
-            continue
-        d, key = wanted[name]
-        append(
-            conn,
-            "blob.stored",
-            name,
-            {
-                "blake3": name,
-                "sha256": str(d.sha256),
-                "size": d.size,
-                "locations": [
-                    {
-                        "backend": backend,
-                        "key": key,
-                        "representation": "whole",
-                        "retrieval_tier": "hot",
-                        "restore_status": "available",
-                    }
-                ],
-            },
-            actor,
-        )
-        added.append(name)
+    added = [name for name in names if name not in present]
+    append_many(
+        conn,
+        [
+            (
+                "blob.stored",
+                name,
+                {
+                    "blake3": name,
+                    "sha256": str(wanted[name][0].sha256),
+                    "size": wanted[name][0].size,
+                    "locations": [
+                        {
+                            "backend": backend,
+                            "key": wanted[name][1],
+                            "representation": "whole",
+                            "retrieval_tier": "hot",
+                            "restore_status": "available",
+                        }
+                    ],
+                },
+            )
+            for name in added
+        ],
+        actor,
+    )
     return added

@@ -9,7 +9,7 @@ nothing but the event: no clock, no storage, no other tables than views.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -20,35 +20,46 @@ from artifactstore.model.manifest import Manifest
 __all__ = ["EVENT_TYPES", "project"]
 
 
-def _blob_stored(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
-    exists = conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3 == p["blake3"])).first()
-    if exists is None:
-        conn.execute(
-            insert(t.blobs).values(
-                blake3=p["blake3"],
-                sha256=p["sha256"],
-                size=p["size"],
-                stored_seq=seq,
-                stored_at=time,
-            )
+def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
+    """Batch handler: a push records thousands of blobs in one transaction."""
+    payloads = {e.payload["blake3"]: (e, e.payload) for e in events}
+    names = sorted(payloads)
+    present: set[str] = set()
+    for i in range(0, len(names), 500):
+        chunk = names[i : i + 500]
+        present.update(
+            r.blake3
+            for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
         )
-    for loc in p["locations"]:
-        conn.execute(
-            delete(t.storage_locations).where(
-                t.storage_locations.c.blake3 == p["blake3"],
-                t.storage_locations.c.backend == loc["backend"],
-            )
-        )
-        conn.execute(
-            insert(t.storage_locations).values(
-                blake3=p["blake3"],
-                backend=loc["backend"],
-                key=loc["key"],
-                representation=loc["representation"],
-                retrieval_tier=loc["retrieval_tier"],
-                restore_status=loc["restore_status"],
-            )
-        )
+    new_blobs = [
+        {
+            "blake3": name,
+            "sha256": p["sha256"],
+            "size": p["size"],
+            "stored_seq": e.seq,
+            "stored_at": e.time,
+        }
+        for name, (e, p) in payloads.items()
+        if name not in present
+    ]
+    if new_blobs:
+        conn.execute(insert(t.blobs), new_blobs)
+    locations = [
+        {
+            "blake3": name,
+            "backend": loc["backend"],
+            "key": loc["key"],
+            "representation": loc["representation"],
+            "retrieval_tier": loc["retrieval_tier"],
+            "restore_status": loc["restore_status"],
+        }
+        for name, (_e, p) in payloads.items()
+        for loc in p["locations"]
+    ]
+    for name in present:  # re-recorded content: its locations are replaced
+        conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == name))
+    if locations:
+        conn.execute(insert(t.storage_locations), locations)
 
 
 def _blob_collected(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
@@ -157,8 +168,12 @@ def _schema_registered(
 
 _Handler = Callable[[Connection, int, str, str, dict[str, Any]], None]
 
+#: Handlers that take a run of consecutive events of their type at once.
+_BATCH_HANDLERS: dict[str, Callable[[Connection, Sequence[Any]], None]] = {
+    "blob.stored": _blobs_stored,
+}
+
 _HANDLERS: dict[str, _Handler] = {
-    "blob.stored": _blob_stored,
     "blob.collected": _blob_collected,
     "package.committed": _package_committed,
     "package.deleted": _package_deleted,
@@ -175,9 +190,22 @@ EVENT_TYPES = {
 }
 
 
-def project(conn: Connection, event: Any) -> None:
-    """Apply one event to the views. Unknown types are refused, never skipped."""
-    handler = _HANDLERS.get(event.type)
-    if handler is None:
-        raise ValueError(f"no projection for event type {event.type!r} (seq {event.seq})")
-    handler(conn, event.seq, event.time, event.actor, event.payload)
+def project(conn: Connection, events: Sequence[Any]) -> None:
+    """Apply events, in order, to the views. Unknown types are refused, never skipped."""
+    i = 0
+    while i < len(events):
+        kind = events[i].type
+        batch = _BATCH_HANDLERS.get(kind)
+        if batch is not None:
+            j = i
+            while j < len(events) and events[j].type == kind:
+                j += 1
+            batch(conn, events[i:j])
+            i = j
+            continue
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            raise ValueError(f"no projection for event type {kind!r} (seq {events[i].seq})")
+        e = events[i]
+        handler(conn, e.seq, e.time, e.actor, e.payload)
+        i += 1
