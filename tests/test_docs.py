@@ -1,0 +1,66 @@
+"""Docs are tested: a command, setting, error code or event type missing from the docs fails."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+
+import click
+
+from artifactstore import errors
+from artifactstore.cli.main import cli
+from artifactstore.config import Settings
+from artifactstore.controlplane.projection import EVENT_TYPES
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _text(name: str) -> str:
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[str]:
+    names = []
+    for name, command in group.commands.items():
+        names.append(prefix + name)
+        if isinstance(command, click.Group):
+            names.extend(_commands(command, prefix + name + " "))
+    return names
+
+
+def test_every_command_and_option_is_documented() -> None:
+    text = _text("cli.md")
+    for name in _commands(cli):
+        assert f"`{name}" in text, f"command {name!r} is missing from docs/cli.md"
+    for name, command in cli.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                longest = max(param.opts, key=len)
+                assert longest in text, f"{name} {longest} is missing from docs/cli.md"
+
+
+def test_every_setting_is_documented() -> None:
+    text = _text("configuration.md")
+    for field in dataclasses.fields(Settings):
+        assert f"`{field.name}`" in text, f"setting {field.name} missing"
+        assert f"`ARTIFACTSTORE_{field.name.upper()}`" in text
+
+
+def test_every_error_code_is_documented() -> None:
+    text = _text("errors.md")
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)]
+    codes = {c.code for c in classes if issubclass(c, errors.ArtifactStoreError)}
+    for code in codes:
+        assert f"`{code}`" in text, f"error code {code} is missing from docs/errors.md"
+
+
+def test_every_event_type_is_documented() -> None:
+    text = _text("events.md")
+    for kind in EVENT_TYPES:
+        assert f"`{kind}`" in text, f"event type {kind} is missing from docs/events.md"
+
+
+def test_readme_quick_start() -> None:
+    text = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    assert "make serve" in text and "make test" in text
