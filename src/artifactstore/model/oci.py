@@ -196,7 +196,7 @@ def _from_oci(oci: object, config: bytes) -> Manifest:
         files = tuple(_file(layer, index) for index, layer in enumerate(layers))
 
     annotations = {
-        key: _text(value, f"annotations.{key[:80]}")
+        _text(key, "annotations key"): _text(value, f"annotations.{str(key)[:80]}")
         for key, value in _map(root["annotations"], "annotations").items()
     }
     own = {field: annotations.pop(key, None) for field, key in _PACKAGE_ANNOTATIONS.items()}
