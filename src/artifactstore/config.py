@@ -59,6 +59,8 @@ class Settings:
         "seconds a blob stays protected after upload, HEAD or dereference", 86400.0
     )
     actor: str = _help("who local-mode mutations are recorded as (default local:USER)", "")
+    upload_ttl: float = _help("seconds an unfinished upload session is kept", 86400.0)
+    max_upload_bytes: int = _help("largest blob accepted by one upload, in bytes", 64 * 1024**3)
     max_manifest_bytes: int = _help("largest manifest accepted, in bytes", 16 * 1024 * 1024)
     max_files: int = _help("most files in one package", 100_000)
     max_metadata_depth: int = _help("deepest nesting of metadata objects and arrays", 16)

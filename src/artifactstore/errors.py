@@ -15,6 +15,7 @@ __all__ = [
     "ArtifactStoreError",
     "BlobNotFound",
     "ChainBroken",
+    "ChecksumMismatch",
     "Conflict",
     "CorruptBlob",
     "DigestMismatch",
@@ -34,6 +35,10 @@ __all__ = [
     "SchemaNotFound",
     "StorageError",
     "UnmigratedDatabase",
+    "UploadBusy",
+    "UploadClosed",
+    "UploadNotFound",
+    "UploadOffsetMismatch",
     "VersionExists",
 ]
 
@@ -118,6 +123,11 @@ class BlobNotFound(NotFound):
     title = "Blob not found"
 
 
+class UploadNotFound(NotFound):
+    code = "upload_not_found"
+    title = "Upload session not found"
+
+
 class SchemaNotFound(NotFound):
     code = "schema_not_found"
     title = "Metadata schema not found"
@@ -151,6 +161,27 @@ class MissingBlobs(Conflict):
         self.digests = list(digests)
 
 
+class UploadOffsetMismatch(Conflict):
+    """An append named an offset other than the session's; ``offset`` is the current one."""
+
+    code = "upload_offset_mismatch"
+    title = "Upload offset does not match"
+
+    def __init__(self, detail: str, offset: int) -> None:
+        super().__init__(detail)
+        self.offset = offset
+
+
+class UploadBusy(Conflict):
+    code = "upload_busy"
+    title = "Another request is appending to this upload"
+
+
+class UploadClosed(Conflict):
+    code = "upload_closed"
+    title = "Upload session is already completed"
+
+
 class UnmigratedDatabase(ArtifactStoreError):
     code = "unmigrated_database"
     title = "Database schema is not at the current revision"
@@ -176,6 +207,13 @@ class IntegrityError(ArtifactStoreError):
 class DigestMismatch(IntegrityError):
     code = "digest_mismatch"
     title = "Digest mismatch"
+
+
+class ChecksumMismatch(DigestMismatch):
+    """A request body did not match the checksum sent with it (tus checksum extension)."""
+
+    code = "checksum_mismatch"
+    title = "Request body checksum mismatch"
 
 
 class CorruptBlob(IntegrityError):

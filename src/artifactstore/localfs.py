@@ -73,7 +73,10 @@ def collect_files(args: list[Path], *, follow_external_symlinks: bool = False) -
                     rel = prefix + entry.name
                     full = Path(entry.path)
                     if entry.is_symlink():
-                        target = full.resolve()
+                        try:
+                            target = full.resolve()
+                        except (RuntimeError, OSError):  # Python 3.11 raises on a loop
+                            raise InvalidInput(f"{full} is a symbolic link loop") from None
                         inside = target == root or root in target.parents
                         if not target.exists():
                             raise InvalidInput(f"{full} is a broken symbolic link")

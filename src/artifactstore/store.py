@@ -27,9 +27,11 @@ from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import Event, iter_events, utc_now, verify_chain
 from artifactstore.controlplane.projection import project
 from artifactstore.dataplane.backends.local import LocalBackend
+from artifactstore.dataplane.backends.local_staging import LocalStaging
 from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.dataplane.protocol import Backend
+from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import (
     BlobNotFound,
     CorruptBlob,
@@ -44,6 +46,7 @@ from artifactstore.model.identity import BlobDigests, Digest, Namespace, Package
 from artifactstore.model.jsonio import canonical_json_dumps
 from artifactstore.model.manifest import FileEntry, Manifest, media_type_for
 from artifactstore.model.paths import PackagePath
+from artifactstore.uploads import UploadService
 
 __all__ = ["Progress", "PushResult", "Store", "VerifyReport"]
 
@@ -83,10 +86,13 @@ class VerifyReport:
         }
 
 
-def _open_backend(settings: Settings) -> Backend:
+def _open_backend(settings: Settings) -> tuple[Backend, Staging]:
+    """The backend named by STORAGE_URL and its upload staging capability."""
     url = urlparse(settings.storage_url)
     if url.scheme == "file":
-        return LocalBackend(Path(url.path), fsync=settings.fsync)
+        root = Path(url.path)
+        local = LocalBackend(root, fsync=settings.fsync)
+        return local, LocalStaging(local, root, fsync=settings.fsync)
     raise InvalidInput(
         f"unsupported STORAGE_URL scheme {url.scheme!r}: this build supports file://"
     )
@@ -95,10 +101,20 @@ def _open_backend(settings: Settings) -> Backend:
 class Store:
     """An artifact store: open one with :meth:`open` and close it (or use ``with``)."""
 
-    def __init__(self, settings: Settings, db: Database, plane: DataPlane) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, plane: DataPlane, staging: Staging
+    ) -> None:
         self.settings = settings
         self.db = db
         self.plane = plane
+        self.uploads = UploadService(
+            db,
+            plane,
+            staging,
+            actor=settings.actor,
+            ttl=settings.upload_ttl,
+            max_upload_bytes=settings.max_upload_bytes,
+        )
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -119,11 +135,12 @@ class Store:
         db = Database(settings.database_url)
         try:
             db.ensure_migrated(create=create)
-            plane = DataPlane(_open_backend(settings), primary=settings.primary_digest)  # type: ignore[arg-type]
+            backend, staging = _open_backend(settings)
+            plane = DataPlane(backend, primary=settings.primary_digest)  # type: ignore[arg-type]
         except BaseException:
             db.dispose()
             raise
-        return cls(settings, db, plane)
+        return cls(settings, db, plane, staging)
 
     def close(self) -> None:
         self.plane.close()

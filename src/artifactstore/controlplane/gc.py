@@ -20,7 +20,10 @@ The protocol (SPEC section 9), for a blob B stored at key K:
 
 A crash between 2 and 3 leaves bytes without a row (an orphan). **Orphans**
 (stored keys with no row whose lease is absent or expired) go through step 3
-on every run, as do staging leftovers older than the grace period.
+on every run. Staging leftovers are swept once they are older than the grace
+period *and* :data:`STAGING_MIN_AGE`: an upload in progress writes its staging
+files before it takes any lease, so a short grace (``gc --grace 0s``) must not
+delete them under a running push.
 
 GC fails closed: first it checks that every live file's blob is recorded and
 present in storage; if not, it deletes nothing and raises CorruptBlob.
@@ -42,7 +45,18 @@ from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.layout import BLOB_PREFIX
 from artifactstore.errors import CorruptBlob
 
-__all__ = ["GcReport", "collect"]
+__all__ = [
+    "STAGING_MIN_AGE",
+    "GcReport",
+    "collect",
+    "collect_orphans",
+    "decide",
+    "unlink_if_untouched",
+]
+
+#: Staging files younger than this are never swept, whatever the grace period: they may
+#: belong to an upload in progress, which holds no lease until its bytes are all staged.
+STAGING_MIN_AGE = 3600.0
 
 
 @dataclass
@@ -109,7 +123,7 @@ def _candidates(conn: Connection, cutoff: float) -> tuple[list[tuple[str, str, i
     return ready, young
 
 
-def _unlink_if_untouched(conn: Connection, plane: DataPlane, key: str, since: float) -> bool:
+def unlink_if_untouched(conn: Connection, plane: DataPlane, key: str, since: float) -> bool:
     """Step 3: delete the bytes at ``key`` unless touched at or after ``since``."""
     lease = conn.execute(
         select(t.blob_activity.c.touched_at).where(t.blob_activity.c.key == key).with_for_update()
@@ -122,6 +136,36 @@ def _unlink_if_untouched(conn: Connection, plane: DataPlane, key: str, since: fl
     plane.delete(key)
     conn.execute(delete(t.blob_activity).where(t.blob_activity.c.key == key))
     return True
+
+
+def decide(
+    conn: Connection, plane: DataPlane, report: GcReport, *, cutoff: float, actor: str
+) -> list[str]:
+    """Step 2 inside the caller's write transaction; returns the keys step 3 must visit.
+
+    Fails closed first (CorruptBlob, nothing changed). In a dry run it only fills
+    ``report`` and returns no key.
+    """
+    _check_live_references(conn, plane)
+    ready, report.protected_by_grace = _candidates(conn, cutoff)
+    if report.dry_run:
+        report.collected = [b for b, _, _ in ready]
+        report.bytes_freed = sum(size for _, _, size in ready)
+        return []
+    decided: list[str] = []
+    for blake3, key, size in ready:
+        still = conn.execute(
+            select(t.blobs.c.blake3)
+            .where(t.blobs.c.blake3 == blake3, ~exists().where(t.files.c.blake3 == blake3))
+            .with_for_update()
+        ).first()
+        if still is None:
+            continue
+        append(conn, "blob.collected", blake3, {"blake3": blake3, "size": size}, actor)
+        report.collected.append(blake3)
+        report.bytes_freed += size
+        decided.append(key)
+    return decided
 
 
 def collect(
@@ -137,42 +181,26 @@ def collect(
     report = GcReport(dry_run=dry_run, grace_seconds=grace)
     decided_at = now()
     with db.write() as conn:
-        _check_live_references(conn, plane)
-        ready, report.protected_by_grace = _candidates(conn, decided_at - grace)
-        if dry_run:
-            report.collected = [b for b, _, _ in ready]
-            report.bytes_freed = sum(size for _, _, size in ready)
-            return report
-        decided: list[str] = []
-        for blake3, key, size in ready:
-            still = conn.execute(
-                select(t.blobs.c.blake3)
-                .where(t.blobs.c.blake3 == blake3, ~exists().where(t.files.c.blake3 == blake3))
-                .with_for_update()
-            ).first()
-            if still is None:
-                continue
-            append(conn, "blob.collected", blake3, {"blake3": blake3, "size": size}, actor)
-            report.collected.append(blake3)
-            report.bytes_freed += size
-            decided.append(key)
+        decided = decide(conn, plane, report, cutoff=decided_at - grace, actor=actor)
+    if dry_run:
+        return report
     for key in decided:
         with db.write() as conn:
-            _unlink_if_untouched(conn, plane, key, decided_at)
-    report.orphans_removed = _collect_orphans(db, plane, decided_at - grace)
+            unlink_if_untouched(conn, plane, key, decided_at)
+    report.orphans_removed = collect_orphans(db, plane, decided_at - grace)
     sweep = getattr(plane.backend, "sweep_staging", None)
     if callable(sweep):
-        sweep(grace)
+        sweep(max(grace, STAGING_MIN_AGE))
     return report
 
 
-def _collect_orphans(db: Database, plane: DataPlane, cutoff: float) -> int:
+def collect_orphans(db: Database, plane: DataPlane, cutoff: float) -> int:
     """Stored keys nothing records whose lease is absent or older than ``cutoff``."""
     with db.read() as conn:
         known = {r.key for r in conn.execute(select(t.storage_locations.c.key))}
     removed = 0
     for key in [k for k in plane.backend.list(BLOB_PREFIX) if k not in known]:
         with db.write() as conn:
-            if _unlink_if_untouched(conn, plane, key, cutoff):
+            if unlink_if_untouched(conn, plane, key, cutoff):
                 removed += 1
     return removed

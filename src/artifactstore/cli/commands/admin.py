@@ -11,6 +11,7 @@ from artifactstore.cli.context import CliContext
 from artifactstore.cli.exit_codes import INTEGRITY
 from artifactstore.cli.output import emit_json, human_size, stderr
 from artifactstore.config import parse_duration
+from artifactstore.model.identity import Reference
 
 __all__ = ["COMMANDS"]
 
@@ -26,7 +27,8 @@ def verify(ctx: CliContext, ref: str | None, all_: bool, as_json: bool) -> None:
     """Re-read and re-hash stored bytes; exit 3 on any damage."""
     if (ref is None) == (not all_):
         raise click.UsageError("give either REF or --all")
-    report = ctx.store(create=False).verify(None if all_ else ref)
+    reference = None if ref is None else Reference.parse(ref)
+    report = ctx.store(create=False).verify(reference)
     if as_json:
         emit_json(report.to_json())
     else:

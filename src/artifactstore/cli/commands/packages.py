@@ -13,6 +13,7 @@ from artifactstore.cli.context import CliContext
 from artifactstore.cli.output import emit_json, human_size, progress_bar, stderr
 from artifactstore.errors import InvalidInput
 from artifactstore.localfs import collect_files
+from artifactstore.model.identity import Reference
 from artifactstore.model.jsonio import strict_json_loads
 
 __all__ = ["COMMANDS"]
@@ -58,6 +59,7 @@ def push(
     as_json: bool,
 ) -> None:
     """Push files and directories as package version REF (NS/NAME:VERSION)."""
+    reference = Reference.parse(ref)  # a malformed REF is a usage error, whatever else is wrong
     metadata: dict[str, Any] = {}
     if meta_file is not None:
         loaded = strict_json_loads(meta_file.read(), error=InvalidInput)
@@ -71,7 +73,7 @@ def push(
     )
     with progress_bar(f"push {ref}", total) as advance:
         result = store.push(
-            ref,
+            reference,
             list(paths),
             metadata=metadata,
             variant=variant,
@@ -97,8 +99,9 @@ def push(
 @pass_ctx
 def pull(ctx: CliContext, ref: str, output: Path) -> None:
     """Write every file of REF under a directory, verifying every digest."""
+    reference = Reference.parse(ref)
     store = ctx.store(create=False)
-    rec = store.show(ref)
+    rec = store.show(reference)
     with progress_bar(f"pull {rec.reference}", rec.size) as advance:
         store.pull(rec.reference, output, progress=advance)
     stderr().print(
@@ -153,7 +156,8 @@ def ls(
 @pass_ctx
 def show(ctx: CliContext, ref: str, as_json: bool) -> None:
     """Show one version: digest, metadata and files."""
-    rec = ctx.store(create=False).show(ref)
+    reference = Reference.parse(ref)
+    rec = ctx.store(create=False).show(reference)
     if as_json:
         emit_json({**rec.summary(), "manifest": rec.manifest.to_map()})
         return
@@ -179,8 +183,9 @@ def show(ctx: CliContext, ref: str, as_json: bool) -> None:
 @pass_ctx
 def cat(ctx: CliContext, ref: str, path: str) -> None:
     """Write one file of REF to standard output (exit 3 if its bytes are damaged)."""
+    reference = Reference.parse(ref)
     out = sys.stdout.buffer
-    for chunk in ctx.store(create=False).read_file(ref, path):
+    for chunk in ctx.store(create=False).read_file(reference, path):
         out.write(chunk)
     out.flush()
 
@@ -190,7 +195,8 @@ def cat(ctx: CliContext, ref: str, path: str) -> None:
 @pass_ctx
 def rm(ctx: CliContext, ref: str) -> None:
     """Delete version REF (a tombstone; its bytes go when gc finds them unreferenced)."""
-    rec = ctx.store(create=False).delete(ref)
+    reference = Reference.parse(ref)
+    rec = ctx.store(create=False).delete(reference)
     stderr().print(f"deleted {rec.reference}; run 'artifactstore gc' to reclaim unreferenced bytes")
 
 

@@ -99,9 +99,10 @@ upload_sessions = Table(
     Column("expires_at", Float, nullable=False),
     Column("offset", BigInteger, nullable=False),
     Column("length", BigInteger, nullable=True),
-    Column("staging_key", String(1024), nullable=False),
     Column("upload_metadata", Text, nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("state", String(16), nullable=False),  # open | completed
+    Column("claimed_until", Float, nullable=False),  # a PATCH in progress holds the session
+    Column("digest", String(80), nullable=True),  # blake3 of the completed blob
 )
 
 # --- views ------------------------------------------------------------------------------

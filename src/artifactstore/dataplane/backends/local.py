@@ -27,6 +27,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from stat import S_ISREG
 
 from artifactstore.dataplane.protocol import BackendProperties
 from artifactstore.errors import BlobNotFound, StorageError
@@ -180,6 +181,11 @@ class LocalBackend:
         finally:
             os.close(fd)
 
+    def _levels(self, directory: Path) -> list[Path]:
+        """``directory`` and each of its parents up to and including the root."""
+        rel = directory.relative_to(self._root)
+        return [self._root / p for p in (rel, *rel.parents)]
+
     def _publish(self, staged: list[tuple[Path, str]]) -> None:
         if not staged:
             return
@@ -190,8 +196,12 @@ class LocalBackend:
             dirs: set[Path] = set()
             for tmp, key in staged:
                 dest = self.path(key)
-                if dest.exists():
-                    continue  # content-addressed: the bytes are already there
+                if dest.is_file():
+                    # Content-addressed: the bytes are already there. A commit that
+                    # failed, or is still running, may have renamed them without
+                    # flushing the name yet: flush it before acknowledging it here.
+                    dirs.add(dest.parent)
+                    continue
                 if self._fsync and not bulk:
                     fd = os.open(tmp, os.O_RDONLY)
                     try:
@@ -206,24 +216,27 @@ class LocalBackend:
             if bulk:
                 self._flush_fs()
             elif self._fsync:
-                # The fan-out directories may be new too: flush each level once.
-                for level in {p for d in dirs for p in (d, d.parent, d.parent.parent)}:
+                # New directories may sit at any level (``blobs/`` itself on the
+                # first write): flush each level up to the root once.
+                for level in {p for d in dirs for p in self._levels(d)}:
                     _fsync_dir(level)
         except OSError as exc:
             raise StorageError(f"publishing objects failed: {exc}") from exc
 
     def stat(self, key: str) -> int | None:
         try:
-            return self.path(key).stat().st_size
-        except FileNotFoundError:
+            st = self.path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             raise StorageError(f"stat {key} failed: {exc.strerror}") from exc
+        # A directory is a key prefix, not an object.
+        return st.st_size if S_ISREG(st.st_mode) else None
 
     def read(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         try:
             f = io.FileIO(self.path(key), "rb")
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise BlobNotFound(f"object {key} is absent") from exc
         except OSError as exc:
             raise StorageError(f"open {key} failed: {exc.strerror}") from exc
@@ -250,7 +263,7 @@ class LocalBackend:
         path = self.path(key)
         try:
             path.unlink()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return
         except OSError as exc:
             raise StorageError(f"delete {key} failed: {exc.strerror}") from exc

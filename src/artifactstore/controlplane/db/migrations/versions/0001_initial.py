@@ -111,9 +111,10 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.Float(), nullable=False),
         sa.Column("offset", sa.BigInteger(), nullable=False),
         sa.Column("length", sa.BigInteger(), nullable=True),
-        sa.Column("staging_key", sa.String(length=1024), nullable=False),
         sa.Column("upload_metadata", sa.Text(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("claimed_until", sa.Float(), nullable=False),
+        sa.Column("digest", sa.String(length=80), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(

@@ -1,0 +1,397 @@
+"""Blob uploads: one-shot streams and resumable sessions (tus 1.0 underneath).
+
+Sessions live in the ``upload_sessions`` table and their bytes in the
+backend's staging capability, so a session survives a restart and can be
+continued by another replica. The rules that make that safe:
+
+* An append first *claims* the session (a short-lived lease in its row), so
+  two concurrent appends to one session never interleave bytes; the loser
+  gets ``UploadBusy``. A claim left by a killed process expires.
+* The new offset is recorded only after the appended bytes are durable;
+  bytes past the recorded offset are discarded by the next append.
+* Completion hashes the staged bytes (reusing the in-memory hasher when this
+  process saw every byte in order, else re-reading them), renews the GC lease,
+  promotes the staged object to its content address with a rename, and only
+  then records ``blob.stored``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from artifactstore.controlplane import blobs as blob_records
+from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.engine import Database
+from artifactstore.dataplane.blobs import BlobIngest, DataPlane
+from artifactstore.dataplane.digests import DualHasher
+from artifactstore.dataplane.staging import StagedAppend, Staging
+from artifactstore.errors import (
+    ChecksumMismatch,
+    DigestMismatch,
+    LimitExceeded,
+    StorageError,
+    UploadBusy,
+    UploadClosed,
+    UploadNotFound,
+    UploadOffsetMismatch,
+)
+from artifactstore.model.identity import BlobDigests, Digest
+
+__all__ = ["BlobUpload", "SessionAppend", "UploadService", "UploadSession"]
+
+CLAIM_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSession:
+    id: str
+    namespace: str | None
+    actor: str
+    created_at: float
+    expires_at: float
+    offset: int
+    length: int | None
+    metadata: dict[str, str]
+    state: str
+    digest: str | None
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "completed"
+
+
+def _session(row: Any) -> UploadSession:
+    return UploadSession(
+        id=row.id,
+        namespace=row.namespace,
+        actor=row.actor,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        offset=row.offset,
+        length=row.length,
+        metadata=json.loads(row.upload_metadata),
+        state=row.state,
+        digest=row.digest,
+    )
+
+
+class BlobUpload:
+    """A one-shot upload: bytes streamed in, durable and recorded on :meth:`finish`."""
+
+    def __init__(self, service: UploadService, limit: int) -> None:
+        self._service = service
+        self._batch = service.plane.batch()
+        self._blob: BlobIngest = self._batch.begin()
+        self._limit = limit
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._blob.size + len(data) > self._limit:
+            self.cancel()
+            raise LimitExceeded(f"upload is larger than the limit of {self._limit} bytes")
+        self._blob.write(data)
+
+    def finish(self, expected: Digest | None = None) -> BlobDigests:
+        try:
+            digests = self._blob.finish(expected)
+            self._service.publish_batch(self._batch, digests)
+        except BaseException:
+            self._batch.cancel()
+            raise
+        return digests
+
+    def cancel(self) -> None:
+        self._blob.cancel()
+        self._batch.cancel()
+
+
+class SessionAppend:
+    """One request's bytes appended to a session; see the module docstring."""
+
+    def __init__(
+        self,
+        service: UploadService,
+        session: UploadSession,
+        sink: StagedAppend,
+        hasher: DualHasher | None,
+        checksum: tuple[str, bytes] | None,
+    ) -> None:
+        self._service = service
+        self.session = session
+        self._sink = sink
+        self._hasher = hasher
+        self._checksum = checksum
+        self._body_hash = hashlib.new(checksum[0]) if checksum else None
+        self.written = 0
+        self._limit = session.length if session.length is not None else service.max_upload_bytes
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.session.offset + self.written + len(data) > self._limit:
+            raise LimitExceeded(
+                f"appending {len(data)} bytes at offset {self.session.offset + self.written} "
+                f"passes the upload's length of {self._limit} bytes"
+            )
+        self._sink.write(data)
+        if self._hasher is not None:
+            self._hasher.update(bytes(data))
+        if self._body_hash is not None:
+            self._body_hash.update(data)
+        self.written += len(data)
+
+    def finish(self) -> UploadSession:
+        """Flush, check the body checksum, record the new offset; complete when full."""
+        size = self._sink.close()
+        checksum, body_hash = self._checksum, self._body_hash
+        if checksum is not None and body_hash is not None and body_hash.digest() != checksum[1]:
+            self._service.release(self.session.id, self.session.offset, drop_hasher=True)
+            raise ChecksumMismatch(
+                f"the request body does not match its {checksum[0]} Upload-Checksum; "
+                f"the upload stays at offset {self.session.offset}"
+            )
+        session = self._service.release(self.session.id, size)
+        if session.length is not None and session.offset == session.length:
+            self._service.complete(session.id)
+            session = self._service.get(session.id)
+        return session
+
+    def abort(self) -> UploadSession:
+        """The request broke off: keep (and acknowledge) what arrived, as tus asks."""
+        try:
+            size = self._sink.abort()
+        except StorageError:
+            return self._service.release(self.session.id, self.session.offset, drop_hasher=True)
+        drop = self._checksum is not None  # unverifiable partial body: discard it
+        return self._service.release(
+            self.session.id, self.session.offset if drop else size, drop_hasher=drop
+        )
+
+
+class UploadService:
+    def __init__(
+        self,
+        db: Database,
+        plane: DataPlane,
+        staging: Staging,
+        *,
+        actor: str,
+        ttl: float,
+        max_upload_bytes: int,
+    ) -> None:
+        self.db = db
+        self.plane = plane
+        self.staging = staging
+        self.actor = actor
+        self.ttl = ttl
+        self.max_upload_bytes = max_upload_bytes
+        self._hashers: dict[str, DualHasher] = {}
+        self._lock = threading.Lock()
+
+    # --- one-shot -----------------------------------------------------------------------
+
+    def begin_blob(self) -> BlobUpload:
+        return BlobUpload(self, self.max_upload_bytes)
+
+    def publish_batch(self, batch: Any, digests: BlobDigests) -> None:
+        key = self.plane.key(digests)
+        with self.db.write() as conn:
+            blob_records.touch(conn, [key], time.time())
+        batch.commit()
+        with self.db.write() as conn:
+            blob_records.record_stored(
+                conn, [(digests, key)], self.plane.backend.properties.name, self.actor
+            )
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def create(
+        self, *, namespace: str | None, length: int | None, metadata: dict[str, str], actor: str
+    ) -> UploadSession:
+        if length is not None and not 0 <= length <= self.max_upload_bytes:
+            limit = self.max_upload_bytes
+            raise LimitExceeded(
+                f"declared length {length} is over the upload limit of {limit} bytes"
+            )
+        upload_id = secrets.token_urlsafe(24)
+        self.staging.create(upload_id)
+        now = time.time()
+        with self.db.write() as conn:
+            conn.execute(
+                insert(t.upload_sessions).values(
+                    id=upload_id,
+                    namespace=namespace,
+                    actor=actor,
+                    created_at=now,
+                    expires_at=now + self.ttl,
+                    offset=0,
+                    length=length,
+                    upload_metadata=json.dumps(metadata, sort_keys=True),
+                    state="open",
+                    claimed_until=0.0,
+                    digest=None,
+                )
+            )
+        with self._lock:
+            self._hashers[upload_id] = DualHasher(None)
+        return self.get(upload_id)
+
+    def get(self, upload_id: str) -> UploadSession:
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(t.upload_sessions).where(t.upload_sessions.c.id == upload_id)
+            ).first()
+        if row is None or row.expires_at < time.time():
+            raise UploadNotFound(f"upload {upload_id[:64]} does not exist, was aborted or expired")
+        return _session(row)
+
+    def begin_append(
+        self, upload_id: str, offset: int, checksum: tuple[str, bytes] | None = None
+    ) -> SessionAppend:
+        """Claim the session for one request's bytes at ``offset``."""
+        now = time.time()
+        with self.db.write() as conn:
+            row = conn.execute(
+                select(t.upload_sessions)
+                .where(t.upload_sessions.c.id == upload_id)
+                .with_for_update()
+            ).first()
+            if row is None or row.expires_at < now:
+                raise UploadNotFound(
+                    f"upload {upload_id[:64]} does not exist, was aborted or expired"
+                )
+            if row.state != "open":
+                raise UploadClosed(f"upload {upload_id} is already completed")
+            if row.claimed_until > now:
+                raise UploadBusy(f"another request is appending to upload {upload_id}: retry later")
+            if row.offset != offset:
+                raise UploadOffsetMismatch(
+                    f"upload {upload_id} is at offset {row.offset}, not {offset}", row.offset
+                )
+            conn.execute(
+                update(t.upload_sessions)
+                .where(t.upload_sessions.c.id == upload_id)
+                .values(claimed_until=now + CLAIM_SECONDS)
+            )
+            session = _session(row)
+        try:
+            sink = self.staging.append(upload_id, offset)
+        except BaseException:
+            self.release(upload_id, offset)
+            raise
+        with self._lock:
+            hasher = self._hashers.get(upload_id)
+            if hasher is not None and hasher.size != offset:
+                hasher = None
+                self._hashers.pop(upload_id, None)
+        return SessionAppend(self, session, sink, hasher, checksum)
+
+    def release(self, upload_id: str, offset: int, *, drop_hasher: bool = False) -> UploadSession:
+        """Record the durable offset and end the claim."""
+        if drop_hasher:
+            with self._lock:
+                self._hashers.pop(upload_id, None)
+        with self.db.write() as conn:
+            conn.execute(
+                update(t.upload_sessions)
+                .where(t.upload_sessions.c.id == upload_id)
+                .values(offset=offset, claimed_until=0.0)
+            )
+        return self.get(upload_id)
+
+    def complete(self, upload_id: str, expected: Digest | None = None) -> BlobDigests:
+        """Finalise a session into a blob; idempotent once completed."""
+        session = self.get(upload_id)
+        if session.complete and session.digest is not None:
+            with self.db.read() as conn:
+                rec = blob_records.find(conn, Digest.parse(session.digest))
+            if rec is None:
+                raise UploadNotFound(f"upload {upload_id}'s blob was since collected")
+            if expected is not None and not rec.digests.matches(expected):
+                raise DigestMismatch(
+                    f"upload {upload_id} completed as {rec.digests.blake3}, not {expected}"
+                )
+            return rec.digests
+        if session.length is not None and session.offset != session.length:
+            raise UploadOffsetMismatch(
+                f"upload {upload_id} has {session.offset} of its {session.length} bytes",
+                session.offset,
+            )
+        with self._lock:
+            hasher = self._hashers.pop(upload_id, None)
+        if hasher is None or hasher.size != session.offset:
+            hasher = DualHasher(None)
+            for chunk in self.staging.read_staged(upload_id):
+                hasher.update(chunk)
+        digests = hasher.result()
+        if digests.size != session.offset:
+            raise StorageError(
+                f"upload {upload_id} staged {digests.size} bytes but acknowledged {session.offset}"
+            )
+        if expected is not None and not digests.matches(expected):
+            raise DigestMismatch(
+                f"uploaded bytes hash to {digests.get(expected.algorithm)}, expected {expected}"
+            )
+        key = self.plane.key(digests)
+        with self.db.write() as conn:
+            blob_records.touch(conn, [key], time.time())
+        self.staging.promote(upload_id, key)
+        with self.db.write() as conn:
+            blob_records.record_stored(
+                conn, [(digests, key)], self.plane.backend.properties.name, self.actor
+            )
+            conn.execute(
+                update(t.upload_sessions)
+                .where(t.upload_sessions.c.id == upload_id)
+                .values(state="completed", length=session.offset, digest=str(digests.blake3))
+            )
+        return digests
+
+    def abort(self, upload_id: str) -> None:
+        self.get(upload_id)
+        with self.db.write() as conn:
+            conn.execute(delete(t.upload_sessions).where(t.upload_sessions.c.id == upload_id))
+        with self._lock:
+            self._hashers.pop(upload_id, None)
+        self.staging.discard(upload_id)
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop expired sessions and staged bytes no session owns; returns how many."""
+        now = time.time() if now is None else now
+        with self.db.write() as conn:
+            expired = [
+                r.id
+                for r in conn.execute(
+                    select(t.upload_sessions.c.id).where(t.upload_sessions.c.expires_at < now)
+                )
+            ]
+            if expired:
+                conn.execute(delete(t.upload_sessions).where(t.upload_sessions.c.id.in_(expired)))
+            open_ids = {
+                r.id
+                for r in conn.execute(
+                    select(t.upload_sessions.c.id).where(t.upload_sessions.c.state == "open")
+                )
+            }
+        removed = 0
+        for upload_id in list(self.staging.staged_ids()):
+            if upload_id not in open_ids:
+                self.staging.discard(upload_id)
+                removed += 1
+        with self._lock:
+            for upload_id in expired:
+                self._hashers.pop(upload_id, None)
+        return max(removed, len(expired))
+
+    def open_count(self) -> int:
+        with self.db.read() as conn:
+            return len(
+                conn.execute(
+                    select(t.upload_sessions.c.id).where(t.upload_sessions.c.state == "open")
+                ).all()
+            )
