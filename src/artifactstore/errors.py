@@ -19,6 +19,7 @@ __all__ = [
     "Conflict",
     "CorruptBlob",
     "DigestMismatch",
+    "Forbidden",
     "IntegrityError",
     "InvalidInput",
     "InvalidManifest",
@@ -34,6 +35,7 @@ __all__ = [
     "SchemaExists",
     "SchemaNotFound",
     "StorageError",
+    "Unauthenticated",
     "UnmigratedDatabase",
     "UploadBusy",
     "UploadClosed",
@@ -180,6 +182,20 @@ class UploadBusy(Conflict):
 class UploadClosed(Conflict):
     code = "upload_closed"
     title = "Upload session is already completed"
+
+
+class Unauthenticated(ArtifactStoreError):
+    """Missing, malformed, unknown, expired or revoked credentials."""
+
+    code = "unauthenticated"
+    title = "Authentication required"
+
+
+class Forbidden(ArtifactStoreError):
+    """Valid credentials without the scope the operation needs."""
+
+    code = "forbidden"
+    title = "Forbidden"
 
 
 class UnmigratedDatabase(ArtifactStoreError):

@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from artifactstore.errors import InvalidInput, InvalidPath
+from artifactstore.errors import InvalidInput, InvalidPath, LimitExceeded
 from artifactstore.model.paths import PackagePath, check_unique
 
 __all__ = ["LocalFile", "PullStaging", "collect_files"]
@@ -39,8 +39,14 @@ def _package_path(rel: str, source: Path) -> PackagePath:
         raise InvalidPath(f"{source}: {exc.detail}") from None
 
 
-def collect_files(args: list[Path], *, follow_external_symlinks: bool = False) -> list[LocalFile]:
-    """Every regular file named by ``args``, sorted by package path."""
+def collect_files(
+    args: list[Path], *, follow_external_symlinks: bool = False, max_files: int | None = None
+) -> list[LocalFile]:
+    """Every regular file named by ``args``, sorted by package path.
+
+    ``max_files`` stops the walk as soon as it is exceeded (directory symlinks
+    inside the tree may repeat a subtree, so a small tree can name many files).
+    """
     out: dict[str, LocalFile] = {}
 
     def add(rel: str, source: Path) -> None:
@@ -49,7 +55,13 @@ def collect_files(args: list[Path], *, follow_external_symlinks: bool = False) -
             raise InvalidInput(
                 f"{source} and {out[p.value].source} would both be stored as {p.value!r}"
             )
-        out[p.value] = LocalFile(p, source, source.stat().st_size)
+        if max_files is not None and len(out) >= max_files:
+            raise LimitExceeded(f"more than {max_files} files: over the limit")
+        try:
+            size = source.stat().st_size
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
+        out[p.value] = LocalFile(p, source, size)
 
     for arg in args:
         if not arg.exists():
@@ -64,37 +76,41 @@ def collect_files(args: list[Path], *, follow_external_symlinks: bool = False) -
         if not arg.is_dir():
             raise InvalidInput(f"{arg} is neither a regular file nor a directory")
         root = arg.resolve()
-        visited: set[Path] = {root}
-        stack: list[tuple[Path, str]] = [(arg, "")]
+        # Each directory to walk, with the real paths of the directories above it: a
+        # directory symlink is a loop only if it leads back to one of those (another
+        # route to a directory elsewhere in the tree is an alias, and fine).
+        stack: list[tuple[Path, str, frozenset[Path]]] = [(arg, "", frozenset({root}))]
         while stack:
-            directory, prefix = stack.pop()
-            with os.scandir(directory) as entries:
-                for entry in sorted(entries, key=lambda e: e.name):
-                    rel = prefix + entry.name
-                    full = Path(entry.path)
-                    if entry.is_symlink():
-                        try:
-                            target = full.resolve()
-                        except (RuntimeError, OSError):  # Python 3.11 raises on a loop
-                            raise InvalidInput(f"{full} is a symbolic link loop") from None
-                        inside = target == root or root in target.parents
-                        if not target.exists():
-                            raise InvalidInput(f"{full} is a broken symbolic link")
-                        if not inside and not follow_external_symlinks:
-                            raise InvalidInput(
-                                f"{full} is a symbolic link to {target}, outside {arg}: refused "
-                                "(pass --follow-symlinks to push what it points to)"
-                            )
-                    if entry.is_dir(follow_symlinks=True):
-                        real = full.resolve()
-                        if real in visited:
-                            raise InvalidInput(f"{full} is a directory loop")
-                        visited.add(real)
-                        stack.append((full, rel + "/"))
-                    elif entry.is_file(follow_symlinks=True):
-                        add(rel, full)
-                    else:
-                        raise InvalidInput(f"{full} is not a regular file (device, socket or pipe)")
+            directory, prefix, ancestors = stack.pop()
+            try:
+                listing = sorted(os.scandir(directory), key=lambda e: e.name)
+            except OSError as exc:
+                raise InvalidInput(f"cannot read directory {directory}: {exc.strerror}") from None
+            for entry in listing:
+                rel = prefix + entry.name
+                full = Path(entry.path)
+                if entry.is_symlink():
+                    try:
+                        target = full.resolve()
+                    except (RuntimeError, OSError):  # Python 3.11 raises on a loop
+                        raise InvalidInput(f"{full} is a symbolic link loop") from None
+                    inside = target == root or root in target.parents
+                    if not target.exists():
+                        raise InvalidInput(f"{full} is a broken symbolic link")
+                    if not inside and not follow_external_symlinks:
+                        raise InvalidInput(
+                            f"{full} is a symbolic link to {target}, outside {arg}: refused "
+                            "(pass --follow-symlinks to push what it points to)"
+                        )
+                if entry.is_dir(follow_symlinks=True):
+                    real = full.resolve()
+                    if real in ancestors:
+                        raise InvalidInput(f"{full} is a directory loop (back to {real})")
+                    stack.append((full, rel + "/", ancestors | {real}))
+                elif entry.is_file(follow_symlinks=True):
+                    add(rel, full)
+                else:
+                    raise InvalidInput(f"{full} is not a regular file (device, socket or pipe)")
     files = [out[k] for k in sorted(out)]
     check_unique(f.path for f in files)
     return files

@@ -68,9 +68,12 @@ def push(
         metadata.update(loaded)
     metadata.update(_pairs(meta, "--meta"))
     store = ctx.store()
-    total = sum(
-        f.size for f in collect_files(list(paths), follow_external_symlinks=follow_symlinks)
+    files = collect_files(
+        list(paths),
+        follow_external_symlinks=follow_symlinks,
+        max_files=store.settings.max_files,
     )
+    total = sum(f.size for f in files)
     with progress_bar(f"push {ref}", total) as advance:
         result = store.push(
             reference,

@@ -1,0 +1,626 @@
+"""Ingest benchmark (issue 3): our push against the machine's limits and restic.
+
+Pushes one large incompressible file and a tree of small files into fresh
+local stores with the ``artifactstore`` CLI, and measures in the same run,
+over the same bytes, interleaved with our trials:
+
+* the hashing limit: single-thread ``hashlib.sha256`` over the file, read from
+  the page cache in 1 MiB chunks;
+* the disk limit: a sequential copy of the file to a new file with one
+  ``fdatasync`` at the end (what ``dd bs=1M conv=fdatasync`` measures);
+* the peer: ``restic backup`` of the same small-file tree into a fresh
+  repository on the same disk.
+
+Absolute figures drift on the shared 2-vCPU VMs, so the result that counts is
+the ratio of our best trial to the limit's (or peer's) best trial in this run.
+
+    .venv/bin/python bench/ingest.py                 # full: 1 GiB, 10,000 files
+    .venv/bin/python bench/ingest.py --quick         # 256 MiB, 2,000 files
+    .venv/bin/python bench/ingest.py --only limits,restic --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# bench/ is a namespace package under the repo root, so `python bench/ingest.py`
+# and mypy (which runs from the root) resolve the helpers by the same name.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import (
+    CHUNK,
+    GB,
+    MB,
+    ChildResult,
+    CpuMeter,
+    MiB,
+    Series,
+    TreeInfo,
+    check_free_space,
+    child_env,
+    command_line,
+    fmt_num,
+    format_machine,
+    load_average,
+    machine_info,
+    make_small_tree,
+    pick_scratch_parent,
+    prefault_page_cache,
+    probe_cli,
+    read_through,
+    remove,
+    render_table,
+    repo_revision,
+    run_child,
+    scratch_dir,
+    settle,
+    venv_cli,
+    write_json,
+    write_random_file,
+)
+
+MEASUREMENTS = ("limits", "big", "tree", "restic")
+ALIASES = {"ours": ("big", "tree"), "all": MEASUREMENTS}
+
+TARGET_FSYNC_VS_DISK = 0.85
+TARGET_NOFSYNC_VS_SHA256 = 0.80
+TARGET_TREE_VS_RESTIC = 1.0
+TARGET_PEAK_RSS_MB = 150.0
+
+RESTIC_PASSWORD = "bench-ingest-not-a-secret"
+BUSY_WARN_PCT = 15.0
+"""Share of the CPUs used by other processes above which the run is flagged."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Parsed command line."""
+
+    size: int
+    files: int
+    trials: int
+    only: frozenset[str]
+    scratch: Path | None
+    json_path: Path | None
+    prime: bool
+    prefault: bool
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """Command line; ``--quick`` only changes the defaults of the two sizes."""
+    p = argparse.ArgumentParser(
+        description="Ingest benchmark: our push vs sha256/fdatasync limits and restic.",
+    )
+    p.add_argument("--size-mib", type=int, help="large file size in MiB (default 1024)")
+    p.add_argument("--files", type=int, help="files in the small tree (default 10000)")
+    p.add_argument("--quick", action="store_true", help="256 MiB and 2,000 files")
+    p.add_argument("--trials", type=int, default=3, help="rounds; best of N is reported")
+    p.add_argument(
+        "--only",
+        default="all",
+        help="comma list of: limits (sha256 + fdatasync), big (our large-file push, "
+        "both fsync modes), tree (our small-tree push), restic, ours (= big,tree), all",
+    )
+    p.add_argument(
+        "--scratch",
+        type=Path,
+        help="parent dir for the GBs of temporary data (default $TMPDIR if it is on "
+        "the repo's disk); everything is removed at the end",
+    )
+    p.add_argument("--json", type=Path, dest="json_path", help="also write figures here")
+    p.add_argument(
+        "--no-prime",
+        dest="prime",
+        action="store_false",
+        help="time the first push into an empty home (includes store creation); by "
+        "default each fresh home is created by an untimed tiny push first, as "
+        "restic's repository is by an untimed `restic init`",
+    )
+    p.add_argument(
+        "--no-prefault",
+        dest="prefault",
+        action="store_false",
+        help="do not write-and-delete a page-cache file before each write-timed step "
+        "(see prefault_page_cache in bench/_common.py: without it, the VM's free "
+        "page reporting makes first-touch page faults dominate write figures)",
+    )
+    a = p.parse_args(argv)
+    only: set[str] = set()
+    for word in filter(None, (w.strip() for w in a.only.split(","))):
+        if word in ALIASES:
+            only.update(ALIASES[word])
+        elif word in MEASUREMENTS:
+            only.add(word)
+        else:
+            p.error(f"--only: unknown measurement {word!r}")
+    size_mib = a.size_mib if a.size_mib is not None else (256 if a.quick else 1024)
+    files = a.files if a.files is not None else (2000 if a.quick else 10_000)
+    if size_mib <= 0 or files <= 0 or a.trials <= 0:
+        p.error("--size-mib, --files and --trials must be positive")
+    return Config(
+        size=size_mib * MiB,
+        files=files,
+        trials=a.trials,
+        only=frozenset(only),
+        scratch=a.scratch,
+        json_path=a.json_path,
+        prime=a.prime,
+        prefault=a.prefault,
+    )
+
+
+class IngestBench:
+    """The data, the tools found, and one method per measurement (one trial each)."""
+
+    def __init__(self, cfg: Config, work: Path) -> None:
+        self.cfg = cfg
+        self.work = work
+        self.big = work / "big.bin"
+        self.tree_root = work / "tree"
+        self.tree: TreeInfo | None = None
+        self.logs = work / "logs"
+        self.logs.mkdir()
+        self.cli = venv_cli("artifactstore")
+        self.restic = shutil.which("restic")
+        self.restic_version = ""
+        self.skipped: dict[str, str] = {}
+        self.data_notes: dict[str, Any] = {}
+        self.prime_seconds: list[float] = []
+        """Wall time of each priming push: our fixed cost per push, for reading the ratios."""
+        self.series = {
+            "sha256": Series("sha256 limit (1 thread, 1 MiB reads)", "GB/s"),
+            "fdatasync": Series("fdatasync write limit (dd-like)", "MB/s"),
+            "big_nofsync": Series("ours: push big, ARTIFACTSTORE_FSYNC=0", "MB/s"),
+            "big_fsync": Series("ours: push big, fsync on", "MB/s"),
+            "restic": Series("restic backup tree", "files/s"),
+            "tree": Series("ours: push tree", "files/s"),
+        }
+
+    # ---------------------------------------------------------------- setup
+
+    def find_tools(self) -> None:
+        """Decide which measurements can run; say why any are skipped."""
+        wanted = self.cfg.only
+        if wanted & {"big", "tree"}:
+            reason = probe_cli([str(self.cli), "push", "--help"], cwd=self.work)
+            if reason is not None:
+                msg = (
+                    f"our CLI is not usable yet ({reason}); skipping our rows. "
+                    f"Expected `{self.cli} push NS/NAME:VERSION PATH`."
+                )
+                for key in ("big", "tree"):
+                    if key in wanted:
+                        self.skipped[key] = msg
+        if "restic" in wanted:
+            if self.restic is None:
+                self.skipped["restic"] = (
+                    "restic not found; install it with `apt-get install -y restic` "
+                    "(Debian package); skipping the restic row"
+                )
+            else:
+                r = run_child([self.restic, "version"], log=self.logs / "restic-version.log")
+                self.restic_version = r.output_tail.strip()
+
+    def active(self, key: str) -> bool:
+        """Selected on the command line and runnable here."""
+        return key in self.cfg.only and key not in self.skipped
+
+    def prepare_data(self) -> None:
+        """Write the large file and the tree once; every trial reuses them."""
+        need_big = self.active("limits") or self.active("big")
+        need_tree = self.active("tree") or self.active("restic")
+        if need_big:
+            secs = write_random_file(self.big, self.cfg.size)
+            settle()
+            read_through(self.big)  # resident in the page cache for every trial
+            self.data_notes["big_bytes"] = self.cfg.size
+            self.data_notes["big_generate_s"] = round(secs, 2)
+            print(f"data:     {self.cfg.size / MiB:,.0f} MiB random file ({secs:.1f} s to write)")
+        if need_tree:
+            start = time.perf_counter()
+            self.tree = make_small_tree(self.tree_root, self.cfg.files)
+            settle()
+            secs = time.perf_counter() - start
+            self.data_notes["tree_files"] = self.tree.files
+            self.data_notes["tree_dirs"] = self.tree.dirs
+            self.data_notes["tree_bytes"] = self.tree.total_bytes
+            print(
+                f"data:     tree of {self.tree.files:,} files (1-16 KiB) in {self.tree.dirs} "
+                f"dirs, {self.tree.total_bytes / MB:,.1f} MB ({secs:.1f} s to write)"
+            )
+
+    # ---------------------------------------------------------------- limits
+
+    def _prefault(self, nbytes: int) -> None:
+        """Untimed: make the RAM the next step writes into cheap to allocate."""
+        if self.cfg.prefault:
+            prefault_page_cache(self.work, nbytes)
+
+    def _big_need(self) -> int:
+        """RAM a large-file step touches: the copy's page cache plus process heaps."""
+        return self.cfg.size + 256 * MiB
+
+    def _tree_need(self) -> int:
+        """RAM a tree step touches: stored bytes, metadata, process heaps."""
+        tree_bytes = self.tree.total_bytes if self.tree else 0
+        return 2 * tree_bytes + 256 * MiB
+
+    def sha256_limit(self) -> float:
+        """One single-thread SHA-256 pass over the cached file; GB/s."""
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        h = hashlib.sha256()
+        start = time.perf_counter()
+        with open(self.big, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                h.update(view[:n])
+        h.hexdigest()
+        return self.cfg.size / (time.perf_counter() - start) / GB
+
+    def fdatasync_limit(self) -> float:
+        """Copy the cached file to a new file in 1 MiB writes, then one fdatasync; MB/s.
+
+        The same work as ``dd if=big of=copy bs=1M conv=fdatasync``: the clock
+        stops after the data is on the disk.
+        """
+        dst = self.work / "fdatasync-copy.bin"
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        self._prefault(self._big_need())
+        start = time.perf_counter()
+        with open(self.big, "rb", buffering=0) as src, open(dst, "wb", buffering=0) as out:
+            while n := src.readinto(buf):
+                done = 0
+                while done < n:
+                    done += out.write(view[done:n]) or 0
+            os.fdatasync(out.fileno())
+        secs = time.perf_counter() - start
+        remove(dst)
+        return self.cfg.size / secs / MB
+
+    # ---------------------------------------------------------------- ours
+
+    def _ours_env(self, home: Path, fsync: bool) -> dict[str, str]:
+        """Local mode on ``home``; fsync default (unset) or the no-fsync switch."""
+        values = {"ARTIFACTSTORE_HOME": str(home)}
+        if not fsync:
+            values["ARTIFACTSTORE_FSYNC"] = "0"
+        return child_env(["ARTIFACTSTORE_"], **values)
+
+    def _fresh_home(self, tag: str, env: dict[str, str]) -> Path:
+        """An empty home; created by a tiny untimed push unless --no-prime."""
+        home = self.work / f"home-{tag}"
+        remove(home)
+        home.mkdir()
+        if self.cfg.prime:
+            seed = self.work / "prime.txt"
+            seed.write_bytes(b"prime\n")
+            r = run_child(
+                [str(self.cli), "push", "bench/prime:1", str(seed)],
+                env=env,
+                log=self.logs / f"prime-{tag}.log",
+                cwd=self.work,
+            )
+            self.prime_seconds.append(r.seconds)
+            if not r.ok:
+                raise RuntimeError(f"priming push failed (exit {r.returncode}):\n{r.output_tail}")
+        settle()
+        return home
+
+    def _push(self, tag: str, ref: str, path: str, fsync: bool, need: int) -> ChildResult:
+        home = self.work / f"home-{tag}"
+        env = self._ours_env(home, fsync)
+        self._fresh_home(tag, env)
+        self._prefault(need)
+        r = run_child(
+            [str(self.cli), "push", ref, path],
+            env=env,
+            log=self.logs / f"{tag}.log",
+            cwd=self.work,  # a CLI that ignored ARTIFACTSTORE_HOME must not write into the repo
+        )
+        remove(home)  # before settle(): no-fsync bytes are dropped, not written back
+        settle()
+        if not r.ok:
+            raise RuntimeError(f"push exited {r.returncode}:\n{r.output_tail}")
+        return r
+
+    def ours_big(self, fsync: bool) -> ChildResult:
+        """One push of the large file into a fresh home; the caller derives MB/s."""
+        tag = "big-fsync" if fsync else "big-nofsync"
+        return self._push(tag, "bench/big:1", str(self.big), fsync, self._big_need())
+
+    def ours_tree(self) -> ChildResult:
+        """One push of the whole tree (directory argument) into a fresh home."""
+        return self._push(
+            "tree", "bench/tree:1", f"{self.tree_root}/", fsync=True, need=self._tree_need()
+        )
+
+    # ---------------------------------------------------------------- restic
+
+    def restic_tree(self) -> ChildResult:
+        """One ``restic backup`` of the tree into a fresh repository (init untimed)."""
+        assert self.restic is not None
+        repo = self.work / "restic-repo"
+        cache = self.work / "restic-cache"
+        remove(repo)
+        remove(cache)
+        env = child_env(["RESTIC_"], RESTIC_PASSWORD=RESTIC_PASSWORD, RESTIC_CACHE_DIR=str(cache))
+        init = run_child(
+            [self.restic, "init", "--repo", str(repo)], env=env, log=self.logs / "restic-init.log"
+        )
+        if not init.ok:
+            raise RuntimeError(f"restic init exited {init.returncode}:\n{init.output_tail}")
+        settle()
+        self._prefault(self._tree_need())
+        r = run_child(
+            [self.restic, "backup", "--repo", str(repo), str(self.tree_root)],
+            env=env,
+            log=self.logs / "restic-backup.log",
+        )
+        remove(repo)
+        remove(cache)
+        settle()
+        if not r.ok:
+            raise RuntimeError(f"restic backup exited {r.returncode}:\n{r.output_tail}")
+        return r
+
+    # ---------------------------------------------------------------- rounds
+
+    def _trial(self, key: str, fn: Callable[[], tuple[float, int | None]]) -> None:
+        """Run one trial, record it, print it; a failure stops that series only."""
+        s = self.series[key]
+        if s.error is not None:
+            return
+        meter = CpuMeter()
+        try:
+            value, rss = fn()
+        except RuntimeError as e:
+            s.error = str(e).splitlines()[0]
+            print(f"    {s.name}: FAILED\n{e}", flush=True)
+            return
+        share = meter.read()
+        s.values.append(value)
+        s.others_cpu_pct.append(round(share.others_pct, 1))
+        extra = f"   others {share.others_pct:3.0f}% CPU"
+        if share.steal_pct >= 1:
+            extra += f", steal {share.steal_pct:.0f}%"
+        if rss is not None:
+            s.peak_rss_bytes.append(rss)
+            extra += f", peak RSS {rss / MB:,.0f} MB"
+        digits = 2 if s.unit == "GB/s" else 0
+        print(f"    {s.name:<40} {fmt_num(value, digits):>9} {s.unit:<7}{extra}", flush=True)
+
+    def run(self) -> None:
+        """Interleave limits, peers and ours round by round, so drift hits all alike."""
+        size = self.cfg.size
+        files = self.tree.files if self.tree else 0
+
+        def big(fsync: bool) -> tuple[float, int | None]:
+            r = self.ours_big(fsync)
+            return size / r.seconds / MB, r.peak_rss_bytes
+
+        def tree() -> tuple[float, int | None]:
+            r = self.ours_tree()
+            return files / r.seconds, r.peak_rss_bytes
+
+        def restic() -> tuple[float, int | None]:
+            r = self.restic_tree()
+            return files / r.seconds, r.peak_rss_bytes
+
+        for i in range(1, self.cfg.trials + 1):
+            print(f"  round {i}/{self.cfg.trials}", flush=True)
+            if self.active("limits"):
+                self._trial("sha256", lambda: (self.sha256_limit(), None))
+            if self.active("big"):
+                self._trial("big_nofsync", lambda: big(False))
+            if self.active("limits"):
+                self._trial("fdatasync", lambda: (self.fdatasync_limit(), None))
+            if self.active("big"):
+                self._trial("big_fsync", lambda: big(True))
+            if self.active("restic"):
+                self._trial("restic", restic)
+            if self.active("tree"):
+                self._trial("tree", tree)
+
+    # ---------------------------------------------------------------- report
+
+    def ratios(self) -> list[dict[str, Any]]:
+        """Ours over the limit or peer (best vs best), against the issue's targets."""
+        s = self.series
+        sha = s["sha256"].best
+        rows: list[dict[str, Any]] = []
+
+        def ratio(num: float | None, den: float | None) -> float | None:
+            return None if num is None or not den else num / den
+
+        rows.append(
+            _target(
+                "push big, fsync on / fdatasync write limit",
+                ratio(s["big_fsync"].best, s["fdatasync"].best),
+                TARGET_FSYNC_VS_DISK,
+                higher_is_better=True,
+            )
+        )
+        rows.append(
+            _target(
+                "push big, FSYNC=0 / sha256 limit",
+                ratio(s["big_nofsync"].best, None if sha is None else sha * GB / MB),
+                TARGET_NOFSYNC_VS_SHA256,
+                higher_is_better=True,
+            )
+        )
+        rows.append(
+            _target(
+                "push tree files/s / restic files/s",
+                ratio(s["tree"].best, s["restic"].best),
+                TARGET_TREE_VS_RESTIC,
+                higher_is_better=True,
+            )
+        )
+        for key, label in (("big_fsync", "fsync on"), ("big_nofsync", "FSYNC=0")):
+            rss = s[key].max_rss_bytes
+            rows.append(
+                _target(
+                    f"peak RSS MB, push big, {label}",
+                    None if rss is None else rss / MB,
+                    TARGET_PEAK_RSS_MB,
+                    higher_is_better=False,
+                )
+            )
+        return rows
+
+    def report(self) -> str:
+        """The result tables as printed to stdout."""
+        rows: list[list[str]] = []
+        for key, s in self.series.items():
+            digits = 2 if s.unit == "GB/s" else 0
+            if s.values:
+                trials = " ".join(fmt_num(v, digits) for v in s.values)
+                best = f"{fmt_num(s.best, digits)} {s.unit}"
+            else:
+                trials = s.error or self._skip_word(key)
+                best = "-"
+            rss = "-" if s.max_rss_bytes is None else fmt_num(s.max_rss_bytes / MB)
+            rows.append([s.name, best, rss, trials])
+        out = [
+            render_table(["measurement", "best", "peak RSS MB", "trials (in order)"], rows),
+            "",
+        ]
+        trows = []
+        for t in self.ratios():
+            digits = 0 if t["name"].startswith("peak RSS") else 2
+            op = ">=" if t["higher_is_better"] else "<"
+            trows.append(
+                [
+                    t["name"],
+                    fmt_num(t["value"], digits),
+                    f"{op} {fmt_num(t['target'], digits)}",
+                    t["status"],
+                ]
+            )
+        out.append(render_table(["ratio / figure (best vs best)", "value", "target", ""], trows))
+        if self.prime_seconds:
+            out.append(
+                f"\nfixed cost of one push (6-byte push into an empty home, best of "
+                f"{len(self.prime_seconds)}): {min(self.prime_seconds):.2f} s, included in "
+                "every timed push"
+            )
+        return "\n".join(out)
+
+    def _skip_word(self, key: str) -> str:
+        group = {
+            "sha256": "limits",
+            "fdatasync": "limits",
+            "big_nofsync": "big",
+            "big_fsync": "big",
+            "restic": "restic",
+            "tree": "tree",
+        }[key]
+        if group not in self.cfg.only:
+            return "not selected (--only)"
+        return "skipped" if group in self.skipped else "no result"
+
+
+def _target(
+    name: str, value: float | None, target: float, higher_is_better: bool
+) -> dict[str, Any]:
+    if value is None:
+        status = "pending"
+    elif (value >= target) if higher_is_better else (value < target):
+        status = "PASS"
+    else:
+        status = "FAIL"
+    return {
+        "name": name,
+        "value": value,
+        "target": target,
+        "higher_is_better": higher_is_better,
+        "status": status,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Set up scratch space, run the rounds, print and optionally save the figures."""
+    cfg = parse_args(argv)
+    started = time.perf_counter()
+    parent = pick_scratch_parent(cfg.scratch)
+    # big file + dd copy + one store of it + tree, its store and restic's repo, + slack
+    check_free_space(parent, 3 * cfg.size + 4 * cfg.files * 17 * 1024 + 1024 * MiB)
+    with scratch_dir(parent, "bench-ingest-") as work:
+        info = machine_info(work)
+        print("Ingest benchmark (issue 3)")
+        print(f"command:  {command_line()}")
+        print(format_machine(info))
+        print(f"revision: {repo_revision()}")
+        print(f"load:     {load_average()} (1/5/15 min) at start")
+        run_meter = CpuMeter()
+        bench = IngestBench(cfg, work)
+        bench.find_tools()
+        for why in dict.fromkeys(bench.skipped.values()):
+            keys = ",".join(k for k, v in bench.skipped.items() if v == why)
+            print(f"skip {keys}: {why}")
+        if bench.restic_version:
+            print(f"peer:     {bench.restic_version}")
+        bench.prepare_data()
+        print(
+            f"trials:   {cfg.trials} interleaved rounds, best of {cfg.trials} reported; "
+            f"fresh store per trial ({'primed' if cfg.prime else 'empty'}); "
+            f"page-cache prefault {'on' if cfg.prefault else 'off'}"
+        )
+        bench.run()
+        elapsed = time.perf_counter() - started
+        share = run_meter.read()
+        print()
+        print(bench.report())
+        print(
+            f"\nother processes used {share.others_pct:.0f}% of the CPUs during the run "
+            f"(steal {share.steal_pct:.0f}%); per-trial shares above"
+        )
+        if share.others_pct > BUSY_WARN_PCT:
+            print(
+                "WARNING: the machine was busy with other work; CPU-bound figures and "
+                "ratios are unreliable. Rerun when `uptime` shows a load near 0."
+            )
+        print(f"units: MB/GB = 10^6/10^9 bytes; wall time of the whole run {elapsed:.0f} s")
+        if cfg.json_path is not None:
+            write_json(
+                cfg.json_path,
+                {
+                    "benchmark": "ingest",
+                    "command": command_line(),
+                    "revision": repo_revision(),
+                    "machine": asdict(info),
+                    "config": {
+                        "size_bytes": cfg.size,
+                        "files": cfg.files,
+                        "trials": cfg.trials,
+                        "only": sorted(cfg.only),
+                        "prime": cfg.prime,
+                        "prefault": cfg.prefault,
+                    },
+                    "data": bench.data_notes,
+                    "restic_version": bench.restic_version or None,
+                    "prime_push_seconds": bench.prime_seconds,
+                    "skipped": bench.skipped,
+                    "results": {k: s.to_json() for k, s in bench.series.items()},
+                    "ratios": bench.ratios(),
+                    "elapsed_s": round(elapsed, 1),
+                    "others_cpu_pct": round(share.others_pct, 1),
+                    "steal_pct": round(share.steal_pct, 1),
+                },
+            )
+            print(f"figures written to {cfg.json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

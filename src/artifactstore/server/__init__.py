@@ -1,0 +1,1 @@
+"""The HTTP server: a thin ASGI layer over :class:`artifactstore.store.Store`."""

@@ -1,0 +1,127 @@
+"""Request bodies into the (synchronous) data plane, and ranges out of it.
+
+The event loop only moves bytes: it gathers the body into 1 MiB buffers and
+hands each to a worker thread, where the data plane writes it and its two
+hashers run. One buffer is in flight while the next one fills, so receiving,
+writing and hashing overlap and memory stays at a few MiB per request.
+
+A body must keep arriving: a pause longer than ``idle_timeout`` or a total
+time past ``total_timeout`` ends the request (slow-loris defence).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio import to_thread
+
+from artifactstore.errors import InvalidInput, LimitExceeded
+
+__all__ = ["BodyTimeout", "ByteRange", "RangeNotSatisfiable", "feed", "parse_range"]
+
+BUFFER = 1 << 20
+
+
+class BodyTimeout(Exception):
+    """The client sent its body too slowly."""
+
+
+class RangeNotSatisfiable(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+async def feed(
+    stream: AsyncIterator[bytes],
+    sink: Callable[[bytes], Any],
+    *,
+    limit: int,
+    idle_timeout: float,
+    total_timeout: float,
+) -> int:
+    """Copy ``stream`` into ``sink`` (run in a thread) in 1 MiB buffers; returns bytes fed.
+
+    Raises LimitExceeded past ``limit`` bytes (before the excess reaches the
+    sink) and BodyTimeout for a slow body. Hashing runs on the data plane's
+    pool threads and overlaps with receiving the next buffer.
+    """
+    total = 0
+    pending: list[bytes] = []
+    pending_size = 0
+    deadline = anyio.current_time() + total_timeout
+    iterator = stream.__aiter__()
+    while True:
+        wait = min(idle_timeout, deadline - anyio.current_time())
+        if wait <= 0:
+            raise BodyTimeout("request body took too long")
+        with anyio.move_on_after(wait) as scope:
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                break
+        if scope.cancelled_caught:
+            raise BodyTimeout("request body stalled")
+        if not chunk:
+            continue
+        total += len(chunk)
+        if total > limit:
+            raise LimitExceeded(f"request body is larger than the limit of {limit} bytes")
+        pending.append(chunk)
+        pending_size += len(chunk)
+        if pending_size >= BUFFER:
+            buf = b"".join(pending)
+            pending, pending_size = [], 0
+            await to_thread.run_sync(sink, buf)
+    if pending:
+        await to_thread.run_sync(sink, b"".join(pending))
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length - 1
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """One RFC 9110 byte range, or None for the whole representation.
+
+    Several ranges are refused (one range per request, SPEC section 4); a
+    syntactically invalid header is ignored as RFC 9110 allows, except that
+    we answer 416 for an unsatisfiable one.
+    """
+    if header is None:
+        return None
+    m = _RANGE.fullmatch(header.strip())
+    if m is None:
+        if header.strip().startswith("bytes=") and "," in header:
+            raise InvalidInput("only one range per request is supported")
+        return None
+    first, last = m.group(1), m.group(2)
+    if first == "" and last == "":
+        return None
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(size)
+        suffix = min(suffix, size)
+        return ByteRange(size - suffix, suffix)
+    start = int(first)
+    if start >= size:
+        raise RangeNotSatisfiable(size)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    if end < start:
+        return None  # invalid: last < first -> ignore the header (RFC 9110 14.1.1)
+    return ByteRange(start, end - start + 1)
