@@ -8,7 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from artifactstore.controlplane.db.engine import Database
+from artifactstore.controlplane.db.engine import HEAD_REVISION, Database
 from artifactstore.controlplane.db.tables import metadata
 from artifactstore.errors import UnmigratedDatabase
 
@@ -17,7 +17,7 @@ def test_migrations_match_declared_tables(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'm.db'}")
     try:
         before, after = db.migrate()
-        assert before is None and after == db.head_revision()
+        assert before is None and after == db.head_revision() == HEAD_REVISION
         with db.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), metadata)
         assert diff == []

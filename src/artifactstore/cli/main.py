@@ -6,12 +6,11 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from artifactstore.cli.commands import admin, packages, schema
 from artifactstore.cli.context import CliContext
 from artifactstore.cli.exit_codes import FAILED, exit_code
-from artifactstore.cli.output import stderr
+from artifactstore.cli.output import note
 from artifactstore.errors import ArtifactStoreError
 
 __all__ = ["cli", "main"]
@@ -47,10 +46,10 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except click.Abort:
-        stderr().print("aborted")
+        note("aborted")
         sys.exit(FAILED)
     except ArtifactStoreError as exc:
-        stderr().print(f"[bold red]error[/]: {escape(exc.detail)}  [dim]({exc.code})[/]")
+        note(f"error: {exc.detail} ({exc.code})")
         sys.exit(exit_code(exc))
     except BrokenPipeError:
         sys.stderr.close()

@@ -8,26 +8,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+import click
 
 from artifactstore.store import Progress as ProgressFn
 
-__all__ = ["emit_json", "human_size", "progress_bar", "stderr"]
+__all__ = ["emit_json", "human_size", "note", "progress_bar"]
 
 #: Transfers smaller than this finish before a bar is worth drawing.
 _BAR_THRESHOLD = 8 * 1024 * 1024
 
 
-def stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+def note(message: str) -> None:
+    """A human-readable line on stderr (stdout stays for data and JSON)."""
+    click.echo(message, err=True)
 
 
 def emit_json(value: Any) -> None:
@@ -49,13 +42,23 @@ def progress_bar(label: str, total: int | None) -> Iterator[ProgressFn]:
     if not sys.stderr.isatty() or (total is not None and total < _BAR_THRESHOLD):
         yield lambda _n: None
         return
+    from rich.console import Console  # imported only when a bar is drawn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=stderr(),
+        console=Console(stderr=True),
         transient=True,
     ) as bar:
         task = bar.add_task(label, total=total)

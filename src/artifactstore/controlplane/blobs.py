@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.eventlog import append_many
@@ -68,8 +67,14 @@ def touch(conn: Connection, keys: Iterable[str], now: float) -> None:
     rows = [{"key": k, "touched_at": now} for k in sorted(set(keys))]
     if not rows:
         return
-    ins = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
-    stmt = ins(t.blob_activity)
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt: Any = sqlite_insert(t.blob_activity)
+    else:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(t.blob_activity)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[t.blob_activity.c.key], set_={"touched_at": stmt.excluded.touched_at}

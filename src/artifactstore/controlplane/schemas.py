@@ -7,8 +7,6 @@ import re
 from typing import Any
 
 import blake3
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
 from sqlalchemy import Connection, select
 
 from artifactstore.controlplane.db import tables as t
@@ -51,6 +49,9 @@ def register(conn: Connection, variant: str, schema: Any, actor: str) -> bool:
     declared = schema.get("$schema")
     if declared is not None and declared != "https://json-schema.org/draft/2020-12/schema":
         raise InvalidSchema(f"only JSON Schema draft 2020-12 is supported, not {declared!r}")
+    from jsonschema import Draft202012Validator  # imported on use: slow to import
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -100,6 +101,9 @@ def _pointer(parts: Any) -> str:
 
 def validate_metadata(schema: dict[str, Any], metadata: object, variant: str) -> None:
     """Raise InvalidMetadata naming the JSON pointer of the most relevant violation."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
     error = best_match(Draft202012Validator(schema).iter_errors(metadata))
     if error is not None:
         pointer = _pointer(error.absolute_path)

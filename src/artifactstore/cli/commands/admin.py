@@ -9,7 +9,7 @@ import click
 
 from artifactstore.cli.context import CliContext
 from artifactstore.cli.exit_codes import INTEGRITY
-from artifactstore.cli.output import emit_json, human_size, stderr
+from artifactstore.cli.output import emit_json, human_size, note
 from artifactstore.config import parse_duration
 from artifactstore.model.identity import Reference
 
@@ -33,8 +33,8 @@ def verify(ctx: CliContext, ref: str | None, all_: bool, as_json: bool) -> None:
         emit_json(report.to_json())
     else:
         for item in report.damaged:
-            stderr().print(f"DAMAGED {item['digest']}: {item['problem']}", markup=False)
-        stderr().print(
+            note(f"DAMAGED {item['digest']}: {item['problem']}")
+        note(
             f"{report.blobs_checked} blobs, {human_size(report.bytes_checked)} checked: "
             + ("ok" if report.ok else f"{len(report.damaged)} damaged")
         )
@@ -56,7 +56,7 @@ def gc(ctx: CliContext, dry_run: bool, grace: str | None, as_json: bool) -> None
         emit_json(report.to_json())
         return
     verb = "would collect" if dry_run else "collected"
-    stderr().print(
+    note(
         f"{verb} {len(report.collected)} blobs ({human_size(report.bytes_freed)}); "
         f"{report.protected_by_grace} unreferenced blobs still within the grace period; "
         f"{report.orphans_removed} orphaned objects removed"
@@ -79,7 +79,7 @@ def events(
     store = ctx.store(create=False)
     if verify_chain:
         count = store.verify_chain()
-        stderr().print(f"event chain verified: {count} events, no edit, removal or reordering")
+        note(f"event chain verified: {count} events, no edit, removal or reordering")
         return
     printed = 0
     while True:
@@ -101,7 +101,7 @@ def events(
 def rebuild(ctx: CliContext) -> None:
     """Empty the views and replay the event log into them."""
     count = ctx.store(create=False).rebuild()
-    stderr().print(f"replayed {count} events into the views")
+    note(f"replayed {count} events into the views")
 
 
 @click.command()
@@ -119,7 +119,7 @@ def migrate(ctx: CliContext) -> None:
         before, after = db.migrate()
     finally:
         db.dispose()
-    stderr().print(f"database {settings.redacted_database_url()}: {before or 'empty'} -> {after}")
+    note(f"database {settings.redacted_database_url()}: {before or 'empty'} -> {after}")
 
 
 COMMANDS = [verify, gc, events, rebuild, migrate]

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from artifactstore.cli.context import CliContext
-from artifactstore.cli.output import emit_json, human_size, progress_bar, stderr
+from artifactstore.cli.output import emit_json, human_size, note, progress_bar
 from artifactstore.errors import InvalidInput
 from artifactstore.localfs import collect_files
 from artifactstore.model.identity import Reference
@@ -107,9 +107,7 @@ def pull(ctx: CliContext, ref: str, output: Path) -> None:
     rec = store.show(reference)
     with progress_bar(f"pull {rec.reference}", rec.size) as advance:
         store.pull(rec.reference, output, progress=advance)
-    stderr().print(
-        f"{rec.reference}: {rec.file_count} files, {human_size(rec.size)} verified into {output}"
-    )
+    note(f"{rec.reference}: {rec.file_count} files, {human_size(rec.size)} verified into {output}")
 
 
 @click.command(name="ls")
@@ -143,7 +141,7 @@ def ls(
         emit_json([r.summary() for r in rows])
         return
     if not rows:
-        stderr().print("no versions match")
+        note("no versions match")
         return
     width = max(len(str(r.reference)) for r in rows)
     for r in rows:
@@ -200,7 +198,7 @@ def rm(ctx: CliContext, ref: str) -> None:
     """Delete version REF (a tombstone; its bytes go when gc finds them unreferenced)."""
     reference = Reference.parse(ref)
     rec = ctx.store(create=False).delete(reference)
-    stderr().print(f"deleted {rec.reference}; run 'artifactstore gc' to reclaim unreferenced bytes")
+    note(f"deleted {rec.reference}; run 'artifactstore gc' to reclaim unreferenced bytes")
 
 
 COMMANDS = [push, pull, ls, show, cat, rm]

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from artifactstore.cli.context import CliContext
-from artifactstore.cli.output import emit_json, stderr
+from artifactstore.cli.output import emit_json, note
 from artifactstore.errors import InvalidSchema
 from artifactstore.model.jsonio import strict_json_loads
 
@@ -29,7 +29,7 @@ def register(ctx: CliContext, schema_id: str, file: Any) -> None:
     """Register FILE as the schema of variant SCHEMA_ID."""
     document = strict_json_loads(file.read(), error=InvalidSchema)
     created = ctx.store().register_schema(schema_id, document)
-    stderr().print(
+    note(
         f"schema {schema_id} "
         + ("registered" if created else "unchanged (identical schema already registered)")
     )

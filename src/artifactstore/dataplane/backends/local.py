@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import io
 import os
@@ -39,10 +38,8 @@ _SYNCFS_THRESHOLD = 8  # batches larger than this flush the file system once
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    libc = ctypes.CDLL(name, use_errno=True)
+    # The symbols of the running process include libc's (no ldconfig lookup).
+    libc = ctypes.CDLL(None, use_errno=True)
     fn = getattr(libc, "syncfs", None)
     if fn is None:
         return None
