@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlparse
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from artifactstore.config import Settings
 from artifactstore.controlplane import blobs as blob_records
@@ -107,6 +107,7 @@ class Store:
         self.settings = settings
         self.db = db
         self.plane = plane
+        self._lease_cache: dict[str, float] = {}
         self.uploads = UploadService(
             db,
             plane,
@@ -301,9 +302,10 @@ class Store:
             raise PackageNotFound(
                 f"{ref_text} has no file {path!r}: see 'artifactstore show {ref_text}'"
             )
-        return self._verified_stream(entry)
+        return self.stream_entry(entry)
 
-    def _verified_stream(self, entry: FileEntry) -> Iterator[bytes]:
+    def stream_entry(self, entry: FileEntry) -> Iterator[bytes]:
+        """One file's bytes; raises DigestMismatch after the last chunk if they are damaged."""
         rec = self._location(entry.blake3)
         hasher = DualHasher(None)
         for chunk in self.plane.read(rec.key):
@@ -329,7 +331,7 @@ class Store:
             for entry in record.manifest.files:
                 part, _final = staging.new_file(entry.path)
                 with part.open("wb") as out:
-                    for chunk in self._verified_stream(entry):
+                    for chunk in self.stream_entry(entry):
                         out.write(chunk)
                         progress(len(chunk))
             staging.commit()
@@ -340,10 +342,10 @@ class Store:
 
     # --- delete, schemas --------------------------------------------------------------
 
-    def delete(self, ref: str | Reference) -> packages.VersionRecord:
+    def delete(self, ref: str | Reference, actor: str | None = None) -> packages.VersionRecord:
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         with self.db.write() as conn:
-            record = packages.delete(conn, r, self.actor)
+            record = packages.delete(conn, r, actor or self.actor)
             keys = [
                 row.key
                 for row in conn.execute(
@@ -357,9 +359,9 @@ class Store:
             blob_records.touch(conn, keys, time.time())  # a dereference starts the grace period
         return record
 
-    def register_schema(self, variant: str, schema: Any) -> bool:
+    def register_schema(self, variant: str, schema: Any, actor: str | None = None) -> bool:
         with self.db.write() as conn:
-            return schemas.register(conn, variant, schema, self.actor)
+            return schemas.register(conn, variant, schema, actor or self.actor)
 
     def get_schema(self, variant: str) -> dict[str, Any]:
         with self.db.read() as conn:
@@ -455,14 +457,72 @@ class Store:
                 count += len(batch)
         return count
 
-    def gc(self, *, dry_run: bool = False, grace: float | None = None) -> gc_mod.GcReport:
-        return gc_mod.collect(
+    def gc(
+        self, *, dry_run: bool = False, grace: float | None = None, actor: str | None = None
+    ) -> gc_mod.GcReport:
+        report = gc_mod.collect(
             self.db,
             self.plane,
             grace=self.settings.gc_grace if grace is None else grace,
             dry_run=dry_run,
-            actor=self.actor,
+            actor=actor or self.actor,
         )
+        if not dry_run:
+            self.uploads.expire()
+        return report
+
+    def find_blob(self, digest: Digest) -> blob_records.BlobRecord | None:
+        """Look a blob up by either digest; a "present" answer renews its GC lease."""
+        with self.db.read() as conn:
+            record = blob_records.find(conn, digest)
+        if record is not None:
+            self._renew_lease(record.key)
+        return record
+
+    def _renew_lease(self, key: str) -> None:
+        # Renewing on every HEAD would make each one a write transaction; once a
+        # minute per key is plenty against a grace period of hours. A lease that
+        # arrives late fails closed: the commit's own re-check catches a
+        # collected blob and the client uploads it again.
+        now = time.time()
+        last = self._lease_cache.get(key)
+        if last is not None and now - last < 60.0:
+            return
+        with self.db.write() as conn:
+            blob_records.touch(conn, [key], now)
+        if len(self._lease_cache) > 100_000:
+            self._lease_cache.clear()
+        self._lease_cache[key] = now
+
+    def commit_manifest(
+        self, manifest: Manifest, actor: str | None = None
+    ) -> packages.CommitResult:
+        """Commit a manifest whose blobs were uploaded separately (the HTTP path)."""
+        if len(manifest.files) > self.settings.max_files:
+            raise LimitExceeded(
+                f"{len(manifest.files)} files is more than the limit of {self.settings.max_files}"
+            )
+        self._check_metadata(manifest.metadata, manifest.variant)
+        with self.db.write() as conn:
+            return packages.commit(conn, manifest, actor or self.actor)
+
+    def stats(self) -> dict[str, int]:
+        with self.db.read() as conn:
+            blobs, blob_bytes = conn.execute(
+                select(func.count(), func.coalesce(func.sum(t.blobs.c.size), 0))
+            ).one()
+            versions = conn.execute(
+                select(func.count()).where(t.versions.c.deleted_seq.is_(None))
+            ).scalar_one()
+            uploads_open = conn.execute(
+                select(func.count()).where(t.upload_sessions.c.state == "open")
+            ).scalar_one()
+        return {
+            "blobs": int(blobs),
+            "blob_bytes": int(blob_bytes),
+            "versions": int(versions),
+            "uploads_open": int(uploads_open),
+        }
 
     def health(self) -> None:
         with self.db.read() as conn:

@@ -36,6 +36,7 @@ from artifactstore.dataplane.staging import StagedAppend, Staging
 from artifactstore.errors import (
     ChecksumMismatch,
     DigestMismatch,
+    InvalidInput,
     LimitExceeded,
     StorageError,
     UploadBusy,
@@ -219,7 +220,6 @@ class UploadService:
                 f"declared length {length} is over the upload limit of {limit} bytes"
             )
         upload_id = secrets.token_urlsafe(24)
-        self.staging.create(upload_id)
         now = time.time()
         with self.db.write() as conn:
             conn.execute(
@@ -237,6 +237,8 @@ class UploadService:
                     digest=None,
                 )
             )
+        # The row exists before the staged object: expire() relies on that order.
+        self.staging.create(upload_id)
         with self._lock:
             self._hashers[upload_id] = DualHasher(None)
         return self.get(upload_id)
@@ -290,6 +292,24 @@ class UploadService:
                 hasher = None
                 self._hashers.pop(upload_id, None)
         return SessionAppend(self, session, sink, hasher, checksum)
+
+    def declare_length(self, upload_id: str, length: int) -> None:
+        """Fix a deferred length (tus ``Upload-Length`` on a later PATCH); once only."""
+        session = self.get(upload_id)
+        if session.length == length:
+            return
+        if session.length is not None:
+            raise InvalidInput(f"upload {upload_id} already has length {session.length}")
+        if not session.offset <= length <= self.max_upload_bytes:
+            raise LimitExceeded(
+                f"length {length} is below the offset {session.offset} or over the upload limit"
+            )
+        with self.db.write() as conn:
+            conn.execute(
+                update(t.upload_sessions)
+                .where(t.upload_sessions.c.id == upload_id, t.upload_sessions.c.length.is_(None))
+                .values(length=length)
+            )
 
     def release(self, upload_id: str, offset: int, *, drop_hasher: bool = False) -> UploadSession:
         """Record the durable offset and end the claim."""
@@ -363,6 +383,10 @@ class UploadService:
     def expire(self, now: float | None = None) -> int:
         """Drop expired sessions and staged bytes no session owns; returns how many."""
         now = time.time() if now is None else now
+        # List staged objects before reading the sessions: a session's row is
+        # committed before its staged object exists, so nothing listed here
+        # can belong to a session the query below misses.
+        staged = list(self.staging.staged_ids())
         with self.db.write() as conn:
             expired = [
                 r.id
@@ -379,7 +403,7 @@ class UploadService:
                 )
             }
         removed = 0
-        for upload_id in list(self.staging.staged_ids()):
+        for upload_id in staged:
             if upload_id not in open_ids:
                 self.staging.discard(upload_id)
                 removed += 1

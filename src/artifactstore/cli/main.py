@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from artifactstore.cli.commands import admin, packages, schema
+from artifactstore.cli.commands import admin, packages, schema, server
 from artifactstore.cli.context import CliContext
 from artifactstore.cli.exit_codes import FAILED, exit_code
 from artifactstore.cli.output import note
@@ -32,14 +32,18 @@ def cli(ctx: click.Context, home: Path | None) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for group in (packages, admin, schema):
+for group in (packages, admin, schema, server):
     for command in group.COMMANDS:
         cli.add_command(command)
 
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode, click *returns* the code of an Exit raised by a
+        # command (verify's exit 3) instead of raising it: pass it on.
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

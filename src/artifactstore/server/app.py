@@ -1,0 +1,216 @@
+"""``create_app``: wires the Store, the auth layer, the routes and the middleware."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+import time
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from artifactstore.errors import ArtifactStoreError
+from artifactstore.server.auth import ROUTE_SCOPES, Authenticator, LoopbackDevAuth, authorize
+from artifactstore.server.bodies import BodyTimeout, RangeNotSatisfiable
+from artifactstore.server.metrics import Metrics
+from artifactstore.server.problems import plain_problem, problem_response
+from artifactstore.server.routes import blobs, events, health, packages, schemas, uploads
+from artifactstore.store import Store
+
+__all__ = ["ServerLimits", "create_app"]
+
+
+class ServerLimits:
+    """HTTP-layer limits (the library enforces its own: files, metadata, manifest)."""
+
+    def __init__(
+        self,
+        *,
+        max_json_body: int = 1024 * 1024,
+        idle_timeout: float = 30.0,
+        total_timeout: float = 3600.0,
+    ) -> None:
+        self.max_json_body = max_json_body
+        self.idle_timeout = idle_timeout
+        self.total_timeout = total_timeout
+
+
+async def guard(request: Request) -> None:
+    """The one authorisation check: ``ROUTE_SCOPES`` says what each route needs."""
+    route = request.scope.get("route")
+    method = "GET" if request.method == "HEAD" else request.method
+    path = getattr(route, "path", "")
+    action, source = ROUTE_SCOPES[(method, path)]
+    namespace: str | None = None
+    if source == "path:ns":
+        namespace = request.path_params.get("ns")
+    elif source == "query:namespace":
+        namespace = request.query_params.get("namespace")
+    principal = request.app.state.auth.authenticate(request)
+    authorize(principal, action, namespace)
+    request.state.principal = principal
+
+
+class AccessLog:
+    """Request ids, JSON-line access logs and per-route metrics, as raw ASGI middleware."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, logger: logging.Logger) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status = 500
+        sent = 0
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
+
+        async def tagging_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tagging_send)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.observe(scope["method"], template, status, elapsed, received, sent)
+            self.logger.info(
+                json.dumps(
+                    {
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "bytes_in": received,
+                        "bytes_out": sent,
+                        "client": (scope.get("client") or ("", 0))[0],
+                    }
+                )
+            )
+
+
+def _http_problem(exc: StarletteHTTPException) -> Response:
+    codes = {
+        404: ("route_not_found", "Not found"),
+        405: ("method_not_allowed", "Method not allowed"),
+        406: ("not_acceptable", "Not acceptable"),
+        415: ("unsupported_media_type", "Unsupported media type"),
+    }
+    code, title = codes.get(exc.status_code, ("http_error", "HTTP error"))
+    headers = dict(exc.headers) if exc.headers else None
+    return plain_problem(exc.status_code, code, title, str(exc.detail), headers)
+
+
+def create_app(
+    store: Store,
+    *,
+    auth: Authenticator | None = None,
+    limits: ServerLimits | None = None,
+    logger: logging.Logger | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="artifact-store",
+        version="1",
+        description="Content-addressed registry for generated artifacts (SPEC section 4).",
+        dependencies=[Depends(guard)],
+    )
+    app.state.store = store
+    app.state.auth = auth or LoopbackDevAuth()
+    app.state.limits = limits or ServerLimits()
+    app.state.metrics = Metrics()
+    for module in (health, blobs, uploads, packages, schemas, events):
+        app.include_router(module.router)
+    _check_route_table(app)
+
+    @app.exception_handler(ArtifactStoreError)
+    async def library_error(_request: Request, exc: ArtifactStoreError) -> Response:
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = "/".join(str(p) for p in first.get("loc", ()))
+        return plain_problem(
+            422, "invalid_request", "Invalid request", f"{where}: {first.get('msg', 'invalid')}"
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        return _http_problem(exc)
+
+    @app.exception_handler(RangeNotSatisfiable)
+    async def bad_range(_request: Request, exc: RangeNotSatisfiable) -> Response:
+        return plain_problem(
+            416,
+            "range_not_satisfiable",
+            "Range not satisfiable",
+            f"the representation has {exc.size} bytes",
+            {"Content-Range": f"bytes */{exc.size}"},
+        )
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(_request: Request, _exc: ClientDisconnect) -> Response:
+        return plain_problem(400, "client_disconnected", "Client disconnected", "body cut off")
+
+    @app.exception_handler(BodyTimeout)
+    async def slow_body(_request: Request, exc: BodyTimeout) -> Response:
+        return plain_problem(
+            408, "body_timeout", "Request body timeout", str(exc), {"Connection": "close"}
+        )
+
+    log = logger or _default_logger()
+    app.add_middleware(AccessLog, metrics=app.state.metrics, logger=log)
+    return app
+
+
+def _check_route_table(app: FastAPI) -> None:
+    """Every route must have an entry in ROUTE_SCOPES: a new route cannot skip auth."""
+    for route in app.routes:
+        for method in getattr(route, "methods", None) or ():
+            if method == "HEAD":
+                continue
+            key = (method, getattr(route, "path", ""))
+            if key[1] in ("/docs", "/docs/oauth2-redirect", "/redoc"):
+                continue
+            if key not in ROUTE_SCOPES:
+                raise RuntimeError(f"route {key} has no entry in server.auth.ROUTE_SCOPES")
+
+
+def _default_logger() -> logging.Logger:
+    logger = logging.getLogger("artifactstore.access")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger

@@ -1,0 +1,109 @@
+"""Running the server: the app factory each worker calls, and the ``serve`` runner.
+
+Workers are separate processes (uvicorn or granian); each opens its own Store
+from the same settings (the environment), which is also how stateless
+replicas share one database and one storage backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import anyio
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from artifactstore.config import Settings
+from artifactstore.errors import InvalidInput
+from artifactstore.server.app import create_app
+from artifactstore.store import Store
+
+__all__ = ["app_from_env", "check_bind", "run"]
+
+EXPIRY_INTERVAL = 300.0
+
+
+def app_from_env() -> FastAPI:
+    """The worker's app: a Store from the environment, closed at shutdown."""
+    store = Store.from_config(Settings.load(), create=False)
+    app = create_app(store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_expire_uploads, store)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+        store.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+async def _expire_uploads(store: Store) -> None:
+    while True:
+        await anyio.sleep(EXPIRY_INTERVAL)
+        with contextlib.suppress(Exception):  # a failed sweep is retried next round
+            await run_in_threadpool(store.uploads.expire)
+
+
+def check_bind(host: str, no_auth: bool) -> None:
+    """Without authentication, only loopback addresses may be bound (SPEC section 4)."""
+    if not no_auth:
+        raise InvalidInput(
+            "token authentication is not built yet: run 'serve --no-auth' (loopback only)"
+        )
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise InvalidInput(f"--no-auth refuses to listen on {host!r}: bind 127.0.0.1 or ::1")
+
+
+def run(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    server: Literal["uvicorn", "granian"],
+) -> None:
+    """Prepare the store (migrate a new one, refuse an outdated one), then serve."""
+    Store.from_config(settings, create=True).close()
+    os.environ["ARTIFACTSTORE_HOME"] = str(settings.home.absolute())
+    os.environ["ARTIFACTSTORE_DATABASE_URL"] = settings.database_url
+    os.environ["ARTIFACTSTORE_STORAGE_URL"] = settings.storage_url
+    target = "artifactstore.server.main:app_from_env"
+    if server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces
+
+        Granian(
+            target,
+            address=host,
+            port=port,
+            workers=workers,
+            interface=Interfaces.ASGI,
+            factory=True,
+            log_access=False,
+        ).serve()
+        return
+    import uvicorn
+
+    uvicorn.run(
+        target,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level="warning",
+        h11_max_incomplete_event_size=64 * 1024,
+    )

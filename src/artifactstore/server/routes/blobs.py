@@ -1,0 +1,98 @@
+"""HEAD/GET/POST /v1/blobs: blobs by digest and one-shot uploads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from artifactstore.errors import BlobNotFound, LimitExceeded
+from artifactstore.model.identity import Digest
+from artifactstore.server.bodies import feed
+from artifactstore.server.problems import Problem
+from artifactstore.server.serving import send_blob
+
+router = APIRouter(tags=["blobs"])
+
+PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+
+
+class BlobDigestsOut(BaseModel):
+    digest: str
+    sha256: str
+    size: int
+
+
+@router.api_route(
+    "/v1/blobs/{digest}",
+    methods=["GET", "HEAD"],
+    summary="A blob's bytes (HEAD: its size), with one Range",
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
+        206: {"description": "Partial content"},
+        304: {"description": "Not modified"},
+        404: PROBLEM,
+        416: PROBLEM,
+        422: PROBLEM,
+    },
+    response_class=Response,
+)
+async def get_blob(
+    request: Request, digest: str, namespace: Annotated[str | None, Query()] = None
+) -> Response:
+    store = request.app.state.store
+    wanted = Digest.parse(digest)
+    record = await run_in_threadpool(store.find_blob, wanted)
+    if record is None:
+        raise BlobNotFound(f"blob {wanted} is not in the store")
+    return send_blob(request, store, record, "application/octet-stream")
+
+
+@router.post(
+    "/v1/blobs",
+    status_code=201,
+    summary="One-shot upload of a request body; returns both digests",
+    response_model=BlobDigestsOut,
+    responses={409: PROBLEM, 413: PROBLEM, 422: PROBLEM},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        }
+    },
+)
+async def post_blob(
+    request: Request,
+    namespace: Annotated[str | None, Query()] = None,
+    digest: Annotated[str | None, Query()] = None,
+) -> JSONResponse:
+    store = request.app.state.store
+    limits = request.app.state.limits
+    expected = Digest.parse(digest) if digest else None
+    limit = store.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise LimitExceeded(f"body of {declared} bytes is over the upload limit of {limit}")
+    upload = await run_in_threadpool(store.uploads.begin_blob)
+    try:
+        await feed(
+            request.stream(),
+            upload.write,
+            limit=limit,
+            idle_timeout=limits.idle_timeout,
+            total_timeout=limits.total_timeout,
+        )
+    except BaseException:
+        await run_in_threadpool(upload.cancel)
+        raise
+    digests = await run_in_threadpool(upload.finish, expected)
+    body = {"digest": str(digests.blake3), "sha256": str(digests.sha256), "size": digests.size}
+    return JSONResponse(body, status_code=201, headers={"Location": f"/v1/blobs/{digests.blake3}"})

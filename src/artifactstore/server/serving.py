@@ -1,0 +1,67 @@
+"""Sending stored bytes: whole (zero-copy where the backend is local) or one range."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+
+from artifactstore.controlplane.blobs import BlobRecord
+from artifactstore.server.bodies import parse_range
+from artifactstore.store import Store
+
+__all__ = ["blob_headers", "send_blob"]
+
+
+def blob_headers(record: BlobRecord) -> dict[str, str]:
+    sha = base64.b64encode(bytes.fromhex(record.digests.sha256.hex)).decode()
+    return {
+        "ETag": f'"{record.digests.blake3}"',
+        "Repr-Digest": f"sha-256=:{sha}:",
+        "Cache-Control": "public, max-age=31536000, immutable",
+        "Accept-Ranges": "bytes",
+        "Docker-Content-Digest": str(record.digests.sha256),
+    }
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def send_blob(request: Request, store: Store, record: BlobRecord, media_type: str) -> Response:
+    """HEAD or GET of a blob, honouring If-None-Match and one Range."""
+    headers = blob_headers(record)
+    size = record.digests.size
+    if _not_modified(request, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    byte_range = parse_range(request.headers.get("range"), size)
+    if request.method == "HEAD":
+        length = size if byte_range is None else byte_range.length
+        headers["Content-Length"] = str(length)
+        if byte_range is not None:
+            headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
+        return Response(
+            status_code=200 if byte_range is None else 206, headers=headers, media_type=media_type
+        )
+    root = store.plane.backend.properties.local_root
+    if byte_range is None and root is not None and "range" not in request.headers:
+        path = Path(root).joinpath(*record.key.split("/"))
+        return FileResponse(path, headers=headers, media_type=media_type, stat_result=None)
+    offset, length = (0, size) if byte_range is None else (byte_range.start, byte_range.length)
+    headers["Content-Length"] = str(length)
+    status = 200
+    if byte_range is not None:
+        headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
+        status = 206
+    return StreamingResponse(
+        store.plane.read(record.key, offset, length),
+        status_code=status,
+        headers=headers,
+        media_type=media_type,
+    )
