@@ -16,13 +16,15 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from artifactstore.errors import InvalidInput, InvalidPath, LimitExceeded
+from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.model.paths import PackagePath, check_unique
 
-__all__ = ["LocalFile", "PullStaging", "collect_files"]
+__all__ = ["LocalFile", "PullStaging", "collect_files", "pull_into"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +162,28 @@ class PullStaging:
 
     def cancel(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def pull_into(
+    dest: Path,
+    manifest: Manifest,
+    stream: Callable[[FileEntry], Iterator[bytes]],
+    progress: Callable[[int], None],
+) -> None:
+    """Write every file of ``manifest`` under ``dest`` from verified streams; all or nothing.
+
+    ``stream`` raises (DigestMismatch) after the last chunk of a damaged file,
+    which cancels the whole pull before anything reaches its final name.
+    """
+    staging = PullStaging(dest)
+    try:
+        for entry in manifest.files:
+            part, _final = staging.new_file(entry.path)
+            with part.open("wb") as out:
+                for chunk in stream(entry):
+                    out.write(chunk)
+                    progress(len(chunk))
+        staging.commit()
+    except BaseException:
+        staging.cancel()
+        raise

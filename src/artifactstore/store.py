@@ -41,20 +41,21 @@ from artifactstore.errors import (
     LimitExceeded,
     PackageNotFound,
 )
-from artifactstore.localfs import PullStaging, collect_files
+from artifactstore.localfs import collect_files, pull_into
 from artifactstore.model.identity import BlobDigests, Digest, Namespace, PackageName, Reference
 from artifactstore.model.jsonio import canonical_json_dumps
 from artifactstore.model.manifest import FileEntry, Manifest, media_type_for
 from artifactstore.model.paths import PackagePath
 from artifactstore.uploads import UploadService
 
-__all__ = ["Progress", "PushResult", "Store", "VerifyReport"]
+__all__ = ["Progress", "PushResult", "Store", "VerifyReport", "no_progress"]
 
 #: Called with the number of bytes just transferred (drives progress bars).
 Progress = Callable[[int], None]
 
 
-def _no_progress(_n: int) -> None:
+def no_progress(_n: int) -> None:
+    """The default progress callback: nothing to show."""
     return None
 
 
@@ -174,7 +175,7 @@ class Store:
         annotations: Mapping[str, str] | None = None,
         producer: str = "artifactstore",
         follow_symlinks: bool = False,
-        progress: Progress = _no_progress,
+        progress: Progress = no_progress,
     ) -> PushResult:
         """Ingest the files under ``paths`` and commit them as version ``ref``."""
         reference = self._version_ref(ref)
@@ -322,22 +323,11 @@ class Store:
             )
 
     def pull(
-        self, ref: str | Reference, dest: str | Path, *, progress: Progress = _no_progress
+        self, ref: str | Reference, dest: str | Path, *, progress: Progress = no_progress
     ) -> packages.VersionRecord:
         """Write every file under ``dest``, verifying each digest; all or nothing."""
         record = self.show(ref)
-        staging = PullStaging(Path(dest))
-        try:
-            for entry in record.manifest.files:
-                part, _final = staging.new_file(entry.path)
-                with part.open("wb") as out:
-                    for chunk in self.stream_entry(entry):
-                        out.write(chunk)
-                        progress(len(chunk))
-            staging.commit()
-        except BaseException:
-            staging.cancel()
-            raise
+        pull_into(Path(dest), record.manifest, self.stream_entry, progress)
         return record
 
     # --- delete, schemas --------------------------------------------------------------

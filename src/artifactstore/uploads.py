@@ -87,8 +87,9 @@ def _session(row: Any) -> UploadSession:
 class BlobUpload:
     """A one-shot upload: bytes streamed in, durable and recorded on :meth:`finish`."""
 
-    def __init__(self, service: UploadService, limit: int) -> None:
+    def __init__(self, service: UploadService, limit: int, actor: str) -> None:
         self._service = service
+        self._actor = actor
         self._batch = service.plane.batch()
         self._blob: BlobIngest = self._batch.begin()
         self._limit = limit
@@ -102,7 +103,7 @@ class BlobUpload:
     def finish(self, expected: Digest | None = None) -> BlobDigests:
         try:
             digests = self._blob.finish(expected)
-            self._service.publish_batch(self._batch, digests)
+            self._service.publish_batch(self._batch, digests, self._actor)
         except BaseException:
             self._batch.cancel()
             raise
@@ -196,10 +197,10 @@ class UploadService:
 
     # --- one-shot -----------------------------------------------------------------------
 
-    def begin_blob(self) -> BlobUpload:
-        return BlobUpload(self, self.max_upload_bytes)
+    def begin_blob(self, actor: str | None = None) -> BlobUpload:
+        return BlobUpload(self, self.max_upload_bytes, actor or self.actor)
 
-    def publish_batch(self, batch: Any, digests: BlobDigests) -> None:
+    def publish_batch(self, batch: Any, digests: BlobDigests, actor: str) -> None:
         key = self.plane.key(digests)
         with self.db.write() as conn:
             blob_records.touch(conn, [key], time.time())
@@ -363,7 +364,7 @@ class UploadService:
         self.staging.promote(upload_id, key)
         with self.db.write() as conn:
             blob_records.record_stored(
-                conn, [(digests, key)], self.plane.backend.properties.name, self.actor
+                conn, [(digests, key)], self.plane.backend.properties.name, actor
             )
             conn.execute(
                 update(t.upload_sessions)

@@ -24,11 +24,34 @@ __all__ = ["cli", "main"]
     envvar="ARTIFACTSTORE_HOME",
     help="Data directory of the local store (default ./artifactstore-data).",
 )
+@click.option(
+    "--server",
+    envvar="ARTIFACTSTORE_URL",
+    default=None,
+    metavar="URL",
+    help="Talk to this server instead of a local data directory (remote mode).",
+)
+@click.option(
+    "--token",
+    envvar="ARTIFACTSTORE_TOKEN",
+    default=None,
+    hidden=True,
+    help="API token for remote mode (prefer the ARTIFACTSTORE_TOKEN variable).",
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Parallel upload streams in remote mode.",
+)
 @click.version_option(package_name="artifact-store")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None) -> None:
+def cli(
+    ctx: click.Context, home: Path | None, server: str | None, token: str | None, parallel: int
+) -> None:
     """artifact-store: a content-addressed registry for generated artifacts."""
-    ctx.obj = CliContext(home)
+    ctx.obj = CliContext(home, server, token, parallel)
     ctx.call_on_close(ctx.obj.close)
 
 

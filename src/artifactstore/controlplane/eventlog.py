@@ -30,6 +30,7 @@ __all__ = [
     "Event",
     "append",
     "append_many",
+    "event_hash",
     "iter_events",
     "utc_now",
     "verify_chain",

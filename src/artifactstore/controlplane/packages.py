@@ -33,6 +33,10 @@ class VersionRecord:
     size: int
     file_count: int
 
+    def require_manifest(self) -> Manifest:
+        """The manifest (always present locally; remote listings may lack it)."""
+        return self.manifest
+
     def summary(self) -> dict[str, object]:
         return {
             "reference": str(self.reference),

@@ -11,6 +11,7 @@ from artifactstore.cli.context import CliContext
 from artifactstore.cli.exit_codes import INTEGRITY
 from artifactstore.cli.output import emit_json, human_size, note
 from artifactstore.config import parse_duration
+from artifactstore.errors import InvalidInput
 from artifactstore.model.identity import Reference
 
 __all__ = ["COMMANDS"]
@@ -100,7 +101,7 @@ def events(
 @pass_ctx
 def rebuild(ctx: CliContext) -> None:
     """Empty the views and replay the event log into them."""
-    count = ctx.store(create=False).rebuild()
+    count = ctx.local_store("rebuild").rebuild()
     note(f"replayed {count} events into the views")
 
 
@@ -111,6 +112,8 @@ def migrate(ctx: CliContext) -> None:
     from artifactstore.config import Settings
     from artifactstore.controlplane.db.engine import Database
 
+    if ctx.remote:
+        raise InvalidInput("migrate works on the database: run it on the server host")
     settings = Settings.load(home=ctx.home)
     if settings.database_url.startswith("sqlite:///"):
         settings.home.mkdir(parents=True, exist_ok=True)

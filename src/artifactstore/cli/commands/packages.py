@@ -15,6 +15,7 @@ from artifactstore.errors import InvalidInput
 from artifactstore.localfs import collect_files
 from artifactstore.model.identity import Reference
 from artifactstore.model.jsonio import strict_json_loads
+from artifactstore.store import Store
 
 __all__ = ["COMMANDS"]
 
@@ -71,7 +72,7 @@ def push(
     files = collect_files(
         list(paths),
         follow_external_symlinks=follow_symlinks,
-        max_files=store.settings.max_files,
+        max_files=store.settings.max_files if isinstance(store, Store) else None,
     )
     total = sum(f.size for f in files)
     with progress_bar(f"push {ref}", total) as advance:
@@ -159,22 +160,23 @@ def show(ctx: CliContext, ref: str, as_json: bool) -> None:
     """Show one version: digest, metadata and files."""
     reference = Reference.parse(ref)
     rec = ctx.store(create=False).show(reference)
+    manifest = rec.require_manifest()
     if as_json:
-        emit_json({**rec.summary(), "manifest": rec.manifest.to_map()})
+        emit_json({**rec.summary(), "manifest": manifest.to_map()})
         return
     click.echo(f"{rec.reference}")
     click.echo(f"  digest     {rec.digest}")
     click.echo(f"  sha256     {rec.sha256}")
     click.echo(f"  committed  {rec.committed_at} by {rec.actor}")
-    if rec.manifest.variant:
-        click.echo(f"  variant    {rec.manifest.variant}")
-    for key, value in sorted(rec.manifest.metadata.items()):
+    if manifest.variant:
+        click.echo(f"  variant    {manifest.variant}")
+    for key, value in sorted(manifest.metadata.items()):
         shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         click.echo(f"  meta       {key}={shown}")
-    for key, value in sorted(rec.manifest.annotations.items()):
+    for key, value in sorted(manifest.annotations.items()):
         click.echo(f"  annotation {key}={value}")
     click.echo(f"  files      {rec.file_count} ({human_size(rec.size)})")
-    for f in rec.manifest.files:
+    for f in manifest.files:
         click.echo(f"    {human_size(f.size):>10}  {f.blake3.hex[:12]}  {f.path}")
 
 

@@ -81,7 +81,7 @@ async def post_blob(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise LimitExceeded(f"body of {declared} bytes is over the upload limit of {limit}")
-    upload = await run_in_threadpool(store.uploads.begin_blob)
+    upload = await run_in_threadpool(store.uploads.begin_blob, request.state.principal.actor)
     try:
         await feed(
             request.stream(),

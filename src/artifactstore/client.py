@@ -1,0 +1,488 @@
+"""RemoteStore: the library's verbs over HTTP, for the CLI's remote mode.
+
+It mirrors :class:`artifactstore.store.Store` where a remote caller can do
+the same thing, and it trusts the server no more than it must: pulled bytes
+are hashed against the manifest, paths are re-validated before writing, and
+``verify_chain`` re-computes the event hashes on the client.
+
+Pushes upload only what the server lacks (``HEAD`` per digest), with N
+parallel streams; large files go through resumable sessions whose URLs are
+remembered in a small state file, so an interrupted push continues from the
+server's offsets instead of starting again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from artifactstore import errors
+from artifactstore.controlplane.eventlog import GENESIS, Event, event_hash
+from artifactstore.controlplane.gc import GcReport
+from artifactstore.dataplane.digests import DualHasher
+from artifactstore.errors import ArtifactStoreError, ChainBroken, DigestMismatch, InvalidInput
+from artifactstore.localfs import LocalFile, collect_files, pull_into
+from artifactstore.model.identity import BlobDigests, Digest, Reference
+from artifactstore.model.manifest import FileEntry, Manifest, media_type_for
+from artifactstore.store import Progress, VerifyReport, no_progress
+
+__all__ = ["RemotePush", "RemoteStore", "RemoteVersion"]
+
+CHUNK = 1 << 20
+SESSION_THRESHOLD = 8 * 1024 * 1024  # larger files go through resumable sessions
+PATCH_SIZE = 64 * 1024 * 1024
+
+_CODES: dict[str, type[ArtifactStoreError]] = {
+    cls.code: cls
+    for cls in vars(errors).values()
+    if isinstance(cls, type) and issubclass(cls, ArtifactStoreError)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteVersion:
+    """A version as the server describes it (the manifest only when asked for one)."""
+
+    reference: Reference
+    digest: Digest
+    sha256: Digest
+    committed_at: str
+    actor: str
+    size: int
+    file_count: int
+    raw: dict[str, Any]
+    manifest: Manifest | None = None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> RemoteVersion:
+        manifest = Manifest.from_map(body["manifest"]) if "manifest" in body else None
+        return cls(
+            reference=Reference.parse(body["reference"]),
+            digest=Digest.parse(body["digest"]),
+            sha256=Digest.parse(body["sha256"]),
+            committed_at=body["committed_at"],
+            actor=body["actor"],
+            size=body["size"],
+            file_count=body["file_count"],
+            raw={k: v for k, v in body.items() if k != "manifest"},
+            manifest=manifest,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self.raw)
+
+    def require_manifest(self) -> Manifest:
+        if self.manifest is None:
+            raise InvalidInput(f"{self.reference}: the server sent no manifest")
+        return self.manifest
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePush:
+    record: RemoteVersion
+    created: bool
+    blobs_stored: int
+
+
+def _error_from(response: httpx.Response) -> ArtifactStoreError:
+    try:
+        body = response.json()
+        code, detail = str(body.get("code", "")), str(body.get("detail", response.reason_phrase))
+    except (ValueError, AttributeError):
+        code, detail = "", f"HTTP {response.status_code} {response.reason_phrase}"
+    cls = _CODES.get(code)
+    if cls is errors.MissingBlobs:
+        return errors.MissingBlobs(detail, body.get("missing", []))
+    if cls is errors.InvalidMetadata:
+        return errors.InvalidMetadata(detail, body.get("pointer", ""))
+    if cls is errors.UploadOffsetMismatch:
+        return errors.UploadOffsetMismatch(detail, int(body.get("offset", 0)))
+    if cls is errors.ChainBroken:
+        return errors.ChainBroken(detail, 0)
+    if cls is not None:
+        return cls(detail)
+    if response.status_code == 404:
+        return errors.NotFound(detail)
+    return ArtifactStoreError(f"server answered {response.status_code}: {detail}")
+
+
+def _file_chunks(path: Path, offset: int, length: int, progress: Progress) -> Iterator[bytes]:
+    """The body of an upload, streamed in 1 MiB slices (never one large bytes object)."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        remaining = length
+        while remaining > 0:
+            chunk = f.read(min(CHUNK, remaining))
+            if not chunk:
+                raise InvalidInput(f"{path} shrank while it was being pushed")
+            remaining -= len(chunk)
+            progress(len(chunk))
+            yield chunk
+
+
+def _hash_file(path: Path) -> BlobDigests:
+    hasher = DualHasher(None)
+    with path.open("rb", buffering=0) as f:
+        buf = bytearray(CHUNK)
+        while n := f.readinto(buf):
+            hasher.update(memoryview(buf)[:n])
+    return hasher.result()
+
+
+class _SessionState:
+    """Upload URLs of unfinished pushes, so a rerun resumes them (thread-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[str, str]:
+        try:
+            data = json.loads(self._path.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            return self._load().get(key)
+
+    def put(self, key: str, url: str | None) -> None:
+        with self._lock:
+            data = self._load()
+            if url is None:
+                data.pop(key, None)
+            else:
+                data[key] = url
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self._path)
+
+
+def _state_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "artifactstore" / "upload-sessions.json"
+
+
+class RemoteStore:
+    """The subset of Store verbs a remote caller has, over the /v1 API."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        parallel: int = 4,
+        timeout: float = 300.0,
+        state_path: Path | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        headers = {"User-Agent": "artifactstore-cli"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=parallel + 2),
+        )
+        self.parallel = parallel
+        self._sessions = _SessionState(state_path or _state_path())
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RemoteStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise errors.StorageError(f"cannot reach {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+    @staticmethod
+    def _path(ref: Reference) -> str:
+        return f"/v1/packages/{ref.namespace}/{ref.name}/{ref.version}"
+
+    # --- read -----------------------------------------------------------------------------
+
+    def show(self, ref: str | Reference) -> RemoteVersion:
+        r = Reference.parse(ref) if isinstance(ref, str) else ref
+        if r.version is None:
+            raise InvalidInput("remote mode addresses versions as NS/NAME:VERSION")
+        return RemoteVersion.from_json(self._request("GET", self._path(r)).json())
+
+    def iter_query(
+        self,
+        namespace: str | None = None,
+        name: str | None = None,
+        *,
+        variant: str | None = None,
+        where: Mapping[str, str] | None = None,
+    ) -> Iterator[RemoteVersion]:
+        params: dict[str, str] = {"limit": "1000"}
+        if namespace:
+            params["namespace"] = namespace
+        if name:
+            params["name"] = name
+        if variant:
+            params["variant"] = variant
+        params.update({f"meta.{k}": v for k, v in (where or {}).items()})
+        while True:
+            body = self._request("GET", "/v1/packages", params=params).json()
+            for item in body["items"]:
+                yield RemoteVersion.from_json(item)
+            if not body.get("next_cursor"):
+                return
+            params["cursor"] = body["next_cursor"]
+
+    def stream_entry(self, entry: FileEntry) -> Iterator[bytes]:
+        """A file's bytes by digest; raises DigestMismatch after the last chunk if wrong."""
+        hasher = DualHasher(None)
+        try:
+            with self._http.stream("GET", f"/v1/blobs/{entry.blake3}") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_from(response)
+                for chunk in response.iter_bytes(CHUNK):
+                    hasher.update(chunk)
+                    yield chunk
+        except httpx.TransportError as exc:
+            raise errors.StorageError(f"download from {self.url} failed: {exc}") from exc
+        actual = hasher.result()
+        if (actual.blake3, actual.sha256, actual.size) != (entry.blake3, entry.sha256, entry.size):
+            raise DigestMismatch(
+                f"{entry.path}: received bytes hash to {actual.blake3}, expected {entry.blake3}"
+            )
+
+    def read_file(self, ref: str | Reference, path: str) -> Iterator[bytes]:
+        record = self.show(ref)
+        entry = next((f for f in record.require_manifest().files if f.path.value == path), None)
+        if entry is None:
+            raise errors.PackageNotFound(f"{record.reference} has no file {path!r}")
+        return self.stream_entry(entry)
+
+    def pull(
+        self, ref: str | Reference, dest: str | Path, *, progress: Progress = no_progress
+    ) -> RemoteVersion:
+        record = self.show(ref)
+        pull_into(Path(dest), record.require_manifest(), self.stream_entry, progress)
+        return record
+
+    def verify(self, ref: str | Reference | None = None) -> VerifyReport:
+        """Download and re-hash one version's bytes (``--all`` runs on the server host)."""
+        if ref is None:
+            raise InvalidInput("verify --all re-reads storage and runs on the server host")
+        report = VerifyReport()
+        for entry in self.show(ref).require_manifest().files:
+            report.blobs_checked += 1
+            try:
+                for _chunk in self.stream_entry(entry):
+                    pass
+                report.bytes_checked += entry.size
+            except DigestMismatch as exc:
+                report.damaged.append({"digest": str(entry.blake3), "problem": exc.detail})
+        return report
+
+    # --- write ----------------------------------------------------------------------------
+
+    def delete(self, ref: str | Reference) -> RemoteVersion:
+        record = self.show(ref)
+        self._request("DELETE", self._path(record.reference))
+        return record
+
+    def register_schema(self, variant: str, schema: Any) -> bool:
+        response = self._request("PUT", f"/v1/schemas/{quote(variant, safe='')}", json=schema)
+        return response.status_code == 201
+
+    def get_schema(self, variant: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "GET", f"/v1/schemas/{quote(variant, safe='')}"
+        ).json()
+        return result
+
+    def list_schemas(self) -> list[dict[str, str]]:
+        items: list[dict[str, str]] = self._request("GET", "/v1/schemas").json()["items"]
+        return items
+
+    def gc(self, *, dry_run: bool = False, grace: float | None = None) -> GcReport:
+        if grace is not None:
+            raise InvalidInput("--grace is the server's setting; remote gc uses it as configured")
+        body = self._request(
+            "POST", "/v1/admin/gc", params={"dry_run": str(dry_run).lower()}
+        ).json()
+        return GcReport(**body)
+
+    def events(self, after: int = 0, limit: int | None = None) -> list[Event]:
+        out: list[Event] = []
+        while limit is None or len(out) < limit:
+            page = min(1000, limit - len(out)) if limit is not None else 1000
+            body = self._request("GET", "/v1/events", params={"after": after, "limit": page}).json()
+            batch = [Event(**e) for e in body["events"]]
+            out.extend(batch)
+            if len(batch) < page:
+                break
+            after = batch[-1].seq
+        return out
+
+    def verify_chain(self) -> int:
+        """Re-compute every event hash on the client; raises ChainBroken at the first bad one."""
+        prev, expected = GENESIS, 1
+        for e in self.events():
+            if e.seq != expected:
+                raise ChainBroken(f"event {expected} is missing", expected)
+            text = json.dumps(e.payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            if (
+                e.prev_hash != prev
+                or event_hash(e.seq, e.time, e.actor, e.type, e.subject, text, e.prev_hash)
+                != e.hash
+            ):
+                raise ChainBroken(f"event {e.seq} does not verify", e.seq)
+            prev, expected = e.hash, expected + 1
+        return expected - 1
+
+    def push(
+        self,
+        ref: str | Reference,
+        paths: Sequence[str | Path],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        variant: str | None = None,
+        annotations: Mapping[str, str] | None = None,
+        producer: str = "artifactstore",
+        follow_symlinks: bool = False,
+        progress: Progress = no_progress,
+    ) -> RemotePush:
+        """Upload what the server lacks, then commit the manifest (retrying once if GC raced)."""
+        from artifactstore.controlplane.eventlog import utc_now
+
+        r = Reference.parse(ref) if isinstance(ref, str) else ref
+        if r.version is None:
+            raise InvalidInput(f"{r} names a digest; pushing needs NAMESPACE/NAME:VERSION")
+        files = collect_files([Path(p) for p in paths], follow_external_symlinks=follow_symlinks)
+        with ThreadPoolExecutor(self.parallel) as pool:
+            digests = list(pool.map(lambda f: _hash_file(f.source), files))
+        entries = [
+            FileEntry(f.path, d.size, media_type_for(f.path.value), d.blake3, d.sha256)
+            for f, d in zip(files, digests, strict=True)
+        ]
+        manifest = Manifest.build(
+            r.namespace,
+            r.name,
+            r.version,
+            entries,
+            created=utc_now(),
+            producer=producer,
+            variant=variant,
+            metadata=dict(metadata or {}),
+            annotations=dict(annotations or {}),
+        )
+        by_digest = {str(d.blake3): (f, d) for f, d in zip(files, digests, strict=True)}
+        uploaded = self._upload_missing(str(r.namespace), by_digest, progress, check=True)
+        try:
+            response = self._commit(manifest)
+        except errors.MissingBlobs as exc:  # collected between our HEAD and the commit
+            wanted = {d: by_digest[d] for d in exc.digests if d in by_digest}
+            uploaded += self._upload_missing(str(r.namespace), wanted, progress, check=False)
+            response = self._commit(manifest)
+        body = response.json()
+        return RemotePush(RemoteVersion.from_json(body), body["created_now"], uploaded)
+
+    def _commit(self, manifest: Manifest) -> httpx.Response:
+        return self._request(
+            "PUT",
+            f"/v1/packages/{manifest.namespace}/{manifest.name}/{manifest.version}",
+            content=manifest.to_cbor(),
+            headers={"Content-Type": "application/cbor"},
+        )
+
+    def _upload_missing(
+        self,
+        namespace: str,
+        blobs: Mapping[str, tuple[LocalFile, BlobDigests]],
+        progress: Progress,
+        *,
+        check: bool,
+    ) -> int:
+        def present(digest: str) -> bool:
+            response = self._http.head(f"/v1/blobs/{digest}", params={"namespace": namespace})
+            return response.status_code == 200
+
+        with ThreadPoolExecutor(self.parallel) as pool:
+            names = list(blobs)
+            have = list(pool.map(present, names)) if check else [False] * len(names)
+            todo = [n for n, ok in zip(names, have, strict=True) if not ok]
+            for n, ok in zip(names, have, strict=True):
+                if ok:
+                    progress(blobs[n][1].size)
+            list(pool.map(lambda n: self._upload(namespace, *blobs[n], progress), todo))
+        return len(todo)
+
+    def _upload(
+        self, namespace: str, file: LocalFile, digests: BlobDigests, progress: Progress
+    ) -> None:
+        if digests.size < SESSION_THRESHOLD:
+            self._request(
+                "POST",
+                "/v1/blobs",
+                params={"namespace": namespace, "digest": str(digests.blake3)},
+                content=_file_chunks(file.source, 0, digests.size, progress),
+                headers={
+                    "Content-Length": str(digests.size),
+                    "Content-Type": "application/octet-stream",
+                },
+            )
+            return
+        key = f"{self.url} {digests.blake3}"
+        url = self._sessions.get(key)
+        offset = 0
+        if url is not None:
+            status = self._http.get(url)
+            if status.status_code == 200 and status.json().get("state") == "open":
+                offset = int(status.json()["offset"])
+            else:
+                url = None
+        if url is None:
+            response = self._request(
+                "POST",
+                "/v1/uploads",
+                params={"namespace": namespace},
+                headers={"Upload-Length": str(digests.size)},
+            )
+            url = response.headers["Location"]
+            self._sessions.put(key, url)
+        progress(offset)
+        while offset < digests.size:
+            length = min(PATCH_SIZE, digests.size - offset)
+            response = self._request(
+                "PATCH",
+                url,
+                content=_file_chunks(file.source, offset, length, progress),
+                headers={
+                    "Content-Type": "application/offset+octet-stream",
+                    "Content-Length": str(length),
+                    "Upload-Offset": str(offset),
+                },
+            )
+            offset = int(response.headers["Upload-Offset"])
+        self._request("POST", f"{url}/complete", params={"digest": str(digests.blake3)})
+        self._sessions.put(key, None)
