@@ -207,7 +207,7 @@ class UploadService:
         batch.commit()
         with self.db.write() as conn:
             blob_records.record_stored(
-                conn, [(digests, key)], self.plane.backend.properties.name, self.actor
+                conn, [(digests, key)], self.plane.backend.properties.name, actor
             )
 
     # --- sessions -----------------------------------------------------------------------
@@ -364,7 +364,7 @@ class UploadService:
         self.staging.promote(upload_id, key)
         with self.db.write() as conn:
             blob_records.record_stored(
-                conn, [(digests, key)], self.plane.backend.properties.name, actor
+                conn, [(digests, key)], self.plane.backend.properties.name, session.actor
             )
             conn.execute(
                 update(t.upload_sessions)
