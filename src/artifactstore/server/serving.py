@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from artifactstore.controlplane.blobs import BlobRecord
 from artifactstore.server.bodies import parse_range
+from artifactstore.server.problems import Problem
 from artifactstore.store import Store
 
-__all__ = ["blob_headers", "send_blob"]
+__all__ = ["BYTES_RESPONSES", "blob_headers", "send_blob"]
+
+_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+
+#: The OpenAPI responses of every route that serves stored bytes (GET and HEAD).
+BYTES_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    },
+    206: {"description": "Partial content (one range)"},
+    304: {"description": "Not modified"},
+    404: _PROBLEM,
+    409: _PROBLEM,
+    416: _PROBLEM,
+    422: _PROBLEM,
+}
 
 
 def blob_headers(record: BlobRecord) -> dict[str, str]:

@@ -13,7 +13,7 @@ from artifactstore.errors import BlobNotFound, LimitExceeded
 from artifactstore.model.identity import Digest
 from artifactstore.server.bodies import feed
 from artifactstore.server.problems import Problem
-from artifactstore.server.serving import send_blob
+from artifactstore.server.serving import BYTES_RESPONSES, send_blob
 
 router = APIRouter(tags=["blobs"])
 
@@ -26,22 +26,18 @@ class BlobDigestsOut(BaseModel):
     size: int
 
 
-@router.api_route(
+@router.get(
     "/v1/blobs/{digest}",
-    methods=["GET", "HEAD"],
+    operation_id="get_blob",
     summary="A blob's bytes (HEAD: its size), with one Range",
-    responses={
-        200: {
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            }
-        },
-        206: {"description": "Partial content"},
-        304: {"description": "Not modified"},
-        404: PROBLEM,
-        416: PROBLEM,
-        422: PROBLEM,
-    },
+    responses=BYTES_RESPONSES,
+    response_class=Response,
+)
+@router.head(
+    "/v1/blobs/{digest}",
+    operation_id="get_blob_head",
+    summary="A blob's bytes (HEAD: its size), with one Range",
+    responses=BYTES_RESPONSES,
     response_class=Response,
 )
 async def get_blob(

@@ -18,7 +18,7 @@ from artifactstore.model.manifest import Manifest
 from artifactstore.model.paths import PackagePath
 from artifactstore.server.bodies import feed
 from artifactstore.server.problems import Problem
-from artifactstore.server.serving import send_blob
+from artifactstore.server.serving import BYTES_RESPONSES, send_blob
 from artifactstore.store import Store
 
 router = APIRouter(tags=["packages"])
@@ -172,23 +172,19 @@ async def delete_version(request: Request, ns: str, name: str, version: str) -> 
     return Response(status_code=204)
 
 
-@router.api_route(
+@router.get(
     "/v1/packages/{ns}/{name}/{version}/files/{path:path}",
-    methods=["GET", "HEAD"],
+    operation_id="get_file",
     summary="One file's bytes, with one Range",
     response_class=Response,
-    responses={
-        200: {
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            }
-        },
-        206: {"description": "Partial content"},
-        304: {"description": "Not modified"},
-        404: PROBLEM,
-        416: PROBLEM,
-        422: PROBLEM,
-    },
+    responses=BYTES_RESPONSES,
+)
+@router.head(
+    "/v1/packages/{ns}/{name}/{version}/files/{path:path}",
+    operation_id="get_file_head",
+    summary="One file's bytes, with one Range",
+    response_class=Response,
+    responses=BYTES_RESPONSES,
 )
 async def get_file(request: Request, ns: str, name: str, version: str, path: str) -> Response:
     store: Store = request.app.state.store

@@ -202,10 +202,16 @@ async def create_upload(
     return Response(status_code=201, headers=headers)
 
 
-@router.api_route(
+@router.get(
     "/v1/uploads/{upload_id}",
-    methods=["GET", "HEAD"],
-    name="upload_status",
+    operation_id="upload_status",
+    summary="Upload offset (tus HEAD) and state",
+    response_model=UploadStatus,
+    responses={404: PROBLEM},
+)
+@router.head(
+    "/v1/uploads/{upload_id}",
+    operation_id="upload_status_head",
     summary="Upload offset (tus HEAD) and state",
     response_model=UploadStatus,
     responses={404: PROBLEM},

@@ -1,0 +1,222 @@
+"""Every backend passes the conformance suite; the local backend's own promises on top."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from artifactstore.dataplane import layout
+from artifactstore.dataplane.backends.local import LocalBackend
+from artifactstore.errors import StorageError
+from artifactstore.model.identity import Digest
+from artifactstore.testing.backend_contract import (
+    BackendContract,
+    ContractTarget,
+    local_target,
+    memory_target,
+    put,
+)
+
+
+@pytest.fixture(params=["memory", "local-fsync", "local-nofsync"])
+def contract_target(request: pytest.FixtureRequest, tmp_path: Path) -> ContractTarget:
+    if request.param == "memory":
+        return memory_target()
+    return local_target(tmp_path / "storage", fsync=request.param == "local-fsync")
+
+
+class TestBackendContract(BackendContract):
+    pass
+
+
+# --- local backend only -------------------------------------------------------------
+
+
+def _staging(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "tmp").iterdir())
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../x",
+        "a/../../x",
+        "/abs",
+        "/etc/passwd",
+        "a//b",
+        "a/",
+        "",
+        ".",
+        "a/./b",
+        "..",
+        "tmp",
+        "tmp/x",
+        "a\\..\\..\\x",
+        "a\\b",
+        "a\0b",
+        "\0",
+    ],
+)
+def test_local_refuses_keys_outside_its_root(tmp_path: Path, key: str) -> None:
+    root = tmp_path / "storage"
+    backend = LocalBackend(root)
+    with pytest.raises(StorageError):
+        backend.stat(key)
+    with pytest.raises(StorageError):
+        b"".join(backend.read(key))
+    with pytest.raises(StorageError):
+        backend.delete(key)
+    batch = backend.batch()
+    writer = batch.writer()
+    writer.write(b"escape attempt")
+    with pytest.raises(StorageError):
+        writer.commit(key)
+        batch.commit()
+    batch.cancel()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["storage"]
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["tmp"]
+    assert list(backend.list()) == []
+
+
+def test_local_objects_are_plain_files_under_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    backend = LocalBackend(root)
+    assert backend.properties.local_root == root
+    data = b"zero-copy"
+    key = layout.blob_key(Digest("sha256", hashlib.sha256(data).hexdigest()))
+    batch = backend.batch()
+    writer = batch.writer()
+    writer.write(data)
+    writer.commit(key)
+    batch.commit()
+    assert root.joinpath(*key.split("/")).read_bytes() == data
+    assert backend.path(key) == root.joinpath(*key.split("/"))
+
+
+def test_local_commit_onto_a_key_prefix_fails_instead_of_acknowledging(tmp_path: Path) -> None:
+    # A file system cannot hold both "p" and "p/q"; the commit must not claim it did.
+    root = tmp_path / "storage"
+    backend = LocalBackend(root)
+    put(backend, "p/q", b"inner")
+    batch = backend.batch()
+    writer = batch.writer()
+    writer.write(b"outer")
+    writer.commit("p")
+    with pytest.raises(StorageError):
+        batch.commit()
+    assert backend.stat("p") is None
+    assert backend.stat("p/q") == len(b"inner")
+    assert _staging(root) == []
+
+
+def test_sweep_staging_removes_old_staging_files_only(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    backend = LocalBackend(root)
+    published = backend.batch()
+    writer = published.writer()
+    writer.write(b"published")
+    writer.commit("kept/object")
+    published.commit()
+    old_published = root / "kept" / "object"
+    os.utime(old_published, (time.time() - 86_400, time.time() - 86_400))
+
+    batch = backend.batch()
+    crashed = batch.writer()
+    crashed.write(b"left by a crash")
+    (old_name,) = _staging(root)
+    day_ago = time.time() - 86_400
+    os.utime(root / "tmp" / old_name, (day_ago, day_ago))
+    in_flight = batch.writer()
+    in_flight.write(b"still being written")
+    (fresh_name,) = set(_staging(root)) - {old_name}
+
+    assert backend.sweep_staging(older_than=3600) == 1
+    assert _staging(root) == [fresh_name]
+    assert old_published.read_bytes() == b"published"
+    assert list(backend.list()) == ["kept/object"]
+    assert backend.sweep_staging(older_than=3600) == 0
+
+    in_flight.commit("fresh/object")
+    batch.commit()  # the swept writer never committed; the fresh one publishes
+    assert backend.stat("fresh/object") == len(b"still being written")
+    crashed.cancel()  # its file is already gone: still fine
+    batch.cancel()
+    assert _staging(root) == []
+
+
+_CRASH_CHILD = r"""
+import hashlib, os, random, sys
+from pathlib import Path
+from artifactstore.dataplane import layout
+from artifactstore.dataplane.backends.local import LocalBackend
+from artifactstore.model.identity import Digest
+
+backend = LocalBackend(Path(sys.argv[1]), fsync=True)
+rng = random.Random(int(sys.argv[2]))
+small = [random.Random(i).randbytes(4096 * (i + 1)) for i in range(20)]  # repeats: dedup hits
+print("ready", flush=True)
+n = 0
+while True:
+    contents = [os.urandom(2 << 20)]
+    if n % 2:  # more than the syncfs threshold: the bulk path
+        contents += rng.sample(small, 9)
+    batch = backend.batch()
+    keys = []
+    for data in contents:
+        writer = batch.writer()
+        for start in range(0, len(data), 65536):
+            writer.write(data[start : start + 65536])
+        key = layout.blob_key(Digest("sha256", hashlib.sha256(data).hexdigest()))
+        writer.commit(key)
+        keys.append(key)
+    batch.commit()
+    print(" ".join(keys), flush=True)
+    n += 1
+"""
+
+
+@pytest.mark.slow
+def test_local_key_never_holds_a_partial_object(tmp_path: Path) -> None:
+    """SIGKILL a writer at random instants; every key holds exactly its content."""
+    root = tmp_path / "storage"
+    rng = random.Random(20240601)
+    acknowledged: set[str] = set()
+    for trial in range(32):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CRASH_CHILD, str(root), str(trial)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        if child.stdout.readline() != "ready\n":
+            child.kill()
+            pytest.fail(f"the writer did not start: {child.communicate()[1]}")
+        time.sleep(rng.uniform(0.0, 0.35))
+        child.send_signal(signal.SIGKILL)
+        out, err = child.communicate(timeout=30)
+        assert child.returncode == -signal.SIGKILL, err
+        for line in out.splitlines():
+            acknowledged.update(line.split())
+
+    backend = LocalBackend(root)
+    published = set(backend.list())
+    assert acknowledged <= published, "a commit that returned did not keep its objects"
+    assert len(acknowledged) >= 10, "too few commits completed for the test to mean anything"
+    for key in published:
+        digest = layout.digest_from_key(key)
+        assert digest is not None and digest.algorithm == "sha256", key
+        content = b"".join(backend.read(key))
+        assert hashlib.sha256(content).hexdigest() == digest.hex, f"{key} is partial or wrong"
+        assert backend.stat(key) == len(content)
+    backend.sweep_staging(older_than=0)
+    assert _staging(root) == []
+    assert set(backend.list()) == published

@@ -1,0 +1,276 @@
+"""DataPlane: content-addressed ingest with both digests, dedup, verification, cancellation."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+import pytest
+
+from artifactstore.dataplane import layout
+from artifactstore.dataplane.backends.local import LocalBackend
+from artifactstore.dataplane.backends.memory import MemoryBackend
+from artifactstore.dataplane.blobs import CHUNK, DataPlane
+from artifactstore.errors import CorruptBlob, DigestMismatch
+from artifactstore.model.identity import Algorithm, BlobDigests, Digest
+from artifactstore.testing.backend_contract import ContractTarget, local_target, memory_target
+
+EMPTY_BLAKE3 = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+@dataclass(frozen=True)
+class Harness:
+    target: ContractTarget
+    flip: Callable[[str, int], None]  # damage one byte of a stored object
+
+    def plane(self, primary: Algorithm = "blake3") -> DataPlane:
+        return DataPlane(self.target.backend, primary=primary)
+
+    def keys(self) -> list[str]:
+        return sorted(self.target.backend.list())
+
+
+def _flip_file(backend: LocalBackend) -> Callable[[str, int], None]:
+    def flip(key: str, position: int) -> None:
+        with backend.path(key).open("r+b") as f:
+            f.seek(position)
+            byte = f.read(1)
+            f.seek(position)
+            f.write(bytes([byte[0] ^ 0xFF]))
+
+    return flip
+
+
+@pytest.fixture(params=["memory", "local"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    if request.param == "memory":
+        target = memory_target()
+        assert isinstance(target.backend, MemoryBackend)
+        h = Harness(target, target.backend.corrupt)
+    else:
+        target = local_target(tmp_path / "storage")
+        assert isinstance(target.backend, LocalBackend)
+        h = Harness(target, _flip_file(target.backend))
+    yield h
+    assert target.staging() == [], "a test left staging files behind"
+
+
+@pytest.fixture
+def plane(harness: Harness) -> Iterator[DataPlane]:
+    p = harness.plane()
+    yield p
+    p.close()
+
+
+def reference(data: bytes) -> BlobDigests:
+    return BlobDigests(
+        blake3=Digest("blake3", blake3.blake3(data).hexdigest()),
+        sha256=Digest("sha256", hashlib.sha256(data).hexdigest()),
+        size=len(data),
+    )
+
+
+def data_of(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def read_all(plane: DataPlane, key: str) -> bytes:
+    return b"".join(plane.read(key))
+
+
+@pytest.mark.parametrize("primary", ["blake3", "sha256"])
+@pytest.mark.parametrize("size", [1, 1000, CHUNK - 1, CHUNK, 3 * CHUNK + 7])
+def test_ingest_records_both_digests_and_stores_under_the_primary(
+    harness: Harness, primary: Algorithm, size: int
+) -> None:
+    data = data_of(size, size)
+    plane = harness.plane(primary)
+    try:
+        digests = plane.ingest(io.BytesIO(data))
+    finally:
+        plane.close()
+    assert digests == reference(data)
+    key = layout.blob_key(digests.get(primary))
+    assert plane.key(digests) == key
+    assert harness.keys() == [key]
+    assert layout.digest_from_key(key) == digests.get(primary)
+    assert plane.stat(key) == size
+    assert read_all(plane, key) == data
+
+
+def test_identical_content_is_stored_once(harness: Harness, plane: DataPlane) -> None:
+    data = data_of(1, 2 * CHUNK + 5)
+    first = plane.ingest(io.BytesIO(data))
+    second = plane.ingest(io.BytesIO(data))
+    with plane.batch() as batch:
+        third = batch.ingest_bytes(data)
+        fourth = batch.ingest_bytes(data)
+    assert first == second == third == fourth
+    assert harness.keys() == [plane.key(first)]
+    assert read_all(plane, plane.key(first)) == data
+
+
+@pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
+def test_expected_digest_is_checked(
+    harness: Harness, plane: DataPlane, algorithm: Algorithm
+) -> None:
+    data = data_of(2, CHUNK + 1)
+    right = reference(data)
+    wrong = reference(data + b"!")
+    with pytest.raises(DigestMismatch):
+        plane.ingest(io.BytesIO(data), expected=wrong.get(algorithm))
+    assert harness.keys() == []
+    assert harness.target.staging() == []
+    assert plane.ingest(io.BytesIO(data), expected=right.get(algorithm)) == right
+    assert harness.keys() == [plane.key(right)]
+
+
+def test_mismatch_in_a_batch_cancels_the_batch(harness: Harness, plane: DataPlane) -> None:
+    good, bad = data_of(3, 5000), data_of(4, 5000)
+    with pytest.raises(DigestMismatch), plane.batch() as batch:
+        batch.ingest_bytes(good)
+        batch.ingest_bytes(bad, expected=reference(good).blake3)
+    assert harness.keys() == []
+    assert harness.target.staging() == []
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_verify_detects_a_flipped_byte(harness: Harness, plane: DataPlane, where: str) -> None:
+    data = data_of(5, 2 * CHUNK + 333)
+    digests = plane.ingest(io.BytesIO(data))
+    key = plane.key(digests)
+    plane.verify(key, digests)  # intact
+    position = {"first": 0, "middle": len(data) // 2, "last": len(data) - 1}[where]
+    harness.flip(key, position)
+    with pytest.raises(CorruptBlob):
+        plane.verify(key, digests)
+    assert plane.stat(key) == len(data)  # same size, different bytes
+
+
+def test_verify_detects_a_missing_blob(harness: Harness, plane: DataPlane) -> None:
+    digests = plane.ingest(io.BytesIO(b"soon gone"))
+    key = plane.key(digests)
+    plane.delete(key)
+    with pytest.raises(CorruptBlob):
+        plane.verify(key, digests)
+
+
+def test_verify_detects_the_wrong_blob_at_a_key(harness: Harness, plane: DataPlane) -> None:
+    a = plane.ingest(io.BytesIO(b"a" * 100))
+    b = plane.ingest(io.BytesIO(b"b" * 101))
+    with pytest.raises(CorruptBlob):
+        plane.verify(plane.key(a), b)
+
+
+def test_zero_byte_blob(harness: Harness, plane: DataPlane) -> None:
+    digests = plane.ingest(io.BytesIO(b""))
+    assert digests == BlobDigests(
+        blake3=Digest("blake3", EMPTY_BLAKE3), sha256=Digest("sha256", EMPTY_SHA256), size=0
+    )
+    key = plane.key(digests)
+    assert harness.keys() == [key]
+    assert plane.stat(key) == 0
+    assert read_all(plane, key) == b""
+    plane.verify(key, digests)
+
+
+def test_batch_cancelled_by_an_exception_leaves_nothing(harness: Harness, plane: DataPlane) -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), plane.batch() as batch:
+        batch.ingest_bytes(data_of(6, 3 * CHUNK))
+        batch.ingest_bytes(data_of(7, 10))
+        raise Boom
+    assert harness.keys() == []
+    assert harness.target.staging() == []
+
+
+class _FailingSource:
+    """A readable that breaks after ``limit`` bytes (a dropped connection)."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        self._source = io.BytesIO(data)
+        self._left = limit
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int | None:
+        if self._left <= 0:
+            raise ConnectionResetError("peer went away")
+        view = memoryview(buffer)[: self._left]
+        n = self._source.readinto(view)
+        self._left -= n
+        return n
+
+
+def test_a_failing_source_cancels_only_its_blob(harness: Harness, plane: DataPlane) -> None:
+    broken, good = data_of(8, 3 * CHUNK), data_of(9, CHUNK + 9)
+    with plane.batch() as batch:
+        with pytest.raises(ConnectionResetError):
+            batch.ingest(_FailingSource(broken, CHUNK + CHUNK // 2))
+        digests = batch.ingest_bytes(good)
+    assert harness.keys() == [plane.key(digests)]
+    assert read_all(plane, plane.key(digests)) == good
+
+
+def test_many_blobs_in_one_batch(harness: Harness, plane: DataPlane) -> None:
+    contents = [data_of(100 + i, 500 * i) for i in range(20)]
+    with plane.batch() as batch:
+        results = [batch.ingest_bytes(data) for data in contents]
+    assert results == [reference(data) for data in contents]
+    assert harness.keys() == sorted(plane.key(d) for d in results)
+    for digests in results:
+        plane.verify(plane.key(digests), digests)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_incremental_writes_give_the_same_digests_as_ingest(
+    harness: Harness, plane: DataPlane, seed: int
+) -> None:
+    # BlobIngest is the HTTP upload path: chunks of any size and buffer type.
+    rng = random.Random(seed)
+    chunks = [
+        rng.randbytes(rng.choice([0, 1, 100, 64 * 1024, 300 * 1024, CHUNK + 3]))
+        for _ in range(rng.randint(0, 12))
+    ]
+    data = b"".join(chunks)
+    with plane.batch() as batch:
+        blob = batch.begin()
+        written = 0
+        for i, chunk in enumerate(chunks):
+            blob.write((chunk, bytearray(chunk), memoryview(chunk))[i % 3])
+            written += len(chunk)
+            assert blob.size == written
+        incremental = blob.finish()
+    assert incremental == reference(data)
+    assert plane.ingest(io.BytesIO(data)) == incremental
+    assert harness.keys() == [plane.key(incremental)]
+    assert read_all(plane, plane.key(incremental)) == data
+
+
+def test_incremental_blob_with_wrong_digest_or_cancelled_leaves_nothing(
+    harness: Harness, plane: DataPlane
+) -> None:
+    data = data_of(10, 2 * CHUNK)
+    with plane.batch() as batch:
+        refused = batch.begin()
+        refused.write(data)
+        with pytest.raises(DigestMismatch):
+            refused.finish(expected=reference(b"other").sha256)
+        abandoned = batch.begin()
+        abandoned.write(data[:CHUNK])
+        abandoned.write(data[CHUNK:])
+        abandoned.cancel()
+        abandoned.cancel()  # idempotent
+    assert harness.keys() == []
+    assert harness.target.staging() == []
+
+
+def test_health(harness: Harness, plane: DataPlane) -> None:
+    plane.health()
+    assert harness.keys() == []
