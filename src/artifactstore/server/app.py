@@ -7,6 +7,7 @@ import logging
 import secrets
 import sys
 import time
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -187,6 +188,7 @@ def create_app(
             408, "body_timeout", "Request body timeout", str(exc), {"Connection": "close"}
         )
 
+    _problem_only_openapi(app)
     log = logger or _default_logger()
     app.add_middleware(AccessLog, metrics=app.state.metrics, logger=log)
     return app
@@ -203,6 +205,40 @@ def _check_route_table(app: FastAPI) -> None:
                 continue
             if key not in ROUTE_SCOPES:
                 raise RuntimeError(f"route {key} has no entry in server.auth.ROUTE_SCOPES")
+
+
+_PROBLEM_REF = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _problem_only_openapi(app: FastAPI) -> None:
+    """Declare every error response as RFC 9457 problem+json, and only that.
+
+    FastAPI would advertise its own validation-error body for 422 and plain
+    JSON beside our problem type; we answer neither. Every operation also
+    declares ``default``: any other failure (401, 403, 413, 503 ...) is a
+    problem document too, and schemathesis holds us to it.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for code, response in responses.items():
+                    if code[0] in "45":
+                        response["content"] = _PROBLEM_REF
+                        response.setdefault("description", "Problem details")
+                responses["default"] = {"description": "Problem details", "content": _PROBLEM_REF}
+        components = schema.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _default_logger() -> logging.Logger:
