@@ -179,7 +179,11 @@ class Store:
     ) -> PushResult:
         """Ingest the files under ``paths`` and commit them as version ``ref``."""
         reference = self._version_ref(ref)
-        files = collect_files([Path(p) for p in paths], follow_external_symlinks=follow_symlinks)
+        files = collect_files(
+            [Path(p) for p in paths],
+            follow_external_symlinks=follow_symlinks,
+            max_files=self.settings.max_files,
+        )
         meta = dict(metadata or {})
         self._check_metadata(meta, variant)
         if len(files) > self.settings.max_files:
@@ -309,9 +313,14 @@ class Store:
         """One file's bytes; raises DigestMismatch after the last chunk if they are damaged."""
         rec = self._location(entry.blake3)
         hasher = DualHasher(None)
-        for chunk in self.plane.read(rec.key):
-            hasher.update(chunk)
-            yield chunk
+        try:
+            for chunk in self.plane.read(rec.key):
+                hasher.update(chunk)
+                yield chunk
+        except BlobNotFound as exc:  # recorded but gone from storage: damage, not absence
+            raise CorruptBlob(
+                f"{entry.path.value}: blob {entry.blake3} is missing from storage"
+            ) from exc
         actual = hasher.result()
         if (
             actual.blake3 != entry.blake3

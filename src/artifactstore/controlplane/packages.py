@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -197,15 +196,11 @@ def query(
 
 
 def _encode_cursor(version_id: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{version_id}".encode()).decode().rstrip("=")
+    """The keyset position: the last id seen (ids only grow, so it is stable)."""
+    return str(version_id)
 
 
 def _decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = raw.partition(":")
-        if prefix != "v1":
-            raise ValueError(prefix)
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("invalid cursor: pass the next_cursor of a previous page") from None
+    if not cursor.isdigit() or len(cursor) > 18:
+        raise InvalidInput("invalid cursor: pass the next_cursor of a previous page")
+    return int(cursor)

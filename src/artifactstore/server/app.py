@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from artifactstore.errors import ArtifactStoreError
@@ -165,7 +166,16 @@ def create_app(
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            # Starlette names only the last route that matched the path; a path
+            # served by several routes (GET and PUT, say) allows all their methods.
+            allowed: set[str] = set()
+            for route in app.router.routes:
+                match, _ = route.matches({**request.scope, "method": "\0"})
+                if match is not Match.NONE:
+                    allowed.update(getattr(route, "methods", None) or ())
+            exc.headers = {"Allow": ", ".join(sorted(allowed))}
         return _http_problem(exc)
 
     @app.exception_handler(RangeNotSatisfiable)

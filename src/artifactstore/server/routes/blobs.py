@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -12,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from artifactstore.errors import BlobNotFound, LimitExceeded
 from artifactstore.model.identity import Digest
 from artifactstore.server.bodies import feed
+from artifactstore.server.params import DigestParam, DigestQuery, NamespaceQuery
 from artifactstore.server.problems import Problem
 from artifactstore.server.serving import BYTES_RESPONSES, send_blob
 
@@ -41,7 +40,7 @@ class BlobDigestsOut(BaseModel):
     response_class=Response,
 )
 async def get_blob(
-    request: Request, digest: str, namespace: Annotated[str | None, Query()] = None
+    request: Request, digest: DigestParam, namespace: NamespaceQuery = None
 ) -> Response:
     store = request.app.state.store
     wanted = Digest.parse(digest)
@@ -67,8 +66,8 @@ async def get_blob(
 )
 async def post_blob(
     request: Request,
-    namespace: Annotated[str | None, Query()] = None,
-    digest: Annotated[str | None, Query()] = None,
+    namespace: NamespaceQuery = None,
+    digest: DigestQuery = None,
 ) -> JSONResponse:
     store = request.app.state.store
     limits = request.app.state.limits

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
@@ -12,11 +12,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from artifactstore.controlplane.packages import VersionRecord
-from artifactstore.errors import InvalidInput, InvalidManifest, LimitExceeded, PackageNotFound
+from artifactstore.errors import (
+    InvalidManifest,
+    InvalidPath,
+    LimitExceeded,
+    PackageNotFound,
+)
 from artifactstore.model.identity import Namespace, PackageName, Reference, Version
 from artifactstore.model.manifest import Manifest
 from artifactstore.model.paths import PackagePath
 from artifactstore.server.bodies import feed
+from artifactstore.server.params import Cursor, Name, NameQuery, NamespaceQuery, Ns, Ver
 from artifactstore.server.problems import Problem
 from artifactstore.server.serving import BYTES_RESPONSES, send_blob
 from artifactstore.store import Store
@@ -94,7 +100,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
         }
     },
 )
-async def put_version(request: Request, ns: str, name: str, version: str) -> JSONResponse:
+async def put_version(request: Request, ns: Ns, name: Name, version: Ver) -> JSONResponse:
     store: Store = request.app.state.store
     ref = _ref(ns, name, version)
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
@@ -147,7 +153,7 @@ def _detail(record: VersionRecord) -> dict[str, Any]:
         422: PROBLEM,
     },
 )
-async def get_version(request: Request, ns: str, name: str, version: str) -> Response:
+async def get_version(request: Request, ns: Ns, name: Name, version: Ver) -> Response:
     store: Store = request.app.state.store
     record = await run_in_threadpool(store.show, _ref(ns, name, version))
     etag = f'"{record.digest}"'
@@ -166,7 +172,7 @@ async def get_version(request: Request, ns: str, name: str, version: str) -> Res
     responses={204: {"description": "Deleted"}, 404: PROBLEM, 422: PROBLEM},
     response_class=Response,
 )
-async def delete_version(request: Request, ns: str, name: str, version: str) -> Response:
+async def delete_version(request: Request, ns: Ns, name: Name, version: Ver) -> Response:
     store: Store = request.app.state.store
     await run_in_threadpool(store.delete, _ref(ns, name, version), request.state.principal.actor)
     return Response(status_code=204)
@@ -186,9 +192,12 @@ async def delete_version(request: Request, ns: str, name: str, version: str) -> 
     response_class=Response,
     responses=BYTES_RESPONSES,
 )
-async def get_file(request: Request, ns: str, name: str, version: str, path: str) -> Response:
+async def get_file(request: Request, ns: Ns, name: Name, version: Ver, path: str) -> Response:
     store: Store = request.app.state.store
-    wanted = PackagePath(path)
+    try:
+        wanted = PackagePath(path)
+    except InvalidPath as exc:  # no package can hold such a path: absent, with the reason
+        raise PackageNotFound(f"no file {path[:200]!r}: {exc.detail}") from None
     record = await run_in_threadpool(store.show, _ref(ns, name, version))
     entry = next((f for f in record.manifest.files if f.path == wanted), None)
     if entry is None:
@@ -226,10 +235,12 @@ def _tar_stream(store: Store, record: VersionRecord) -> Iterator[bytes]:
     },
 )
 async def get_archive(
-    request: Request, ns: str, name: str, version: str, format: Annotated[str, Query()] = "tar"
+    request: Request,
+    ns: Ns,
+    name: Name,
+    version: Ver,
+    format: Annotated[Literal["tar"], Query()] = "tar",
 ) -> StreamingResponse:
-    if format != "tar":
-        raise InvalidInput(f"archive format {format[:20]!r} is not supported (use tar)")
     store: Store = request.app.state.store
     record = await run_in_threadpool(store.show, _ref(ns, name, version))
     filename = f"{record.reference.name}-{record.reference.version}.tar"
@@ -251,13 +262,13 @@ async def get_archive(
 )
 async def query(
     request: Request,
-    namespace: Annotated[str | None, Query()] = None,
-    name: Annotated[str | None, Query()] = None,
-    variant: Annotated[str | None, Query()] = None,
+    namespace: NamespaceQuery = None,
+    name: NameQuery = None,
+    variant: NameQuery = None,
     created_after: Annotated[str | None, Query()] = None,
     created_before: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Cursor = None,
 ) -> JSONResponse:
     store: Store = request.app.state.store
     where = {

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 
 from artifactstore.errors import InvalidSchema
 from artifactstore.model.jsonio import strict_json_loads
+from artifactstore.server.params import SchemaId
 from artifactstore.server.problems import Problem
 from artifactstore.server.routes.packages import _read_body
 from artifactstore.store import Store
@@ -47,7 +48,7 @@ class SchemaList(BaseModel):
         }
     },
 )
-async def put_schema(request: Request, schema_id: str) -> JSONResponse:
+async def put_schema(request: Request, schema_id: SchemaId) -> JSONResponse:
     store: Store = request.app.state.store
     body = await _read_body(request, MAX_SCHEMA_BODY)
     document = strict_json_loads(body, error=InvalidSchema)
@@ -62,7 +63,7 @@ async def put_schema(request: Request, schema_id: str) -> JSONResponse:
     summary="A registered schema",
     responses={200: {"content": {"application/schema+json": {}}}, 404: PROBLEM, 422: PROBLEM},
 )
-async def get_schema(request: Request, schema_id: str) -> dict[str, Any]:
+async def get_schema(request: Request, schema_id: SchemaId) -> dict[str, Any]:
     store: Store = request.app.state.store
     result: dict[str, Any] = await run_in_threadpool(store.get_schema, schema_id)
     return result

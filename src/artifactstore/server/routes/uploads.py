@@ -11,9 +11,8 @@ import base64
 import binascii
 import email.utils
 import re
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -21,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from artifactstore.errors import InvalidInput
 from artifactstore.model.identity import Digest, Namespace
 from artifactstore.server.bodies import feed
+from artifactstore.server.params import DigestQuery, NamespaceQuery, UploadId
 from artifactstore.server.problems import Problem, plain_problem
 from artifactstore.store import Store
 from artifactstore.uploads import SessionAppend, UploadSession
@@ -171,9 +171,7 @@ async def options(request: Request) -> Response:
     },
     response_class=Response,
 )
-async def create_upload(
-    request: Request, namespace: Annotated[str | None, Query()] = None
-) -> Response:
+async def create_upload(request: Request, namespace: NamespaceQuery = None) -> Response:
     if (refusal := _check_tus_version(request)) is not None:
         return refusal
     store: Store = request.app.state.store
@@ -216,7 +214,7 @@ async def create_upload(
     response_model=UploadStatus,
     responses={404: PROBLEM},
 )
-async def upload_status(request: Request, upload_id: str) -> Response:
+async def upload_status(request: Request, upload_id: UploadId) -> Response:
     store: Store = request.app.state.store
     session = await run_in_threadpool(store.uploads.get, upload_id)
     headers = {**_tus_headers(session), "Cache-Control": "no-store"}
@@ -254,7 +252,7 @@ async def upload_status(request: Request, upload_id: str) -> Response:
         }
     },
 )
-async def patch_upload(request: Request, upload_id: str) -> Response:
+async def patch_upload(request: Request, upload_id: UploadId) -> Response:
     if (refusal := _check_tus_version(request)) is not None:
         return refusal
     store: Store = request.app.state.store
@@ -292,7 +290,7 @@ async def patch_upload(request: Request, upload_id: str) -> Response:
     responses={404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
 )
 async def complete_upload(
-    request: Request, upload_id: str, digest: Annotated[str | None, Query()] = None
+    request: Request, upload_id: UploadId, digest: DigestQuery = None
 ) -> JSONResponse:
     store: Store = request.app.state.store
     expected = Digest.parse(digest) if digest else None
@@ -310,7 +308,7 @@ async def complete_upload(
     responses={204: {"description": "Aborted"}, 404: PROBLEM},
     response_class=Response,
 )
-async def delete_upload(request: Request, upload_id: str) -> Response:
+async def delete_upload(request: Request, upload_id: UploadId) -> Response:
     store: Store = request.app.state.store
     await run_in_threadpool(store.uploads.abort, upload_id)
     return Response(status_code=204, headers={"Tus-Resumable": TUS_VERSION})

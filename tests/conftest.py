@@ -1,0 +1,116 @@
+"""Shared fixtures: an in-process Store, the real CLI as a subprocess, a tree builder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from artifactstore.store import Store
+
+#: The installed console script of this virtual environment.
+ARTIFACTSTORE = Path(sys.executable).parent / "artifactstore"
+
+#: File contents by relative path; ``None`` makes an (empty) directory.
+Tree = Mapping[str, bytes | str | None]
+
+
+def make_tree(root: Path, files: Tree) -> Path:
+    """Create ``files`` under ``root`` (created too) and return ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, content in files.items():
+        target = root / rel
+        if content is None:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = content.encode() if isinstance(content, str) else content
+        target.write_bytes(data)
+    return root
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    """Every regular file under ``root`` by its relative POSIX path."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+class CliResult(NamedTuple):
+    code: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode()
+
+
+class Cli:
+    """Runs ``artifactstore`` against one data directory, from one working directory."""
+
+    def __init__(self, home: Path, cwd: Path) -> None:
+        self.home = home
+        self.cwd = cwd
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTSTORE_")}
+        self.env["ARTIFACTSTORE_HOME"] = str(home)
+
+    def __call__(self, *args: str | Path, stdin: bytes | None = None) -> CliResult:
+        proc = subprocess.run(
+            [str(ARTIFACTSTORE), *map(str, args)],
+            cwd=self.cwd,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        result = CliResult(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+    def ok(self, *args: str | Path) -> CliResult:
+        """Run and require exit 0."""
+        result = self(*args)
+        assert result.code == 0, (args, result)
+        return result
+
+    def fails(self, code: int, *args: str | Path) -> CliResult:
+        """Run and require exit ``code`` with a message on stderr."""
+        result = self(*args)
+        assert result.code == code, (args, result)
+        assert result.stderr.strip(), (args, "no message on stderr")
+        return result
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No ARTIFACTSTORE_* setting or ./artifactstore.toml of the caller leaks into Store.open."""
+    for key in list(os.environ):
+        if key.startswith("ARTIFACTSTORE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def store(clean_env: None, tmp_path: Path) -> Iterator[Store]:
+    """A fresh store (GC grace 0, so collection needs no waiting), closed at teardown."""
+    s = Store.open(tmp_path / "home", gc_grace=0.0)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    work = tmp_path / "work"
+    work.mkdir()
+    return Cli(tmp_path / "home", work)
