@@ -18,7 +18,7 @@ pass_ctx = click.make_pass_decorator(CliContext)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option(
-    "--server",
+    "--asgi",
     "server_impl",
     type=click.Choice(["uvicorn", "granian"]),
     default="uvicorn",
