@@ -30,9 +30,15 @@ from artifactstore.controlplane.eventlog import GENESIS, Event, event_hash
 from artifactstore.controlplane.gc import GcReport
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import ArtifactStoreError, ChainBroken, DigestMismatch, InvalidInput
-from artifactstore.localfs import LocalFile, collect_files, pull_into
+from artifactstore.localfs import (
+    LocalFile,
+    collect_files,
+    manifest_for,
+    pull_into,
+    version_reference,
+)
 from artifactstore.model.identity import BlobDigests, Digest, Reference
-from artifactstore.model.manifest import FileEntry, Manifest, media_type_for
+from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.store import Progress, VerifyReport, no_progress
 
 __all__ = ["RemotePush", "RemoteStore", "RemoteVersion"]
@@ -375,26 +381,19 @@ class RemoteStore:
         """Upload what the server lacks, then commit the manifest (retrying once if GC raced)."""
         from artifactstore.controlplane.eventlog import utc_now
 
-        r = Reference.parse(ref) if isinstance(ref, str) else ref
-        if r.version is None:
-            raise InvalidInput(f"{r} names a digest; pushing needs NAMESPACE/NAME:VERSION")
+        r = version_reference(ref)
         files = collect_files([Path(p) for p in paths], follow_external_symlinks=follow_symlinks)
         with ThreadPoolExecutor(self.parallel) as pool:
             digests = list(pool.map(lambda f: _hash_file(f.source), files))
-        entries = [
-            FileEntry(f.path, d.size, media_type_for(f.path.value), d.blake3, d.sha256)
-            for f, d in zip(files, digests, strict=True)
-        ]
-        manifest = Manifest.build(
-            r.namespace,
-            r.name,
-            r.version,
-            entries,
-            created=utc_now(),
-            producer=producer,
+        manifest = manifest_for(
+            r,
+            files,
+            digests,
+            metadata=metadata,
             variant=variant,
-            metadata=dict(metadata or {}),
-            annotations=dict(annotations or {}),
+            annotations=annotations,
+            producer=producer,
+            created=utc_now(),
         )
         by_digest = {str(d.blake3): (f, d) for f, d in zip(files, digests, strict=True)}
         uploaded = self._upload_missing(str(r.namespace), by_digest, progress, check=True)

@@ -67,6 +67,12 @@ class Settings:
     max_metadata_bytes: int = _help(
         "largest metadata document, in bytes of canonical JSON", 1024 * 1024
     )
+    body_idle_timeout: float = _help(
+        "seconds a request body may pause before the server gives up (HTTP 408)", 30.0
+    )
+    body_total_timeout: float = _help(
+        "seconds a whole request body may take to arrive (HTTP 408)", 3600.0
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home)

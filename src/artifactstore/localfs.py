@@ -16,15 +16,24 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from artifactstore.errors import InvalidInput, InvalidPath, LimitExceeded
-from artifactstore.model.manifest import FileEntry, Manifest
+from artifactstore.errors import InvalidInput, InvalidPath, InvalidReference, LimitExceeded
+from artifactstore.model.identity import BlobDigests, Reference
+from artifactstore.model.manifest import FileEntry, Manifest, media_type_for
 from artifactstore.model.paths import PackagePath, check_unique
 
-__all__ = ["LocalFile", "PullStaging", "collect_files", "pull_into"]
+__all__ = [
+    "LocalFile",
+    "PullStaging",
+    "collect_files",
+    "manifest_for",
+    "pull_into",
+    "version_reference",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,3 +196,40 @@ def pull_into(
     except BaseException:
         staging.cancel()
         raise
+
+
+def version_reference(ref: str | Reference) -> Reference:
+    """A reference that names a version (pushes need one; digests name content)."""
+    r = Reference.parse(ref) if isinstance(ref, str) else ref
+    if r.version is None:
+        raise InvalidReference(f"{r} names a digest; pushing needs NAMESPACE/NAME:VERSION")
+    return r
+
+
+def manifest_for(
+    ref: Reference,
+    files: Sequence[LocalFile],
+    digests: Sequence[BlobDigests],
+    *,
+    metadata: Mapping[str, Any] | None,
+    variant: str | None,
+    annotations: Mapping[str, str] | None,
+    producer: str,
+    created: str,
+) -> Manifest:
+    """The manifest of a push: one entry per local file with the digests it hashed to."""
+    assert ref.version is not None
+    return Manifest.build(
+        ref.namespace,
+        ref.name,
+        ref.version,
+        [
+            FileEntry(f.path, d.size, media_type_for(f.path.value), d.blake3, d.sha256)
+            for f, d in zip(files, digests, strict=True)
+        ],
+        created=created,
+        producer=producer,
+        variant=variant,
+        metadata=dict(metadata or {}),
+        annotations=dict(annotations or {}),
+    )

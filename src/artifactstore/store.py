@@ -37,14 +37,13 @@ from artifactstore.errors import (
     CorruptBlob,
     DigestMismatch,
     InvalidInput,
-    InvalidReference,
     LimitExceeded,
     PackageNotFound,
 )
-from artifactstore.localfs import collect_files, pull_into
+from artifactstore.localfs import collect_files, manifest_for, pull_into, version_reference
 from artifactstore.model.identity import BlobDigests, Digest, Namespace, PackageName, Reference
 from artifactstore.model.jsonio import canonical_json_dumps
-from artifactstore.model.manifest import FileEntry, Manifest, media_type_for
+from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.model.paths import PackagePath
 from artifactstore.uploads import UploadService
 
@@ -178,7 +177,7 @@ class Store:
         progress: Progress = no_progress,
     ) -> PushResult:
         """Ingest the files under ``paths`` and commit them as version ``ref``."""
-        reference = self._version_ref(ref)
+        reference = version_reference(ref)
         files = collect_files(
             [Path(p) for p in paths],
             follow_external_symlinks=follow_symlinks,
@@ -203,19 +202,15 @@ class Store:
             # GC lease before the bytes become visible (gc.py, step 1).
             with self.db.write() as conn:
                 blob_records.touch(conn, (key for _, key in ingested), time.time())
-        manifest = Manifest.build(
-            namespace=reference.namespace,
-            name=reference.name,
-            version=reference.version,  # type: ignore[arg-type]
-            files=[
-                FileEntry(f.path, d.size, media_type_for(f.path.value), d.blake3, d.sha256)
-                for f, (d, _) in zip(files, ingested, strict=True)
-            ],
-            variant=variant,
+        manifest = manifest_for(
+            reference,
+            files,
+            [d for d, _ in ingested],
             metadata=meta,
-            annotations=dict(annotations or {}),
-            created=utc_now(),
+            variant=variant,
+            annotations=annotations,
             producer=producer,
+            created=utc_now(),
         )
         with self.db.write() as conn:
             stored = blob_records.record_stored(
@@ -238,13 +233,6 @@ class Store:
             with self.db.read() as conn:
                 schema = schemas.get(conn, variant)
             schemas.validate_metadata(schema, dict(metadata), variant)
-
-    @staticmethod
-    def _version_ref(ref: str | Reference) -> Reference:
-        r = Reference.parse(ref) if isinstance(ref, str) else ref
-        if r.version is None:
-            raise InvalidReference(f"{r} names a digest; pushing needs NAMESPACE/NAME:VERSION")
-        return r
 
     # --- read -----------------------------------------------------------------------
 

@@ -144,6 +144,9 @@ def create_app(
         version="1",
         description="Content-addressed registry for generated artifacts (SPEC section 4).",
         dependencies=[Depends(guard)],
+        # A trailing slash is a different (absent) resource: answer 404, not a
+        # redirect that re-sends a PATCH or POST body elsewhere.
+        redirect_slashes=False,
     )
     app.state.store = store
     app.state.auth = auth or LoopbackDevAuth()

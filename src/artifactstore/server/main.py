@@ -11,7 +11,7 @@ import contextlib
 import ipaddress
 import os
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 from fastapi import FastAPI
@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from artifactstore.config import Settings
 from artifactstore.errors import InvalidInput
-from artifactstore.server.app import create_app
+from artifactstore.server.app import ServerLimits, create_app
 from artifactstore.store import Store
 
 __all__ = ["app_from_env", "check_bind", "run"]
@@ -29,8 +29,12 @@ EXPIRY_INTERVAL = 300.0
 
 def app_from_env() -> FastAPI:
     """The worker's app: a Store from the environment, closed at shutdown."""
-    store = Store.from_config(Settings.load(), create=False)
-    app = create_app(store)
+    settings = Settings.load()
+    store = Store.from_config(settings, create=False)
+    limits = ServerLimits(
+        idle_timeout=settings.body_idle_timeout, total_timeout=settings.body_total_timeout
+    )
+    app = create_app(store, limits=limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +104,7 @@ def run(
     uvicorn.run(
         target,
         factory=True,
+        http=_http_protocol(),
         host=host,
         port=port,
         workers=workers,
@@ -107,3 +112,12 @@ def run(
         log_level="warning",
         h11_max_incomplete_event_size=64 * 1024,
     )
+
+
+def _http_protocol() -> Any:
+    """httptools with a bound on the request head, or h11 (bounded by its own setting)."""
+    try:
+        from artifactstore.server.wire import BoundedHttpToolsProtocol
+    except ImportError:  # httptools is not installed: h11's limit applies
+        return "h11"
+    return BoundedHttpToolsProtocol

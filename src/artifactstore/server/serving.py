@@ -14,22 +14,28 @@ from artifactstore.server.bodies import parse_range
 from artifactstore.server.problems import Problem
 from artifactstore.store import Store
 
-__all__ = ["BYTES_RESPONSES", "blob_headers", "send_blob"]
+__all__ = ["BYTES_RESPONSES", "FILE_RESPONSES", "blob_headers", "send_blob"]
 
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
 
-#: The OpenAPI responses of every route that serves stored bytes (GET and HEAD).
-BYTES_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-    },
-    206: {"description": "Partial content (one range)"},
-    304: {"description": "Not modified"},
-    404: _PROBLEM,
-    409: _PROBLEM,
-    416: _PROBLEM,
-    422: _PROBLEM,
-}
+
+def _bytes_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {"content": {media_type: _BINARY}},
+        206: {"description": "Partial content (one range)", "content": {media_type: _BINARY}},
+        304: {"description": "Not modified"},
+        404: _PROBLEM,
+        409: _PROBLEM,
+        416: _PROBLEM,
+        422: _PROBLEM,
+    }
+
+
+#: The OpenAPI responses of the blob routes (GET and HEAD): always octet-stream.
+BYTES_RESPONSES = _bytes_responses("application/octet-stream")
+#: The OpenAPI responses of a package file (GET and HEAD): the manifest's media type.
+FILE_RESPONSES = _bytes_responses("*/*")
 
 
 def blob_headers(record: BlobRecord) -> dict[str, str]:
@@ -52,24 +58,28 @@ def _not_modified(request: Request, etag: str) -> bool:
 
 
 def send_blob(request: Request, store: Store, record: BlobRecord, media_type: str) -> Response:
-    """HEAD or GET of a blob, honouring If-None-Match and one Range."""
+    """HEAD or GET of a blob, honouring If-None-Match and one Range.
+
+    ``media_type`` goes out exactly as recorded: passed as a header, so that
+    Starlette does not append ``charset=utf-8`` to a ``text/*`` type whose
+    bytes it never looked at.
+    """
     headers = blob_headers(record)
     size = record.digests.size
     if _not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
+    headers["Content-Type"] = media_type
     byte_range = parse_range(request.headers.get("range"), size)
     if request.method == "HEAD":
         length = size if byte_range is None else byte_range.length
         headers["Content-Length"] = str(length)
         if byte_range is not None:
             headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
-        return Response(
-            status_code=200 if byte_range is None else 206, headers=headers, media_type=media_type
-        )
+        return Response(status_code=200 if byte_range is None else 206, headers=headers)
     root = store.plane.backend.properties.local_root
     if byte_range is None and root is not None and "range" not in request.headers:
         path = Path(root).joinpath(*record.key.split("/"))
-        return FileResponse(path, headers=headers, media_type=media_type, stat_result=None)
+        return FileResponse(path, headers=headers, stat_result=None)
     offset, length = (0, size) if byte_range is None else (byte_range.start, byte_range.length)
     headers["Content-Length"] = str(length)
     status = 200
@@ -77,8 +87,5 @@ def send_blob(request: Request, store: Store, record: BlobRecord, media_type: st
         headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
         status = 206
     return StreamingResponse(
-        store.plane.read(record.key, offset, length),
-        status_code=status,
-        headers=headers,
-        media_type=media_type,
+        store.plane.read(record.key, offset, length), status_code=status, headers=headers
     )

@@ -31,7 +31,7 @@ from stat import S_ISREG
 from artifactstore.dataplane.protocol import BackendProperties
 from artifactstore.errors import BlobNotFound, StorageError
 
-__all__ = ["LocalBackend"]
+__all__ = ["LocalBackend", "fsync_dir"]
 
 _READ_CHUNK = 1 << 20
 _SYNCFS_THRESHOLD = 8  # batches larger than this flush the file system once
@@ -48,7 +48,7 @@ def _load_syncfs() -> Callable[[int], int] | None:
     return fn  # type: ignore[no-any-return]
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -216,7 +216,7 @@ class LocalBackend:
                 # New directories may sit at any level (``blobs/`` itself on the
                 # first write): flush each level up to the root once.
                 for level in {p for d in dirs for p in self._levels(d)}:
-                    _fsync_dir(level)
+                    fsync_dir(level)
         except OSError as exc:
             raise StorageError(f"publishing objects failed: {exc}") from exc
 
@@ -265,7 +265,7 @@ class LocalBackend:
         except OSError as exc:
             raise StorageError(f"delete {key} failed: {exc.strerror}") from exc
         if self._fsync:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def list(self, prefix: str = "") -> Iterator[str]:
         for dirpath, dirnames, filenames in os.walk(self._root):

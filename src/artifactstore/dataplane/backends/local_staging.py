@@ -13,21 +13,13 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from artifactstore.dataplane.backends.local import LocalBackend
+from artifactstore.dataplane.backends.local import LocalBackend, fsync_dir
 from artifactstore.errors import StorageError
 
 __all__ = ["LocalStaging"]
 
 _ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _READ_CHUNK = 1 << 20
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Append:
@@ -82,7 +74,7 @@ class LocalStaging:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             os.close(fd)
             if self._fsync:
-                _fsync_dir(self._dir)
+                fsync_dir(self._dir)
         except OSError as exc:
             raise StorageError(f"cannot create upload staging: {exc.strerror}") from exc
 
@@ -138,8 +130,8 @@ class LocalStaging:
             os.rename(src, dest)
             if self._fsync:
                 for level in (dest.parent, dest.parent.parent, dest.parent.parent.parent):
-                    _fsync_dir(level)
-                _fsync_dir(self._dir)
+                    fsync_dir(level)
+                fsync_dir(self._dir)
         except OSError as exc:
             raise StorageError(f"promoting upload {upload_id} failed: {exc}") from exc
 

@@ -24,7 +24,7 @@ from artifactstore.model.paths import PackagePath
 from artifactstore.server.bodies import feed
 from artifactstore.server.params import Cursor, Name, NameQuery, NamespaceQuery, Ns, Ver
 from artifactstore.server.problems import Problem
-from artifactstore.server.serving import BYTES_RESPONSES, send_blob
+from artifactstore.server.serving import FILE_RESPONSES, send_blob
 from artifactstore.store import Store
 
 router = APIRouter(tags=["packages"])
@@ -183,14 +183,14 @@ async def delete_version(request: Request, ns: Ns, name: Name, version: Ver) -> 
     operation_id="get_file",
     summary="One file's bytes, with one Range",
     response_class=Response,
-    responses=BYTES_RESPONSES,
+    responses=FILE_RESPONSES,
 )
 @router.head(
     "/v1/packages/{ns}/{name}/{version}/files/{path:path}",
     operation_id="get_file_head",
     summary="One file's bytes, with one Range",
     response_class=Response,
-    responses=BYTES_RESPONSES,
+    responses=FILE_RESPONSES,
 )
 async def get_file(request: Request, ns: Ns, name: Name, version: Ver, path: str) -> Response:
     store: Store = request.app.state.store

@@ -218,8 +218,6 @@ async def upload_status(request: Request, upload_id: UploadId) -> Response:
     store: Store = request.app.state.store
     session = await run_in_threadpool(store.uploads.get, upload_id)
     headers = {**_tus_headers(session), "Cache-Control": "no-store"}
-    if request.method == "HEAD":
-        return Response(status_code=200, headers=headers)
     body = UploadStatus(
         id=session.id,
         offset=session.offset,
@@ -228,7 +226,11 @@ async def upload_status(request: Request, upload_id: UploadId) -> Response:
         digest=session.digest,
         expires=_http_date(session.expires_at),
     )
-    return JSONResponse(body.model_dump(), headers=headers)
+    response = JSONResponse(body.model_dump(), headers=headers)
+    if request.method == "HEAD":
+        # The headers GET would send (Content-Type and Content-Length too), without the body.
+        return Response(status_code=200, headers=dict(response.headers))
+    return response
 
 
 @router.patch(
