@@ -38,9 +38,16 @@ from artifactstore.errors import (
     DigestMismatch,
     InvalidInput,
     LimitExceeded,
+    MissingBlobs,
     PackageNotFound,
 )
-from artifactstore.localfs import collect_files, manifest_for, pull_into, version_reference
+from artifactstore.localfs import (
+    LocalFile,
+    collect_files,
+    manifest_for,
+    pull_into,
+    version_reference,
+)
 from artifactstore.model.identity import BlobDigests, Digest, Namespace, PackageName, Reference
 from artifactstore.model.jsonio import canonical_json_dumps
 from artifactstore.model.manifest import FileEntry, Manifest
@@ -48,6 +55,9 @@ from artifactstore.model.paths import PackagePath
 from artifactstore.uploads import UploadService
 
 __all__ = ["Progress", "PushResult", "Store", "VerifyReport", "no_progress"]
+
+#: How often a push re-ingests bytes that GC collected under it (grace shorter than a push).
+PUSH_ATTEMPTS = 5
 
 #: Called with the number of bytes just transferred (drives progress bars).
 Progress = Callable[[int], None]
@@ -189,6 +199,46 @@ class Store:
             raise LimitExceeded(
                 f"{len(files)} files is more than the limit of {self.settings.max_files}"
             )
+        created = utc_now()
+        for attempt in range(PUSH_ATTEMPTS):
+            ingested = self._ingest_files(files, progress if attempt == 0 else no_progress)
+            manifest = manifest_for(
+                reference,
+                files,
+                [d for d, _ in ingested],
+                metadata=meta,
+                variant=variant,
+                annotations=annotations,
+                producer=producer,
+                created=created,
+            )
+            try:
+                with self.db.write() as conn:
+                    stored = blob_records.record_stored(
+                        conn,
+                        ingested,
+                        self.plane.backend.properties.name,
+                        self.actor,
+                        exists=self._stored,
+                        now=time.time(),
+                    )
+                    result = packages.commit(conn, manifest, self.actor)
+            except MissingBlobs:
+                # GC collected bytes between publishing and recording (only with a
+                # grace period shorter than the push): ingest them again.
+                if attempt == PUSH_ATTEMPTS - 1:
+                    raise
+                continue
+            return PushResult(result.record, result.created, len(stored))
+        raise AssertionError("unreachable")
+
+    def _stored(self, key: str) -> bool:
+        return self.plane.stat(key) is not None
+
+    def _ingest_files(
+        self, files: Sequence[LocalFile], progress: Progress
+    ) -> list[tuple[BlobDigests, str]]:
+        """Stage, lease and publish every file's bytes (gc.py, step 1: lease first)."""
         ingested: list[tuple[BlobDigests, str]] = []
         with self.plane.batch() as batch:
             for f in files:
@@ -199,25 +249,9 @@ class Store:
                 with src:
                     digests = batch.ingest(_Counting(src, progress))
                 ingested.append((digests, self.plane.key(digests)))
-            # GC lease before the bytes become visible (gc.py, step 1).
             with self.db.write() as conn:
                 blob_records.touch(conn, (key for _, key in ingested), time.time())
-        manifest = manifest_for(
-            reference,
-            files,
-            [d for d, _ in ingested],
-            metadata=meta,
-            variant=variant,
-            annotations=annotations,
-            producer=producer,
-            created=utc_now(),
-        )
-        with self.db.write() as conn:
-            stored = blob_records.record_stored(
-                conn, ingested, self.plane.backend.properties.name, self.actor
-            )
-            result = packages.commit(conn, manifest, self.actor)
-        return PushResult(result.record, result.created, len(stored))
+        return ingested
 
     def _check_metadata(self, metadata: Mapping[str, Any], variant: str | None) -> None:
         text = canonical_json_dumps(dict(metadata))

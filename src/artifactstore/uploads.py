@@ -6,7 +6,10 @@ continued by another replica. The rules that make that safe:
 
 * An append first *claims* the session (a short-lived lease in its row), so
   two concurrent appends to one session never interleave bytes; the loser
-  gets ``UploadBusy``. A claim left by a killed process expires.
+  gets ``UploadBusy``. The holder renews the lease every ``CLAIM_RENEW``
+  seconds from a keeper thread for as long as its request runs, so a claim
+  left by a killed process lapses within ``CLAIM_SECONDS`` and the client
+  can resume soon after a crash.
 * The new offset is recorded only after the appended bytes are durable;
   bytes past the recorded offset are discarded by the next append.
 * Completion hashes the staged bytes (reusing the in-memory hasher when this
@@ -17,6 +20,7 @@ continued by another replica. The rules that make that safe:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -48,7 +52,10 @@ from artifactstore.model.identity import BlobDigests, Digest
 
 __all__ = ["BlobUpload", "SessionAppend", "UploadService", "UploadSession"]
 
-CLAIM_SECONDS = 300.0
+CLAIM_SECONDS = 15.0
+"""Lease of a claim; renewed while its request runs, so only a dead holder's claim lapses."""
+CLAIM_RENEW = 3.0
+"""How often a live claim is renewed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +121,27 @@ class BlobUpload:
         self._batch.cancel()
 
 
+class _ClaimKeeper:
+    """Renews one session's claim every CLAIM_RENEW seconds until stopped."""
+
+    def __init__(self, service: UploadService, upload_id: str) -> None:
+        self._service = service
+        self._upload_id = upload_id
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"upload-claim-{upload_id[:8]}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(CLAIM_RENEW):
+            with contextlib.suppress(Exception):  # a missed renewal is retried next round
+                self._service.renew_claim(self._upload_id)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
 class SessionAppend:
     """One request's bytes appended to a session; see the module docstring."""
 
@@ -133,6 +161,7 @@ class SessionAppend:
         self._body_hash = hashlib.new(checksum[0]) if checksum else None
         self.written = 0
         self._limit = session.length if session.length is not None else service.max_upload_bytes
+        self._keeper = _ClaimKeeper(service, session.id)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.session.offset + self.written + len(data) > self._limit:
@@ -149,6 +178,7 @@ class SessionAppend:
 
     def finish(self) -> UploadSession:
         """Flush, check the body checksum, record the new offset; complete when full."""
+        self._keeper.stop()
         size = self._sink.close()
         checksum, body_hash = self._checksum, self._body_hash
         if checksum is not None and body_hash is not None and body_hash.digest() != checksum[1]:
@@ -165,6 +195,7 @@ class SessionAppend:
 
     def abort(self) -> UploadSession:
         """The request broke off: keep (and acknowledge) what arrived, as tus asks."""
+        self._keeper.stop()
         try:
             size = self._sink.abort()
         except StorageError:
@@ -207,8 +238,16 @@ class UploadService:
         batch.commit()
         with self.db.write() as conn:
             blob_records.record_stored(
-                conn, [(digests, key)], self.plane.backend.properties.name, actor
+                conn,
+                [(digests, key)],
+                self.plane.backend.properties.name,
+                actor,
+                exists=self._stored,
+                now=time.time(),
             )
+
+    def _stored(self, key: str) -> bool:
+        return self.plane.stat(key) is not None
 
     # --- sessions -----------------------------------------------------------------------
 
@@ -312,6 +351,18 @@ class UploadService:
                 .values(length=length)
             )
 
+    def renew_claim(self, upload_id: str) -> None:
+        """Extend a held claim's lease (a released claim stays released)."""
+        with self.db.write() as conn:
+            conn.execute(
+                update(t.upload_sessions)
+                .where(
+                    t.upload_sessions.c.id == upload_id,
+                    t.upload_sessions.c.claimed_until > 0,
+                )
+                .values(claimed_until=time.time() + CLAIM_SECONDS)
+            )
+
     def release(self, upload_id: str, offset: int, *, drop_hasher: bool = False) -> UploadSession:
         """Record the durable offset and end the claim."""
         if drop_hasher:
@@ -364,7 +415,12 @@ class UploadService:
         self.staging.promote(upload_id, key)
         with self.db.write() as conn:
             blob_records.record_stored(
-                conn, [(digests, key)], self.plane.backend.properties.name, session.actor
+                conn,
+                [(digests, key)],
+                self.plane.backend.properties.name,
+                session.actor,
+                exists=self._stored,
+                now=time.time(),
             )
             conn.execute(
                 update(t.upload_sessions)

@@ -9,7 +9,7 @@ GC's final check before unlinking bytes always sees it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.eventlog import append_many
+from artifactstore.errors import MissingBlobs
 from artifactstore.model.identity import BlobDigests, Digest
 
 __all__ = ["BlobRecord", "find", "record_stored", "touch"]
@@ -88,8 +89,21 @@ def record_stored(
     blobs: Sequence[tuple[BlobDigests, str]],
     backend: str,
     actor: str,
+    *,
+    exists: Callable[[str], bool],
+    now: float,
 ) -> list[str]:
-    """Append ``blob.stored`` for every blob not yet recorded; returns their digests."""
+    """Append ``blob.stored`` for every blob not yet recorded; returns their digests.
+
+    The bytes were published in an earlier step, and with a short grace
+    period GC may have collected them since (its orphan pass, or a decision
+    on an unused row). So, inside this write transaction: renew every lease
+    first (GC's unlink step locks the same lease rows), then check that the
+    bytes of each blob about to be recorded are still there. A blob that
+    already has a row is safe: GC never unlinks a recorded key. Missing bytes
+    raise MissingBlobs and the caller ingests them again.
+    """
+    touch(conn, (key for _, key in blobs), now)
     wanted = {str(d.blake3): (d, key) for d, key in blobs}
     present: set[str] = set()
     names = sorted(wanted)
@@ -100,6 +114,12 @@ def record_stored(
             for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
         )
     added = [name for name in names if name not in present]
+    vanished = [name for name in added if not exists(wanted[name][1])]
+    if vanished:
+        raise MissingBlobs(
+            f"{len(vanished)} blob(s) were garbage-collected while being stored: ingest them again",
+            vanished,
+        )
     append_many(
         conn,
         [

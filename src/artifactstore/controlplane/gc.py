@@ -15,8 +15,13 @@ The protocol (SPEC section 9), for a blob B stored at key K:
 3. **Unlink** (one write transaction per blob): K's lease is read again under
    lock; only if nobody touched K since the decision, and no ingest recorded
    B again, are the bytes deleted, while the lock is held. An ingest that
-   renewed the lease before this keeps its bytes; one that renews it after
-   waits for the lock and publishes its bytes after the unlink.
+   renewed the lease after the decision keeps its bytes; one that renews it
+   after the unlink publishes its bytes afterwards.
+4. **Record** (the ingest's side): the transaction that records B renews the
+   lease again and re-checks that B's bytes exist before it appends
+   ``blob.stored``; bytes that vanished in between (possible only when the
+   grace period is shorter than the ingest) make it ingest them again. A
+   recorded B is never unlinked, so its commit is safe.
 
 A crash between 2 and 3 leaves bytes without a row (an orphan). **Orphans**
 (stored keys with no row whose lease is absent or expired) go through step 3

@@ -7,9 +7,10 @@ Three kinds of table, and the difference matters:
   nothing else; ``rebuild`` empties and replays them and must reproduce them
   row for row. Their rows carry event times and sequence numbers, never the
   wall clock of the replay.
-* operational state (``chain_head``, ``blob_activity``, ``upload_sessions``):
-  coordination data that is not history (the chain tip for serialising
-  appends, GC leases, in-flight uploads). Rebuild leaves it alone.
+* operational state (``chain_head``, ``blob_activity``, ``upload_sessions``,
+  ``token_usage``): coordination data that is not history (the chain tip for
+  serialising appends, GC leases, in-flight uploads, tokens' last use).
+  Rebuild leaves it alone.
 
 The Alembic migrations in ``migrations/`` create exactly these tables; a test
 compares the two.
@@ -43,11 +44,14 @@ __all__ = [
     "files",
     "holds",
     "metadata",
+    "namespace_blobs",
     "namespaces",
     "packages",
     "retention_policies",
     "schemas",
     "storage_locations",
+    "token_usage",
+    "tokens",
     "upload_sessions",
     "version_meta",
     "versions",
@@ -228,6 +232,36 @@ retention_policies = Table(
     Column("updated_seq", BigInteger, nullable=False),
 )
 
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("secret_hash", String(80), nullable=False),  # sha256 of the secret, never the secret
+    Column("scopes", Text, nullable=False),  # JSON list
+    Column("created_at", String(32), nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("expires_at", String(32), nullable=True),
+    Column("revoked_at", String(32), nullable=True),
+    Column("revoked_by", String(256), nullable=True),
+)
+
+token_usage = Table(
+    "token_usage",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("last_used_at", Float, nullable=False),
+)
+
+namespace_blobs = Table(
+    "namespace_blobs",
+    metadata,
+    Column("namespace", String(64), primary_key=True),
+    Column("blake3", String(80), primary_key=True),
+    Column("held_seq", BigInteger, nullable=False),
+    Column("held_at", String(32), nullable=False),
+)
+
 #: Derived from the log; emptied and replayed by rebuild. Children before parents.
 VIEW_TABLES = (
     version_meta,
@@ -240,5 +274,7 @@ VIEW_TABLES = (
     schemas,
     namespaces,
     retention_policies,
+    tokens,
+    namespace_blobs,
 )
-OPERATIONAL_TABLES = (chain_head, blob_activity, upload_sessions)
+OPERATIONAL_TABLES = (chain_head, blob_activity, upload_sessions, token_usage)

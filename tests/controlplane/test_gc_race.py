@@ -1,0 +1,256 @@
+"""GC racing pushes (SPEC section 9): threads push packages that reuse blobs while GC loops.
+
+Four pusher threads commit small packages drawn from a shared pool of contents (so most
+blobs already exist, or existed until GC collected them a moment ago) and delete their
+older versions (so blobs keep becoming unreferenced); one thread runs ``gc(grace=0)`` in a
+loop. Two pushers share one Store (the library is meant to be thread-safe), the others and
+GC each open their own on the same data directory, as separate processes would.
+
+Invariants: no committed package ever references a blob whose row or bytes are missing
+(checked right after every commit, and by GC's own fail-closed check on every run); after
+the threads stop everything verifies; and once everything is deleted, a long grace keeps
+all of it while a zero grace collects every blob row, blob file and lease (nothing leaks).
+
+``ARTIFACTSTORE_GC_RACE_COMMITS`` sets how many commits to reach (default 1000).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import traceback
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from artifactstore.controlplane import blobs as blob_records
+from artifactstore.controlplane.db import tables as t
+from artifactstore.dataplane.layout import storage_root
+from artifactstore.errors import CorruptBlob, MissingBlobs, PackageNotFound
+from artifactstore.store import Store
+
+# Read at import: the autouse _clean_env fixture removes ARTIFACTSTORE_* before each test.
+COMMITS = int(os.environ.get("ARTIFACTSTORE_GC_RACE_COMMITS", "1000"))
+PUSHERS = 4
+KEEP_LIVE = 3  # versions each pusher keeps; older ones are deleted
+MAX_ATTEMPTS = 50  # see the comment on MissingBlobs in pusher()
+DEADLINE_SECONDS = 240.0
+
+#: Contents every pusher draws from, so blobs are shared and re-uploaded after collection.
+POOL = [f"pool-{i:02d}|".encode() * (1 + 37 * i) for i in range(24)]
+
+
+@dataclass
+class Shared:
+    """What the threads report back (appends and += under ``lock``)."""
+
+    target: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    commits: int = 0
+    retries: int = 0
+    gc_runs: int = 0
+    collected: int = 0
+    orphans: int = 0
+    errors: list[str] = field(default_factory=list)
+    #: Commits found pointing at a missing blob row or missing bytes right after committing.
+    violations: list[str] = field(default_factory=list)
+    #: GC runs that failed closed (a live package pointed at missing bytes), by message.
+    fail_closed: Counter[str] = field(default_factory=Counter)
+    #: Live versions at the end: reference -> {path: blake3}.
+    live: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def fail(self, where: str) -> None:
+        with self.lock:
+            self.errors.append(f"{where}:\n{traceback.format_exc()}")
+        self.stop.set()
+
+
+def check_committed(store: Store, ref: str, shared: Shared) -> dict[str, str]:
+    """Right after a commit: every file's blob has a row and whole bytes in storage."""
+    record = store.show(ref)
+    files: dict[str, str] = {}
+    with store.db.read() as conn:
+        for entry in record.manifest.files:
+            files[entry.path.value] = str(entry.blake3)
+            rec = blob_records.find(conn, entry.blake3)
+            size = None if rec is None else store.plane.stat(rec.key)
+            if size != entry.size:
+                problem = "not recorded" if rec is None else f"stored size {size}"
+                with shared.lock:
+                    shared.violations.append(f"{ref} {entry.path.value} {entry.blake3}: {problem}")
+    return files
+
+
+def pusher(tid: int, store: Store, work: Path, seed: int, shared: Shared) -> None:
+    rng = random.Random(seed)
+    mine: deque[str] = deque()
+    i = 0
+    try:
+        while not shared.stop.is_set():
+            src = work / f"p{tid}" / str(i)
+            src.mkdir(parents=True)
+            for j in rng.sample(range(len(POOL)), rng.randint(2, 5)):
+                (src / f"f{j:02d}.bin").write_bytes(POOL[j])
+            if rng.random() < 0.15:  # now and then new content: not recorded anywhere yet
+                (src / "unique.bin").write_bytes(f"unique {tid} {i} {rng.random()}".encode())
+            ref = f"race/p{tid}:{i}"
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                try:
+                    store.push(ref, [src])
+                    break
+                except MissingBlobs:
+                    # Legitimate per the protocol (gc.py step 2): with a zero grace the lease
+                    # does not protect an ingest between publishing and committing, so GC may
+                    # collect a blob in that window, and the commit's re-check must then refuse
+                    # to reference it. Nothing was committed; pushing again re-uploads the
+                    # bytes. GC loops without pause here, so a push may lose that race a few
+                    # times in a row: hence the generous MAX_ATTEMPTS (a push that re-uploads
+                    # missing blobs itself never needs it).
+                    if attempt == MAX_ATTEMPTS:
+                        raise
+                    with shared.lock:
+                        shared.retries += 1
+            files = check_committed(store, ref, shared)
+            mine.append(ref)
+            with shared.lock:
+                shared.live[ref] = files
+                shared.commits += 1
+                if shared.commits >= shared.target:
+                    shared.stop.set()
+            while len(mine) > KEEP_LIVE:
+                old = mine.popleft()
+                store.delete(old)
+                with shared.lock:
+                    del shared.live[old]
+            i += 1
+    except Exception:
+        shared.fail(f"pusher {tid}")
+
+
+def collector(store: Store, shared: Shared) -> None:
+    try:
+        while not shared.stop.is_set():
+            try:
+                report = store.gc(grace=0)
+            except CorruptBlob as exc:  # fail closed: a live package points at missing bytes
+                with shared.lock:
+                    shared.fail_closed[exc.detail] += 1
+                continue
+            with shared.lock:
+                shared.gc_runs += 1
+                shared.collected += len(report.collected)
+                shared.orphans += report.orphans_removed
+    except Exception:
+        shared.fail("gc")
+
+
+def counts(store: Store) -> dict[str, int]:
+    with store.db.read() as conn:
+        return {
+            table.name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+            for table in (t.blobs, t.storage_locations, t.blob_activity, t.events)
+        }
+
+
+def stored_files(home: Path) -> list[Path]:
+    return sorted(p for p in (storage_root(home) / "blobs").rglob("*") if p.is_file())
+
+
+def test_gc_races_pushes_reusing_blobs(tmp_path: Path) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    seed = random.randrange(2**32)
+    shared = Shared(target=COMMITS)
+    first = Store.open(home, gc_grace=0.0)  # creates and migrates the database
+    stores = [first, Store.open(home, gc_grace=0.0), Store.open(home, gc_grace=0.0)]
+    gc_store = Store.open(home, gc_grace=0.0)
+    try:
+        placement = [stores[0], stores[0], stores[1], stores[2]]  # two threads share one
+        threads = [
+            threading.Thread(
+                target=pusher, args=(n, placement[n], work, seed + n, shared), name=f"pusher-{n}"
+            )
+            for n in range(PUSHERS)
+        ]
+        threads.append(threading.Thread(target=collector, args=(gc_store, shared), name="gc"))
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        if not shared.stop.wait(DEADLINE_SECONDS):
+            shared.errors.append(f"only {shared.commits} commits in {DEADLINE_SECONDS:.0f} s")
+        shared.stop.set()
+        for thread in threads:
+            thread.join(60)
+        elapsed = time.monotonic() - started
+    finally:
+        for s in (*stores, gc_store):
+            s.close()
+
+    summary = (
+        f"seed={seed} commits={shared.commits} retries={shared.retries} "
+        f"gc_runs={shared.gc_runs} collected={shared.collected} orphans={shared.orphans} "
+        f"in {elapsed:.1f} s"
+    )
+    print(summary)
+    assert not any(th.is_alive() for th in threads), summary
+    assert not shared.errors, "\n".join([summary, *shared.errors])
+    assert not shared.violations and not shared.fail_closed, "\n".join(
+        [
+            summary,
+            f"{len(shared.violations)} commits referenced a missing blob, e.g.:",
+            *shared.violations[:10],
+            f"{shared.fail_closed.total()} GC runs failed closed, e.g.:",
+            *[f"{n} x {msg}" for msg, n in shared.fail_closed.most_common(5)],
+        ]
+    )
+    assert shared.commits >= COMMITS, summary
+    # The race actually happened: GC ran throughout and collected blobs that were then
+    # stored again by later pushes.
+    assert shared.gc_runs >= 10 and shared.collected > 0, summary
+
+    with Store.open(home, gc_grace=0.0) as store:
+        events = store.events()
+        collected_at = {e.subject: e.seq for e in events if e.type == "blob.collected"}
+        restored = {
+            e.subject
+            for e in events
+            if e.type == "blob.stored" and collected_at.get(e.subject, e.seq) < e.seq
+        }
+        assert restored, f"no blob was stored again after being collected ({summary})"
+
+        report = store.verify()
+        assert report.ok, report.damaged
+        assert store.verify_chain() == len(events)
+        assert 0 < len(shared.live) <= PUSHERS * KEEP_LIVE
+        for ref, files in shared.live.items():
+            record = store.show(ref)
+            assert {f.path.value: str(f.blake3) for f in record.manifest.files} == files
+            one = store.verify(ref)
+            assert one.ok and one.blobs_checked == len(set(files.values())), (ref, one.damaged)
+
+        # Everything unreferenced now: a long grace keeps all of it...
+        for ref in shared.live:
+            store.delete(ref)
+            with pytest.raises(PackageNotFound):
+                store.show(ref)
+        before, files_before = counts(store), stored_files(home)
+        assert before["blobs"] > 0 and files_before
+        held = store.gc(grace=3600)
+        assert held.collected == [] and held.orphans_removed == 0
+        assert held.protected_by_grace == before["blobs"]
+        assert counts(store) == before and stored_files(home) == files_before
+
+        # ...and a zero grace collects every row, file and lease: nothing leaked.
+        done = store.gc(grace=0)
+        assert len(done.collected) == before["blobs"]
+        after = counts(store)
+        assert after["blobs"] == after["storage_locations"] == 0, after
+        assert after["blob_activity"] == 0, after
+        assert stored_files(home) == []
+        assert list((storage_root(home) / "tmp").iterdir()) == []
+        assert store.verify_chain() == after["events"]
