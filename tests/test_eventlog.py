@@ -147,8 +147,13 @@ def test_every_event_type_is_recorded_with_its_actor(robot_store: Store, tmp_pat
     store = robot_store
     store.register_schema("ci.build.v1", {"type": "object"})
     pushed = store.push("ci/app:1", [make_tree(tmp_path / "a", {"only": "1"})]).record
+    store.push("qa/app:1", [make_tree(tmp_path / "b", {"only": "1"})])  # same bytes: a claim
     store.delete("ci/app:1")
+    store.delete("qa/app:1")
     store.gc(grace=0)
+    token, secret = store.create_token("bot", ["ci:read"])
+    store.revoke_token(token.id)
+    store.set_namespace_settings("ci", {"anonymous_read": True})
 
     events = store.events()
     assert {e.type for e in events} == set(EVENT_TYPES), "a type the store writes is untested"
@@ -158,9 +163,18 @@ def test_every_event_type_is_recorded_with_its_actor(robot_store: Store, tmp_pat
         ("schema.registered", "ci.build.v1"),
         ("blob.stored", str(blob.blake3)),
         ("package.committed", "ci/app:1"),
+        ("blob.claimed", str(blob.blake3)),
+        ("package.committed", "qa/app:1"),
         ("package.deleted", "ci/app:1"),
+        ("package.deleted", "qa/app:1"),
         ("blob.collected", str(blob.blake3)),
+        ("token.created", token.id),
+        ("token.revoked", token.id),
+        ("namespace.updated", "ci"),
     ]
+    assert events[3].payload == {"blake3": str(blob.blake3), "namespace": "qa"}
+    logged = json.dumps([e.to_json() for e in events])
+    assert secret not in logged and secret[21:] not in logged  # not even the secret part
     committed = events[2].payload
     assert committed["digest"] == str(pushed.digest)
     assert committed["manifest"] == pushed.manifest.to_map()

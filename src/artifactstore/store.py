@@ -8,23 +8,31 @@ transaction as its effect; bytes are durable before any event points at them.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlparse
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 
 from artifactstore.config import Settings
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import gc as gc_mod
-from artifactstore.controlplane import packages, schemas
+from artifactstore.controlplane import packages, schemas, tokens
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
-from artifactstore.controlplane.eventlog import Event, iter_events, utc_now, verify_chain
+from artifactstore.controlplane.eventlog import (
+    Event,
+    append,
+    iter_events,
+    utc_iso,
+    utc_now,
+    verify_chain,
+)
 from artifactstore.controlplane.projection import project
 from artifactstore.dataplane.backends.local import LocalBackend
 from artifactstore.dataplane.backends.local_staging import LocalStaging
@@ -118,6 +126,7 @@ class Store:
         self.db = db
         self.plane = plane
         self._lease_cache: dict[str, float] = {}
+        self._usage_cache: dict[str, float] = {}
         self.uploads = UploadService(
             db,
             plane,
@@ -221,6 +230,7 @@ class Store:
                         self.actor,
                         exists=self._stored,
                         now=time.time(),
+                        namespace=str(reference.namespace),
                     )
                     result = packages.commit(conn, manifest, self.actor)
             except MissingBlobs:
@@ -286,7 +296,9 @@ class Store:
         created_before: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        readable: Collection[str] | None = None,
     ) -> packages.Page:
+        """Live versions, newest first; ``readable`` limits them to those namespaces."""
         with self.db.read() as conn:
             return packages.query(
                 conn,
@@ -298,6 +310,7 @@ class Store:
                 created_before=created_before,
                 limit=limit,
                 cursor=cursor,
+                namespaces=readable,
             )
 
     def iter_query(
@@ -492,10 +505,20 @@ class Store:
             self.uploads.expire()
         return report
 
-    def find_blob(self, digest: Digest) -> blob_records.BlobRecord | None:
-        """Look a blob up by either digest; a "present" answer renews its GC lease."""
+    def find_blob(
+        self, digest: Digest, readable: Collection[str] | None = None
+    ) -> blob_records.BlobRecord | None:
+        """Look a blob up by either digest; a "present" answer renews its GC lease.
+
+        With ``readable``, the blob is found only if one of those namespaces
+        holds it (a digest is not a capability); otherwise it is absent.
+        """
         with self.db.read() as conn:
             record = blob_records.find(conn, digest)
+            if record is not None and readable is not None:
+                since = self._held_since()
+                if not blob_records.visible_to(conn, str(record.digests.blake3), readable, since):
+                    record = None
         if record is not None:
             self._renew_lease(record.key)
         return record
@@ -515,17 +538,112 @@ class Store:
             self._lease_cache.clear()
         self._lease_cache[key] = now
 
+    def _held_since(self) -> str:
+        """Uploads into a namespace since then still count as its holdings."""
+        return utc_iso(time.time() - self.settings.gc_grace)
+
     def commit_manifest(
-        self, manifest: Manifest, actor: str | None = None
+        self, manifest: Manifest, actor: str | None = None, *, require_held: bool = False
     ) -> packages.CommitResult:
-        """Commit a manifest whose blobs were uploaded separately (the HTTP path)."""
+        """Commit a manifest whose blobs were uploaded separately (the HTTP path).
+
+        ``require_held``: every blob must be held by the manifest's namespace
+        (the caller is not a global admin, so it must have sent the bytes).
+        """
         if len(manifest.files) > self.settings.max_files:
             raise LimitExceeded(
                 f"{len(manifest.files)} files is more than the limit of {self.settings.max_files}"
             )
         self._check_metadata(manifest.metadata, manifest.variant)
+        held_since = self._held_since() if require_held else None
         with self.db.write() as conn:
-            return packages.commit(conn, manifest, actor or self.actor)
+            return packages.commit(conn, manifest, actor or self.actor, held_since=held_since)
+
+    # --- tokens and namespaces ---------------------------------------------------------
+
+    def create_token(
+        self,
+        name: str,
+        scopes: list[str],
+        *,
+        expires_in: float | None = None,
+        actor: str | None = None,
+    ) -> tuple[tokens.TokenInfo, str]:
+        """A new API token and its secret, which is shown once and never stored."""
+        expires_at = utc_iso(time.time() + expires_in) if expires_in is not None else None
+        with self.db.write() as conn:
+            return tokens.create(
+                conn, name=name, scopes=scopes, expires_at=expires_at, actor=actor or self.actor
+            )
+
+    def list_tokens(self) -> list[tokens.TokenInfo]:
+        with self.db.read() as conn:
+            return tokens.list_tokens(conn)
+
+    def revoke_token(self, token_id: str, actor: str | None = None) -> tokens.TokenInfo:
+        with self.db.write() as conn:
+            return tokens.revoke(conn, token_id, actor or self.actor)
+
+    def authenticate(self, presented: str) -> tokens.TokenInfo | None:
+        """The active token ``presented`` names, or None; records its last use."""
+        with self.db.read() as conn:
+            info = tokens.verify(conn, presented)
+        if info is not None:
+            self._record_use(info.id)
+        return info
+
+    def _record_use(self, token_id: str) -> None:
+        # last_used_at is operational state: written at most once a minute per token.
+        now = time.time()
+        last = self._usage_cache.get(token_id)
+        if last is not None and now - last < 60.0:
+            return
+        self._usage_cache[token_id] = now
+        with self.db.write() as conn:
+            conn.execute(delete(t.token_usage).where(t.token_usage.c.id == token_id))
+            conn.execute(insert(t.token_usage).values(id=token_id, last_used_at=now))
+
+    def token_count(self) -> int:
+        with self.db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.tokens)).scalar_one())
+
+    def namespace_settings(self, namespace: str) -> dict[str, Any]:
+        Namespace(namespace)
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(t.namespaces.c.settings).where(t.namespaces.c.name == namespace)
+            ).first()
+        settings: dict[str, Any] = {"anonymous_read": False}
+        if row is not None:
+            settings.update(json.loads(row.settings))
+        return settings
+
+    def set_namespace_settings(
+        self, namespace: str, settings: Mapping[str, Any], actor: str | None = None
+    ) -> dict[str, Any]:
+        """Replace a namespace's settings (today: ``anonymous_read``)."""
+        Namespace(namespace)
+        unknown = set(settings) - {"anonymous_read"}
+        if unknown:
+            raise InvalidInput(f"unknown namespace setting(s): {', '.join(sorted(unknown))}")
+        value = settings.get("anonymous_read", False)
+        if not isinstance(value, bool):
+            raise InvalidInput("anonymous_read must be true or false")
+        with self.db.write() as conn:
+            append(
+                conn,
+                "namespace.updated",
+                namespace,
+                {"namespace": namespace, "settings": {"anonymous_read": value}},
+                actor or self.actor,
+            )
+        return self.namespace_settings(namespace)
+
+    def anonymous_namespaces(self) -> set[str]:
+        """Namespaces whose packages anyone may read."""
+        with self.db.read() as conn:
+            rows = conn.execute(select(t.namespaces.c.name, t.namespaces.c.settings)).all()
+        return {r.name for r in rows if json.loads(r.settings).get("anonymous_read") is True}
 
     def stats(self) -> dict[str, int]:
         with self.db.read() as conn:

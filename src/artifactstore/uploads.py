@@ -94,7 +94,10 @@ def _session(row: Any) -> UploadSession:
 class BlobUpload:
     """A one-shot upload: bytes streamed in, durable and recorded on :meth:`finish`."""
 
-    def __init__(self, service: UploadService, limit: int, actor: str) -> None:
+    def __init__(
+        self, service: UploadService, limit: int, actor: str, namespace: str | None
+    ) -> None:
+        self._namespace = namespace
         self._service = service
         self._actor = actor
         self._batch = service.plane.batch()
@@ -110,7 +113,7 @@ class BlobUpload:
     def finish(self, expected: Digest | None = None) -> BlobDigests:
         try:
             digests = self._blob.finish(expected)
-            self._service.publish_batch(self._batch, digests, self._actor)
+            self._service.publish_batch(self._batch, digests, self._actor, self._namespace)
         except BaseException:
             self._batch.cancel()
             raise
@@ -228,10 +231,13 @@ class UploadService:
 
     # --- one-shot -----------------------------------------------------------------------
 
-    def begin_blob(self, actor: str | None = None) -> BlobUpload:
-        return BlobUpload(self, self.max_upload_bytes, actor or self.actor)
+    def begin_blob(self, actor: str | None = None, namespace: str | None = None) -> BlobUpload:
+        """A one-shot upload into ``namespace`` (None: held by none until referenced)."""
+        return BlobUpload(self, self.max_upload_bytes, actor or self.actor, namespace)
 
-    def publish_batch(self, batch: Any, digests: BlobDigests, actor: str) -> None:
+    def publish_batch(
+        self, batch: Any, digests: BlobDigests, actor: str, namespace: str | None
+    ) -> None:
         key = self.plane.key(digests)
         with self.db.write() as conn:
             blob_records.touch(conn, [key], time.time())
@@ -244,6 +250,7 @@ class UploadService:
                 actor,
                 exists=self._stored,
                 now=time.time(),
+                namespace=namespace,
             )
 
     def _stored(self, key: str) -> bool:
@@ -421,6 +428,7 @@ class UploadService:
                 session.actor,
                 exists=self._stored,
                 now=time.time(),
+                namespace=session.namespace,
             )
             conn.execute(
                 update(t.upload_sessions)

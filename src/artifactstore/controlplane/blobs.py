@@ -20,7 +20,7 @@ from artifactstore.controlplane.eventlog import append_many
 from artifactstore.errors import MissingBlobs
 from artifactstore.model.identity import BlobDigests, Digest
 
-__all__ = ["BlobRecord", "find", "record_stored", "touch"]
+__all__ = ["BlobRecord", "find", "not_held", "record_stored", "touch", "visible_to"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +92,7 @@ def record_stored(
     *,
     exists: Callable[[str], bool],
     now: float,
+    namespace: str | None = None,
 ) -> list[str]:
     """Append ``blob.stored`` for every blob not yet recorded; returns their digests.
 
@@ -102,6 +103,10 @@ def record_stored(
     bytes of each blob about to be recorded are still there. A blob that
     already has a row is safe: GC never unlinks a recorded key. Missing bytes
     raise MissingBlobs and the caller ingests them again.
+
+    ``namespace`` is where the uploader sent the bytes (proof of possession):
+    new blobs carry it in ``blob.stored``; blobs the store already had get a
+    ``blob.claimed`` unless the namespace already holds them.
     """
     touch(conn, (key for _, key in blobs), now)
     wanted = {str(d.blake3): (d, key) for d, key in blobs}
@@ -139,10 +144,77 @@ def record_stored(
                             "restore_status": "available",
                         }
                     ],
+                    "namespace": namespace,
                 },
             )
             for name in added
         ],
         actor,
     )
+    if namespace is not None:
+        existing = sorted(present)
+        held: set[str] = set()
+        for i in range(0, len(existing), 500):
+            chunk = existing[i : i + 500]
+            held.update(
+                r.blake3
+                for r in conn.execute(
+                    select(t.namespace_blobs.c.blake3).where(
+                        t.namespace_blobs.c.namespace == namespace,
+                        t.namespace_blobs.c.blake3.in_(chunk),
+                    )
+                )
+            )
+        append_many(
+            conn,
+            [
+                ("blob.claimed", name, {"blake3": name, "namespace": namespace})
+                for name in existing
+                if name not in held
+            ],
+            actor,
+        )
     return added
+
+
+def not_held(
+    conn: Connection, namespace: str, blake3s: Iterable[str], held_since: str
+) -> list[str]:
+    """Which blobs ``namespace`` does not hold (SPEC section 4, blob visibility).
+
+    A namespace holds a blob when a live version of it references the blob,
+    or when bytes were uploaded into it at or after ``held_since`` (the
+    grace period).
+    """
+    names = sorted(set(blake3s))
+    held: set[str] = set()
+    for i in range(0, len(names), 500):
+        chunk = names[i : i + 500]
+        held.update(
+            r.blake3
+            for r in conn.execute(
+                select(t.namespace_blobs.c.blake3).where(
+                    t.namespace_blobs.c.namespace == namespace,
+                    t.namespace_blobs.c.blake3.in_(chunk),
+                    t.namespace_blobs.c.held_at >= held_since,
+                )
+            )
+        )
+        held.update(
+            r.blake3
+            for r in conn.execute(
+                select(t.files.c.blake3)
+                .join(t.versions, t.versions.c.id == t.files.c.version_id)
+                .where(
+                    t.versions.c.namespace == namespace,
+                    t.versions.c.deleted_seq.is_(None),
+                    t.files.c.blake3.in_(chunk),
+                )
+            )
+        )
+    return [n for n in names if n not in held]
+
+
+def visible_to(conn: Connection, blake3: str, namespaces: Iterable[str], held_since: str) -> bool:
+    """Whether any of ``namespaces`` holds the blob."""
+    return any(not not_held(conn, ns, [blake3], held_since) for ns in namespaces)

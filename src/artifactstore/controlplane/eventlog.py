@@ -32,6 +32,7 @@ __all__ = [
     "append_many",
     "event_hash",
     "iter_events",
+    "utc_iso",
     "utc_now",
     "verify_chain",
 ]
@@ -42,6 +43,11 @@ GENESIS = "blake3:" + "0" * 64
 def utc_now() -> str:
     """RFC 3339 UTC with microseconds: the time format of events and manifests."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def utc_iso(timestamp: float) -> str:
+    """A POSIX timestamp in the event time format (comparable as strings)."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, exists, select
 
+from artifactstore.controlplane.blobs import not_held
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.eventlog import append
 from artifactstore.errors import InvalidInput, MissingBlobs, PackageNotFound, VersionExists
@@ -101,7 +102,9 @@ def get(conn: Connection, ref: Reference) -> VersionRecord:
     return _record(row)
 
 
-def commit(conn: Connection, manifest: Manifest, actor: str) -> CommitResult:
+def commit(
+    conn: Connection, manifest: Manifest, actor: str, *, held_since: str | None = None
+) -> CommitResult:
     """Commit a manifest inside the caller's write transaction.
 
     Re-checks, inside this transaction and under row locks, that every
@@ -128,6 +131,10 @@ def commit(conn: Connection, manifest: Manifest, actor: str) -> CommitResult:
         q = select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)).with_for_update(read=True)
         present.update(r.blake3 for r in conn.execute(q))
     missing = [d for d in wanted if d not in present]
+    if held_since is not None and not missing:
+        # A digest is not a capability: the namespace must hold every blob
+        # (its writer uploaded the bytes, or a live version of it uses them).
+        missing = not_held(conn, str(manifest.namespace), wanted, held_since)
     if missing:
         raise MissingBlobs(
             f"{len(missing)} referenced blob(s) are not in the store: upload them first", missing
@@ -165,13 +172,19 @@ def query(
     created_before: str | None = None,
     limit: int = 100,
     cursor: str | None = None,
+    namespaces: Collection[str] | None = None,
 ) -> Page:
-    """Live versions, newest first, keyset-paginated on the version id."""
+    """Live versions, newest first, keyset-paginated on the version id.
+
+    ``namespaces`` restricts the answer to those the caller may read (None: all).
+    """
     if not 1 <= limit <= 1000:
         raise InvalidInput("limit must be between 1 and 1000")
     q = select(t.versions).where(t.versions.c.deleted_seq.is_(None))
     if namespace is not None:
         q = q.where(t.versions.c.namespace == str(namespace))
+    if namespaces is not None:
+        q = q.where(t.versions.c.namespace.in_(sorted(namespaces)))
     if name is not None:
         q = q.where(t.versions.c.name == str(name))
     if variant is not None:

@@ -60,9 +60,66 @@ def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
         conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == name))
     if locations:
         conn.execute(insert(t.storage_locations), locations)
+    for name, (e, p) in payloads.items():
+        if p.get("namespace"):
+            _hold(conn, p["namespace"], name, e.seq, e.time)
+
+
+def _hold(conn: Connection, namespace: str, blake3: str, seq: int, time: str) -> None:
+    """The namespace holds the blob: its uploader proved possession at ``time``."""
+    conn.execute(
+        delete(t.namespace_blobs).where(
+            t.namespace_blobs.c.namespace == namespace, t.namespace_blobs.c.blake3 == blake3
+        )
+    )
+    conn.execute(
+        insert(t.namespace_blobs).values(
+            namespace=namespace, blake3=blake3, held_seq=seq, held_at=time
+        )
+    )
+
+
+def _blob_claimed(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+    _hold(conn, p["namespace"], p["blake3"], seq, time)
+
+
+def _token_created(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+    conn.execute(
+        insert(t.tokens).values(
+            id=p["id"],
+            name=p["name"],
+            secret_hash=p["secret_hash"],
+            scopes=json.dumps(p["scopes"]),
+            created_at=time,
+            created_by=actor,
+            expires_at=p["expires_at"],
+            revoked_at=None,
+            revoked_by=None,
+        )
+    )
+
+
+def _token_revoked(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+    conn.execute(
+        update(t.tokens).where(t.tokens.c.id == p["id"]).values(revoked_at=time, revoked_by=actor)
+    )
+
+
+def _namespace_updated(
+    conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]
+) -> None:
+    conn.execute(delete(t.namespaces).where(t.namespaces.c.name == p["namespace"]))
+    conn.execute(
+        insert(t.namespaces).values(
+            name=p["namespace"],
+            settings=json.dumps(p["settings"], sort_keys=True),
+            updated_seq=seq,
+        )
+    )
 
 
 def _blob_collected(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+    conn.execute(delete(t.namespace_blobs).where(t.namespace_blobs.c.blake3 == p["blake3"]))
     conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == p["blake3"]))
     conn.execute(delete(t.blobs).where(t.blobs.c.blake3 == p["blake3"]))
 
@@ -174,7 +231,11 @@ _BATCH_HANDLERS: dict[str, Callable[[Connection, Sequence[Any]], None]] = {
 }
 
 _HANDLERS: dict[str, _Handler] = {
+    "blob.claimed": _blob_claimed,
     "blob.collected": _blob_collected,
+    "token.created": _token_created,
+    "token.revoked": _token_revoked,
+    "namespace.updated": _namespace_updated,
     "package.committed": _package_committed,
     "package.deleted": _package_deleted,
     "schema.registered": _schema_registered,
@@ -184,6 +245,10 @@ _HANDLERS: dict[str, _Handler] = {
 EVENT_TYPES = {
     "blob.stored": "bytes became durable and were recorded with both digests and a location",
     "blob.collected": "garbage collection removed an unreferenced blob",
+    "blob.claimed": "a namespace proved possession of bytes the store already held",
+    "token.created": "an API token was created (its secret's hash only)",
+    "token.revoked": "an API token was revoked",
+    "namespace.updated": "a namespace's settings changed (e.g. anonymous read)",
     "package.committed": "a package version (manifest) was committed",
     "package.deleted": "a package version was deleted (tombstone); its bytes wait for GC",
     "schema.registered": "a metadata JSON Schema was registered for a variant id",

@@ -1,0 +1,173 @@
+"""API tokens: created and revoked as events, stored only as a hash.
+
+A token reads ``ast_<id>_<secret>``: ``id`` (16 characters) finds the row,
+``secret`` (256 random bits) is checked against the stored SHA-256 with a
+constant-time comparison. The secret exists only in the caller's hands: not
+in the database, the event log, logs or error messages. SHA-256 without a
+slow KDF is enough because the secret is random and 256 bits long, not a
+password.
+
+Scopes: ``admin`` (everything), or ``NS:read``, ``NS:write``, ``NS:delete``,
+``NS:admin`` for one namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.eventlog import append, utc_now
+from artifactstore.errors import InvalidInput, NotFound
+
+__all__ = [
+    "TOKEN_PREFIX",
+    "TokenInfo",
+    "check_scopes",
+    "create",
+    "find",
+    "list_tokens",
+    "revoke",
+    "verify",
+]
+
+TOKEN_PREFIX = "ast_"  # noqa: S105 - a public prefix, not a secret
+_ID_LEN = 16
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+_SCOPE = re.compile(r"admin|[a-z0-9]+(?:[._-][a-z0-9]+)*:(?:read|write|delete|admin)")
+_TOKEN = re.compile(rf"{TOKEN_PREFIX}([a-z2-7]{{{_ID_LEN}}})_([A-Za-z0-9_-]{{43}})")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token as listed: never its secret."""
+
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    revoked_at: str | None
+    last_used_at: float | None = None
+
+    def active(self, now: str) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    @property
+    def actor(self) -> str:
+        return f"token:{self.name}#{self.id}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "last_used_at": self.last_used_at,
+        }
+
+
+def _hash(secret: str) -> str:
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_scopes(scopes: list[str]) -> tuple[str, ...]:
+    if not scopes:
+        raise InvalidInput("a token needs at least one scope (e.g. ci:read, ci:write or admin)")
+    for scope in scopes:
+        if len(scope) > 80 or not _SCOPE.fullmatch(scope):
+            raise InvalidInput(
+                f"invalid scope {scope[:80]!r}: use admin or NAMESPACE:read|write|delete|admin"
+            )
+    return tuple(sorted(set(scopes)))
+
+
+def create(
+    conn: Connection,
+    *,
+    name: str,
+    scopes: list[str],
+    expires_at: str | None,
+    actor: str,
+) -> tuple[TokenInfo, str]:
+    """Append ``token.created``; returns the token and its secret (shown once)."""
+    if not name or len(name) > 128 or any(ord(c) < 0x20 for c in name):
+        raise InvalidInput("a token name is 1 to 128 printable characters")
+    checked = check_scopes(scopes)
+    token_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LEN))
+    secret = secrets.token_urlsafe(32)  # 256 bits, 43 characters
+    append(
+        conn,
+        "token.created",
+        token_id,
+        {
+            "id": token_id,
+            "name": name,
+            "secret_hash": _hash(secret),
+            "scopes": list(checked),
+            "expires_at": expires_at,
+        },
+        actor,
+    )
+    info = find(conn, token_id)
+    assert info is not None
+    return info, f"{TOKEN_PREFIX}{token_id}_{secret}"
+
+
+def _info(row: Any, last_used: float | None = None) -> TokenInfo:
+    return TokenInfo(
+        id=row.id,
+        name=row.name,
+        scopes=tuple(json.loads(row.scopes)),
+        created_at=row.created_at,
+        created_by=row.created_by,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=last_used,
+    )
+
+
+def find(conn: Connection, token_id: str) -> TokenInfo | None:
+    row = conn.execute(select(t.tokens).where(t.tokens.c.id == token_id)).first()
+    return None if row is None else _info(row)
+
+
+def list_tokens(conn: Connection) -> list[TokenInfo]:
+    usage = {r.id: r.last_used_at for r in conn.execute(select(t.token_usage))}
+    rows = conn.execute(select(t.tokens).order_by(t.tokens.c.created_at, t.tokens.c.id))
+    return [_info(r, usage.get(r.id)) for r in rows]
+
+
+def revoke(conn: Connection, token_id: str, actor: str) -> TokenInfo:
+    info = find(conn, token_id)
+    if info is None:
+        raise NotFound(f"no token {token_id[:40]!r}: see 'artifactstore token list'")
+    if info.revoked_at is None:
+        append(conn, "token.revoked", token_id, {"id": token_id}, actor)
+    revoked = find(conn, token_id)
+    assert revoked is not None
+    return revoked
+
+
+def verify(conn: Connection, presented: str) -> TokenInfo | None:
+    """The active token ``presented`` names, or None (unknown, wrong, expired, revoked)."""
+    m = _TOKEN.fullmatch(presented)
+    if m is None:
+        return None
+    row = conn.execute(select(t.tokens).where(t.tokens.c.id == m.group(1))).first()
+    expected = row.secret_hash if row is not None else _hash("")  # same work either way
+    if not hmac.compare_digest(expected, _hash(m.group(2))) or row is None:
+        return None
+    info = _info(row)
+    return info if info.active(utc_now()) else None
