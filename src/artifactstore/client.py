@@ -28,6 +28,7 @@ import httpx
 from artifactstore import errors
 from artifactstore.controlplane.eventlog import GENESIS, Event, event_hash
 from artifactstore.controlplane.gc import GcReport
+from artifactstore.controlplane.tokens import TokenInfo
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import ArtifactStoreError, ChainBroken, DigestMismatch, InvalidInput
 from artifactstore.localfs import (
@@ -329,6 +330,23 @@ class RemoteStore:
     def list_schemas(self) -> list[dict[str, str]]:
         items: list[dict[str, str]] = self._request("GET", "/v1/schemas").json()["items"]
         return items
+
+    def create_token(
+        self, name: str, scopes: list[str], *, expires_in: float | None = None
+    ) -> tuple[TokenInfo, str]:
+        body = self._request(
+            "POST", "/v1/tokens", json={"name": name, "scopes": scopes, "expires_in": expires_in}
+        ).json()
+        secret = body.pop("secret")
+        return TokenInfo(**{**body, "scopes": tuple(body["scopes"])}), secret
+
+    def list_tokens(self) -> list[TokenInfo]:
+        items = self._request("GET", "/v1/tokens").json()["items"]
+        return [TokenInfo(**{**i, "scopes": tuple(i["scopes"])}) for i in items]
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        body = self._request("DELETE", f"/v1/tokens/{quote(token_id, safe='')}").json()
+        return TokenInfo(**{**body, "scopes": tuple(body["scopes"])})
 
     def gc(self, *, dry_run: bool = False, grace: float | None = None) -> GcReport:
         if grace is not None:

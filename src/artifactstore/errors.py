@@ -35,6 +35,7 @@ __all__ = [
     "SchemaExists",
     "SchemaNotFound",
     "StorageError",
+    "TooManyRequests",
     "Unauthenticated",
     "UnmigratedDatabase",
     "UploadBusy",
@@ -196,6 +197,17 @@ class Forbidden(ArtifactStoreError):
 
     code = "forbidden"
     title = "Forbidden"
+
+
+class TooManyRequests(ArtifactStoreError):
+    """Throttled (repeated failed authentication); ``retry_after`` in seconds."""
+
+    code = "too_many_requests"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class UnmigratedDatabase(ArtifactStoreError):

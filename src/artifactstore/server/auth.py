@@ -1,21 +1,34 @@
 """The one authentication and authorisation layer every route passes through.
 
 ``ROUTE_SCOPES`` says, for every route, which action it needs and where its
-namespace comes from. ``create_app`` refuses to start if a route has no entry,
-so a new route cannot forget its check. Authentication is pluggable: this
-build ships :class:`LoopbackDevAuth` (every caller is admin, and ``serve``
-only binds loopback with it); the tokens issue adds the real authenticator
-behind the same :class:`Authenticator` protocol.
+namespace comes from; ``create_app`` refuses to start if a route has no
+entry, so a new route cannot forget its check, and the permission tests are
+generated from the same table.
+
+Authentication (:class:`TokenAuth`): ``Authorization: Bearer ast_...``, or
+the token as the password of Basic auth (what OCI clients send). No
+credentials make the caller anonymous, who may read the namespaces that turn
+anonymous read on and nothing else. ``serve --no-auth`` swaps in
+:class:`LoopbackDevAuth` (everyone is admin; loopback addresses only).
+
+Failure answers never depend on whether a namespace or package exists: the
+check runs before any lookup, so the body and the work done are the same.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import binascii
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from starlette.requests import Request
 
-from artifactstore.errors import Forbidden
+from artifactstore.errors import Forbidden, TooManyRequests, Unauthenticated
+from artifactstore.store import Store
 
 __all__ = [
     "ROUTE_SCOPES",
@@ -23,33 +36,53 @@ __all__ = [
     "Authenticator",
     "LoopbackDevAuth",
     "Principal",
+    "TokenAuth",
     "authorize",
 ]
 
-Action = Literal["public", "read", "write", "delete", "admin"]
+#: public: anyone; authenticated: any valid token; the rest: that scope on the namespace.
+Action = Literal["public", "authenticated", "read", "write", "delete", "admin"]
 #: Where a route's namespace comes from: a path parameter, a query parameter, or nowhere.
 NsSource = Literal["path:ns", "query:namespace", "none"]
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the actor name recorded in events, and what they may do."""
+    """Who is calling: the actor recorded in events, and what they may do."""
 
     actor: str
     admin: bool = False
     scopes: frozenset[str] = frozenset()
+    anonymous: bool = False
 
     def may(self, action: Action, namespace: str | None) -> bool:
         if action == "public" or self.admin:
             return True
+        if action == "authenticated":
+            return not self.anonymous
+        if action == "admin" and namespace is None:
+            return False  # global admin routes
         if namespace is None:
-            return False
-        return f"{namespace}:{action}" in self.scopes or f"{namespace}:admin" in self.scopes
+            return bool(self.namespaces(action))  # the route filters by namespace itself
+        return namespace in self.namespaces(action)
+
+    def namespaces(self, action: Action) -> set[str]:
+        """The namespaces this principal may ``action`` in (``NS:admin`` grants every action)."""
+        out = set()
+        for scope in self.scopes:
+            ns, _, level = scope.rpartition(":")
+            if level in (action, "admin"):
+                out.add(ns)
+        return out
+
+    def readable(self) -> set[str] | None:
+        """Namespaces whose contents this principal may see (None: all)."""
+        return None if self.admin else self.namespaces("read")
 
 
 class Authenticator(Protocol):
     def authenticate(self, request: Request) -> Principal:
-        """Identify the caller; raise an ArtifactStoreError (401) for bad credentials."""
+        """Identify the caller; raise Unauthenticated for bad credentials."""
 
 
 class LoopbackDevAuth:
@@ -57,6 +90,83 @@ class LoopbackDevAuth:
 
     def authenticate(self, request: Request) -> Principal:
         return Principal(actor="anonymous@loopback", admin=True)
+
+
+@dataclass
+class _Throttle:
+    """Failed authentications per client address, in a sliding window (per process)."""
+
+    limit: int = 10
+    window: float = 60.0
+    failures: dict[str, deque[float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self, client: str) -> None:
+        now = time.monotonic()
+        with self.lock:
+            recent = self.failures.get(client)
+            if recent is None:
+                return
+            while recent and recent[0] < now - self.window:
+                recent.popleft()
+            if len(recent) >= self.limit:
+                retry = int(recent[0] + self.window - now) + 1
+                raise TooManyRequests(
+                    f"too many failed authentications from this address: retry in {retry} s",
+                    retry_after=retry,
+                )
+
+    def fail(self, client: str) -> None:
+        with self.lock:
+            if len(self.failures) > 10_000:
+                self.failures.clear()
+            self.failures.setdefault(client, deque()).append(time.monotonic())
+
+
+class TokenAuth:
+    """API tokens from the store; checked against the database on every request,
+    so a revocation is effective on the very next request on every replica."""
+
+    def __init__(self, store: Store, *, failure_limit: int = 10, window: float = 60.0) -> None:
+        self._store = store
+        self._throttle = _Throttle(failure_limit, window)
+
+    def authenticate(self, request: Request) -> Principal:
+        client = request.client.host if request.client else "unknown"
+        self._throttle.check(client)
+        presented = _credentials(request.headers.get("authorization"))
+        if presented is None:
+            readable = self._store.anonymous_namespaces()
+            return Principal(
+                actor="anonymous",
+                scopes=frozenset(f"{ns}:read" for ns in readable),
+                anonymous=True,
+            )
+        info = self._store.authenticate(presented)
+        if info is None:
+            self._throttle.fail(client)
+            raise Unauthenticated("the token is unknown, expired or revoked")
+        return Principal(
+            actor=info.actor,
+            admin="admin" in info.scopes,
+            scopes=frozenset(s for s in info.scopes if s != "admin"),
+        )
+
+
+def _credentials(header: str | None) -> str | None:
+    """The token in a Bearer or Basic (password) Authorization header."""
+    if header is None:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthenticated("malformed Basic credentials") from None
+        return decoded.partition(":")[2]
+    raise Unauthenticated("use Authorization: Bearer <token> (or Basic with the token as password)")
 
 
 #: (method, route path) -> (action, namespace source). HEAD shares GET's entry.
@@ -79,14 +189,23 @@ ROUTE_SCOPES: dict[tuple[str, str], tuple[Action, NsSource]] = {
     ("GET", "/v1/packages/{ns}/{name}/{version}/files/{path:path}"): ("read", "path:ns"),
     ("GET", "/v1/packages/{ns}/{name}/{version}/archive"): ("read", "path:ns"),
     ("GET", "/v1/packages"): ("read", "query:namespace"),
+    ("PUT", "/v1/namespaces/{ns}"): ("admin", "path:ns"),
+    ("GET", "/v1/namespaces/{ns}"): ("read", "path:ns"),
     ("PUT", "/v1/schemas/{schema_id}"): ("admin", "none"),
-    ("GET", "/v1/schemas/{schema_id}"): ("public", "none"),
-    ("GET", "/v1/schemas"): ("public", "none"),
+    ("GET", "/v1/schemas/{schema_id}"): ("authenticated", "none"),
+    ("GET", "/v1/schemas"): ("authenticated", "none"),
     ("GET", "/v1/events"): ("admin", "none"),
     ("POST", "/v1/admin/gc"): ("admin", "none"),
+    ("POST", "/v1/tokens"): ("admin", "none"),
+    ("GET", "/v1/tokens"): ("admin", "none"),
+    ("DELETE", "/v1/tokens/{token_id}"): ("admin", "none"),
 }
 
 
 def authorize(principal: Principal, action: Action, namespace: str | None) -> None:
-    if not principal.may(action, namespace):
-        raise Forbidden(f"{principal.actor} may not {action} here")
+    """Raise unless ``principal`` may ``action``: 401 for anonymous callers, else 403."""
+    if principal.may(action, namespace):
+        return
+    if principal.anonymous:
+        raise Unauthenticated("this needs a token: set ARTIFACTSTORE_TOKEN (Bearer auth)")
+    raise Forbidden(f"{principal.actor} may not {action} here")

@@ -24,6 +24,7 @@ _STATUS: tuple[tuple[type[e.ArtifactStoreError], int], ...] = (
     (e.DigestMismatch, 422),
     (e.IntegrityError, 500),  # stored data damaged: the server's fault, reported honestly
     (e.Unauthenticated, 401),
+    (e.TooManyRequests, 429),
     (e.Forbidden, 403),
     (e.LimitExceeded, 413),
     (e.InvalidInput, 422),
@@ -76,6 +77,10 @@ def problem_response(
         extra["missing"] = exc.digests
     if isinstance(exc, e.InvalidMetadata):
         extra["pointer"] = exc.pointer
+    if isinstance(exc, e.Unauthenticated):
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="artifactstore"'}
+    if isinstance(exc, e.TooManyRequests):
+        headers = {**(headers or {}), "Retry-After": str(exc.retry_after)}
     if isinstance(exc, e.UploadOffsetMismatch):
         extra["offset"] = exc.offset
         headers = {**(headers or {}), "Upload-Offset": str(exc.offset)}

@@ -1,0 +1,162 @@
+"""/v1/tokens (API tokens; the secret is in the creation response only) and
+/v1/namespaces/{ns} (namespace settings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+
+from artifactstore.errors import InvalidInput
+from artifactstore.model.jsonio import strict_json_loads
+from artifactstore.server.params import Ns
+from artifactstore.server.problems import Problem
+from artifactstore.server.routes.packages import _read_body
+from artifactstore.store import Store
+
+router = APIRouter()
+PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+MAX_BODY = 64 * 1024
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    revoked_at: str | None
+    last_used_at: float | None
+
+
+class TokenCreated(TokenOut):
+    secret: str = Field(description="Shown once; store it now.")
+
+
+class TokenList(BaseModel):
+    items: list[TokenOut]
+
+
+class NamespaceSettings(BaseModel):
+    anonymous_read: bool = False
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    body = strict_json_loads(await _read_body(request, MAX_BODY), error=InvalidInput)
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return body
+
+
+@router.post(
+    "/v1/tokens",
+    tags=["tokens"],
+    status_code=201,
+    summary="Create a token (the secret is shown once)",
+    response_model=TokenCreated,
+    responses={413: PROBLEM, 422: PROBLEM},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["name", "scopes"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "scopes": {"type": "array", "items": {"type": "string"}},
+                            "expires_in": {"type": ["number", "null"]},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def create_token(request: Request) -> JSONResponse:
+    store: Store = request.app.state.store
+    body = await _json_object(request)
+    name, scopes, expires = body.get("name"), body.get("scopes"), body.get("expires_in")
+    if not isinstance(name, str) or not isinstance(scopes, list):
+        raise InvalidInput('send {"name": string, "scopes": [string, ...]}')
+    if not all(isinstance(s, str) for s in scopes):
+        raise InvalidInput("scopes are strings such as ci:read or admin")
+    if expires is not None and (
+        isinstance(expires, bool) or not isinstance(expires, int | float) or not 0 < expires < 1e10
+    ):
+        raise InvalidInput("expires_in is a positive number of seconds")
+    info, secret = await run_in_threadpool(
+        lambda: store.create_token(
+            name, scopes, expires_in=expires, actor=request.state.principal.actor
+        )
+    )
+    return JSONResponse(
+        {**info.to_json(), "secret": secret},
+        status_code=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get(
+    "/v1/tokens",
+    tags=["tokens"],
+    summary="List tokens (never their secrets)",
+    response_model=TokenList,
+)
+async def list_tokens(request: Request) -> dict[str, Any]:
+    store: Store = request.app.state.store
+    items = await run_in_threadpool(store.list_tokens)
+    return {"items": [i.to_json() for i in items]}
+
+
+@router.delete(
+    "/v1/tokens/{token_id}",
+    tags=["tokens"],
+    summary="Revoke a token (effective on the next request)",
+    response_model=TokenOut,
+    responses={404: PROBLEM},
+)
+async def revoke_token(request: Request, token_id: str) -> dict[str, Any]:
+    store: Store = request.app.state.store
+    info = await run_in_threadpool(store.revoke_token, token_id, request.state.principal.actor)
+    return info.to_json()
+
+
+@router.put(
+    "/v1/namespaces/{ns}",
+    tags=["namespaces"],
+    summary="Replace a namespace's settings",
+    response_model=NamespaceSettings,
+    responses={413: PROBLEM, 422: PROBLEM},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/NamespaceSettings"}}
+            },
+        }
+    },
+)
+async def put_namespace(request: Request, ns: Ns) -> dict[str, Any]:
+    store: Store = request.app.state.store
+    body = await _json_object(request)
+    return await run_in_threadpool(
+        store.set_namespace_settings, ns, body, request.state.principal.actor
+    )
+
+
+@router.get(
+    "/v1/namespaces/{ns}",
+    tags=["namespaces"],
+    summary="A namespace's settings",
+    response_model=NamespaceSettings,
+    responses={422: PROBLEM},
+)
+async def get_namespace(request: Request, ns: Ns) -> dict[str, Any]:
+    store: Store = request.app.state.store
+    return await run_in_threadpool(store.namespace_settings, ns)
