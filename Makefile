@@ -27,7 +27,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 serve: $(STAMP)
-	$(BIN)/artifactstore serve --host 127.0.0.1 --port 8000 --no-auth
+	$(BIN)/artifactstore serve --host 127.0.0.1 --port 8000
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

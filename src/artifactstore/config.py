@@ -67,6 +67,9 @@ class Settings:
     max_metadata_bytes: int = _help(
         "largest metadata document, in bytes of canonical JSON", 1024 * 1024
     )
+    no_auth: bool = _help(
+        "serve without authentication: every caller is admin (loopback addresses only)", False
+    )
     body_idle_timeout: float = _help(
         "seconds a request body may pause before the server gives up (HTTP 408)", 30.0
     )

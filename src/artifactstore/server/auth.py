@@ -27,7 +27,7 @@ from typing import Literal, Protocol
 
 from starlette.requests import Request
 
-from artifactstore.errors import Forbidden, TooManyRequests, Unauthenticated
+from artifactstore.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated
 from artifactstore.store import Store
 
 __all__ = [
@@ -38,6 +38,8 @@ __all__ = [
     "Principal",
     "TokenAuth",
     "authorize",
+    "readable_scope",
+    "upload_namespace",
 ]
 
 #: public: anyone; authenticated: any valid token; the rest: that scope on the namespace.
@@ -200,6 +202,31 @@ ROUTE_SCOPES: dict[tuple[str, str], tuple[Action, NsSource]] = {
     ("GET", "/v1/tokens"): ("admin", "none"),
     ("DELETE", "/v1/tokens/{token_id}"): ("admin", "none"),
 }
+
+
+def upload_namespace(principal: Principal, requested: str | None) -> str | None:
+    """The namespace an upload is recorded for (SPEC section 4, blob visibility).
+
+    Named by the request, or implied when the token writes exactly one
+    namespace; a global admin's upload that names none is held by none.
+    """
+    if requested is not None or principal.admin:
+        return requested
+    writable = principal.namespaces("write")
+    if len(writable) == 1:
+        return next(iter(writable))
+    raise InvalidInput(
+        "name the namespace of this upload (?namespace=NS): the token writes several"
+    )
+
+
+def readable_scope(principal: Principal, requested: str | None) -> set[str] | None:
+    """The namespaces a lookup may see through (None: every one, for a global admin)."""
+    if principal.admin:
+        return None
+    if requested is not None:
+        return {requested}  # the guard checked the caller may read it
+    return principal.namespaces("read")
 
 
 def authorize(principal: Principal, action: Action, namespace: str | None) -> None:

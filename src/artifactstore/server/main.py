@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import sys
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from artifactstore.config import Settings
 from artifactstore.errors import InvalidInput
 from artifactstore.server.app import ServerLimits, create_app
+from artifactstore.server.auth import LoopbackDevAuth
 from artifactstore.store import Store
 
 __all__ = ["app_from_env", "check_bind", "run"]
@@ -34,7 +36,8 @@ def app_from_env() -> FastAPI:
     limits = ServerLimits(
         idle_timeout=settings.body_idle_timeout, total_timeout=settings.body_total_timeout
     )
-    app = create_app(store, limits=limits)
+    auth = LoopbackDevAuth() if settings.no_auth else None  # None: token authentication
+    app = create_app(store, auth=auth, limits=limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -60,15 +63,25 @@ async def _expire_uploads(store: Store) -> None:
 def check_bind(host: str, no_auth: bool) -> None:
     """Without authentication, only loopback addresses may be bound (SPEC section 4)."""
     if not no_auth:
-        raise InvalidInput(
-            "token authentication is not built yet: run 'serve --no-auth' (loopback only)"
-        )
+        return
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
     if not loopback:
         raise InvalidInput(f"--no-auth refuses to listen on {host!r}: bind 127.0.0.1 or ::1")
+
+
+def bootstrap_admin(store: Store) -> str | None:
+    """On a store without tokens, create the first admin token; returns its secret.
+
+    There is no default password: the secret is printed once by ``serve`` and
+    ``artifactstore token create --admin`` on the server host recovers access.
+    """
+    if store.token_count() > 0:
+        return None
+    _info, secret = store.create_token("bootstrap-admin", ["admin"], actor="serve:bootstrap")
+    return secret
 
 
 def run(
@@ -80,7 +93,19 @@ def run(
     server: Literal["uvicorn", "granian"],
 ) -> None:
     """Prepare the store (migrate a new one, refuse an outdated one), then serve."""
-    Store.from_config(settings, create=True).close()
+    store = Store.from_config(settings, create=True)
+    try:
+        secret = None if settings.no_auth else bootstrap_admin(store)
+    finally:
+        store.close()
+    if secret is not None:
+        print(
+            "created the first admin token (shown only now; store it safely):\n"
+            f"  ARTIFACTSTORE_TOKEN={secret}",
+            file=sys.stderr,
+            flush=True,
+        )
+    os.environ["ARTIFACTSTORE_NO_AUTH"] = "1" if settings.no_auth else "0"
     os.environ["ARTIFACTSTORE_HOME"] = str(settings.home.absolute())
     os.environ["ARTIFACTSTORE_DATABASE_URL"] = settings.database_url
     os.environ["ARTIFACTSTORE_STORAGE_URL"] = settings.storage_url

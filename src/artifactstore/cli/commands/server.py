@@ -33,11 +33,11 @@ def serve(
     """Serve the HTTP API over this store."""
     from artifactstore.server.main import check_bind, run
 
-    check_bind(host, no_auth)
-    settings = Settings.load(home=ctx.home)
+    settings = Settings.load(home=ctx.home, no_auth=no_auth or None)
+    check_bind(host, settings.no_auth)
     note(
         f"artifact-store serving {settings.home} on http://{host}:{port} ({server_impl}, "
-        f"{workers} worker{'s' if workers > 1 else ''}{', no auth' if no_auth else ''})"
+        f"{workers} worker{'s' if workers > 1 else ''}{', no auth' if settings.no_auth else ''})"
     )
     run(settings, host=host, port=port, workers=workers, server=server_impl)  # type: ignore[arg-type]
 
