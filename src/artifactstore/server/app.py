@@ -7,22 +7,24 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from artifactstore.errors import ArtifactStoreError
-from artifactstore.server.auth import ROUTE_SCOPES, Authenticator, LoopbackDevAuth, authorize
+from artifactstore.server.auth import ROUTE_SCOPES, Authenticator, TokenAuth, authorize
 from artifactstore.server.bodies import BodyTimeout, RangeNotSatisfiable
 from artifactstore.server.metrics import Metrics
 from artifactstore.server.problems import plain_problem, problem_response
-from artifactstore.server.routes import blobs, events, health, packages, schemas, uploads
+from artifactstore.server.routes import blobs, events, health, packages, schemas, tokens, uploads
 from artifactstore.store import Store
 
 __all__ = ["ServerLimits", "create_app"]
@@ -54,7 +56,8 @@ async def guard(request: Request) -> None:
         namespace = request.path_params.get("ns")
     elif source == "query:namespace":
         namespace = request.query_params.get("namespace")
-    principal = request.app.state.auth.authenticate(request)
+    # Authentication reads the database: off the event loop.
+    principal = await run_in_threadpool(request.app.state.auth.authenticate, request)
     authorize(principal, action, namespace)
     request.state.principal = principal
 
@@ -149,10 +152,10 @@ def create_app(
         redirect_slashes=False,
     )
     app.state.store = store
-    app.state.auth = auth or LoopbackDevAuth()
+    app.state.auth = auth or TokenAuth(store)
     app.state.limits = limits or ServerLimits()
     app.state.metrics = Metrics()
-    for module in (health, blobs, uploads, packages, schemas, events):
+    for module in (health, blobs, uploads, packages, schemas, events, tokens):
         app.include_router(module.router)
     _check_route_table(app)
 
@@ -174,7 +177,7 @@ def create_app(
             # Starlette names only the last route that matched the path; a path
             # served by several routes (GET and PUT, say) allows all their methods.
             allowed: set[str] = set()
-            for route in app.router.routes:
+            for route in _flat_routes(app.router.routes):
                 match, _ = route.matches({**request.scope, "method": "\0"})
                 if match is not Match.NONE:
                     allowed.update(getattr(route, "methods", None) or ())
@@ -195,6 +198,20 @@ def create_app(
     async def disconnected(_request: Request, _exc: ClientDisconnect) -> Response:
         return plain_problem(400, "client_disconnected", "Client disconnected", "body cut off")
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # A bug, not a client error: still a problem document, never a bare text page.
+        # This answer is sent outside AccessLog (which logged the 500), so it
+        # carries the request id itself; Starlette logs the traceback after it.
+        request_id = request.scope.get("state", {}).get("request_id", "")
+        return plain_problem(
+            500,
+            "internal_error",
+            "Internal error",
+            f"unexpected {type(exc).__name__}",
+            {"X-Request-Id": request_id} if request_id else None,
+        )
+
     @app.exception_handler(BodyTimeout)
     async def slow_body(_request: Request, exc: BodyTimeout) -> Response:
         return plain_problem(
@@ -207,9 +224,24 @@ def create_app(
     return app
 
 
+def _flat_routes(routes: Sequence[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every endpoint route, including those of included routers.
+
+    FastAPI 0.16x no longer copies an included router's routes into the app:
+    ``app.routes`` holds one wrapper per ``include_router`` (with the router
+    as ``original_router``). Older versions hold the routes themselves.
+    """
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _flat_routes(inner.routes)
+        else:
+            yield route
+
+
 def _check_route_table(app: FastAPI) -> None:
     """Every route must have an entry in ROUTE_SCOPES: a new route cannot skip auth."""
-    for route in app.routes:
+    for route in _flat_routes(app.routes):
         for method in getattr(route, "methods", None) or ():
             if method == "HEAD":
                 continue

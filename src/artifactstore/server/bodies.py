@@ -18,10 +18,18 @@ from typing import Any
 
 import anyio
 from anyio import to_thread
+from starlette.requests import ClientDisconnect
 
 from artifactstore.errors import InvalidInput, LimitExceeded
 
-__all__ = ["BodyTimeout", "ByteRange", "RangeNotSatisfiable", "feed", "parse_range"]
+__all__ = [
+    "BodyTimeout",
+    "ByteRange",
+    "RangeNotSatisfiable",
+    "declared_over",
+    "feed",
+    "parse_range",
+]
 
 BUFFER = 1 << 20
 
@@ -34,6 +42,13 @@ class RangeNotSatisfiable(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(size)
         self.size = size
+
+
+def declared_over(content_length: str, limit: int) -> bool:
+    """True if a ``Content-Length`` header announces more than ``limit`` bytes."""
+    if not (content_length.isascii() and content_length.isdigit()):
+        return False  # not a length: the HTTP server refuses it, feed() enforces the limit
+    return len(content_length) > 19 or int(content_length) > limit
 
 
 async def feed(
@@ -56,16 +71,23 @@ async def feed(
     deadline = anyio.current_time() + total_timeout
     iterator = stream.__aiter__()
     while True:
-        wait = min(idle_timeout, deadline - anyio.current_time())
-        if wait <= 0:
-            raise BodyTimeout("request body took too long")
-        with anyio.move_on_after(wait) as scope:
-            try:
-                chunk = await iterator.__anext__()
-            except StopAsyncIteration:
-                break
-        if scope.cancelled_caught:
-            raise BodyTimeout("request body stalled")
+        try:
+            wait = min(idle_timeout, deadline - anyio.current_time())
+            if wait <= 0:
+                raise BodyTimeout("request body took too long")
+            with anyio.move_on_after(wait) as scope:
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+            if scope.cancelled_caught:
+                raise BodyTimeout("request body stalled")
+        except (BodyTimeout, ClientDisconnect):
+            # The body broke off: what arrived intact still reaches the sink, so
+            # a resumable upload keeps it (tus: store as much as possible).
+            if pending:
+                await to_thread.run_sync(sink, b"".join(pending))
+            raise
         if not chunk:
             continue
         total += len(chunk)
@@ -92,7 +114,14 @@ class ByteRange:
         return self.start + self.length - 1
 
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+#: Past any representation's size; longer numbers are not converted (int() of
+#: thousands of digits is slow, and refused past 4300 digits).
+_HUGE = 10**19
+
+
+def _number(digits: str) -> int:
+    return int(digits) if len(digits) <= 19 else _HUGE
 
 
 def parse_range(header: str | None, size: int) -> ByteRange | None:
@@ -113,15 +142,15 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if first == "" and last == "":
         return None
     if first == "":
-        suffix = int(last)
+        suffix = _number(last)
         if suffix == 0 or size == 0:
             raise RangeNotSatisfiable(size)
         suffix = min(suffix, size)
         return ByteRange(size - suffix, suffix)
-    start = int(first)
+    start = _number(first)
     if start >= size:
         raise RangeNotSatisfiable(size)
-    end = size - 1 if last == "" else min(int(last), size - 1)
+    end = size - 1 if last == "" else min(_number(last), size - 1)
     if end < start:
         return None  # invalid: last < first -> ignore the header (RFC 9110 14.1.1)
     return ByteRange(start, end - start + 1)

@@ -9,7 +9,8 @@ from starlette.responses import JSONResponse, Response
 
 from artifactstore.errors import BlobNotFound, LimitExceeded
 from artifactstore.model.identity import Digest
-from artifactstore.server.bodies import feed
+from artifactstore.server.auth import readable_scope, upload_namespace
+from artifactstore.server.bodies import declared_over, feed
 from artifactstore.server.params import DigestParam, DigestQuery, NamespaceQuery
 from artifactstore.server.problems import Problem
 from artifactstore.server.serving import BYTES_RESPONSES, send_blob
@@ -44,7 +45,8 @@ async def get_blob(
 ) -> Response:
     store = request.app.state.store
     wanted = Digest.parse(digest)
-    record = await run_in_threadpool(store.find_blob, wanted)
+    readable = readable_scope(request.state.principal, namespace)
+    record = await run_in_threadpool(store.find_blob, wanted, readable)
     if record is None:
         raise BlobNotFound(f"blob {wanted} is not in the store")
     return send_blob(request, store, record, "application/octet-stream")
@@ -74,9 +76,11 @@ async def post_blob(
     expected = Digest.parse(digest) if digest else None
     limit = store.settings.max_upload_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared_over(declared, limit):
         raise LimitExceeded(f"body of {declared} bytes is over the upload limit of {limit}")
-    upload = await run_in_threadpool(store.uploads.begin_blob, request.state.principal.actor)
+    principal = request.state.principal
+    target = upload_namespace(principal, namespace)
+    upload = await run_in_threadpool(store.uploads.begin_blob, principal.actor, target)
     try:
         await feed(
             request.stream(),

@@ -21,8 +21,17 @@ from artifactstore.errors import (
 from artifactstore.model.identity import Namespace, PackageName, Reference, Version
 from artifactstore.model.manifest import Manifest
 from artifactstore.model.paths import PackagePath
-from artifactstore.server.bodies import feed
-from artifactstore.server.params import Cursor, Name, NameQuery, NamespaceQuery, Ns, Ver
+from artifactstore.server.auth import readable_scope
+from artifactstore.server.bodies import declared_over, feed
+from artifactstore.server.params import (
+    MANIFEST_JSON_SCHEMA,
+    Cursor,
+    Name,
+    NameQuery,
+    NamespaceQuery,
+    Ns,
+    Ver,
+)
 from artifactstore.server.problems import Problem
 from artifactstore.server.serving import FILE_RESPONSES, send_blob
 from artifactstore.store import Store
@@ -70,7 +79,7 @@ def _ref(ns: str, name: str, version: str) -> Reference:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared_over(declared, limit):
         raise LimitExceeded(f"body of {declared} bytes is over the limit of {limit}")
     parts: list[bytes] = []
     limits = request.app.state.limits
@@ -94,7 +103,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"type": "object"}},
+                "application/json": {"schema": MANIFEST_JSON_SCHEMA},
                 CBOR: {"schema": {"type": "string", "format": "binary"}},
             },
         }
@@ -120,7 +129,9 @@ async def put_version(request: Request, ns: Ns, name: Name, version: Ver) -> JSO
             f"{manifest.version}, but the URL names {ref}"
         )
     principal = request.state.principal
-    result = await run_in_threadpool(store.commit_manifest, manifest, principal.actor)
+    result = await run_in_threadpool(
+        lambda: store.commit_manifest(manifest, principal.actor, require_held=not principal.admin)
+    )
     body_out = {**result.record.summary(), "created_now": result.created}
     return JSONResponse(
         body_out,
@@ -194,6 +205,10 @@ async def delete_version(request: Request, ns: Ns, name: Name, version: Ver) -> 
 )
 async def get_file(request: Request, ns: Ns, name: Name, version: Ver, path: str) -> Response:
     store: Store = request.app.state.store
+    if not request.scope["path"].endswith(path):
+        # Starlette's route pattern ends in "$", which also matches before a final
+        # newline: ".../files/a.txt%0A" would arrive as "a.txt" and serve that file.
+        raise PackageNotFound("no file path ends in a newline")
     try:
         wanted = PackagePath(path)
     except InvalidPath as exc:  # no package can hold such a path: absent, with the reason
@@ -284,6 +299,7 @@ async def query(
             created_before=created_before,
             limit=limit,
             cursor=cursor,
+            readable=readable_scope(request.state.principal, namespace),
         )
     )
     body = {"items": [r.summary() for r in page.items], "next_cursor": page.next_cursor}

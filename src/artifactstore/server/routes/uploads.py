@@ -11,14 +11,16 @@ import base64
 import binascii
 import email.utils
 import re
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from artifactstore.errors import InvalidInput
+from artifactstore.errors import InvalidInput, UploadNotFound
 from artifactstore.model.identity import Digest, Namespace
+from artifactstore.server.auth import authorize, upload_namespace
 from artifactstore.server.bodies import feed
 from artifactstore.server.params import DigestQuery, NamespaceQuery, UploadId
 from artifactstore.server.problems import Problem, plain_problem
@@ -32,8 +34,40 @@ TUS_EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUM_ALGORITHMS = ("sha256", "sha1", "md5")
 OFFSET_TYPE = "application/offset+octet-stream"
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
 _META_KEY = re.compile(r"[!-+\--~]+")  # printable ASCII without space and comma
+
+
+def _header(name: str, schema: Mapping[str, object], description: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _response_header(
+    description: str, schema: Mapping[str, object] | None = None
+) -> dict[str, object]:
+    return {"description": description, "schema": schema or {"type": "string"}}
+
+
+# OpenAPI declarations of the tus headers: schemathesis generates and checks them.
+_COUNT = {"type": "string", "pattern": r"^[0-9]{1,19}$"}
+_TUS_RESUMABLE = _header("Tus-Resumable", {"type": "string"}, f"tus version: {TUS_VERSION}")
+_UPLOAD_LENGTH = _header("Upload-Length", _COUNT, "Total size of the upload in bytes")
+_UPLOAD_CHECKSUM = _header(
+    "Upload-Checksum",
+    {"type": "string", "pattern": r"^(sha256|sha1|md5) [A-Za-z0-9+/]*={0,2}$"},
+    "tus checksum of this request's body: ALGORITHM BASE64",
+)
+_BYTES_BODY = {"content": {OFFSET_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
+_OFFSET_OUT = {"Upload-Offset": _response_header("Bytes received so far", _COUNT)}
+_TUS_OUT = {
+    "Tus-Resumable": _response_header("tus version", {"type": "string", "const": TUS_VERSION})
+}
 
 
 class UploadStatus(BaseModel):
@@ -101,7 +135,8 @@ def _parse_metadata(header: str | None) -> dict[str, str]:
 def _parse_int(value: str | None, name: str) -> int | None:
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 19:
+    # isascii: str.isdigit() also accepts digits int() refuses, such as "\u00b2".
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
         raise InvalidInput(f"{name} must be a non-negative integer")
     return int(value)
 
@@ -143,6 +178,20 @@ async def _append(request: Request, store: Store, handle: SessionAppend) -> Uplo
     return await run_in_threadpool(handle.finish)
 
 
+async def _own_session(request: Request, store: Store, upload_id: str) -> UploadSession:
+    """The session, if the caller may write into its namespace; else as if absent."""
+    session = await run_in_threadpool(store.uploads.get, upload_id)
+    principal = request.state.principal
+    allowed = principal.admin or (
+        principal.may("write", session.namespace)
+        if session.namespace is not None
+        else session.actor == principal.actor
+    )
+    if not allowed:
+        raise UploadNotFound(f"upload {upload_id[:64]} does not exist, was aborted or expired")
+    return session
+
+
 @router.options("/v1/uploads", status_code=204, summary="tus capabilities")
 async def options(request: Request) -> Response:
     store = request.app.state.store
@@ -163,13 +212,35 @@ async def options(request: Request) -> Response:
     status_code=201,
     summary="Open a resumable upload session (tus creation)",
     responses={
-        201: {"description": "Created"},
+        201: {
+            "description": "Created",
+            "headers": {
+                "Location": {**_response_header("The upload's URL"), "required": True},
+                **_OFFSET_OUT,
+                **_TUS_OUT,
+            },
+        },
         409: PROBLEM,
         412: PROBLEM,
         413: PROBLEM,
         422: PROBLEM,
     },
     response_class=Response,
+    openapi_extra={
+        "parameters": [
+            _TUS_RESUMABLE,
+            _UPLOAD_LENGTH,
+            _header("Upload-Defer-Length", {"type": "string", "enum": ["1"]}, "Length later"),
+            _header(
+                "Upload-Metadata",
+                {"type": "string"},
+                "tus metadata: comma-separated 'key base64value' pairs (key namespace names "
+                "the namespace)",
+            ),
+            _UPLOAD_CHECKSUM,
+        ],
+        "requestBody": {"required": False, **_BYTES_BODY},
+    },
 )
 async def create_upload(request: Request, namespace: NamespaceQuery = None) -> Response:
     if (refusal := _check_tus_version(request)) is not None:
@@ -183,9 +254,11 @@ async def create_upload(request: Request, namespace: NamespaceQuery = None) -> R
         raise InvalidInput("send Upload-Length or Upload-Defer-Length, not both")
     metadata = _parse_metadata(request.headers.get("upload-metadata"))
     ns = namespace or metadata.get("namespace")
+    principal = request.state.principal
     if ns is not None:
         Namespace(ns)
-    principal = request.state.principal
+        authorize(principal, "write", ns)  # the tus metadata may name it, past the guard
+    ns = upload_namespace(principal, ns)
     session = await run_in_threadpool(
         lambda: store.uploads.create(
             namespace=ns, length=length, metadata=metadata, actor=principal.actor
@@ -205,18 +278,28 @@ async def create_upload(request: Request, namespace: NamespaceQuery = None) -> R
     operation_id="upload_status",
     summary="Upload offset (tus HEAD) and state",
     response_model=UploadStatus,
-    responses={404: PROBLEM},
+    responses={
+        200: {
+            "headers": {**_OFFSET_OUT, **_TUS_OUT, "Cache-Control": _response_header("no-store")}
+        },
+        404: PROBLEM,
+    },
 )
 @router.head(
     "/v1/uploads/{upload_id}",
     operation_id="upload_status_head",
     summary="Upload offset (tus HEAD) and state",
     response_model=UploadStatus,
-    responses={404: PROBLEM},
+    responses={
+        200: {
+            "headers": {**_OFFSET_OUT, **_TUS_OUT, "Cache-Control": _response_header("no-store")}
+        },
+        404: PROBLEM,
+    },
 )
 async def upload_status(request: Request, upload_id: UploadId) -> Response:
     store: Store = request.app.state.store
-    session = await run_in_threadpool(store.uploads.get, upload_id)
+    session = await _own_session(request, store, upload_id)
     headers = {**_tus_headers(session), "Cache-Control": "no-store"}
     body = UploadStatus(
         id=session.id,
@@ -238,7 +321,7 @@ async def upload_status(request: Request, upload_id: UploadId) -> Response:
     status_code=204,
     summary="Append bytes at Upload-Offset (or Content-Range)",
     responses={
-        204: {"description": "Appended"},
+        204: {"description": "Appended", "headers": {**_OFFSET_OUT, **_TUS_OUT}},
         404: PROBLEM,
         409: PROBLEM,
         412: PROBLEM,
@@ -249,9 +332,18 @@ async def upload_status(request: Request, upload_id: UploadId) -> Response:
     },
     response_class=Response,
     openapi_extra={
-        "requestBody": {
-            "content": {OFFSET_TYPE: {"schema": {"type": "string", "format": "binary"}}}
-        }
+        "parameters": [
+            _TUS_RESUMABLE,
+            _header("Upload-Offset", _COUNT, "Where this body starts (tus)"),
+            _header(
+                "Content-Range",
+                {"type": "string", "pattern": r"^bytes [0-9]{1,19}-[0-9]{1,19}/([0-9]{1,19}|\*)$"},
+                "Where this body starts, for plain HTTP clients: bytes FIRST-LAST/*",
+            ),
+            _UPLOAD_LENGTH,
+            _UPLOAD_CHECKSUM,
+        ],
+        "requestBody": _BYTES_BODY,
     },
 )
 async def patch_upload(request: Request, upload_id: UploadId) -> Response:
@@ -277,6 +369,7 @@ async def patch_upload(request: Request, upload_id: UploadId) -> Response:
         offset = int(m.group(1))
         if int(m.group(2)) < offset:
             raise InvalidInput("Content-Range ends before it starts")
+    await _own_session(request, store, upload_id)
     new_length = _parse_int(request.headers.get("upload-length"), "Upload-Length")
     if new_length is not None:
         await run_in_threadpool(store.uploads.declare_length, upload_id, new_length)
@@ -296,6 +389,7 @@ async def complete_upload(
 ) -> JSONResponse:
     store: Store = request.app.state.store
     expected = Digest.parse(digest) if digest else None
+    await _own_session(request, store, upload_id)
     digests = await run_in_threadpool(store.uploads.complete, upload_id, expected)
     return JSONResponse(
         {"digest": str(digests.blake3), "sha256": str(digests.sha256), "size": digests.size},
@@ -312,5 +406,6 @@ async def complete_upload(
 )
 async def delete_upload(request: Request, upload_id: UploadId) -> Response:
     store: Store = request.app.state.store
+    await _own_session(request, store, upload_id)
     await run_in_threadpool(store.uploads.abort, upload_id)
     return Response(status_code=204, headers={"Tus-Resumable": TUS_VERSION})
