@@ -67,6 +67,9 @@ class Settings:
     max_metadata_bytes: int = _help(
         "largest metadata document, in bytes of canonical JSON", 1024 * 1024
     )
+    auth_failures_per_minute: int = _help(
+        "failed authentications per client address per minute before 429", 10
+    )
     no_auth: bool = _help(
         "serve without authentication: every caller is admin (loopback addresses only)", False
     )

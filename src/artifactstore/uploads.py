@@ -26,6 +26,7 @@ import json
 import secrets
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,11 +126,16 @@ class BlobUpload:
 
 
 class _ClaimKeeper:
-    """Renews one session's claim every CLAIM_RENEW seconds until stopped."""
+    """Renews one session's claim every CLAIM_RENEW seconds until stopped.
 
-    def __init__(self, service: UploadService, upload_id: str) -> None:
+    It stops by itself once its append is gone without finish() or abort()
+    (a cancelled request), so such a claim still lapses.
+    """
+
+    def __init__(self, service: UploadService, upload_id: str, owner: SessionAppend) -> None:
         self._service = service
         self._upload_id = upload_id
+        self._owner = weakref.ref(owner)
         self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"upload-claim-{upload_id[:8]}", daemon=True
@@ -137,7 +143,7 @@ class _ClaimKeeper:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stopped.wait(CLAIM_RENEW):
+        while not self._stopped.wait(CLAIM_RENEW) and self._owner() is not None:
             with contextlib.suppress(Exception):  # a missed renewal is retried next round
                 self._service.renew_claim(self._upload_id)
 
@@ -164,7 +170,7 @@ class SessionAppend:
         self._body_hash = hashlib.new(checksum[0]) if checksum else None
         self.written = 0
         self._limit = session.length if session.length is not None else service.max_upload_bytes
-        self._keeper = _ClaimKeeper(service, session.id)
+        self._keeper = _ClaimKeeper(service, session.id, self)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.session.offset + self.written + len(data) > self._limit:

@@ -20,7 +20,13 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from artifactstore.errors import ArtifactStoreError
-from artifactstore.server.auth import ROUTE_SCOPES, Authenticator, TokenAuth, authorize
+from artifactstore.server.auth import (
+    PUBLIC,
+    ROUTE_SCOPES,
+    Authenticator,
+    TokenAuth,
+    authorize,
+)
 from artifactstore.server.bodies import BodyTimeout, RangeNotSatisfiable
 from artifactstore.server.metrics import Metrics
 from artifactstore.server.problems import plain_problem, problem_response
@@ -56,6 +62,9 @@ async def guard(request: Request) -> None:
         namespace = request.path_params.get("ns")
     elif source == "query:namespace":
         namespace = request.query_params.get("namespace")
+    if action == "public":  # health, metrics, the API document: credentials play no part
+        request.state.principal = PUBLIC
+        return
     # Authentication reads the database: off the event loop.
     principal = await run_in_threadpool(request.app.state.auth.authenticate, request)
     authorize(principal, action, namespace)
@@ -152,7 +161,7 @@ def create_app(
         redirect_slashes=False,
     )
     app.state.store = store
-    app.state.auth = auth or TokenAuth(store)
+    app.state.auth = auth or TokenAuth(store, failure_limit=store.settings.auth_failures_per_minute)
     app.state.limits = limits or ServerLimits()
     app.state.metrics = Metrics()
     for module in (health, blobs, uploads, packages, schemas, events, tokens):

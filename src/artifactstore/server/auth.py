@@ -31,6 +31,7 @@ from artifactstore.errors import Forbidden, InvalidInput, TooManyRequests, Unaut
 from artifactstore.store import Store
 
 __all__ = [
+    "PUBLIC",
     "ROUTE_SCOPES",
     "Action",
     "Authenticator",
@@ -80,6 +81,10 @@ class Principal:
     def readable(self) -> set[str] | None:
         """Namespaces whose contents this principal may see (None: all)."""
         return None if self.admin else self.namespaces("read")
+
+
+#: The caller of a public route (no credentials are looked at).
+PUBLIC = Principal(actor="anonymous", anonymous=True)
 
 
 class Authenticator(Protocol):
