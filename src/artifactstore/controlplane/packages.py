@@ -11,7 +11,13 @@ from sqlalchemy import Connection, and_, exists, select
 from artifactstore.controlplane.blobs import not_held
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.eventlog import append
-from artifactstore.errors import InvalidInput, MissingBlobs, PackageNotFound, VersionExists
+from artifactstore.errors import (
+    InvalidInput,
+    InvalidManifest,
+    MissingBlobs,
+    PackageNotFound,
+    VersionExists,
+)
 from artifactstore.model.identity import Digest, Namespace, PackageName, Reference
 from artifactstore.model.manifest import Manifest
 
@@ -125,12 +131,23 @@ def commit(
             "versions are immutable: push under a new version"
         )
     wanted = sorted({str(f.blake3) for f in manifest.files})
-    present: set[str] = set()
+    present: dict[str, tuple[str, int]] = {}
     for i in range(0, len(wanted), 500):
         chunk = wanted[i : i + 500]
-        q = select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)).with_for_update(read=True)
-        present.update(r.blake3 for r in conn.execute(q))
+        q = (
+            select(t.blobs.c.blake3, t.blobs.c.sha256, t.blobs.c.size)
+            .where(t.blobs.c.blake3.in_(chunk))
+            .with_for_update(read=True)
+        )
+        present.update((r.blake3, (r.sha256, r.size)) for r in conn.execute(q))
     missing = [d for d in wanted if d not in present]
+    for f in manifest.files:
+        stored = present.get(str(f.blake3))
+        if stored is not None and stored != (str(f.sha256), f.size):
+            raise InvalidManifest(
+                f"file {f.path.value!r} claims blob {f.blake3} with sha256 {f.sha256} and size "
+                f"{f.size}, but that blob is {stored[0]} with {stored[1]} bytes"
+            )
     if held_since is not None and not missing:
         # A digest is not a capability: the namespace must hold every blob
         # (its writer uploaded the bytes, or a live version of it uses them).
