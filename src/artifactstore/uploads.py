@@ -293,7 +293,7 @@ class UploadService:
         # The row exists before the staged object: expire() relies on that order.
         self.staging.create(upload_id)
         with self._lock:
-            self._hashers[upload_id] = DualHasher(None)
+            self._hashers[upload_id] = DualHasher(self.plane.pool)
         return self.get(upload_id)
 
     def get(self, upload_id: str) -> UploadSession:
@@ -410,7 +410,7 @@ class UploadService:
         with self._lock:
             hasher = self._hashers.pop(upload_id, None)
         if hasher is None or hasher.size != session.offset:
-            hasher = DualHasher(None)
+            hasher = DualHasher(self.plane.pool)
             for chunk in self.staging.read_staged(upload_id):
                 hasher.update(chunk)
         digests = hasher.result()

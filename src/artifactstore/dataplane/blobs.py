@@ -132,6 +132,11 @@ class DataPlane:
         self.primary: Algorithm = primary
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
 
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The two hashing threads, for callers that feed a DualHasher themselves."""
+        return self._pool
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 

@@ -38,6 +38,17 @@ BYTES_RESPONSES = _bytes_responses("application/octet-stream")
 FILE_RESPONSES = _bytes_responses("*/*")
 
 
+class _LargeChunkFile(FileResponse):
+    """FileResponse reading 1 MiB per thread hop instead of 64 KiB.
+
+    Under granian the whole file goes out through ``http.response.pathsend``
+    (zero-copy); uvicorn has no such extension, and there each chunk costs a
+    worker-thread round trip: 16x fewer of them cut its download CPU.
+    """
+
+    chunk_size = 1024 * 1024
+
+
 def blob_headers(record: BlobRecord) -> dict[str, str]:
     sha = base64.b64encode(bytes.fromhex(record.digests.sha256.hex)).decode()
     return {
@@ -79,7 +90,7 @@ def send_blob(request: Request, store: Store, record: BlobRecord, media_type: st
     root = store.plane.backend.properties.local_root
     if byte_range is None and root is not None and "range" not in request.headers:
         path = Path(root).joinpath(*record.key.split("/"))
-        return FileResponse(path, headers=headers, stat_result=None)
+        return _LargeChunkFile(path, headers=headers, stat_result=None)
     offset, length = (0, size) if byte_range is None else (byte_range.start, byte_range.length)
     headers["Content-Length"] = str(length)
     status = 200

@@ -149,6 +149,7 @@ class LocalBackend:
         # Fan-out directories known to exist (they are never removed): saves a
         # mkdir per object on large batches.
         self._dirs: set[Path] = set()
+        self._durable_dirs: set[Path] = set()  # entries above a leaf known flushed
 
     @property
     def properties(self) -> BackendProperties:
@@ -212,11 +213,17 @@ class LocalBackend:
                 dirs.add(dest.parent)
             if bulk:
                 self._flush_fs()
+                self._durable_dirs.update(p for d in dirs for p in self._levels(d)[1:])
             elif self._fsync:
-                # New directories may sit at any level (``blobs/`` itself on the
-                # first write): flush each level up to the root once.
-                for level in {p for d in dirs for p in self._levels(d)}:
+                # The leaf directory holds the new names: flush it every time. New
+                # directories may sit at any level above it (``blobs/`` itself on the
+                # first write): flush those once per process, then remember them.
+                for leaf in dirs:
+                    fsync_dir(leaf)
+                upper = {p for d in dirs for p in self._levels(d)[1:]} - self._durable_dirs
+                for level in upper:
                     fsync_dir(level)
+                self._durable_dirs.update(upper)
         except OSError as exc:
             raise StorageError(f"publishing objects failed: {exc}") from exc
 
