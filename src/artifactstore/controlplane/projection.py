@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.model.manifest import Manifest
@@ -60,8 +60,17 @@ def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
         conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == name))
     if locations:
         conn.execute(insert(t.storage_locations), locations)
+    # A blob is stored (recorded) only while it has no row, and collecting a row
+    # drops its holdings: the holdings of a new blob are new rows, inserted at once.
+    holdings = [
+        {"namespace": p["namespace"], "blake3": name, "held_seq": e.seq, "held_at": e.time}
+        for name, (e, p) in payloads.items()
+        if p.get("namespace") and name not in present
+    ]
+    if holdings:
+        conn.execute(insert(t.namespace_blobs), holdings)
     for name, (e, p) in payloads.items():
-        if p.get("namespace"):
+        if p.get("namespace") and name in present:
             _hold(conn, p["namespace"], name, e.seq, e.time)
 
 
@@ -198,13 +207,100 @@ def _package_committed(
         conn.execute(insert(t.version_meta), meta)
 
 
-def _package_deleted(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
-    vid = p["version_id"]
-    conn.execute(delete(t.files).where(t.files.c.version_id == vid))
-    conn.execute(delete(t.version_meta).where(t.version_meta.c.version_id == vid))
+def _packages_deleted(conn: Connection, events: Sequence[Any]) -> None:
+    """Batch handler: retention apply tombstones thousands of versions in one transaction."""
+    ids = [e.payload["version_id"] for e in events]
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        conn.execute(delete(t.files).where(t.files.c.version_id.in_(chunk)))
+        conn.execute(delete(t.version_meta).where(t.version_meta.c.version_id.in_(chunk)))
     conn.execute(
-        update(t.versions).where(t.versions.c.id == vid).values(deleted_seq=seq, deleted_at=time)
+        update(t.versions)
+        .where(t.versions.c.id == bindparam("b_id"))
+        .values(deleted_seq=bindparam("b_seq"), deleted_at=bindparam("b_at")),
+        [{"b_id": e.payload["version_id"], "b_seq": e.seq, "b_at": e.time} for e in events],
     )
+
+
+def _hold_placed(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+    conn.execute(
+        insert(t.holds).values(
+            id=seq,
+            version_id=p["version_id"],
+            reference=p["reference"],
+            reason=p["reason"],
+            actor=actor,
+            placed_at=time,
+            released_seq=None,
+            released_at=None,
+            release_reason=None,
+            released_by=None,
+        )
+    )
+
+
+def _hold_released(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+    conn.execute(
+        update(t.holds)
+        .where(t.holds.c.id == p["hold_id"])
+        .values(released_seq=seq, released_at=time, release_reason=p["reason"], released_by=actor)
+    )
+
+
+def _policy_row(conn: Connection, namespace: str, package: str) -> Any:
+    rp = t.retention_policies
+    return conn.execute(
+        select(rp).where(rp.c.namespace == namespace, rp.c.package == package)
+    ).first()
+
+
+def _retention_set(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+    """A policy replaces the row's policy; a null policy removes it (a lock stays)."""
+    rp = t.retention_policies
+    ns, package, policy = p["namespace"], p["package"], p["policy"]
+    text = None if policy is None else json.dumps(policy, sort_keys=True, separators=(",", ":"))
+    row = _policy_row(conn, ns, package)
+    key = (rp.c.namespace == ns) & (rp.c.package == package)
+    if row is None:
+        if text is not None:
+            conn.execute(
+                insert(rp).values(
+                    namespace=ns,
+                    package=package,
+                    policy=text,
+                    locked=False,
+                    updated_seq=seq,
+                    lock_days=None,
+                    locked_at=None,
+                )
+            )
+    elif text is None and not row.locked:
+        conn.execute(delete(rp).where(key))
+    else:
+        conn.execute(update(rp).where(key).values(policy=text, updated_seq=seq))
+
+
+def _retention_locked(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+    rp = t.retention_policies
+    ns = p["namespace"]
+    if _policy_row(conn, ns, "") is None:
+        conn.execute(
+            insert(rp).values(
+                namespace=ns,
+                package="",
+                policy=None,
+                locked=True,
+                updated_seq=seq,
+                lock_days=p["keep_days"],
+                locked_at=time,
+            )
+        )
+    else:
+        conn.execute(
+            update(rp)
+            .where(rp.c.namespace == ns, rp.c.package == "")
+            .values(locked=True, lock_days=p["keep_days"], locked_at=time, updated_seq=seq)
+        )
 
 
 def _schema_registered(
@@ -228,6 +324,7 @@ _Handler = Callable[[Connection, int, str, str, dict[str, Any]], None]
 #: Handlers that take a run of consecutive events of their type at once.
 _BATCH_HANDLERS: dict[str, Callable[[Connection, Sequence[Any]], None]] = {
     "blob.stored": _blobs_stored,
+    "package.deleted": _packages_deleted,
 }
 
 _HANDLERS: dict[str, _Handler] = {
@@ -237,8 +334,11 @@ _HANDLERS: dict[str, _Handler] = {
     "token.revoked": _token_revoked,
     "namespace.updated": _namespace_updated,
     "package.committed": _package_committed,
-    "package.deleted": _package_deleted,
     "schema.registered": _schema_registered,
+    "hold.placed": _hold_placed,
+    "hold.released": _hold_released,
+    "retention.set": _retention_set,
+    "retention.locked": _retention_locked,
 }
 
 #: Every event type the log may hold, with what it means (documented in docs/events.md).
@@ -252,6 +352,10 @@ EVENT_TYPES = {
     "package.committed": "a package version (manifest) was committed",
     "package.deleted": "a package version was deleted (tombstone); its bytes wait for GC",
     "schema.registered": "a metadata JSON Schema was registered for a variant id",
+    "hold.placed": "a legal hold was placed on a version (its id is the event's seq)",
+    "hold.released": "a legal hold was released",
+    "retention.set": "a namespace's or package's retention policy was set or cleared",
+    "retention.locked": "a namespace's retention lock (minimum keep-days) was set or extended",
 }
 
 
