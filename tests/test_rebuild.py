@@ -15,8 +15,12 @@ from sqlalchemy import select
 
 from artifactstore.config import Settings
 from artifactstore.controlplane.db.tables import VIEW_TABLES
+from artifactstore.controlplane.retention import RetentionPolicy
 from artifactstore.errors import (
+    Conflict,
+    HoldNotFound,
     InvalidMetadata,
+    Locked,
     PackageNotFound,
     SchemaExists,
     SchemaNotFound,
@@ -70,7 +74,36 @@ class Gc:
     pass
 
 
-Op = Push | Repush | Delete | Register | Gc
+@dataclass(frozen=True)
+class Hold:
+    ref: str
+
+
+@dataclass(frozen=True)
+class Release:
+    ref: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Set (keep_last) or clear (None) the retention policy of a namespace or package."""
+
+    namespace: str
+    package: str | None
+    keep_last: int | None
+
+
+@dataclass(frozen=True)
+class Apply:
+    pass
+
+
+@dataclass(frozen=True)
+class Lock:
+    days: float
+
+
+Op = Push | Repush | Delete | Register | Gc | Hold | Release | Policy | Apply | Lock
 
 metadata_values = st.one_of(
     st.integers(-3, 3),
@@ -92,6 +125,16 @@ ops = st.one_of(
     st.builds(Delete, ref=st.sampled_from(REFS)),
     st.builds(Register, schema_id=st.sampled_from(SCHEMA_IDS), schema=st.integers(0, 1)),
     st.just(Gc()),
+    st.builds(Hold, ref=st.sampled_from(REFS)),
+    st.builds(Release, ref=st.sampled_from(REFS)),
+    st.builds(
+        Policy,
+        namespace=st.sampled_from(["ci", "qa"]),
+        package=st.none() | st.just("app"),
+        keep_last=st.none() | st.integers(1, 2),
+    ),
+    st.just(Apply()),
+    st.builds(Lock, days=st.sampled_from([1.0, 2.5])),
 )
 
 
@@ -146,8 +189,25 @@ class Runner:
                     self.store.delete(ref)
                 except PackageNotFound:
                     assert ref not in self.live
+                except Locked:  # a legal hold or the retention lock
+                    assert ref in self.live
                 else:
                     del self.live[ref]
+            case Hold(ref):
+                with suppress(PackageNotFound):
+                    self.store.place_hold(ref, f"hold on {ref}")
+            case Release(ref):
+                with suppress(PackageNotFound, HoldNotFound, Conflict):
+                    self.store.release_hold(ref, "released")
+            case Policy(namespace, package, keep_last):
+                policy = None if keep_last is None else RetentionPolicy.of(keep_last=keep_last)
+                self.store.set_retention(namespace, package, policy)
+            case Apply():
+                for decision in self.store.apply_retention().deleted:
+                    del self.live[decision.reference]
+            case Lock(days):
+                with suppress(Locked):  # a shorter lock than the current one
+                    self.store.lock_retention("qa", days)
             case Register(schema_id, schema):
                 with suppress(SchemaExists):
                     self.store.register_schema(schema_id, SCHEMAS[schema])
@@ -199,10 +259,18 @@ def test_rebuild_of_every_table_kind(tmp_path: Path) -> None:
             Delete("ci/app:1"),
             Gc(),
             Push("ci/app:1", {"a.txt": 2}, {"nested": {"deep": [1]}}, None),  # after a tombstone
+            Hold("ci/app:2"),
+            Hold("ci/app:2"),
+            Policy("ci", None, 1),
+            Policy("ci", "app", 2),
+            Lock(2.5),
+            Apply(),
         ):
             runner.apply(op)
+        store.release_hold("ci/app:2", "one of two", hold_id=store.list_holds("ci/app:2")[0].id)
         before = dump_views(store)
-        for name in ("blobs", "storage_locations", "packages", "versions", "files", "schemas"):
+        names = ("blobs", "storage_locations", "packages", "versions", "files", "schemas")
+        for name in (*names, "holds", "retention_policies"):
             assert before[name], f"view {name} is empty: the program does not exercise it"
         assert before["version_meta"]
         check_rebuild(store, before)

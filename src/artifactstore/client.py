@@ -28,6 +28,12 @@ import httpx
 from artifactstore import errors
 from artifactstore.controlplane.eventlog import GENESIS, Event, event_hash
 from artifactstore.controlplane.gc import GcReport
+from artifactstore.controlplane.holds import Hold
+from artifactstore.controlplane.retention import (
+    RetentionPolicy,
+    RetentionReport,
+    RetentionSettings,
+)
 from artifactstore.controlplane.tokens import TokenInfo
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import ArtifactStoreError, ChainBroken, DigestMismatch, InvalidInput
@@ -115,6 +121,10 @@ def _error_from(response: httpx.Response) -> ArtifactStoreError:
         return errors.UploadOffsetMismatch(detail, int(body.get("offset", 0)))
     if cls is errors.ChainBroken:
         return errors.ChainBroken(detail, 0)
+    if cls is errors.LegalHold:
+        return errors.LegalHold(detail, body.get("holds") or [])
+    if cls is errors.RetentionLocked:
+        return errors.RetentionLocked(detail, body.get("locked_until"))
     if cls is not None:
         return cls(detail)
     if response.status_code == 404:
@@ -355,6 +365,69 @@ class RemoteStore:
             "POST", "/v1/admin/gc", params={"dry_run": str(dry_run).lower()}
         ).json()
         return GcReport(**body)
+
+    # --- retention and legal holds ----------------------------------------------------------
+
+    def set_retention(
+        self, namespace: str, package: str | None, policy: RetentionPolicy | None
+    ) -> RetentionSettings:
+        body = self._request(
+            "PUT",
+            f"/v1/namespaces/{quote(namespace, safe='')}/retention",
+            json={"package": package, "policy": None if policy is None else policy.to_json()},
+        ).json()
+        return RetentionSettings.from_json(body)
+
+    def retention_settings(self, namespace: str) -> RetentionSettings:
+        body = self._request("GET", f"/v1/namespaces/{quote(namespace, safe='')}/retention")
+        return RetentionSettings.from_json(body.json())
+
+    def lock_retention(self, namespace: str, keep_days: float) -> RetentionSettings:
+        body = self._request(
+            "PUT",
+            f"/v1/namespaces/{quote(namespace, safe='')}/retention/lock",
+            json={"keep_days": keep_days},
+        ).json()
+        return RetentionSettings.from_json(body)
+
+    def retention_plan(self, namespace: str | None = None) -> RetentionReport:
+        return self.apply_retention(namespace, dry_run=True)
+
+    def apply_retention(
+        self, namespace: str | None = None, *, dry_run: bool = False
+    ) -> RetentionReport:
+        params = {"dry_run": str(dry_run).lower()}
+        if namespace:
+            params["namespace"] = namespace
+        body = self._request("POST", "/v1/retention/apply", params=params).json()
+        return RetentionReport.from_json(body)
+
+    def _holds_path(self, ref: str | Reference) -> str:
+        r = Reference.parse(ref) if isinstance(ref, str) else ref
+        if r.version is None:
+            raise InvalidInput("remote mode addresses versions as NS/NAME:VERSION")
+        return self._path(r) + "/holds"
+
+    def place_hold(self, ref: str | Reference, reason: str) -> Hold:
+        body = self._request("POST", self._holds_path(ref), json={"reason": reason}).json()
+        return Hold.from_json(body)
+
+    def release_hold(
+        self, ref: str | Reference, reason: str, *, hold_id: int | None = None
+    ) -> Hold:
+        payload: dict[str, Any] = {"reason": reason}
+        if hold_id is not None:
+            payload["id"] = hold_id
+        body = self._request("DELETE", self._holds_path(ref), json=payload).json()
+        return Hold.from_json(body)
+
+    def list_holds(
+        self, ref: str | Reference | None = None, *, include_released: bool = False
+    ) -> list[Hold]:
+        params = {"all": str(include_released).lower()}
+        path = "/v1/holds" if ref is None else self._holds_path(ref)
+        items = self._request("GET", path, params=params).json()["items"]
+        return [Hold.from_json(i) for i in items]
 
     def events(self, after: int = 0, limit: int | None = None) -> list[Event]:
         out: list[Event] = []

@@ -9,7 +9,8 @@ process.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "ArtifactStoreError",
@@ -20,6 +21,7 @@ __all__ = [
     "CorruptBlob",
     "DigestMismatch",
     "Forbidden",
+    "HoldNotFound",
     "IntegrityError",
     "InvalidInput",
     "InvalidManifest",
@@ -28,10 +30,13 @@ __all__ = [
     "InvalidPath",
     "InvalidReference",
     "InvalidSchema",
+    "LegalHold",
     "LimitExceeded",
+    "Locked",
     "MissingBlobs",
     "NotFound",
     "PackageNotFound",
+    "RetentionLocked",
     "SchemaExists",
     "SchemaNotFound",
     "StorageError",
@@ -136,6 +141,13 @@ class SchemaNotFound(NotFound):
     title = "Metadata schema not found"
 
 
+class HoldNotFound(NotFound):
+    """No active legal hold matches (the version has none, or not the one named)."""
+
+    code = "hold_not_found"
+    title = "Legal hold not found"
+
+
 class Conflict(ArtifactStoreError):
     code = "conflict"
     title = "Conflict"
@@ -183,6 +195,40 @@ class UploadBusy(Conflict):
 class UploadClosed(Conflict):
     code = "upload_closed"
     title = "Upload session is already completed"
+
+
+class Locked(ArtifactStoreError):
+    """A version is protected from deletion (SPEC section 9): by anyone, admins included.
+
+    Distinct from :class:`Forbidden`: no credential can lift it; only
+    releasing the hold (or time passing, for a retention lock) can.
+    """
+
+    code = "locked"
+    title = "Locked"
+
+
+class LegalHold(Locked):
+    """Legal holds cover the version; ``holds`` lists each one's ``id`` and ``reason``."""
+
+    code = "legal_hold"
+    title = "Under legal hold"
+
+    def __init__(self, detail: str, holds: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__(detail)
+        self.holds = [dict(h) for h in holds]
+
+
+class RetentionLocked(Locked):
+    """The namespace's retention lock still covers the version, or a request would
+    shorten the lock. ``locked_until`` is when the version leaves the lock (if one is meant)."""
+
+    code = "retention_locked"
+    title = "Retention locked"
+
+    def __init__(self, detail: str, locked_until: str | None = None) -> None:
+        super().__init__(detail)
+        self.locked_until = locked_until
 
 
 class Unauthenticated(ArtifactStoreError):

@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, insert, select
 from artifactstore.config import Settings
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import gc as gc_mod
-from artifactstore.controlplane import packages, schemas, tokens
+from artifactstore.controlplane import holds, packages, retention, schemas, tokens
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import (
@@ -377,20 +377,12 @@ class Store:
     # --- delete, schemas --------------------------------------------------------------
 
     def delete(self, ref: str | Reference, actor: str | None = None) -> packages.VersionRecord:
+        """Tombstone a version; raises LegalHold or RetentionLocked if it is protected."""
         r = Reference.parse(ref) if isinstance(ref, str) else ref
+        now = time.time()
         with self.db.write() as conn:
-            record = packages.delete(conn, r, actor or self.actor)
-            keys = [
-                row.key
-                for row in conn.execute(
-                    select(t.storage_locations.c.key).where(
-                        t.storage_locations.c.blake3.in_(
-                            {str(f.blake3) for f in record.manifest.files}
-                        )
-                    )
-                )
-            ]
-            blob_records.touch(conn, keys, time.time())  # a dereference starts the grace period
+            record = packages.delete(conn, r, actor or self.actor, now=now)
+            blob_records.dereference(conn, (str(f.blake3) for f in record.manifest.files), now)
         return record
 
     def register_schema(self, variant: str, schema: Any, actor: str | None = None) -> bool:
@@ -404,6 +396,88 @@ class Store:
     def list_schemas(self) -> list[dict[str, str]]:
         with self.db.read() as conn:
             return schemas.list_ids(conn)
+
+    # --- retention and legal holds (SPEC section 9; rules in controlplane/retention.py) ---
+
+    def set_retention(
+        self,
+        namespace: str,
+        package: str | None,
+        policy: retention.RetentionPolicy | None,
+        actor: str | None = None,
+    ) -> retention.RetentionSettings:
+        """Set (None: clear) the namespace default (``package`` None) or a package's policy."""
+        with self.db.write() as conn:
+            return retention.set_policy(conn, namespace, package, policy, actor or self.actor)
+
+    def retention_settings(self, namespace: str) -> retention.RetentionSettings:
+        with self.db.read() as conn:
+            return retention.settings(conn, namespace)
+
+    def lock_retention(
+        self, namespace: str, keep_days: float, actor: str | None = None
+    ) -> retention.RetentionSettings:
+        """Set or extend the namespace's retention lock; it can never shrink or go away."""
+        with self.db.write() as conn:
+            return retention.lock(conn, namespace, keep_days, actor or self.actor)
+
+    def retention_plan(self, namespace: str | None = None) -> retention.RetentionReport:
+        """What ``apply_retention`` would do now: every live version's decision and rule."""
+        return self.apply_retention(namespace, dry_run=True)
+
+    def apply_retention(
+        self, namespace: str | None = None, *, dry_run: bool = False, actor: str | None = None
+    ) -> retention.RetentionReport:
+        """Delete (tombstone) what the policies release, never a held or locked version.
+
+        Always evaluated at the current time: taking a time from the caller
+        would let it age versions out of the retention lock.
+        """
+        return retention.apply(
+            self.db, time.time(), actor or self.actor, namespace, dry_run=dry_run
+        )
+
+    def place_hold(self, ref: str | Reference, reason: str, actor: str | None = None) -> holds.Hold:
+        """Place a legal hold: the version cannot be deleted by anyone until it is released."""
+        r = Reference.parse(ref) if isinstance(ref, str) else ref
+        with self.db.write() as conn:
+            return holds.place(conn, r, reason, actor or self.actor)
+
+    def release_hold(
+        self,
+        ref: str | Reference,
+        reason: str,
+        *,
+        hold_id: int | None = None,
+        actor: str | None = None,
+    ) -> holds.Hold:
+        """Release the version's only active hold, or the one ``hold_id`` names."""
+        r = Reference.parse(ref) if isinstance(ref, str) else ref
+        with self.db.write() as conn:
+            return holds.release(conn, r, reason, actor or self.actor, hold_id=hold_id)
+
+    def list_holds(
+        self,
+        ref: str | Reference | None = None,
+        *,
+        include_released: bool = False,
+        readable: Collection[str] | None = None,
+    ) -> list[holds.Hold]:
+        """Active holds of one version or of every version (``include_released``: released
+        ones too, with who released them and why); ``readable`` limits the namespaces."""
+        r = Reference.parse(ref) if isinstance(ref, str) else ref
+        with self.db.read() as conn:
+            return holds.list_holds(
+                conn, ref=r, namespaces=readable, include_released=include_released
+            )
+
+    def version_retention(
+        self, record: packages.VersionRecord
+    ) -> tuple[list[holds.Hold], retention.VersionRetention]:
+        """A version's active holds and retention state (for the version detail)."""
+        with self.db.read() as conn:
+            active = [h for h in holds.list_holds(conn, ref=record.reference) if h.active]
+            return active, retention.version_retention(conn, record, time.time())
 
     # --- integrity ----------------------------------------------------------------------
 

@@ -199,6 +199,19 @@ def _sample(method: str, path: str, w: World) -> tuple[str, dict[str, object]]:
             "Upload-Offset": "0",
         }
         kwargs["content"] = b"x"
+    # Retention and holds: bodies that succeed for an allowed caller, and touch nothing
+    # later rows need (the lock goes on a namespace of its own: it is irreversible).
+    if path.endswith("/holds") and method == "POST":
+        kwargs["content"] = b'{"reason": "permission matrix"}'
+    if path.endswith("/holds") and method == "DELETE":
+        url += "?reason=permission+matrix"
+    if path == "/v1/namespaces/{ns}/retention" and method == "PUT":
+        kwargs["content"] = b'{"package": "app", "policy": {"keep_last": 100}}'
+    if path == "/v1/namespaces/{ns}/retention/lock":
+        url = url.replace("/ci/", "/matrix-lock/")
+        kwargs["content"] = b'{"keep_days": 1}'
+    if path == "/v1/retention/apply":
+        url += "?dry_run=true"
     return url, kwargs
 
 

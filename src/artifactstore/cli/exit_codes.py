@@ -5,7 +5,13 @@
 
 from __future__ import annotations
 
-from artifactstore.errors import ArtifactStoreError, IntegrityError, InvalidName, InvalidReference
+from artifactstore.errors import (
+    ArtifactStoreError,
+    IntegrityError,
+    InvalidName,
+    InvalidReference,
+    Locked,
+)
 
 __all__ = ["FAILED", "INTEGRITY", "OK", "USAGE", "exit_code"]
 
@@ -15,6 +21,7 @@ _TABLE: tuple[tuple[type[ArtifactStoreError], int], ...] = (
     (IntegrityError, INTEGRITY),
     (InvalidReference, USAGE),  # a malformed argument on the command line
     (InvalidName, USAGE),
+    (Locked, FAILED),  # legal hold or retention lock: the operation failed, stated on stderr
     (ArtifactStoreError, FAILED),
 )
 

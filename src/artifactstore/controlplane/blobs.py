@@ -20,7 +20,15 @@ from artifactstore.controlplane.eventlog import append_many
 from artifactstore.errors import MissingBlobs
 from artifactstore.model.identity import BlobDigests, Digest
 
-__all__ = ["BlobRecord", "find", "not_held", "record_stored", "touch", "visible_to"]
+__all__ = [
+    "BlobRecord",
+    "dereference",
+    "find",
+    "not_held",
+    "record_stored",
+    "touch",
+    "visible_to",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,26 @@ def touch(conn: Connection, keys: Iterable[str], now: float) -> None:
         ),
         rows,
     )
+
+
+def dereference(conn: Connection, blake3s: Iterable[str], now: float) -> None:
+    """Renew the leases of blobs a deletion stopped referencing (gc.py, step 1).
+
+    A dereference starts the grace period: a client told "present" just
+    before the deletion may still commit a manifest that references them.
+    """
+    names = sorted(set(blake3s))
+    keys: list[str] = []
+    for i in range(0, len(names), 500):
+        keys.extend(
+            row.key
+            for row in conn.execute(
+                select(t.storage_locations.c.key).where(
+                    t.storage_locations.c.blake3.in_(names[i : i + 500])
+                )
+            )
+        )
+    touch(conn, keys, now)
 
 
 def record_stored(

@@ -30,7 +30,16 @@ from artifactstore.server.auth import (
 from artifactstore.server.bodies import BodyTimeout, RangeNotSatisfiable
 from artifactstore.server.metrics import Metrics
 from artifactstore.server.problems import plain_problem, problem_response
-from artifactstore.server.routes import blobs, events, health, packages, schemas, tokens, uploads
+from artifactstore.server.routes import (
+    blobs,
+    events,
+    health,
+    packages,
+    retention,
+    schemas,
+    tokens,
+    uploads,
+)
 from artifactstore.store import Store
 
 __all__ = ["ServerLimits", "create_app"]
@@ -164,7 +173,7 @@ def create_app(
     app.state.auth = auth or TokenAuth(store, failure_limit=store.settings.auth_failures_per_minute)
     app.state.limits = limits or ServerLimits()
     app.state.metrics = Metrics()
-    for module in (health, blobs, uploads, packages, schemas, events, tokens):
+    for module in (health, blobs, uploads, packages, schemas, events, tokens, retention):
         app.include_router(module.router)
     _check_route_table(app)
 

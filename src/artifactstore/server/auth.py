@@ -206,6 +206,18 @@ ROUTE_SCOPES: dict[tuple[str, str], tuple[Action, NsSource]] = {
     ("POST", "/v1/tokens"): ("admin", "none"),
     ("GET", "/v1/tokens"): ("admin", "none"),
     ("DELETE", "/v1/tokens/{token_id}"): ("admin", "none"),
+    # Legal holds: placing and releasing is the namespace admin's; reading them is a
+    # reader's (the version detail shows them to readers anyway).
+    ("POST", "/v1/packages/{ns}/{name}/{version}/holds"): ("admin", "path:ns"),
+    ("DELETE", "/v1/packages/{ns}/{name}/{version}/holds"): ("admin", "path:ns"),
+    ("GET", "/v1/packages/{ns}/{name}/{version}/holds"): ("read", "path:ns"),
+    ("GET", "/v1/holds"): ("read", "query:namespace"),
+    # Retention: a namespace admin sets policies; only a global admin applies them or
+    # sets the lock (compliance mode binds the namespace admin too).
+    ("PUT", "/v1/namespaces/{ns}/retention"): ("admin", "path:ns"),
+    ("GET", "/v1/namespaces/{ns}/retention"): ("read", "path:ns"),
+    ("PUT", "/v1/namespaces/{ns}/retention/lock"): ("admin", "none"),
+    ("POST", "/v1/retention/apply"): ("admin", "none"),
 }
 
 

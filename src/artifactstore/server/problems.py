@@ -26,6 +26,7 @@ _STATUS: tuple[tuple[type[e.ArtifactStoreError], int], ...] = (
     (e.Unauthenticated, 401),
     (e.TooManyRequests, 429),
     (e.Forbidden, 403),
+    (e.Locked, 423),  # legal hold or retention lock: no credential lifts it
     (e.LimitExceeded, 413),
     (e.InvalidInput, 422),
     (e.NotFound, 404),
@@ -47,6 +48,8 @@ class Problem(BaseModel):
     missing: list[str] | None = None
     pointer: str | None = None
     offset: int | None = None
+    holds: list[dict[str, Any]] | None = None
+    locked_until: str | None = None
 
 
 def status_for(exc: e.ArtifactStoreError) -> int:
@@ -77,6 +80,10 @@ def problem_response(
         extra["missing"] = exc.digests
     if isinstance(exc, e.InvalidMetadata):
         extra["pointer"] = exc.pointer
+    if isinstance(exc, e.LegalHold):
+        extra["holds"] = exc.holds
+    if isinstance(exc, e.RetentionLocked):
+        extra["locked_until"] = exc.locked_until
     if isinstance(exc, e.Unauthenticated):
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="artifactstore"'}
     if isinstance(exc, e.TooManyRequests):

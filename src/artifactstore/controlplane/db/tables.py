@@ -209,6 +209,8 @@ schemas = Table(
     Column("registered_at", String(32), nullable=False),
 )
 
+#: Legal holds: ``id`` is the seq of the ``hold.placed`` event. ``reference`` keeps the
+#: held version's name readable after a later commit reuses it (0003).
 holds = Table(
     "holds",
     metadata,
@@ -220,16 +222,24 @@ holds = Table(
     Column("released_seq", BigInteger, nullable=True),
     Column("released_at", String(32), nullable=True),
     Column("release_reason", Text, nullable=True),
+    Column("reference", String(512), nullable=False),
+    Column("released_by", String(256), nullable=True),
 )
+Index("ix_holds_version", holds.c.version_id)
 
+#: Retention policies, one row per namespace default (``package`` = "") or package. The
+#: namespace row also carries the retention lock (``locked``, ``lock_days``, ``locked_at``),
+#: so a locked namespace without a default policy has a row whose ``policy`` is NULL (0003).
 retention_policies = Table(
     "retention_policies",
     metadata,
     Column("namespace", String(64), primary_key=True),
     Column("package", String(128), primary_key=True),  # "" for the namespace default
-    Column("policy", Text, nullable=False),
+    Column("policy", Text, nullable=True),  # JSON; NULL: no policy (a lock-only row)
     Column("locked", Boolean, nullable=False),
     Column("updated_seq", BigInteger, nullable=False),
+    Column("lock_days", Float, nullable=True),
+    Column("locked_at", String(32), nullable=True),
 )
 
 tokens = Table(

@@ -143,13 +143,15 @@ async def put_version(request: Request, ns: Ns, name: Name, version: Ver) -> JSO
     )
 
 
-def _detail(record: VersionRecord) -> dict[str, Any]:
+def _detail(store: Store, record: VersionRecord) -> dict[str, Any]:
+    """The version plus its active legal holds and retention state (what would happen now)."""
+    holds, retention = store.version_retention(record)
     return {
         **record.summary(),
         "manifest": record.manifest.to_map(),
         "signatures": [],
-        "holds": [],
-        "retention": {"held": False, "locked": False},
+        "holds": [h.to_json() for h in holds],
+        "retention": retention.to_json(),
     }
 
 
@@ -173,14 +175,14 @@ async def get_version(request: Request, ns: Ns, name: Name, version: Ver) -> Res
         return Response(status_code=304, headers=headers)
     if CBOR in request.headers.get("accept", ""):
         return Response(record.manifest_cbor, media_type=CBOR, headers=headers)
-    return JSONResponse(_detail(record), headers=headers)
+    return JSONResponse(await run_in_threadpool(_detail, store, record), headers=headers)
 
 
 @router.delete(
     "/v1/packages/{ns}/{name}/{version}",
     status_code=204,
-    summary="Delete a version (tombstone)",
-    responses={204: {"description": "Deleted"}, 404: PROBLEM, 422: PROBLEM},
+    summary="Delete a version (tombstone); 423 while a legal hold or retention lock covers it",
+    responses={204: {"description": "Deleted"}, 404: PROBLEM, 422: PROBLEM, 423: PROBLEM},
     response_class=Response,
 )
 async def delete_version(request: Request, ns: Ns, name: Name, version: Ver) -> Response:

@@ -1,0 +1,458 @@
+"""Retention policies, the retention lock, and plans that explain every decision (SPEC 9).
+
+**Policies** belong to a namespace (its default, stored with package ``""``)
+or to one package; a package's own policy *replaces* the namespace default
+(rules are never merged, so the policy you read for a package is the one that
+applies). A policy has one or more rules, and a live version is kept when any
+rule keeps it:
+
+* ``keep_last N``: the N newest live versions of the package (commit order);
+* ``keep_days D``: versions committed less than D days ago. Age is measured
+  from the server's commit time, never the manifest's ``created``, which a
+  producer chooses and could backdate;
+* ``keep_where {k: v}``: versions whose top-level metadata matches every
+  pair, exactly as ``ls --where`` matches.
+
+Whatever the policy, three things always keep a version: an active legal hold
+(``holds.py``), the namespace's retention lock while the version is younger
+than it, and the absence of any policy for its package (retention deletes
+only what a policy was written for). Movable tags do not exist in this build;
+when they do, a tagged version joins this list.
+
+**The retention lock** (compliance mode) is a namespace's minimum keep-days.
+Once set it can only grow: :func:`lock` refuses a shorter value, and no event,
+route or command removes it. It binds every deletion, not only retention's
+(``protection.check_deletable``); a policy may say less, the lock still wins.
+
+**Evaluation** is a pure function (``retention_rules.evaluate``) of the
+versions' facts, the policies, the locks and ``now``, so it is property-tested
+without a database. :func:`plan` loads the facts and calls it; :func:`apply`
+deletes exactly what the plan deletes, package group by package group: each
+group is planned again inside its own write transaction, so a hold, lock,
+policy or push that arrived after the first plan is honoured, and
+``packages.delete_many`` re-checks holds and locks before every tombstone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, func, select
+
+from artifactstore.controlplane import packages
+from artifactstore.controlplane.blobs import dereference
+from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.engine import Database
+from artifactstore.controlplane.eventlog import append, utc_iso
+from artifactstore.controlplane.protection import (
+    active_holds,
+    days_text,
+    lock_days,
+    locked_until,
+    serialise,
+)
+from artifactstore.controlplane.retention_rules import (
+    MAX_DAYS,
+    NO_RULE,
+    Decision,
+    PackageKey,
+    RetentionPolicy,
+    VersionFacts,
+    check_days,
+    days_json,
+    decide,
+    effective_policy,
+    evaluate,
+)
+from artifactstore.errors import RetentionLocked
+from artifactstore.model.identity import Namespace, PackageName
+
+__all__ = [  # the rules' names too: callers need one import for retention
+    "MAX_DAYS",
+    "NO_RULE",
+    "Decision",
+    "RetentionPolicy",
+    "RetentionReport",
+    "RetentionSettings",
+    "VersionFacts",
+    "VersionRetention",
+    "apply",
+    "decide",
+    "evaluate",
+    "lock",
+    "plan",
+    "set_policy",
+    "settings",
+    "version_retention",
+]
+
+
+# --- loading facts ----------------------------------------------------------------------------
+
+
+def _policies(conn: Connection, namespace: str | None = None) -> dict[PackageKey, RetentionPolicy]:
+    rp = t.retention_policies
+    query = select(rp.c.namespace, rp.c.package, rp.c.policy).where(rp.c.policy.is_not(None))
+    if namespace is not None:
+        query = query.where(rp.c.namespace == namespace)
+    return {
+        (r.namespace, r.package): RetentionPolicy.from_json(json.loads(r.policy))
+        for r in conn.execute(query)
+    }
+
+
+def _facts(
+    conn: Connection,
+    policies: Mapping[PackageKey, RetentionPolicy],
+    namespace: str | None,
+    only: Collection[PackageKey] | None,
+) -> list[VersionFacts]:
+    v = t.versions
+    filters: list[ColumnElement[bool]] = [v.c.deleted_seq.is_(None)]
+    if namespace is not None:
+        filters.append(v.c.namespace == namespace)
+    if only is not None:
+        filters.append(v.c.namespace.in_(sorted({ns for ns, _ in only})))
+        filters.append(v.c.name.in_(sorted({name for _, name in only})))
+    rows = [
+        r
+        for r in conn.execute(
+            select(v.c.id, v.c.namespace, v.c.name, v.c.version, v.c.committed_at).where(*filters)
+        )
+        if only is None or (r.namespace, r.name) in only
+    ]
+    # Metadata matters only where a keep_where rule will look at it.
+    wanted: dict[PackageKey, set[str]] = {}
+    for r in rows:
+        key = (r.namespace, r.name)
+        if key not in wanted:
+            policy, _ = effective_policy(policies, *key)
+            wanted[key] = {k for k, _ in policy.keep_where} if policy is not None else set()
+    keys = set().union(*wanted.values()) if wanted else set()
+    meta: dict[int, dict[str, str]] = {}
+    if keys:
+        vm = t.version_meta
+        query = (
+            select(vm.c.version_id, vm.c.key, vm.c.value, v.c.namespace, v.c.name)
+            .join(v, v.c.id == vm.c.version_id)
+            .where(vm.c.key.in_(sorted(keys)), *filters)
+        )
+        for m in conn.execute(query):
+            if m.key in wanted.get((m.namespace, m.name), ()):
+                meta.setdefault(m.version_id, {})[m.key] = m.value
+    holds = active_holds(conn, None)
+    return [
+        VersionFacts(
+            id=r.id,
+            namespace=r.namespace,
+            name=r.name,
+            version=r.version,
+            committed_at=r.committed_at,
+            meta=meta.get(r.id, {}),
+            holds=tuple(h for h, _ in holds.get(r.id, ())),
+        )
+        for r in rows
+    ]
+
+
+def plan(
+    conn: Connection,
+    now: float,
+    namespace: str | None = None,
+    *,
+    only: Collection[PackageKey] | None = None,
+) -> list[Decision]:
+    """Every live version's decision at ``now`` (one namespace, some packages, or all)."""
+    if namespace is not None:
+        Namespace(namespace)
+    policies = _policies(conn, namespace)
+    locks = lock_days(conn, None if namespace is None else [namespace])
+    return evaluate(_facts(conn, policies, namespace, only), policies, locks, now)
+
+
+# --- apply ------------------------------------------------------------------------------------
+
+
+@dataclass
+class RetentionReport:
+    """What a run decided (dry run) or did: every live version's decision."""
+
+    dry_run: bool
+    evaluated_at: str
+    decisions: list[Decision]
+
+    @property
+    def deleted(self) -> list[Decision]:
+        return [d for d in self.decisions if not d.keep]
+
+    @property
+    def kept(self) -> list[Decision]:
+        return [d for d in self.decisions if d.keep]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "evaluated_at": self.evaluated_at,
+            "versions": len(self.decisions),
+            "kept": len(self.kept),
+            "deleted": len(self.deleted),
+            "decisions": [d.to_json() for d in self.decisions],
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> RetentionReport:
+        return cls(
+            dry_run=bool(body["dry_run"]),
+            evaluated_at=str(body["evaluated_at"]),
+            decisions=[Decision.from_json(d) for d in body["decisions"]],
+        )
+
+
+def _groups(doomed: Mapping[PackageKey, int], batch: int) -> list[list[PackageKey]]:
+    """Whole packages per group, about ``batch`` deletions (and 200 packages) at most."""
+    groups: list[list[PackageKey]] = []
+    current: list[PackageKey] = []
+    size = 0
+    for key in sorted(doomed):
+        if current and (size + doomed[key] > batch or len(current) >= 200):
+            groups.append(current)
+            current, size = [], 0
+        current.append(key)
+        size += doomed[key]
+    if current:
+        groups.append(current)
+    return groups
+
+
+def apply(
+    db: Database,
+    now: float,
+    actor: str,
+    namespace: str | None = None,
+    *,
+    dry_run: bool = False,
+    batch: int = 5000,
+) -> RetentionReport:
+    """Plan at ``now``; unless ``dry_run``, tombstone what the plan deletes.
+
+    Each package group is planned again in its own write transaction, and only
+    versions both plans delete are deleted: something that started keeping a
+    version in between (a hold, the lock, a policy) wins, and the report shows
+    the rule. Deleted versions' blobs get a fresh GC lease (a dereference).
+    Long runs hold the write lock one group at a time, never for the whole run.
+    """
+    with db.read() as conn:
+        first = plan(conn, now, namespace)
+    report = RetentionReport(dry_run, utc_iso(now), first)
+    if dry_run:
+        return report
+    doomed_ids = {d.version_id for d in first if not d.keep}
+    doomed: dict[PackageKey, int] = {}
+    for d in first:
+        if not d.keep:
+            doomed[(d.namespace, d.name)] = doomed.get((d.namespace, d.name), 0) + 1
+    final: dict[int, Decision | None] = {d.version_id: d for d in first}
+    for group in _groups(doomed, batch):
+        with db.write() as conn:
+            fresh = plan(conn, now, namespace, only=set(group))
+            by_id = {d.version_id: d for d in fresh}
+            for d in first:
+                if not d.keep and (d.namespace, d.name) in group:
+                    # Deleted now, or kept by what changed since (the report shows the rule),
+                    # or None: someone else deleted it meanwhile. A version the first plan
+                    # kept stays kept by this run, whatever the second plan says.
+                    final[d.version_id] = by_id.get(d.version_id)
+            ids = [d.version_id for d in fresh if not d.keep and d.version_id in doomed_ids]
+            records = packages.get_keys(conn, ids)
+            blobs = packages.file_blobs(conn, ids)  # before the tombstones drop the files
+            packages.delete_many(conn, records, actor, now=now, cause="retention")
+            dereference(conn, blobs, now)
+    report.decisions = [d for d in final.values() if d is not None]
+    return report
+
+
+# --- policy and lock management ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """A namespace's default policy, its packages' policies and its lock."""
+
+    namespace: str
+    default: RetentionPolicy | None
+    packages: dict[str, RetentionPolicy]
+    lock_days: float | None
+    locked_at: str | None
+
+    def effective(self, name: str) -> tuple[RetentionPolicy | None, str | None]:
+        policies = {(self.namespace, k): p for k, p in self.packages.items()}
+        if self.default is not None:
+            policies[(self.namespace, "")] = self.default
+        return effective_policy(policies, self.namespace, name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "default": None if self.default is None else self.default.to_json(),
+            "packages": {k: p.to_json() for k, p in sorted(self.packages.items())},
+            "lock": None
+            if self.lock_days is None
+            else {"keep_days": days_json(self.lock_days), "locked_at": self.locked_at},
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> RetentionSettings:
+        lock = body.get("lock")
+        return cls(
+            namespace=str(body["namespace"]),
+            default=None
+            if body.get("default") is None
+            else RetentionPolicy.from_json(body["default"]),
+            packages={
+                k: RetentionPolicy.from_json(p) for k, p in (body.get("packages") or {}).items()
+            },
+            lock_days=None if lock is None else float(lock["keep_days"]),
+            locked_at=None if lock is None else lock.get("locked_at"),
+        )
+
+
+def settings(conn: Connection, namespace: str) -> RetentionSettings:
+    Namespace(namespace)
+    rp = t.retention_policies
+    rows = conn.execute(select(rp).where(rp.c.namespace == namespace)).all()
+    default: RetentionPolicy | None = None
+    by_package: dict[str, RetentionPolicy] = {}
+    days: float | None = None
+    locked_at: str | None = None
+    for r in rows:
+        policy = None if r.policy is None else RetentionPolicy.from_json(json.loads(r.policy))
+        if r.package == "":
+            default = policy
+            if r.locked and r.lock_days is not None:
+                days, locked_at = float(r.lock_days), r.locked_at
+        elif policy is not None:
+            by_package[r.package] = policy
+    return RetentionSettings(namespace, default, by_package, days, locked_at)
+
+
+def set_policy(
+    conn: Connection,
+    namespace: str,
+    package: str | None,
+    policy: RetentionPolicy | None,
+    actor: str,
+) -> RetentionSettings:
+    """Set (or with None clear) a namespace's default or a package's policy.
+
+    Never touches the retention lock: a policy may keep less than the lock,
+    and the lock still keeps every version younger than it.
+    """
+    Namespace(namespace)
+    if package is not None:
+        PackageName(package)
+    current = settings(conn, namespace)
+    existing = current.default if package is None else current.packages.get(package)
+    if existing != policy:
+        append(
+            conn,
+            "retention.set",
+            namespace if package is None else f"{namespace}/{package}",
+            {
+                "namespace": namespace,
+                "package": package or "",
+                "policy": None if policy is None else policy.to_json(),
+            },
+            actor,
+        )
+    return settings(conn, namespace)
+
+
+def lock(conn: Connection, namespace: str, keep_days: float, actor: str) -> RetentionSettings:
+    """Set or extend a namespace's retention lock; a shorter one raises RetentionLocked.
+
+    There is no unlock: the lock is compliance mode, and the point of it is
+    that nobody, admins included, can take it back through artifact-store.
+    """
+    Namespace(namespace)
+    days = check_days(keep_days)
+    serialise(conn)
+    current = lock_days(conn, [namespace]).get(namespace)
+    if current is not None and days < current:
+        raise RetentionLocked(
+            f"namespace {namespace} has a retention lock of {days_text(current)}; "
+            f"a lock can only grow, so {days_text(days)} is refused"
+        )
+    if current != days:
+        append(
+            conn,
+            "retention.locked",
+            namespace,
+            {"namespace": namespace, "keep_days": days_json(days)},
+            actor,
+        )
+    return settings(conn, namespace)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRetention:
+    """One version's retention state, as the version detail shows it."""
+
+    decision: Decision
+    policy: RetentionPolicy | None
+    lock_days: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.decision
+        return {
+            "held": d.held,
+            "locked": d.locked,
+            "locked_until": locked_until(d.committed_at, self.lock_days)
+            if self.lock_days is not None
+            else None,
+            "policy": None if self.policy is None else self.policy.to_json(),
+            "policy_scope": d.policy_scope,
+            "action": d.action,
+            "rules": list(d.rules),
+            "reason": d.reason,
+        }
+
+
+def version_retention(
+    conn: Connection, record: packages.VersionRecord, now: float
+) -> VersionRetention:
+    """The decision retention would make for one version now, at the cost of a few lookups."""
+    ns, name = str(record.reference.namespace), str(record.reference.name)
+    current = settings(conn, ns)
+    policy, scope = current.effective(name)
+    v = t.versions
+    rank = conn.execute(
+        select(func.count()).where(
+            v.c.namespace == ns, v.c.name == name, v.c.deleted_seq.is_(None), v.c.id >= record.id
+        )
+    ).scalar_one()
+    meta: dict[str, str] = {}
+    if policy is not None and policy.keep_where:
+        vm = t.version_meta
+        meta = {
+            r.key: r.value
+            for r in conn.execute(
+                select(vm.c.key, vm.c.value).where(
+                    vm.c.version_id == record.id, vm.c.key.in_([k for k, _ in policy.keep_where])
+                )
+            )
+        }
+    holds = active_holds(conn, [record.id]).get(record.id, [])
+    facts = VersionFacts(
+        id=record.id,
+        namespace=ns,
+        name=name,
+        version=str(record.reference.version),
+        committed_at=record.committed_at,
+        meta=meta,
+        holds=tuple(h for h, _ in holds),
+    )
+    decision = decide(facts, int(rank), policy, scope, current.lock_days, now)
+    return VersionRetention(decision, policy, current.lock_days)

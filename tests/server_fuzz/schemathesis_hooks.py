@@ -1,0 +1,14 @@
+"""Schemathesis hooks for the fuzz run (loaded by the schemathesis CLI through its config).
+
+The tus PATCH body is ``application/offset+octet-stream``: raw bytes, sent as
+schemathesis sends ``application/octet-stream``. Canonical CBOR manifests are
+raw bytes too.
+"""
+
+from __future__ import annotations
+
+import schemathesis
+
+schemathesis.serializer.alias(
+    ["application/offset+octet-stream", "application/cbor"], "application/octet-stream"
+)
