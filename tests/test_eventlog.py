@@ -26,6 +26,7 @@ from artifactstore.controlplane.eventlog import event_hash
 from artifactstore.controlplane.projection import EVENT_TYPES
 from artifactstore.dataplane.layout import database_path
 from artifactstore.errors import ChainBroken
+from artifactstore.controlplane.retention_rules import RetentionPolicy
 from artifactstore.store import Store
 from tests.conftest import Cli, make_tree
 
@@ -154,6 +155,11 @@ def test_every_event_type_is_recorded_with_its_actor(robot_store: Store, tmp_pat
     token, secret = store.create_token("bot", ["ci:read"])
     store.revoke_token(token.id)
     store.set_namespace_settings("ci", {"anonymous_read": True})
+    kept = store.push("ev/app:1", [make_tree(tmp_path / "c", {"x": "2"})]).record
+    store.set_retention("ev", None, RetentionPolicy(keep_last=5))
+    store.lock_retention("ev", 1)
+    hold = store.place_hold("ev/app:1", "case 1")
+    store.release_hold("ev/app:1", "case closed", hold_id=hold.id)
 
     events = store.events()
     assert {e.type for e in events} == set(EVENT_TYPES), "a type the store writes is untested"
@@ -171,6 +177,12 @@ def test_every_event_type_is_recorded_with_its_actor(robot_store: Store, tmp_pat
         ("token.created", token.id),
         ("token.revoked", token.id),
         ("namespace.updated", "ci"),
+        ("blob.stored", str(kept.manifest.files[0].blake3)),
+        ("package.committed", "ev/app:1"),
+        ("retention.set", "ev"),
+        ("retention.locked", "ev"),
+        ("hold.placed", "ev/app:1"),
+        ("hold.released", "ev/app:1"),
     ]
     assert events[3].payload == {"blake3": str(blob.blake3), "namespace": "qa"}
     logged = json.dumps([e.to_json() for e in events])
