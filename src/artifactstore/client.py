@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ __all__ = ["RemotePush", "RemoteStore", "RemoteVersion"]
 CHUNK = 1 << 20
 SESSION_THRESHOLD = 8 * 1024 * 1024  # larger files go through resumable sessions
 PATCH_SIZE = 64 * 1024 * 1024
+BUSY_WAIT = 60.0  # seconds a resumed session may stay claimed by a crashed request
 
 _CODES: dict[str, type[ArtifactStoreError]] = {
     cls.code: cls
@@ -514,8 +516,11 @@ class RemoteStore:
         check: bool,
     ) -> int:
         def present(digest: str) -> bool:
-            response = self._http.head(f"/v1/blobs/{digest}", params={"namespace": namespace})
-            return response.status_code == 200
+            try:
+                self._request("HEAD", f"/v1/blobs/{digest}", params={"namespace": namespace})
+            except errors.NotFound:
+                return False
+            return True
 
         with ThreadPoolExecutor(self.parallel) as pool:
             names = list(blobs)
@@ -546,9 +551,12 @@ class RemoteStore:
         url = self._sessions.get(key)
         offset = 0
         if url is not None:
-            status = self._http.get(url)
-            if status.status_code == 200 and status.json().get("state") == "open":
-                offset = int(status.json()["offset"])
+            try:
+                state = self._request("GET", url).json()
+            except errors.NotFound:
+                state = {}
+            if state.get("state") == "open":
+                offset = int(state["offset"])
             else:
                 url = None
         if url is None:
@@ -561,18 +569,29 @@ class RemoteStore:
             url = response.headers["Location"]
             self._sessions.put(key, url)
         progress(offset)
+        busy_until = time.monotonic() + BUSY_WAIT
         while offset < digests.size:
             length = min(PATCH_SIZE, digests.size - offset)
-            response = self._request(
-                "PATCH",
-                url,
-                content=_file_chunks(file.source, offset, length, progress),
-                headers={
-                    "Content-Type": "application/offset+octet-stream",
-                    "Content-Length": str(length),
-                    "Upload-Offset": str(offset),
-                },
-            )
+            try:
+                response = self._request(
+                    "PATCH",
+                    url,
+                    content=_file_chunks(file.source, offset, length, progress),
+                    headers={
+                        "Content-Type": "application/offset+octet-stream",
+                        "Content-Length": str(length),
+                        "Upload-Offset": str(offset),
+                    },
+                )
+            except errors.UploadBusy:
+                # A request cut off by a crash still holds its short claim: wait it out.
+                if time.monotonic() > busy_until:
+                    raise
+                time.sleep(1.0)
+                continue
+            except errors.UploadOffsetMismatch as exc:
+                offset = exc.offset  # the server kept a different prefix: continue from it
+                continue
             offset = int(response.headers["Upload-Offset"])
         self._request("POST", f"{url}/complete", params={"digest": str(digests.blake3)})
         self._sessions.put(key, None)

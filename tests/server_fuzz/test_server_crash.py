@@ -53,6 +53,7 @@ from functools import partial
 from pathlib import Path
 
 import blake3
+import pytest
 
 from artifactstore.client import SESSION_THRESHOLD, RemoteStore
 from artifactstore.errors import PackageNotFound
@@ -283,6 +284,7 @@ def run_pushes(
     return runs, None
 
 
+@pytest.mark.slow
 def test_sigkill_server_under_concurrent_pushes(tmp_path: Path) -> None:
     print(f"server crash seed={SEED} trials={TRIALS} (replay: ARTIFACTSTORE_SERVER_CRASH_SEED)")
     rng = random.Random(SEED)
