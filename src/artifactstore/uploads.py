@@ -335,6 +335,10 @@ class UploadService:
             )
             session = _session(row)
         try:
+            if offset == 0 and self.staging.staged_size(upload_id) is None:
+                # A crash between committing the session row and creating its
+                # staged object leaves the row alone; nothing was acknowledged yet.
+                self.staging.create(upload_id)
             sink = self.staging.append(upload_id, offset)
         except BaseException:
             self.release(upload_id, offset)
