@@ -470,12 +470,17 @@ class RemoteStore:
         producer: str = "artifactstore",
         follow_symlinks: bool = False,
         progress: Progress = no_progress,
+        walked: Sequence[LocalFile] | None = None,
     ) -> RemotePush:
         """Upload what the server lacks, then commit the manifest (retrying once if GC raced)."""
         from artifactstore.controlplane.eventlog import utc_now
 
         r = version_reference(ref)
-        files = collect_files([Path(p) for p in paths], follow_external_symlinks=follow_symlinks)
+        files = (
+            list(walked)
+            if walked is not None
+            else collect_files([Path(p) for p in paths], follow_external_symlinks=follow_symlinks)
+        )
         with ThreadPoolExecutor(self.parallel) as pool:
             digests = list(pool.map(lambda f: _hash_file(f.source), files))
         manifest = manifest_for(

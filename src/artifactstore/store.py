@@ -194,13 +194,22 @@ class Store:
         producer: str = "artifactstore",
         follow_symlinks: bool = False,
         progress: Progress = no_progress,
+        walked: Sequence[LocalFile] | None = None,
     ) -> PushResult:
-        """Ingest the files under ``paths`` and commit them as version ``ref``."""
+        """Ingest the files under ``paths`` and commit them as version ``ref``.
+
+        ``walked``: the result of ``collect_files`` over ``paths`` when the
+        caller already has it (the CLI walks once to size its progress bar).
+        """
         reference = version_reference(ref)
-        files = collect_files(
-            [Path(p) for p in paths],
-            follow_external_symlinks=follow_symlinks,
-            max_files=self.settings.max_files,
+        files = (
+            list(walked)
+            if walked is not None
+            else collect_files(
+                [Path(p) for p in paths],
+                follow_external_symlinks=follow_symlinks,
+                max_files=self.settings.max_files,
+            )
         )
         meta = dict(metadata or {})
         self._check_metadata(meta, variant)

@@ -84,6 +84,7 @@ def push(
             annotations=_pairs(annotate, "--annotate"),
             follow_symlinks=follow_symlinks,
             progress=advance,
+            walked=files,
         )
     rec = result.record
     if as_json:
