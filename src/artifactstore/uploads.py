@@ -429,6 +429,14 @@ class UploadService:
         key = self.plane.key(digests)
         with self.db.write() as conn:
             blob_records.touch(conn, [key], time.time())
+            # Closed before the staged bytes move: a crash after this leaves a
+            # completed session (the client starts a new one), never an open
+            # session whose staged bytes were already renamed away.
+            conn.execute(
+                update(t.upload_sessions)
+                .where(t.upload_sessions.c.id == upload_id)
+                .values(state="completed", length=session.offset, digest=str(digests.blake3))
+            )
         self.staging.promote(upload_id, key)
         with self.db.write() as conn:
             blob_records.record_stored(
@@ -439,11 +447,6 @@ class UploadService:
                 exists=self._stored,
                 now=time.time(),
                 namespace=session.namespace,
-            )
-            conn.execute(
-                update(t.upload_sessions)
-                .where(t.upload_sessions.c.id == upload_id)
-                .values(state="completed", length=session.offset, digest=str(digests.blake3))
             )
         return digests
 
