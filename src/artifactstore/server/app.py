@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -27,6 +28,7 @@ from artifactstore.server.auth import (
     TokenAuth,
     authorize,
 )
+from artifactstore.server.background import Background, scheduled_jobs
 from artifactstore.server.bodies import BodyTimeout, RangeNotSatisfiable
 from artifactstore.server.metrics import Metrics
 from artifactstore.server.problems import plain_problem, problem_response
@@ -160,6 +162,19 @@ def create_app(
     limits: ServerLimits | None = None,
     logger: logging.Logger | None = None,
 ) -> FastAPI:
+    log = logger or _default_logger()
+    background = Background(store.db, scheduled_jobs(store), log)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The periodic jobs (background GC) live as long as the server; stopping
+        # them blocks on running jobs, so off the event loop.
+        background.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(background.stop)
+
     app = FastAPI(
         title="artifact-store",
         version="1",
@@ -168,8 +183,10 @@ def create_app(
         # A trailing slash is a different (absent) resource: answer 404, not a
         # redirect that re-sends a PATCH or POST body elsewhere.
         redirect_slashes=False,
+        lifespan=lifespan,
     )
     app.state.store = store
+    app.state.background = background
     app.state.auth = auth or TokenAuth(store, failure_limit=store.settings.auth_failures_per_minute)
     app.state.limits = limits or ServerLimits()
     app.state.metrics = Metrics()
@@ -237,7 +254,6 @@ def create_app(
         )
 
     _problem_only_openapi(app)
-    log = logger or _default_logger()
     app.add_middleware(AccessLog, metrics=app.state.metrics, logger=log)
     return app
 

@@ -38,10 +38,11 @@ def app_from_env() -> FastAPI:
     )
     auth = LoopbackDevAuth() if settings.no_auth else None  # None: token authentication
     app = create_app(store, auth=auth, limits=limits)
+    jobs = app.router.lifespan_context  # create_app's: the periodic jobs (background GC)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tg:
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
+        async with jobs(app_), anyio.create_task_group() as tg:
             tg.start_soon(_expire_uploads, store)
             try:
                 yield

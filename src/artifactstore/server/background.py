@@ -1,0 +1,244 @@
+"""Periodic jobs in ``serve`` (background GC), one replica at a time.
+
+Every replica (every worker process of every host) schedules the same jobs;
+before each run it takes the job's lease (``controlplane/leases.py``, named
+after the job), so only the holder runs it. The holder keeps its lease
+between runs and renews it from a heartbeat thread, also while a run is in
+progress, so a run may last longer than the TTL; a replica that dies stops
+renewing and another one takes over within :data:`LEASE_TTL`. Stopping
+releases the leases, so a clean shutdown hands over at once.
+
+Jobs are blocking I/O (GC walks the database and the storage): each runs in
+its own daemon thread, never on the event loop, and a slow job does not
+delay another. A failed run is logged and retried at the next interval; no
+job's exception reaches the server. Each run writes one JSON line to the
+server's log: the job, the outcome, its duration and the figures the job
+returned.
+
+A new job is one more :class:`PeriodicJob` in :func:`scheduled_jobs`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from artifactstore.controlplane import leases
+from artifactstore.controlplane.db.engine import Database
+from artifactstore.store import Store
+
+__all__ = [
+    "GC_ACTOR",
+    "LEASE_TTL",
+    "STOP_TIMEOUT",
+    "Background",
+    "PeriodicJob",
+    "holder_id",
+    "scheduled_jobs",
+]
+
+#: Seconds a lease lasts without renewal: how long a crashed holder blocks the others.
+LEASE_TTL = 60.0
+
+#: Seconds ``stop`` waits for running jobs; a run still going then keeps its lease
+#: until it expires, so no other replica starts the job while this one may still run it.
+STOP_TIMEOUT = 5.0
+
+#: The actor background GC records in ``blob.collected`` events.
+GC_ACTOR = "system:gc"
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    """A job run every ``interval`` seconds by whichever replica holds lease ``name``.
+
+    ``run`` returns the figures of the run (JSON values) for the log line.
+    """
+
+    name: str
+    interval: float
+    run: Callable[[], Mapping[str, Any]]
+
+
+def scheduled_jobs(store: Store) -> list[PeriodicJob]:
+    """The jobs ``serve`` runs with these settings (none when all are switched off)."""
+    jobs: list[PeriodicJob] = []
+    if store.settings.gc_interval > 0:
+        jobs.append(PeriodicJob("gc", store.settings.gc_interval, lambda: _collect(store)))
+    return jobs
+
+
+def _collect(store: Store) -> dict[str, Any]:
+    report = store.gc(actor=GC_ACTOR)
+    return {
+        "collected": len(report.collected),
+        "bytes_freed": report.bytes_freed,
+        "orphans_removed": report.orphans_removed,
+        "protected_by_grace": report.protected_by_grace,
+    }
+
+
+def holder_id() -> str:
+    """Unique per Background: two workers of one host, or one restarted, never share it."""
+    return f"{socket.gethostname()[:96]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class Background:
+    """Runs ``jobs`` in daemon threads between :meth:`start` and :meth:`stop`."""
+
+    def __init__(
+        self,
+        db: Database,
+        jobs: Sequence[PeriodicJob],
+        logger: logging.Logger,
+        *,
+        lease_ttl: float = LEASE_TTL,
+        stop_timeout: float = STOP_TIMEOUT,
+    ) -> None:
+        names = [job.name for job in jobs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two periodic jobs share a name (a lease): {names}")
+        if any(job.interval <= 0 for job in jobs) or lease_ttl <= 0:
+            raise ValueError("periodic jobs need positive intervals and a positive lease TTL")
+        self.db = db
+        self.jobs = tuple(jobs)
+        self.logger = logger
+        self.lease_ttl = lease_ttl
+        self.stop_timeout = stop_timeout
+        self.holder = holder_id()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # guards _held
+        self._held: set[str] = set()
+        self._workers: list[tuple[PeriodicJob, threading.Thread]] = []
+        self._heartbeat: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start one thread per job and the lease heartbeat; nothing without jobs."""
+        if self._workers or self._stopping.is_set():
+            raise RuntimeError("a Background starts once")
+        if not self.jobs:
+            return
+        for job in self.jobs:
+            thread = threading.Thread(
+                target=self._loop, args=(job,), name=f"artifactstore-{job.name}", daemon=True
+            )
+            self._workers.append((job, thread))
+        self._heartbeat = threading.Thread(
+            target=self._renew, name="artifactstore-leases", daemon=True
+        )
+        for _job, thread in self._workers:
+            thread.start()
+        self._heartbeat.start()
+
+    def stop(self) -> None:
+        """Stop the threads (waiting at most ``stop_timeout``) and release the leases.
+
+        Blocking: call it from a worker thread, not the event loop.
+        """
+        self._stopping.set()
+        deadline = time.monotonic() + self.stop_timeout
+        threads = [thread for _job, thread in self._workers]
+        if self._heartbeat is not None:
+            threads.append(self._heartbeat)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._heartbeat is not None and self._heartbeat.is_alive():
+            # It may still renew, undoing a release: leave the leases to expire.
+            with self._lock:
+                unreleased = sorted(self._held)
+            for name in unreleased:
+                self._log(name, "not_released", logging.WARNING)
+            return
+        for job, thread in self._workers:
+            if thread.is_alive():
+                self._log(job.name, "still_running", logging.WARNING)
+                continue
+            with self._lock:
+                held = job.name in self._held
+                self._held.discard(job.name)
+            if held:
+                try:
+                    leases.release(self.db, job.name, self.holder)
+                except Exception as exc:  # the lease expires by itself
+                    self._log(job.name, "release_failed", logging.WARNING, _failure(exc))
+
+    def holds(self, name: str) -> bool:
+        """Whether this Background believes it holds lease ``name``."""
+        with self._lock:
+            return name in self._held
+
+    # --- threads ----------------------------------------------------------------------
+
+    def _loop(self, job: PeriodicJob) -> None:
+        while not self._stopping.wait(job.interval):
+            self._run_once(job)
+
+    def _run_once(self, job: PeriodicJob) -> None:
+        started = time.monotonic()
+        try:
+            if not self._claim(job.name):
+                return
+            figures = job.run()
+        except Exception as exc:
+            failure = {"duration_ms": _since(started), **_failure(exc)}
+            self._log(job.name, "error", logging.ERROR, failure)
+            return
+        self._log(job.name, "ok", logging.INFO, {"duration_ms": _since(started), **figures})
+
+    def _claim(self, name: str) -> bool:
+        """Take or renew lease ``name``; logs when this replica gains or loses it."""
+        won = leases.acquire(self.db, name, self.holder, self.lease_ttl, time.time())
+        with self._lock:
+            had = name in self._held
+            if won:
+                self._held.add(name)
+            else:
+                self._held.discard(name)
+        if won != had:
+            self._log(name, "lease_acquired" if won else "lease_lost", logging.INFO)
+        return won
+
+    def _renew(self) -> None:
+        """Renew the held leases every third of the TTL, also while their jobs run."""
+        while not self._stopping.wait(self.lease_ttl / 3):
+            with self._lock:
+                held = sorted(self._held)
+            for name in held:
+                try:
+                    self._claim(name)
+                except Exception as exc:  # retried at the next beat, well before expiry
+                    self._log(name, "renew_failed", logging.WARNING, _failure(exc))
+
+    def _log(
+        self, job: str, status: str, level: int, fields: Mapping[str, Any] | None = None
+    ) -> None:
+        """One JSON line, like the access log's; a job's figures never replace these keys."""
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "event": "background_job",
+            "job": job,
+            "status": status,
+            "holder": self.holder,
+        }
+        line.update((k, v) for k, v in (fields or {}).items() if k not in line)
+        self.logger.log(level, json.dumps(line, default=str))
+
+
+def _since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 2)
+
+
+def _failure(exc: Exception) -> dict[str, str]:
+    return {
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
