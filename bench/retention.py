@@ -155,7 +155,7 @@ def _commit_versions(store: Store, blobs: dict[str, FileEntry], per_package: int
     for i in range(0, len(manifests), COMMIT_BATCH):
         with store.db.write() as conn:
             for m in manifests[i : i + COMMIT_BATCH]:
-                packages.commit(conn, m, "bench")
+                packages.commit(conn, m, "bench", held_since="")
     return len(manifests)
 
 

@@ -53,10 +53,21 @@ class Settings:
     home: Path = _help("data directory of the embedded default", Path("artifactstore-data"))
     database_url: str = _help("metadata database (default sqlite:///HOME/artifactstore.db)", "")
     storage_url: str = _help("blob storage (default file:///HOME/storage)", "")
+    cold_storage_url: str = _help(
+        "storage of the cold tier, whose blobs need a restore before reads "
+        "(default file:///HOME/cold)",
+        "",
+    )
+    restore_delay: float = _help(
+        "seconds a restore from the cold tier takes before the bytes are readable", 0.0
+    )
     primary_digest: str = _help("digest algorithm that keys storage (blake3 or sha256)", "blake3")
     fsync: bool = _help("flush bytes to disk before acknowledging (off only for benchmarks)", True)
     gc_grace: float = _help(
         "seconds a blob stays protected after upload, HEAD or dereference", 86400.0
+    )
+    gc_interval: float = _help(
+        "seconds between background GC runs in serve (0: no background GC)", 0.0
     )
     actor: str = _help("who local-mode mutations are recorded as (default local:USER)", "")
     upload_ttl: float = _help("seconds an unfinished upload session is kept", 86400.0)
@@ -89,6 +100,8 @@ class Settings:
             )
         if not self.storage_url:
             object.__setattr__(self, "storage_url", f"file://{home.absolute() / 'storage'}")
+        if not self.cold_storage_url:
+            object.__setattr__(self, "cold_storage_url", f"file://{home.absolute() / 'cold'}")
         if not self.actor:
             object.__setattr__(self, "actor", _default_actor())
         if self.primary_digest not in ("blake3", "sha256"):

@@ -36,6 +36,8 @@ __all__ = [
     "MissingBlobs",
     "NotFound",
     "PackageNotFound",
+    "QuotaExceeded",
+    "RestoreRequired",
     "RetentionLocked",
     "SchemaExists",
     "SchemaNotFound",
@@ -111,6 +113,18 @@ class InvalidMetadata(InvalidInput):
 class LimitExceeded(InvalidInput):
     code = "limit_exceeded"
     title = "Limit exceeded"
+
+
+class QuotaExceeded(LimitExceeded):
+    """The namespace's byte quota would be exceeded; nothing was stored or committed."""
+
+    code = "quota_exceeded"
+    title = "Namespace quota exceeded"
+
+    def __init__(self, detail: str, quota_bytes: int, used_bytes: int) -> None:
+        super().__init__(detail)
+        self.quota_bytes = quota_bytes
+        self.used_bytes = used_bytes
 
 
 # --- state ----------------------------------------------------------------------
@@ -195,6 +209,18 @@ class UploadBusy(Conflict):
 class UploadClosed(Conflict):
     code = "upload_closed"
     title = "Upload session is already completed"
+
+
+class RestoreRequired(Conflict):
+    """The bytes are in a tier that needs a restore before they can be read (SPEC section 9)."""
+
+    code = "restore_required"
+    title = "Restore required"
+
+    def __init__(self, detail: str, digests: Sequence[str], restore_status: str) -> None:
+        super().__init__(detail)
+        self.digests = list(digests)
+        self.restore_status = restore_status
 
 
 class Locked(ArtifactStoreError):

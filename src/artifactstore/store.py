@@ -8,7 +8,6 @@ transaction as its effect; bytes are durable before any event points at them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,12 +21,11 @@ from sqlalchemy import delete, func, insert, select
 from artifactstore.config import Settings
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import gc as gc_mod
-from artifactstore.controlplane import holds, packages, retention, schemas, tokens
+from artifactstore.controlplane import holds, namespaces, packages, retention, schemas, tokens
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import (
     Event,
-    append,
     iter_events,
     utc_iso,
     utc_now,
@@ -134,6 +132,7 @@ class Store:
             actor=settings.actor,
             ttl=settings.upload_ttl,
             max_upload_bytes=settings.max_upload_bytes,
+            grace=settings.gc_grace,
         )
 
     # --- lifecycle ------------------------------------------------------------------
@@ -219,7 +218,9 @@ class Store:
             )
         created = utc_now()
         for attempt in range(PUSH_ATTEMPTS):
-            ingested = self._ingest_files(files, progress if attempt == 0 else no_progress)
+            ingested = self._ingest_files(
+                files, str(reference.namespace), progress if attempt == 0 else no_progress
+            )
             manifest = manifest_for(
                 reference,
                 files,
@@ -232,6 +233,12 @@ class Store:
             )
             try:
                 with self.db.write() as conn:
+                    namespaces.check_quota(
+                        conn,
+                        str(reference.namespace),
+                        [(str(d.blake3), d.size) for d, _ in ingested],
+                        self._held_since(),
+                    )
                     stored = blob_records.record_stored(
                         conn,
                         ingested,
@@ -241,7 +248,9 @@ class Store:
                         now=time.time(),
                         namespace=str(reference.namespace),
                     )
-                    result = packages.commit(conn, manifest, self.actor)
+                    result = packages.commit(
+                        conn, manifest, self.actor, held_since=self._held_since()
+                    )
             except MissingBlobs:
                 # GC collected bytes between publishing and recording (only with a
                 # grace period shorter than the push): ingest them again.
@@ -255,9 +264,13 @@ class Store:
         return self.plane.stat(key) is not None
 
     def _ingest_files(
-        self, files: Sequence[LocalFile], progress: Progress
+        self, files: Sequence[LocalFile], namespace: str, progress: Progress
     ) -> list[tuple[BlobDigests, str]]:
-        """Stage, lease and publish every file's bytes (gc.py, step 1: lease first)."""
+        """Stage, lease and publish every file's bytes (gc.py, step 1: lease first).
+
+        A push over the namespace's quota is refused here, while the bytes are
+        only staged: nothing is stored (the recording transaction checks again).
+        """
         ingested: list[tuple[BlobDigests, str]] = []
         with self.plane.batch() as batch:
             for f in files:
@@ -269,6 +282,12 @@ class Store:
                     digests = batch.ingest(_Counting(src, progress))
                 ingested.append((digests, self.plane.key(digests)))
             with self.db.write() as conn:
+                namespaces.check_quota(
+                    conn,
+                    namespace,
+                    [(str(d.blake3), d.size) for d, _ in ingested],
+                    self._held_since(),
+                )
                 blob_records.touch(conn, (key for _, key in ingested), time.time())
         return ingested
 
@@ -638,9 +657,14 @@ class Store:
                 f"{len(manifest.files)} files is more than the limit of {self.settings.max_files}"
             )
         self._check_metadata(manifest.metadata, manifest.variant)
-        held_since = self._held_since() if require_held else None
         with self.db.write() as conn:
-            return packages.commit(conn, manifest, actor or self.actor, held_since=held_since)
+            return packages.commit(
+                conn,
+                manifest,
+                actor or self.actor,
+                held_since=self._held_since(),
+                require_held=require_held,
+            )
 
     # --- tokens and namespaces ---------------------------------------------------------
 
@@ -691,42 +715,32 @@ class Store:
             return int(conn.execute(select(func.count()).select_from(t.tokens)).scalar_one())
 
     def namespace_settings(self, namespace: str) -> dict[str, Any]:
-        Namespace(namespace)
+        """The namespace's settings and ``used_bytes`` (what its quota counts)."""
         with self.db.read() as conn:
-            row = conn.execute(
-                select(t.namespaces.c.settings).where(t.namespaces.c.name == namespace)
-            ).first()
-        settings: dict[str, Any] = {"anonymous_read": False}
-        if row is not None:
-            settings.update(json.loads(row.settings))
+            settings = namespaces.get(conn, namespace).to_json()
+            settings["used_bytes"] = namespaces.usage(conn, namespace, self._held_since())
         return settings
 
     def set_namespace_settings(
         self, namespace: str, settings: Mapping[str, Any], actor: str | None = None
     ) -> dict[str, Any]:
-        """Replace a namespace's settings (today: ``anonymous_read``)."""
-        Namespace(namespace)
-        unknown = set(settings) - {"anonymous_read"}
-        if unknown:
-            raise InvalidInput(f"unknown namespace setting(s): {', '.join(sorted(unknown))}")
-        value = settings.get("anonymous_read", False)
-        if not isinstance(value, bool):
-            raise InvalidInput("anonymous_read must be true or false")
+        """Replace a namespace's settings; ``used_bytes`` (read-only) is ignored."""
+        parsed = namespaces.NamespaceSettings.from_json(
+            {k: v for k, v in settings.items() if k != "used_bytes"}
+        )
         with self.db.write() as conn:
-            append(
-                conn,
-                "namespace.updated",
-                namespace,
-                {"namespace": namespace, "settings": {"anonymous_read": value}},
-                actor or self.actor,
-            )
+            namespaces.put(conn, namespace, parsed, actor or self.actor)
         return self.namespace_settings(namespace)
 
     def anonymous_namespaces(self) -> set[str]:
         """Namespaces whose packages anyone may read."""
         with self.db.read() as conn:
-            rows = conn.execute(select(t.namespaces.c.name, t.namespaces.c.settings)).all()
-        return {r.name for r in rows if json.loads(r.settings).get("anonymous_read") is True}
+            return namespaces.anonymous(conn)
+
+    def namespace_usage(self) -> dict[str, tuple[int, int | None]]:
+        """(used bytes, quota or None) per namespace, for /metrics."""
+        with self.db.read() as conn:
+            return namespaces.usage_by_namespace(conn, self._held_since())
 
     def stats(self) -> dict[str, int]:
         with self.db.read() as conn:

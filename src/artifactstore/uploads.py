@@ -30,11 +30,13 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from artifactstore.controlplane import blobs as blob_records
+from artifactstore.controlplane import namespaces
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
+from artifactstore.controlplane.eventlog import utc_iso
 from artifactstore.dataplane.blobs import BlobIngest, DataPlane
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.dataplane.staging import StagedAppend, Staging
@@ -225,8 +227,10 @@ class UploadService:
         actor: str,
         ttl: float,
         max_upload_bytes: int,
+        grace: float,
     ) -> None:
         self.db = db
+        self.grace = grace
         self.plane = plane
         self.staging = staging
         self.actor = actor
@@ -237,15 +241,37 @@ class UploadService:
 
     # --- one-shot -----------------------------------------------------------------------
 
-    def begin_blob(self, actor: str | None = None, namespace: str | None = None) -> BlobUpload:
-        """A one-shot upload into ``namespace`` (None: held by none until referenced)."""
+    def begin_blob(
+        self,
+        actor: str | None = None,
+        namespace: str | None = None,
+        length: int | None = None,
+    ) -> BlobUpload:
+        """A one-shot upload into ``namespace`` (None: held by none until referenced);
+        a known ``length`` that cannot fit the namespace's quota is refused before any byte."""
+        self._check_room(namespace, length)
         return BlobUpload(self, self.max_upload_bytes, actor or self.actor, namespace)
+
+    def _since(self) -> str:
+        return utc_iso(time.time() - self.grace)
+
+    def _check_room(self, namespace: str | None, length: int | None) -> None:
+        if namespace is not None and length is not None:
+            with self.db.read() as conn:
+                namespaces.check_room(conn, namespace, length, self._since())
+
+    def _check_quota(self, conn: Connection, namespace: str | None, digests: BlobDigests) -> None:
+        if namespace is not None:
+            namespaces.check_quota(
+                conn, namespace, [(str(digests.blake3), digests.size)], self._since()
+            )
 
     def publish_batch(
         self, batch: Any, digests: BlobDigests, actor: str, namespace: str | None
     ) -> None:
         key = self.plane.key(digests)
         with self.db.write() as conn:
+            self._check_quota(conn, namespace, digests)
             blob_records.touch(conn, [key], time.time())
         batch.commit()
         with self.db.write() as conn:
@@ -272,6 +298,7 @@ class UploadService:
             raise LimitExceeded(
                 f"declared length {length} is over the upload limit of {limit} bytes"
             )
+        self._check_room(namespace, length)
         upload_id = secrets.token_urlsafe(24)
         now = time.time()
         with self.db.write() as conn:
@@ -361,6 +388,7 @@ class UploadService:
             raise LimitExceeded(
                 f"length {length} is below the offset {session.offset} or over the upload limit"
             )
+        self._check_room(session.namespace, length)
         with self.db.write() as conn:
             conn.execute(
                 update(t.upload_sessions)
@@ -428,6 +456,8 @@ class UploadService:
             )
         key = self.plane.key(digests)
         with self.db.write() as conn:
+            # Over the quota: the session stays open and its bytes staged (abort it).
+            self._check_quota(conn, session.namespace, digests)
             blob_records.touch(conn, [key], time.time())
             # Closed before the staged bytes move: a crash after this leaves a
             # completed session (the client starts a new one), never an open

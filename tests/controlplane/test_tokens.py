@@ -87,8 +87,17 @@ def test_tokens_survive_rebuild_with_their_actor(store: Store) -> None:
 
 
 def test_namespace_settings(store: Store) -> None:
-    assert store.namespace_settings("ci") == {"anonymous_read": False}
-    assert store.set_namespace_settings("ci", {"anonymous_read": True}) == {"anonymous_read": True}
+    default: dict[str, object] = {
+        "anonymous_read": False,
+        "quota_bytes": None,
+        "movable_tags": [],
+        "used_bytes": 0,
+    }
+    assert store.namespace_settings("ci") == default
+    assert store.set_namespace_settings("ci", {"anonymous_read": True}) == {
+        **default,
+        "anonymous_read": True,
+    }
     assert store.anonymous_namespaces() == {"ci"}
     with pytest.raises(InvalidInput):
         store.set_namespace_settings("ci", {"anonymous_read": "yes"})

@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, exists, select
 
-from artifactstore.controlplane.blobs import not_held
+from artifactstore.controlplane import namespaces
+from artifactstore.controlplane.blobs import dereference, not_held
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.eventlog import append, append_many
 from artifactstore.controlplane.protection import check_deletable
@@ -123,16 +124,30 @@ def get(conn: Connection, ref: Reference) -> VersionRecord:
 
 
 def commit(
-    conn: Connection, manifest: Manifest, actor: str, *, held_since: str | None = None
+    conn: Connection,
+    manifest: Manifest,
+    actor: str,
+    *,
+    held_since: str,
+    require_held: bool = False,
 ) -> CommitResult:
     """Commit a manifest inside the caller's write transaction.
 
     Re-checks, inside this transaction and under row locks, that every
     referenced blob is recorded: GC holds the same rows while it decides, so a
     blob is either still there for this commit or this commit fails with the
-    missing digests (SPEC section 9).
+    missing digests (SPEC section 9). ``held_since`` starts the grace period
+    within which uploads into the namespace count as its holdings (for the
+    quota, and for ``require_held``: a caller who is not a global admin must
+    have uploaded every blob into the namespace, or use it in a live version).
+
+    A version is immutable unless its name is one of the namespace's movable
+    tags: then a different manifest moves the tag (``tag.moved``), which
+    removes the previous version exactly as a deletion would, so a legal hold
+    or the retention lock on it refuses the move.
     """
     ref = Reference(manifest.namespace, manifest.name, version=manifest.version)
+    ns = str(manifest.namespace)
     try:
         existing = get(conn, ref)
     except PackageNotFound:
@@ -140,10 +155,11 @@ def commit(
     if existing is not None:
         if existing.manifest.same_content(manifest):
             return CommitResult(existing, created=False)
-        raise VersionExists(
-            f"{ref} already exists with different content (digest {existing.digest}); "
-            "versions are immutable: push under a new version"
-        )
+        if str(ref.version) not in namespaces.get(conn, ns).movable_tags:
+            raise VersionExists(
+                f"{ref} already exists with different content (digest {existing.digest}); "
+                "versions are immutable: push under a new version"
+            )
     wanted = sorted({str(f.blake3) for f in manifest.files})
     present: dict[str, tuple[str, int]] = {}
     for i in range(0, len(wanted), 500):
@@ -162,21 +178,27 @@ def commit(
                 f"file {f.path.value!r} claims blob {f.blake3} with sha256 {f.sha256} and size "
                 f"{f.size}, but that blob is {stored[0]} with {stored[1]} bytes"
             )
-    if held_since is not None and not missing:
+    if require_held and not missing:
         # A digest is not a capability: the namespace must hold every blob
         # (its writer uploaded the bytes, or a live version of it uses them).
-        missing = not_held(conn, str(manifest.namespace), wanted, held_since)
+        missing = not_held(conn, ns, wanted, held_since)
     if missing:
         raise MissingBlobs(
             f"{len(missing)} referenced blob(s) are not in the store: upload them first", missing
         )
-    append(
-        conn,
-        "package.committed",
-        str(ref),
-        {"manifest": manifest.to_map(), "digest": str(manifest.digests().blake3)},
-        actor,
-    )
+    namespaces.check_quota(conn, ns, [(d, present[d][1]) for d in wanted], held_since)
+    payload: dict[str, Any] = {
+        "manifest": manifest.to_map(),
+        "digest": str(manifest.digests().blake3),
+    }
+    if existing is None:
+        append(conn, "package.committed", str(ref), payload, actor)
+    else:
+        now = time.time()
+        check_deletable(conn, [existing], now)
+        payload["previous"] = {"version_id": existing.id, "digest": str(existing.digest)}
+        append(conn, "tag.moved", str(ref), payload, actor)
+        dereference(conn, (str(f.blake3) for f in existing.manifest.files), now)
     return CommitResult(get(conn, ref), created=True)
 
 

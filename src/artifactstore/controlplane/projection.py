@@ -207,6 +207,14 @@ def _package_committed(
         conn.execute(insert(t.version_meta), meta)
 
 
+def _tag_moved(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+    """The previous version under a movable tag goes (as a deletion would) and the new comes."""
+    previous = p["previous"]["version_id"]
+    conn.execute(delete(t.files).where(t.files.c.version_id == previous))
+    conn.execute(delete(t.version_meta).where(t.version_meta.c.version_id == previous))
+    _package_committed(conn, seq, time, actor, p)
+
+
 def _packages_deleted(conn: Connection, events: Sequence[Any]) -> None:
     """Batch handler: retention apply tombstones thousands of versions in one transaction."""
     ids = [e.payload["version_id"] for e in events]
@@ -334,6 +342,7 @@ _HANDLERS: dict[str, _Handler] = {
     "token.revoked": _token_revoked,
     "namespace.updated": _namespace_updated,
     "package.committed": _package_committed,
+    "tag.moved": _tag_moved,
     "schema.registered": _schema_registered,
     "hold.placed": _hold_placed,
     "hold.released": _hold_released,
@@ -348,8 +357,9 @@ EVENT_TYPES = {
     "blob.claimed": "a namespace proved possession of bytes the store already held",
     "token.created": "an API token was created (its secret's hash only)",
     "token.revoked": "an API token was revoked",
-    "namespace.updated": "a namespace's settings changed (e.g. anonymous read)",
+    "namespace.updated": "a namespace's settings changed (anonymous read, quota, movable tags)",
     "package.committed": "a package version (manifest) was committed",
+    "tag.moved": "a movable tag (e.g. latest) now names a new manifest; the previous one is gone",
     "package.deleted": "a package version was deleted (tombstone); its bytes wait for GC",
     "schema.registered": "a metadata JSON Schema was registered for a variant id",
     "hold.placed": "a legal hold was placed on a version (its id is the event's seq)",

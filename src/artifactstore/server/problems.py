@@ -50,6 +50,9 @@ class Problem(BaseModel):
     offset: int | None = None
     holds: list[dict[str, Any]] | None = None
     locked_until: str | None = None
+    quota_bytes: int | None = None
+    used_bytes: int | None = None
+    restore_status: str | None = None
 
 
 def status_for(exc: e.ArtifactStoreError) -> int:
@@ -84,6 +87,10 @@ def problem_response(
         extra["holds"] = exc.holds
     if isinstance(exc, e.RetentionLocked):
         extra["locked_until"] = exc.locked_until
+    if isinstance(exc, e.QuotaExceeded):
+        extra.update(quota_bytes=exc.quota_bytes, used_bytes=exc.used_bytes)
+    if isinstance(exc, e.RestoreRequired):
+        extra.update(missing=exc.digests, restore_status=exc.restore_status)
     if isinstance(exc, e.Unauthenticated):
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="artifactstore"'}
     if isinstance(exc, e.TooManyRequests):

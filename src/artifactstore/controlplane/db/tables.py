@@ -43,6 +43,7 @@ __all__ = [
     "events",
     "files",
     "holds",
+    "leases",
     "metadata",
     "namespace_blobs",
     "namespaces",
@@ -109,6 +110,15 @@ upload_sessions = Table(
     Column("digest", String(80), nullable=True),  # blake3 of the completed blob
 )
 
+#: Leader leases: one replica at a time runs a named background job (e.g. ``gc``).
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
 # --- views ------------------------------------------------------------------------------
 
 blobs = Table(
@@ -130,6 +140,7 @@ storage_locations = Table(
     Column("representation", String(32), nullable=False),
     Column("retrieval_tier", String(16), nullable=False),
     Column("restore_status", String(16), nullable=False),
+    Column("restore_ready_at", String(32), nullable=True),  # a restore in progress ends then
 )
 
 namespaces = Table(
@@ -287,4 +298,4 @@ VIEW_TABLES = (
     tokens,
     namespace_blobs,
 )
-OPERATIONAL_TABLES = (chain_head, blob_activity, upload_sessions, token_usage)
+OPERATIONAL_TABLES = (chain_head, blob_activity, upload_sessions, token_usage, leases)

@@ -80,7 +80,12 @@ async def post_blob(
         raise LimitExceeded(f"body of {declared} bytes is over the upload limit of {limit}")
     principal = request.state.principal
     target = upload_namespace(principal, namespace)
-    upload = await run_in_threadpool(store.uploads.begin_blob, principal.actor, target)
+    length = (
+        int(declared)
+        if declared is not None and declared.isascii() and declared.isdigit()
+        else None
+    )
+    upload = await run_in_threadpool(store.uploads.begin_blob, principal.actor, target, length)
     try:
         await feed(
             request.stream(),

@@ -1,0 +1,212 @@
+"""Namespace settings and byte quotas (SPEC sections 4 and 9).
+
+Settings are one JSON document per namespace, replaced whole by
+``namespace.updated``: ``anonymous_read``, ``quota_bytes`` and
+``movable_tags`` (version names such as ``latest`` that a push may move).
+
+**Usage** is what a quota limits: the bytes of the distinct blobs the
+namespace holds, each counted once however many versions share it. A
+namespace holds a blob while a live version references it or while the
+grace period of its upload into the namespace runs (the same rule as blob
+visibility, ``blobs.not_held``): bytes uploaded for a push that has not
+committed yet already count, so two concurrent pushes cannot both slip under
+the limit. Deleting a version frees its bytes once they are neither
+referenced nor recently uploaded.
+
+**Enforcement** happens at three points, each inside a write transaction that
+first takes the chain-head lock, so concurrent checks on any database see each
+other's effects: before a blob is recorded for the namespace (a local push,
+an upload's completion), and when a manifest is committed (an admin may
+commit blobs the namespace did not upload). Uploads with a declared length
+are also refused at creation, before any byte arrives.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, select, union
+
+from artifactstore.controlplane.blobs import not_held
+from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.eventlog import append
+from artifactstore.controlplane.protection import serialise
+from artifactstore.errors import InvalidInput, QuotaExceeded
+from artifactstore.model.identity import Namespace, Version
+
+__all__ = [
+    "MAX_MOVABLE_TAGS",
+    "NamespaceSettings",
+    "anonymous",
+    "check_quota",
+    "check_room",
+    "get",
+    "movable_tags",
+    "put",
+    "usage",
+    "usage_by_namespace",
+]
+
+MAX_MOVABLE_TAGS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceSettings:
+    anonymous_read: bool = False
+    quota_bytes: int | None = None
+    movable_tags: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> NamespaceSettings:
+        """Validate a settings document; anything unknown or mistyped is refused."""
+        unknown = set(body) - {"anonymous_read", "quota_bytes", "movable_tags"}
+        if unknown:
+            raise InvalidInput(f"unknown namespace setting(s): {', '.join(sorted(unknown))}")
+        anonymous_read = body.get("anonymous_read", False)
+        if not isinstance(anonymous_read, bool):
+            raise InvalidInput("anonymous_read must be true or false")
+        quota = body.get("quota_bytes")
+        if quota is not None and (
+            isinstance(quota, bool) or not isinstance(quota, int) or not 0 <= quota < 2**63
+        ):
+            raise InvalidInput("quota_bytes must be null or a whole number of bytes >= 0")
+        tags = body.get("movable_tags", [])
+        if not isinstance(tags, list) or not all(isinstance(x, str) for x in tags):
+            raise InvalidInput("movable_tags must be a list of version names")
+        if len(tags) > MAX_MOVABLE_TAGS:
+            raise InvalidInput(f"at most {MAX_MOVABLE_TAGS} movable tags per namespace")
+        for tag in tags:
+            Version(tag)
+        return cls(anonymous_read, quota, tuple(sorted(set(tags))))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "anonymous_read": self.anonymous_read,
+            "quota_bytes": self.quota_bytes,
+            "movable_tags": list(self.movable_tags),
+        }
+
+
+def _all(conn: Connection, names: Iterable[str] | None = None) -> dict[str, NamespaceSettings]:
+    query = select(t.namespaces.c.name, t.namespaces.c.settings)
+    if names is not None:
+        query = query.where(t.namespaces.c.name.in_(sorted(set(names))))
+    return {
+        r.name: NamespaceSettings.from_json(json.loads(r.settings)) for r in conn.execute(query)
+    }
+
+
+def get(conn: Connection, namespace: str) -> NamespaceSettings:
+    Namespace(namespace)
+    return _all(conn, [namespace]).get(namespace, NamespaceSettings())
+
+
+def put(
+    conn: Connection, namespace: str, settings: NamespaceSettings, actor: str
+) -> NamespaceSettings:
+    Namespace(namespace)
+    append(
+        conn,
+        "namespace.updated",
+        namespace,
+        {"namespace": namespace, "settings": settings.to_json()},
+        actor,
+    )
+    return settings
+
+
+def anonymous(conn: Connection) -> set[str]:
+    """Namespaces whose packages anyone may read."""
+    return {name for name, s in _all(conn).items() if s.anonymous_read}
+
+
+def movable_tags(conn: Connection, namespaces: Iterable[str] | None = None) -> dict[str, set[str]]:
+    """Each namespace's movable tags (namespaces without any are left out)."""
+    return {
+        name: set(s.movable_tags) for name, s in _all(conn, namespaces).items() if s.movable_tags
+    }
+
+
+def _held(held_since: str) -> Any:
+    """(namespace, blake3) of every holding: live references and recent uploads."""
+    live = (
+        select(t.versions.c.namespace, t.files.c.blake3)
+        .join(t.files, t.files.c.version_id == t.versions.c.id)
+        .where(t.versions.c.deleted_seq.is_(None))
+    )
+    recent = select(t.namespace_blobs.c.namespace, t.namespace_blobs.c.blake3).where(
+        t.namespace_blobs.c.held_at >= held_since
+    )
+    return union(live, recent).subquery()
+
+
+def usage(conn: Connection, namespace: str, held_since: str) -> int:
+    """Bytes of the distinct blobs ``namespace`` holds (see the module docstring)."""
+    held = _held(held_since)
+    total = conn.execute(
+        select(func.coalesce(func.sum(t.blobs.c.size), 0))
+        .select_from(held)
+        .join(t.blobs, t.blobs.c.blake3 == held.c.blake3)
+        .where(held.c.namespace == namespace)
+    ).scalar_one()
+    return int(total)
+
+
+def usage_by_namespace(conn: Connection, held_since: str) -> dict[str, tuple[int, int | None]]:
+    """(used bytes, quota) of every namespace that holds something or has settings."""
+    held = _held(held_since)
+    used = {
+        r.namespace: int(r.total)
+        for r in conn.execute(
+            select(held.c.namespace, func.sum(t.blobs.c.size).label("total"))
+            .select_from(held)
+            .join(t.blobs, t.blobs.c.blake3 == held.c.blake3)
+            .group_by(held.c.namespace)
+        )
+    }
+    settings = _all(conn)
+    return {
+        name: (used.get(name, 0), settings[name].quota_bytes if name in settings else None)
+        for name in sorted(set(used) | set(settings))
+    }
+
+
+def _refuse(namespace: str, quota: int, used: int, adding: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"namespace {namespace} holds {used} of its {quota} bytes; {adding} more would exceed "
+        "its quota: delete versions (then 'artifactstore gc') or raise the quota with "
+        f"'artifactstore namespace set {namespace} --quota BYTES'",
+        quota_bytes=quota,
+        used_bytes=used,
+    )
+
+
+def check_room(conn: Connection, namespace: str, adding: int, held_since: str) -> None:
+    """Refuse ``adding`` more bytes when they cannot fit (an upload's declared length)."""
+    quota = get(conn, namespace).quota_bytes
+    if quota is None or adding == 0:
+        return
+    used = usage(conn, namespace, held_since)
+    if used + adding > quota:
+        raise _refuse(namespace, quota, used, adding)
+
+
+def check_quota(
+    conn: Connection, namespace: str, blobs: Sequence[tuple[str, int]], held_since: str
+) -> None:
+    """Inside a write transaction: refuse if holding ``blobs`` (blake3, size) would exceed
+    the quota. Blobs the namespace already holds add nothing, each blob counts once."""
+    quota = get(conn, namespace).quota_bytes
+    if quota is None:
+        return
+    serialise(conn)
+    sizes = dict(blobs)
+    adding = sum(sizes[b] for b in not_held(conn, namespace, sizes, held_since))
+    if adding == 0:
+        return
+    used = usage(conn, namespace, held_since)
+    if used + adding > quota:
+        raise _refuse(namespace, quota, used, adding)
