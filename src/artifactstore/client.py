@@ -35,6 +35,7 @@ from artifactstore.controlplane.retention import (
     RetentionReport,
     RetentionSettings,
 )
+from artifactstore.controlplane.tiers import BlobTier, TierReport
 from artifactstore.controlplane.tokens import TokenInfo
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import ArtifactStoreError, ChainBroken, DigestMismatch, InvalidInput
@@ -127,6 +128,14 @@ def _error_from(response: httpx.Response) -> ArtifactStoreError:
         return errors.LegalHold(detail, body.get("holds") or [])
     if cls is errors.RetentionLocked:
         return errors.RetentionLocked(detail, body.get("locked_until"))
+    if cls is errors.QuotaExceeded:
+        return errors.QuotaExceeded(
+            detail, int(body.get("quota_bytes", 0)), int(body.get("used_bytes", 0))
+        )
+    if cls is errors.RestoreRequired:
+        return errors.RestoreRequired(
+            detail, body.get("missing") or [], str(body.get("restore_status", ""))
+        )
     if cls is not None:
         return cls(detail)
     if response.status_code == 404:
@@ -368,6 +377,20 @@ class RemoteStore:
         ).json()
         return GcReport(**body)
 
+    # --- storage tiers -------------------------------------------------------------------
+
+    def tier_status(self, ref: str | Reference) -> list[BlobTier]:
+        body = self._request("GET", self._version_path(ref) + "/tier").json()
+        return TierReport.from_json(body).blobs
+
+    def tier_move(self, ref: str | Reference, to: str) -> TierReport:
+        path = self._version_path(ref) + "/tier"
+        return TierReport.from_json(self._request("POST", path, json={"to": to}).json())
+
+    def tier_restore(self, ref: str | Reference) -> TierReport:
+        path = self._version_path(ref) + "/restore"
+        return TierReport.from_json(self._request("POST", path).json())
+
     # --- retention and legal holds ----------------------------------------------------------
 
     def set_retention(
@@ -404,14 +427,16 @@ class RemoteStore:
         body = self._request("POST", "/v1/retention/apply", params=params).json()
         return RetentionReport.from_json(body)
 
-    def _holds_path(self, ref: str | Reference) -> str:
+    def _version_path(self, ref: str | Reference) -> str:
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         if r.version is None:
             raise InvalidInput("remote mode addresses versions as NS/NAME:VERSION")
-        return self._path(r) + "/holds"
+        return self._path(r)
 
     def place_hold(self, ref: str | Reference, reason: str) -> Hold:
-        body = self._request("POST", self._holds_path(ref), json={"reason": reason}).json()
+        body = self._request(
+            "POST", self._version_path(ref) + "/holds", json={"reason": reason}
+        ).json()
         return Hold.from_json(body)
 
     def release_hold(
@@ -420,14 +445,14 @@ class RemoteStore:
         payload: dict[str, Any] = {"reason": reason}
         if hold_id is not None:
             payload["id"] = hold_id
-        body = self._request("DELETE", self._holds_path(ref), json=payload).json()
+        body = self._request("DELETE", self._version_path(ref) + "/holds", json=payload).json()
         return Hold.from_json(body)
 
     def list_holds(
         self, ref: str | Reference | None = None, *, include_released: bool = False
     ) -> list[Hold]:
         params = {"all": str(include_released).lower()}
-        path = "/v1/holds" if ref is None else self._holds_path(ref)
+        path = "/v1/holds" if ref is None else self._version_path(ref) + "/holds"
         items = self._request("GET", path, params=params).json()["items"]
         return [Hold.from_json(i) for i in items]
 

@@ -21,7 +21,15 @@ from sqlalchemy import delete, func, insert, select
 from artifactstore.config import Settings
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import gc as gc_mod
-from artifactstore.controlplane import holds, namespaces, packages, retention, schemas, tokens
+from artifactstore.controlplane import (
+    holds,
+    namespaces,
+    packages,
+    retention,
+    schemas,
+    tiers,
+    tokens,
+)
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import (
@@ -102,16 +110,24 @@ class VerifyReport:
         }
 
 
-def _open_backend(settings: Settings) -> tuple[Backend, Staging]:
-    """The backend named by STORAGE_URL and its upload staging capability."""
-    url = urlparse(settings.storage_url)
-    if url.scheme == "file":
-        root = Path(url.path)
-        local = LocalBackend(root, fsync=settings.fsync)
-        return local, LocalStaging(local, root, fsync=settings.fsync)
-    raise InvalidInput(
-        f"unsupported STORAGE_URL scheme {url.scheme!r}: this build supports file://"
-    )
+def _local_root(url_text: str, setting: str) -> Path:
+    url = urlparse(url_text)
+    if url.scheme != "file":
+        raise InvalidInput(
+            f"unsupported {setting} scheme {url.scheme!r}: this build supports file://"
+        )
+    return Path(url.path)
+
+
+def _open_backends(settings: Settings) -> tuple[Backend, Staging, Backend]:
+    """The hot backend (STORAGE_URL), its upload staging, and the cold tier's backend."""
+    root = _local_root(settings.storage_url, "STORAGE_URL")
+    hot = LocalBackend(root, fsync=settings.fsync)
+    cold_root = _local_root(settings.cold_storage_url, "COLD_STORAGE_URL")
+    if cold_root.absolute() == root.absolute():
+        raise InvalidInput("COLD_STORAGE_URL must differ from STORAGE_URL")
+    cold = LocalBackend(cold_root, fsync=settings.fsync, name="cold")
+    return hot, LocalStaging(hot, root, fsync=settings.fsync), cold
 
 
 class Store:
@@ -154,8 +170,12 @@ class Store:
         db = Database(settings.database_url)
         try:
             db.ensure_migrated(create=create)
-            backend, staging = _open_backend(settings)
-            plane = DataPlane(backend, primary=settings.primary_digest)  # type: ignore[arg-type]
+            backend, staging, cold = _open_backends(settings)
+            plane = DataPlane(
+                backend,
+                primary=settings.primary_digest,  # type: ignore[arg-type]
+                cold=cold,
+            )
         except BaseException:
             db.dispose()
             raise
@@ -354,11 +374,26 @@ class Store:
             cursor = page.next_cursor
 
     def _location(self, digest: Digest) -> blob_records.BlobRecord:
+        """A blob's record, for reading its bytes: RestoreRequired unless they are hot."""
         with self.db.read() as conn:
             rec = blob_records.find(conn, digest)
         if rec is None:
             raise BlobNotFound(f"blob {digest} is not in the store")
+        rec = self._complete_if_due(rec)
+        if rec.restore_status != tiers.AVAILABLE:
+            with self.db.read() as conn:
+                tiers.require_available(conn, [str(rec.digests.blake3)])
         return rec
+
+    def _complete_if_due(self, rec: blob_records.BlobRecord) -> blob_records.BlobRecord:
+        """Finish the blob's restore if its time has come (the first read does it)."""
+        if rec.restore_status != "restoring" or (rec.restore_ready_at or "~") > utc_iso(
+            time.time()
+        ):
+            return rec
+        self.complete_restores([str(rec.digests.blake3)])
+        with self.db.read() as conn:
+            return blob_records.find(conn, rec.digests.blake3) or rec
 
     def read_file(self, ref: str | Reference, path: str) -> Iterator[bytes]:
         """Stream one file; raises DigestMismatch after the last chunk if the bytes are damaged."""
@@ -377,7 +412,7 @@ class Store:
         rec = self._location(entry.blake3)
         hasher = DualHasher(None)
         try:
-            for chunk in self.plane.read(rec.key):
+            for chunk in self.plane.read(rec.key, backend=rec.backend):
                 hasher.update(chunk)
                 yield chunk
         except BlobNotFound as exc:  # recorded but gone from storage: damage, not absence
@@ -399,8 +434,16 @@ class Store:
     ) -> packages.VersionRecord:
         """Write every file under ``dest``, verifying each digest; all or nothing."""
         record = self.show(ref)
+        self.require_available(record.manifest.files)
         pull_into(Path(dest), record.manifest, self.stream_entry, progress)
         return record
+
+    def require_available(self, entries: Sequence[FileEntry]) -> None:
+        """Raise RestoreRequired (naming every blob) unless all the files can be read now."""
+        blake3s = sorted({str(f.blake3) for f in entries})
+        self.complete_restores(blake3s)
+        with self.db.read() as conn:
+            tiers.require_available(conn, blake3s)
 
     # --- delete, schemas --------------------------------------------------------------
 
@@ -515,7 +558,7 @@ class Store:
         with self.db.read() as conn:
             if ref is None:
                 rows = conn.execute(
-                    select(t.blobs, t.storage_locations.c.key)
+                    select(t.blobs, t.storage_locations.c.key, t.storage_locations.c.backend)
                     .outerjoin(
                         t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3
                     )
@@ -547,7 +590,7 @@ class Store:
                 record = packages.get(conn, Reference.parse(ref) if isinstance(ref, str) else ref)
                 wanted = sorted({str(f.blake3) for f in record.manifest.files})
                 rows = conn.execute(
-                    select(t.blobs, t.storage_locations.c.key)
+                    select(t.blobs, t.storage_locations.c.key, t.storage_locations.c.backend)
                     .outerjoin(
                         t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3
                     )
@@ -562,7 +605,7 @@ class Store:
                 report.damaged.append({"digest": row.blake3, "problem": "no storage location"})
                 continue
             try:
-                self.plane.verify(row.key, expected)
+                self.plane.verify(row.key, expected, row.backend)
                 report.bytes_checked += row.size
             except CorruptBlob as exc:
                 report.damaged.append({"digest": row.blake3, "problem": exc.detail})
@@ -607,6 +650,54 @@ class Store:
             self.uploads.expire()
         return report
 
+    # --- storage tiers (controlplane/tiers.py) -------------------------------------------
+
+    def _version_blobs(self, ref: str | Reference) -> list[str]:
+        record = self.show(ref)
+        return sorted({str(f.blake3) for f in record.manifest.files})
+
+    def tier_status(self, ref: str | Reference) -> list[tiers.BlobTier]:
+        """Where each blob of a version is, and whether it can be read now (restores
+        whose time has come complete first)."""
+        blake3s = self._version_blobs(ref)
+        self.complete_restores(blake3s)
+        with self.db.read() as conn:
+            return tiers.status(conn, blake3s)
+
+    def tier_move(
+        self, ref: str | Reference, to: str, actor: str | None = None
+    ) -> tiers.TierReport:
+        """Move a version's blobs to tier ``to`` (``hot`` or ``cold``), synchronously."""
+        return tiers.move(self.db, self.plane, self._version_blobs(ref), to, actor or self.actor)
+
+    def tier_restore(self, ref: str | Reference, actor: str | None = None) -> tiers.TierReport:
+        """Start restoring a version's cold blobs; they are readable after ``restore_delay``
+        (with no delay, at once)."""
+        return self.restore_blobs(self._version_blobs(ref), actor)
+
+    def restore_blobs(self, blake3s: Sequence[str], actor: str | None = None) -> tiers.TierReport:
+        now = time.time()
+        report = tiers.request_restore(
+            self.db, blake3s, actor or self.actor, delay=self.settings.restore_delay, now=now
+        )
+        done = self.complete_restores(blake3s, now=now)
+        if done.changed:
+            with self.db.read() as conn:
+                report.blobs = tiers.status(conn, blake3s)
+        return report
+
+    def complete_restores(
+        self, blake3s: Sequence[str] | None = None, *, now: float | None = None
+    ) -> tiers.TierReport:
+        """Finish the restores whose time has come (of ``blake3s``, or every one)."""
+        return tiers.complete_due(
+            self.db,
+            self.plane,
+            "system:restore",
+            now=time.time() if now is None else now,
+            blake3s=blake3s,
+        )
+
     def find_blob(
         self, digest: Digest, readable: Collection[str] | None = None
     ) -> blob_records.BlobRecord | None:
@@ -623,6 +714,7 @@ class Store:
                     record = None
         if record is not None:
             self._renew_lease(record.key)
+            record = self._complete_if_due(record)
         return record
 
     def _renew_lease(self, key: str) -> None:

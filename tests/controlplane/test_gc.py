@@ -229,7 +229,7 @@ def test_crash_between_decision_and_unlink_leaves_an_orphan_the_next_run_removes
     report = gc.GcReport(dry_run=False, grace_seconds=0)
     with store.db.write() as conn:  # step 2 only: then the "crash"
         keys = gc.decide(conn, store.plane, report, cutoff=touched + 1, actor="test:gc")
-    assert keys == [blob_key(digest_of(data))]
+    assert keys == [(blob_key(digest_of(data)), "local")]
     assert recorded(store) == set() and blob_path(store, data).exists()
     assert store.verify().ok  # bytes without a row are allowed
 
@@ -325,7 +325,7 @@ def test_ingest_renewing_the_lease_after_the_decision_keeps_its_bytes(
     with other.db.write() as conn:
         keys = gc.decide(conn, other.plane, report, cutoff=decided_at, actor="test:gc")
     key_x, key_y = blob_key(digest_of(tree["x"])), blob_key(digest_of(tree["y"]))
-    assert sorted(keys) == sorted([key_x, key_y])
+    assert sorted(keys) == sorted([(key_x, "local"), (key_y, "local")])
     assert recorded(store) == set()  # from here on no commit can use the old rows
 
     unlinked: list[bool] = []

@@ -38,6 +38,7 @@ class BlobRecord:
     backend: str
     retrieval_tier: str
     restore_status: str
+    restore_ready_at: str | None = None
 
 
 def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord | None:
@@ -52,6 +53,7 @@ def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord 
             t.storage_locations.c.backend,
             t.storage_locations.c.retrieval_tier,
             t.storage_locations.c.restore_status,
+            t.storage_locations.c.restore_ready_at,
         )
         .join(t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3)
         .where(col == str(digest))
@@ -68,6 +70,7 @@ def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord 
         row.backend,
         row.retrieval_tier,
         row.restore_status,
+        row.restore_ready_at,
     )
 
 

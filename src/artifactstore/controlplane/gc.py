@@ -98,22 +98,28 @@ def _check_live_references(conn: Connection, plane: DataPlane) -> None:
             f"{bad.namespace}/{bad.name}:{bad.version} references {bad.blake3}, which is not "
             "recorded: GC deleted nothing (run 'artifactstore verify --all')"
         )
-    referenced = select(t.storage_locations.c.blake3, t.storage_locations.c.key).where(
-        exists().where(t.files.c.blake3 == t.storage_locations.c.blake3)
+    loc = t.storage_locations
+    referenced = select(loc.c.blake3, loc.c.key, loc.c.backend).where(
+        exists().where(t.files.c.blake3 == loc.c.blake3)
     )
     for row in conn.execute(referenced):
-        if plane.stat(row.key) is None:
+        if plane.stat(row.key, row.backend) is None:
             raise CorruptBlob(
                 f"live blob {row.blake3} is missing from storage: GC deleted nothing "
                 "(run 'artifactstore verify --all')"
             )
 
 
-def _candidates(conn: Connection, cutoff: float) -> tuple[list[tuple[str, str, int]], int]:
-    """Unreferenced blobs as (collectable [(blake3, key, size)], count still within grace)."""
+#: A blob GC may collect: (blake3, storage key, backend, size).
+_Candidate = tuple[str, str, str, int]
+
+
+def _candidates(conn: Connection, cutoff: float) -> tuple[list[_Candidate], int]:
+    """Unreferenced blobs as (collectable, count still within grace)."""
     lease = t.blob_activity
+    loc = t.storage_locations
     rows = conn.execute(
-        select(t.blobs.c.blake3, t.storage_locations.c.key, t.blobs.c.size, lease.c.touched_at)
+        select(t.blobs.c.blake3, loc.c.key, loc.c.backend, t.blobs.c.size, lease.c.touched_at)
         .join(t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3)
         .outerjoin(lease, lease.c.key == t.storage_locations.c.key)
         .where(~exists().where(t.files.c.blake3 == t.blobs.c.blake3))
@@ -124,29 +130,35 @@ def _candidates(conn: Connection, cutoff: float) -> tuple[list[tuple[str, str, i
         if row.touched_at is not None and row.touched_at >= cutoff:
             young += 1
         else:
-            ready.append((row.blake3, row.key, row.size))
+            ready.append((row.blake3, row.key, row.backend, row.size))
     return ready, young
 
 
-def unlink_if_untouched(conn: Connection, plane: DataPlane, key: str, since: float) -> bool:
-    """Step 3: delete the bytes at ``key`` unless touched at or after ``since``."""
+def unlink_if_untouched(
+    conn: Connection, plane: DataPlane, key: str, since: float, backend: str | None = None
+) -> bool:
+    """Step 3: delete the bytes at ``key`` of ``backend`` (None: the hot one) unless
+    touched at or after ``since`` or recorded there."""
+    backend = backend or plane.backend.properties.name
     lease = conn.execute(
         select(t.blob_activity.c.touched_at).where(t.blob_activity.c.key == key).with_for_update()
     ).first()
     if lease is not None and lease.touched_at >= since:
         return False
-    recorded = select(t.storage_locations.c.key).where(t.storage_locations.c.key == key)
+    loc = t.storage_locations
+    recorded = select(loc.c.key).where(loc.c.key == key, loc.c.backend == backend)
     if conn.execute(recorded).first() is not None:
-        return False  # recorded again by a concurrent ingest: live data
-    plane.delete(key)
+        return False  # recorded again by a concurrent ingest or move: live data
+    plane.delete(key, backend)
     conn.execute(delete(t.blob_activity).where(t.blob_activity.c.key == key))
     return True
 
 
 def decide(
     conn: Connection, plane: DataPlane, report: GcReport, *, cutoff: float, actor: str
-) -> list[str]:
-    """Step 2 inside the caller's write transaction; returns the keys step 3 must visit.
+) -> list[tuple[str, str]]:
+    """Step 2 inside the caller's write transaction; returns the (key, backend) pairs
+    step 3 must visit.
 
     Fails closed first (CorruptBlob, nothing changed). In a dry run it only fills
     ``report`` and returns no key.
@@ -154,11 +166,11 @@ def decide(
     _check_live_references(conn, plane)
     ready, report.protected_by_grace = _candidates(conn, cutoff)
     if report.dry_run:
-        report.collected = [b for b, _, _ in ready]
-        report.bytes_freed = sum(size for _, _, size in ready)
+        report.collected = [b for b, _, _, _ in ready]
+        report.bytes_freed = sum(size for _, _, _, size in ready)
         return []
-    decided: list[str] = []
-    for blake3, key, size in ready:
+    decided: list[tuple[str, str]] = []
+    for blake3, key, backend, size in ready:
         still = conn.execute(
             select(t.blobs.c.blake3)
             .where(t.blobs.c.blake3 == blake3, ~exists().where(t.files.c.blake3 == blake3))
@@ -169,7 +181,7 @@ def decide(
         append(conn, "blob.collected", blake3, {"blake3": blake3, "size": size}, actor)
         report.collected.append(blake3)
         report.bytes_freed += size
-        decided.append(key)
+        decided.append((key, backend))
     return decided
 
 
@@ -189,23 +201,28 @@ def collect(
         decided = decide(conn, plane, report, cutoff=decided_at - grace, actor=actor)
     if dry_run:
         return report
-    for key in decided:
+    for key, backend in decided:
         with db.write() as conn:
-            unlink_if_untouched(conn, plane, key, decided_at)
+            unlink_if_untouched(conn, plane, key, decided_at, backend)
     report.orphans_removed = collect_orphans(db, plane, decided_at - grace)
-    sweep = getattr(plane.backend, "sweep_staging", None)
-    if callable(sweep):
-        sweep(max(grace, STAGING_MIN_AGE))
+    for store_backend in plane.backends:
+        sweep = getattr(store_backend, "sweep_staging", None)
+        if callable(sweep):
+            sweep(max(grace, STAGING_MIN_AGE))
     return report
 
 
 def collect_orphans(db: Database, plane: DataPlane, cutoff: float) -> int:
-    """Stored keys nothing records whose lease is absent or older than ``cutoff``."""
-    with db.read() as conn:
-        known = {r.key for r in conn.execute(select(t.storage_locations.c.key))}
+    """Stored keys no location records at their backend whose lease is absent or older
+    than ``cutoff`` (a crash mid-GC, or the old copy of a blob moved between tiers)."""
     removed = 0
-    for key in [k for k in plane.backend.list(BLOB_PREFIX) if k not in known]:
-        with db.write() as conn:
-            if unlink_if_untouched(conn, plane, key, cutoff):
-                removed += 1
+    for backend in plane.backends:
+        name = backend.properties.name
+        loc = t.storage_locations
+        with db.read() as conn:
+            known = {r.key for r in conn.execute(select(loc.c.key).where(loc.c.backend == name))}
+        for key in [k for k in backend.list(BLOB_PREFIX) if k not in known]:
+            with db.write() as conn:
+                if unlink_if_untouched(conn, plane, key, cutoff, name):
+                    removed += 1
     return removed

@@ -133,6 +133,25 @@ def _blob_collected(conn: Connection, seq: int, time: str, actor: str, p: dict[s
     conn.execute(delete(t.blobs).where(t.blobs.c.blake3 == p["blake3"]))
 
 
+def _blob_tiered(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+    conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == p["blake3"]))
+    conn.execute(
+        insert(t.storage_locations).values(
+            blake3=p["blake3"], restore_ready_at=None, **p["location"]
+        )
+    )
+
+
+def _blob_restore_requested(
+    conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]
+) -> None:
+    conn.execute(
+        update(t.storage_locations)
+        .where(t.storage_locations.c.blake3 == p["blake3"])
+        .values(restore_status="restoring", restore_ready_at=p["ready_at"])
+    )
+
+
 def _scalar_text(value: object) -> str | None:
     """Top-level metadata values that ``--where key=value`` can match."""
     if isinstance(value, bool):
@@ -338,6 +357,8 @@ _BATCH_HANDLERS: dict[str, Callable[[Connection, Sequence[Any]], None]] = {
 _HANDLERS: dict[str, _Handler] = {
     "blob.claimed": _blob_claimed,
     "blob.collected": _blob_collected,
+    "blob.tiered": _blob_tiered,
+    "blob.restore_requested": _blob_restore_requested,
     "token.created": _token_created,
     "token.revoked": _token_revoked,
     "namespace.updated": _namespace_updated,
@@ -354,6 +375,10 @@ _HANDLERS: dict[str, _Handler] = {
 EVENT_TYPES = {
     "blob.stored": "bytes became durable and were recorded with both digests and a location",
     "blob.collected": "garbage collection removed an unreferenced blob",
+    "blob.tiered": "a blob's bytes moved to another storage tier (hot or cold), or a restore "
+    "completed",
+    "blob.restore_requested": "a restore of a blob from the cold tier started; it completes at "
+    "ready_at",
     "blob.claimed": "a namespace proved possession of bytes the store already held",
     "token.created": "an API token was created (its secret's hash only)",
     "token.revoked": "an API token was revoked",

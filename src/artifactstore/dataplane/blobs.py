@@ -125,12 +125,40 @@ class IngestBatch:
 
 
 class DataPlane:
-    """Content-addressed blobs over one backend."""
+    """Content-addressed blobs over a hot backend, and optionally a cold one.
 
-    def __init__(self, backend: Backend, *, primary: Algorithm = "blake3") -> None:
+    Every method that touches stored bytes takes the ``backend`` name a
+    storage location records (None: the hot backend, where ingest writes).
+    The cold backend holds blobs moved to the cold tier; it is never read to
+    serve clients (the control plane answers ``restore_required``), only to
+    verify them and to move them back.
+    """
+
+    def __init__(
+        self, backend: Backend, *, primary: Algorithm = "blake3", cold: Backend | None = None
+    ) -> None:
         self.backend = backend
+        self.cold = cold
         self.primary: Algorithm = primary
+        self._backends = {backend.properties.name: backend}
+        if cold is not None:
+            if cold.properties.name in self._backends:
+                raise ValueError("the cold backend needs a name of its own")
+            self._backends[cold.properties.name] = cold
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
+
+    def named(self, backend: str | None = None) -> Backend:
+        """The backend a storage location names (None: the hot one)."""
+        if backend is None:
+            return self.backend
+        try:
+            return self._backends[backend]
+        except KeyError:
+            raise StorageError(f"no storage backend named {backend!r} is configured") from None
+
+    @property
+    def backends(self) -> list[Backend]:
+        return list(self._backends.values())
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -151,34 +179,62 @@ class DataPlane:
         with self.batch() as batch:
             return batch.ingest(source, expected)
 
-    def stat(self, key: str) -> int | None:
-        return self.backend.stat(key)
+    def stat(self, key: str, backend: str | None = None) -> int | None:
+        return self.named(backend).stat(key)
 
-    def read(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        return self.backend.read(key, offset, length)
+    def read(
+        self, key: str, offset: int = 0, length: int | None = None, backend: str | None = None
+    ) -> Iterator[bytes]:
+        return self.named(backend).read(key, offset, length)
 
-    def verify(self, key: str, expected: BlobDigests) -> None:
+    def verify(self, key: str, expected: BlobDigests, backend: str | None = None) -> None:
         """Re-read and re-hash one blob; raise CorruptBlob unless both digests and size match."""
         hasher = DualHasher(self._pool)
         try:
-            for chunk in self.backend.read(key):
+            for chunk in self.named(backend).read(key):
                 hasher.update(chunk)
         except BlobNotFound as exc:
             raise CorruptBlob(f"blob {expected.blake3} is missing from storage ({key})") from exc
-        actual = hasher.result()
-        if actual != expected:
-            raise CorruptBlob(
-                f"blob {expected.blake3} is damaged: stored bytes hash to {actual.blake3} "
-                f"({actual.size} bytes, expected {expected.size})"
-            )
+        _check(hasher.result(), expected)
 
-    def delete(self, key: str) -> None:
-        self.backend.delete(key)
+    def transfer(self, key: str, expected: BlobDigests, source: str, target: str) -> None:
+        """Copy a blob between backends, re-hashing it on the way; durable when it returns.
+
+        Damaged source bytes raise CorruptBlob and leave nothing at the target:
+        a move between tiers never launders corruption into a fresh copy.
+        """
+        with IngestBatch(self, self.named(target).batch()) as batch:
+            blob = batch.begin()
+            try:
+                for chunk in self.named(source).read(key):
+                    blob.write(chunk)
+            except BlobNotFound as exc:
+                blob.cancel()
+                raise CorruptBlob(
+                    f"blob {expected.blake3} is missing from storage ({key})"
+                ) from exc
+            except BaseException:
+                blob.cancel()
+                raise
+            # Staged at the key of what was read; the check below cancels the batch.
+            _check(blob.finish(), expected)
+
+    def delete(self, key: str, backend: str | None = None) -> None:
+        self.named(backend).delete(key)
 
     def health(self) -> None:
         try:
-            self.backend.health()
+            for backend in self._backends.values():
+                backend.health()
         except StorageError:
             raise
         except OSError as exc:
             raise StorageError(f"storage health check failed: {exc}") from exc
+
+
+def _check(actual: BlobDigests, expected: BlobDigests) -> None:
+    if actual != expected:
+        raise CorruptBlob(
+            f"blob {expected.blake3} is damaged: stored bytes hash to {actual.blake3} "
+            f"({actual.size} bytes, expected {expected.size})"
+        )

@@ -39,6 +39,7 @@ from artifactstore.server.routes import (
     packages,
     retention,
     schemas,
+    tiers,
     tokens,
     uploads,
 )
@@ -190,7 +191,7 @@ def create_app(
     app.state.auth = auth or TokenAuth(store, failure_limit=store.settings.auth_failures_per_minute)
     app.state.limits = limits or ServerLimits()
     app.state.metrics = Metrics()
-    for module in (health, blobs, uploads, packages, schemas, events, tokens, retention):
+    for module in (health, blobs, uploads, packages, schemas, events, tokens, retention, tiers):
         app.include_router(module.router)
     _check_route_table(app)
 

@@ -218,6 +218,12 @@ ROUTE_SCOPES: dict[tuple[str, str], tuple[Action, NsSource]] = {
     ("GET", "/v1/namespaces/{ns}/retention"): ("read", "path:ns"),
     ("PUT", "/v1/namespaces/{ns}/retention/lock"): ("admin", "none"),
     ("POST", "/v1/retention/apply"): ("admin", "none"),
+    # Tiers: reading a version may need a restore, so readers may start one; moving
+    # bytes to another tier changes how fast everyone can read: the namespace admin's.
+    ("POST", "/v1/blobs/{digest}/restore"): ("read", "query:namespace"),
+    ("GET", "/v1/packages/{ns}/{name}/{version}/tier"): ("read", "path:ns"),
+    ("POST", "/v1/packages/{ns}/{name}/{version}/tier"): ("admin", "path:ns"),
+    ("POST", "/v1/packages/{ns}/{name}/{version}/restore"): ("read", "path:ns"),
 }
 
 

@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from artifactstore.controlplane.blobs import BlobRecord
+from artifactstore.controlplane.tiers import AVAILABLE
+from artifactstore.errors import RestoreRequired
 from artifactstore.server.bodies import parse_range
 from artifactstore.server.problems import Problem
 from artifactstore.store import Store
@@ -79,6 +81,14 @@ def send_blob(request: Request, store: Store, record: BlobRecord, media_type: st
     size = record.digests.size
     if _not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
+    if request.method != "HEAD" and record.restore_status != AVAILABLE:
+        raise RestoreRequired(
+            f"blob {record.digests.blake3} is in the {record.retrieval_tier} tier "
+            f"({record.restore_status}): POST /v1/blobs/{record.digests.blake3}/restore, "
+            "then read it when the restore completes",
+            [str(record.digests.blake3)],
+            record.restore_status,
+        )
     headers["Content-Type"] = media_type
     byte_range = parse_range(request.headers.get("range"), size)
     if request.method == "HEAD":
@@ -87,7 +97,7 @@ def send_blob(request: Request, store: Store, record: BlobRecord, media_type: st
         if byte_range is not None:
             headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
         return Response(status_code=200 if byte_range is None else 206, headers=headers)
-    root = store.plane.backend.properties.local_root
+    root = store.plane.named(record.backend).properties.local_root
     if byte_range is None and root is not None and "range" not in request.headers:
         path = Path(root).joinpath(*record.key.split("/"))
         return _LargeChunkFile(path, headers=headers, stat_result=None)
@@ -98,5 +108,7 @@ def send_blob(request: Request, store: Store, record: BlobRecord, media_type: st
         headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
         status = 206
     return StreamingResponse(
-        store.plane.read(record.key, offset, length), status_code=status, headers=headers
+        store.plane.read(record.key, offset, length, record.backend),
+        status_code=status,
+        headers=headers,
     )

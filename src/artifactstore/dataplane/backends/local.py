@@ -136,7 +136,7 @@ class _LocalBatch:
 class LocalBackend:
     """Objects as files; see the module docstring for the durability protocol."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, name: str = "local") -> None:
         self._root = root
         self._tmp = root / "tmp"
         self._fsync = fsync
@@ -145,7 +145,7 @@ class LocalBackend:
             self._tmp.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create storage directory {root}: {exc}") from exc
-        self._properties = BackendProperties(name="local", local_root=root)
+        self._properties = BackendProperties(name=name, local_root=root)
         # Fan-out directories known to exist (they are never removed): saves a
         # mkdir per object on large batches.
         self._dirs: set[Path] = set()

@@ -248,6 +248,7 @@ def _tar_stream(store: Store, record: VersionRecord) -> Iterator[bytes]:
     responses={
         200: {"content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
         404: PROBLEM,
+        409: PROBLEM,
         422: PROBLEM,
     },
 )
@@ -260,6 +261,7 @@ async def get_archive(
 ) -> StreamingResponse:
     store: Store = request.app.state.store
     record = await run_in_threadpool(store.show, _ref(ns, name, version))
+    await run_in_threadpool(store.require_available, record.manifest.files)
     filename = f"{record.reference.name}-{record.reference.version}.tar"
     return StreamingResponse(
         _tar_stream(store, record),

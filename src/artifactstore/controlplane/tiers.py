@@ -1,0 +1,284 @@
+"""Storage tiers: moving blobs between the hot and the cold backend, and restores.
+
+A blob has one storage location at a time; its ``retrieval_tier`` says how
+fast it can be read and its ``restore_status`` whether it can be read now:
+
+==========  ==============  ============================================
+tier        restore_status  readable
+==========  ==============  ============================================
+``hot``     ``available``   yes
+``cold``    ``archived``    no: 409 ``restore_required``
+``cold``    ``restoring``   no, until ``restore_ready_at``; then the
+                            first read (or the background job of
+                            ``serve``) moves it back to hot
+==========  ==============  ============================================
+
+A **move** follows the rule that bytes are durable before metadata points at
+them, and is safe against GC:
+
+1. renew the blob's lease (GC's step 1: its orphan pass will not unlink the
+   copy about to appear at the target);
+2. copy the bytes to the target backend, re-hashing them (damage is refused,
+   never copied), durable when the copy returns;
+3. one write transaction: the location row is locked and re-read; if the blob
+   was collected or moved meanwhile nothing is recorded (the copy is an
+   orphan GC removes), otherwise the copy is checked to exist and
+   ``blob.tiered`` records the new location;
+4. the old copy is deleted. A crash before this leaves an orphan at the old
+   backend, which GC's orphan pass removes (it is per backend).
+
+A **restore** is asynchronous, as an archive tier's retrieval is:
+``blob.restore_requested`` records when it completes (now + the configured
+``restore_delay``) and completing it is a move back to hot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from artifactstore.controlplane import blobs as blob_records
+from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.engine import Database
+from artifactstore.controlplane.eventlog import append, utc_iso
+from artifactstore.dataplane.blobs import DataPlane
+from artifactstore.errors import CorruptBlob, InvalidInput, RestoreRequired, StorageError
+from artifactstore.model.identity import BlobDigests, Digest
+
+__all__ = [
+    "AVAILABLE",
+    "TIERS",
+    "BlobTier",
+    "TierReport",
+    "complete_due",
+    "move",
+    "request_restore",
+    "require_available",
+    "status",
+]
+
+#: The tiers this build can store in, and the restore status of a readable blob.
+TIERS = ("hot", "cold")
+AVAILABLE = "available"
+_STATUS_IN = {"hot": AVAILABLE, "cold": "archived"}
+
+
+@dataclass(frozen=True, slots=True)
+class BlobTier:
+    """Where one blob is and whether it can be read now."""
+
+    digest: str
+    size: int
+    tier: str
+    restore_status: str
+    restore_ready_at: str | None
+
+    @property
+    def available(self) -> bool:
+        return self.restore_status == AVAILABLE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "size": self.size,
+            "tier": self.tier,
+            "restore_status": self.restore_status,
+            "restore_ready_at": self.restore_ready_at,
+        }
+
+
+@dataclass
+class TierReport:
+    """What a move or restore did, and where each blob is afterwards."""
+
+    changed: list[str] = field(default_factory=list)
+    bytes_changed: int = 0
+    blobs: list[BlobTier] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "changed": self.changed,
+            "bytes_changed": self.bytes_changed,
+            "blobs": [b.to_json() for b in self.blobs],
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> TierReport:
+        return cls(
+            changed=list(body["changed"]),
+            bytes_changed=int(body["bytes_changed"]),
+            blobs=[BlobTier(**b) for b in body["blobs"]],
+        )
+
+
+def _rows(conn: Connection, blake3s: Iterable[str]) -> list[Any]:
+    names = sorted(set(blake3s))
+    out: list[Any] = []
+    for i in range(0, len(names), 500):
+        out.extend(
+            conn.execute(
+                select(
+                    t.blobs.c.blake3,
+                    t.blobs.c.sha256,
+                    t.blobs.c.size,
+                    t.storage_locations.c.backend,
+                    t.storage_locations.c.key,
+                    t.storage_locations.c.representation,
+                    t.storage_locations.c.retrieval_tier,
+                    t.storage_locations.c.restore_status,
+                    t.storage_locations.c.restore_ready_at,
+                )
+                .join(t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3)
+                .where(t.blobs.c.blake3.in_(names[i : i + 500]))
+                .order_by(t.blobs.c.blake3)
+            )
+        )
+    return out
+
+
+def _tier(row: Any) -> BlobTier:
+    return BlobTier(
+        row.blake3, row.size, row.retrieval_tier, row.restore_status, row.restore_ready_at
+    )
+
+
+def status(conn: Connection, blake3s: Iterable[str]) -> list[BlobTier]:
+    """Each recorded blob's tier and restore status, by digest."""
+    return [_tier(r) for r in _rows(conn, blake3s)]
+
+
+def require_available(conn: Connection, blake3s: Iterable[str]) -> None:
+    """Raise RestoreRequired naming every blob that cannot be read now."""
+    waiting = [b for b in status(conn, blake3s) if not b.available]
+    if waiting:
+        restoring = [b for b in waiting if b.restore_status == "restoring"]
+        if len(restoring) == len(waiting):
+            ready = max(str(b.restore_ready_at) for b in restoring)
+            hint = f"a restore is under way; the bytes are readable from {ready}"
+        else:
+            hint = "start a restore with 'artifactstore tier restore' (or POST .../restore)"
+        raise RestoreRequired(
+            f"{len(waiting)} blob(s) are in the cold tier: {hint}",
+            [b.digest for b in waiting],
+            "restoring" if len(restoring) == len(waiting) else "archived",
+        )
+
+
+def _backend_for(plane: DataPlane, tier: str) -> str:
+    if tier not in TIERS:
+        raise InvalidInput(f"unknown tier {tier!r}: this build stores in {', '.join(TIERS)}")
+    if tier == "hot":
+        return plane.backend.properties.name
+    if plane.cold is None:
+        raise InvalidInput("no cold storage is configured (COLD_STORAGE_URL)")
+    return plane.cold.properties.name
+
+
+def move(
+    db: Database,
+    plane: DataPlane,
+    blake3s: Sequence[str],
+    to: str,
+    actor: str,
+    *,
+    now: Callable[[], float] = time.time,
+) -> TierReport:
+    """Move each blob to tier ``to`` (the protocol of the module docstring)."""
+    target = _backend_for(plane, to)
+    report = TierReport()
+    with db.read() as conn:
+        rows = _rows(conn, blake3s)
+    for row in rows:
+        if row.backend == target:
+            continue
+        with db.write() as conn:
+            blob_records.touch(conn, [row.key], now())
+        expected = BlobDigests(Digest.parse(row.blake3), Digest.parse(row.sha256), row.size)
+        try:
+            plane.transfer(row.key, expected, row.backend, target)
+        except CorruptBlob:
+            with db.read() as conn:
+                current = blob_records.find(conn, expected.blake3)
+            if current is None or current.backend != row.backend:
+                continue  # collected (or moved) while we copied: nothing to move
+            raise
+        with db.write() as conn:
+            current = blob_records.find(conn, expected.blake3, lock=True)
+            if current is None or current.backend != row.backend:
+                continue  # collected or moved meanwhile: the copy is an orphan for GC
+            if plane.stat(row.key, target) is None:
+                raise StorageError(
+                    f"the copy of {row.blake3} vanished before it was recorded "
+                    "(GC with a grace period shorter than the move?): run the move again"
+                )
+            append(
+                conn,
+                "blob.tiered",
+                row.blake3,
+                {
+                    "blake3": row.blake3,
+                    "from": row.backend,
+                    "location": {
+                        "backend": target,
+                        "key": row.key,
+                        "representation": row.representation,
+                        "retrieval_tier": to,
+                        "restore_status": _STATUS_IN[to],
+                    },
+                },
+                actor,
+            )
+        plane.delete(row.key, row.backend)
+        report.changed.append(row.blake3)
+        report.bytes_changed += row.size
+    with db.read() as conn:
+        report.blobs = status(conn, blake3s)
+    return report
+
+
+def request_restore(
+    db: Database, blake3s: Sequence[str], actor: str, *, delay: float, now: float
+) -> TierReport:
+    """Start a restore of every archived blob (one already restoring keeps its time)."""
+    report = TierReport()
+    ready_at = utc_iso(now + delay)
+    with db.write() as conn:
+        for row in _rows(conn, blake3s):
+            if row.restore_status != "archived":
+                continue
+            append(
+                conn,
+                "blob.restore_requested",
+                row.blake3,
+                {"blake3": row.blake3, "ready_at": ready_at},
+                actor,
+            )
+            report.changed.append(row.blake3)
+            report.bytes_changed += row.size
+        report.blobs = status(conn, blake3s)
+    return report
+
+
+def complete_due(
+    db: Database,
+    plane: DataPlane,
+    actor: str,
+    *,
+    now: float,
+    blake3s: Sequence[str] | None = None,
+) -> TierReport:
+    """Finish every restore whose time has come (of ``blake3s``, or all): move to hot."""
+    loc = t.storage_locations
+    query = select(loc.c.blake3).where(
+        loc.c.restore_status == "restoring", loc.c.restore_ready_at <= utc_iso(now)
+    )
+    wanted = None if blake3s is None else set(blake3s)
+    with db.read() as conn:
+        due = [r.blake3 for r in conn.execute(query) if wanted is None or r.blake3 in wanted]
+    if not due:
+        return TierReport()
+    return move(db, plane, due, "hot", actor)
