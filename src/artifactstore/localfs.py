@@ -13,6 +13,7 @@ staging directory so that nothing partial or unverified is ever visible.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -132,6 +133,8 @@ class PullStaging:
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
+        # Directories this pull creates, deepest first: a cancelled pull removes them.
+        self._created = [p for p in (dest, *dest.absolute().parents) if not p.exists()]
         dest.mkdir(parents=True, exist_ok=True)
         self.root = dest / f".artifactstore-pull-{secrets.token_hex(6)}"
         self.root.mkdir()
@@ -167,10 +170,14 @@ class PullStaging:
                     f"refusing to replace {final}: it is a symbolic link or a directory"
                 )
             os.replace(part, final)
+        self._created = []
         self.cancel()
 
     def cancel(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        for directory in self._created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
 
 def pull_into(

@@ -74,7 +74,18 @@ def scheduled_jobs(store: Store) -> list[PeriodicJob]:
     jobs: list[PeriodicJob] = []
     if store.settings.gc_interval > 0:
         jobs.append(PeriodicJob("gc", store.settings.gc_interval, lambda: _collect(store)))
+    delay = store.settings.restore_delay
+    if delay > 0:
+        # Restores that are due complete here, so that a HEAD or a tier status sees
+        # them hot; a read completes a due restore itself, so this only keeps pace.
+        interval = max(0.5, min(30.0, delay / 2))
+        jobs.append(PeriodicJob("restores", interval, lambda: _restore(store)))
     return jobs
+
+
+def _restore(store: Store) -> dict[str, Any]:
+    report = store.complete_restores()
+    return {"completed": len(report.changed), "bytes": report.bytes_changed}
 
 
 def _collect(store: Store) -> dict[str, Any]:
