@@ -275,6 +275,10 @@ class UploadService:
             blob_records.touch(conn, [key], time.time())
         batch.commit()
         with self.db.write() as conn:
+            # Again where the holding is recorded: a concurrent upload into the
+            # namespace may have passed the first check too and been recorded since.
+            # Refused here, the published bytes have no record and GC removes them.
+            self._check_quota(conn, namespace, digests)
             blob_records.record_stored(
                 conn,
                 [(digests, key)],
@@ -469,6 +473,9 @@ class UploadService:
             )
         self.staging.promote(upload_id, key)
         with self.db.write() as conn:
+            # Checked again as in publish_batch (a concurrent upload may have won
+            # the room); refused here, the session stays completed without a blob.
+            self._check_quota(conn, session.namespace, digests)
             blob_records.record_stored(
                 conn,
                 [(digests, key)],

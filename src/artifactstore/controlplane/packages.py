@@ -13,7 +13,7 @@ from artifactstore.controlplane import namespaces
 from artifactstore.controlplane.blobs import dereference, not_held
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.eventlog import append, append_many
-from artifactstore.controlplane.protection import check_deletable
+from artifactstore.controlplane.protection import check_deletable, serialise
 from artifactstore.errors import (
     InvalidInput,
     InvalidManifest,
@@ -148,6 +148,20 @@ def commit(
     """
     ref = Reference(manifest.namespace, manifest.name, version=manifest.version)
     ns = str(manifest.namespace)
+    wanted = sorted({str(f.blake3) for f in manifest.files})
+    present: dict[str, tuple[str, int]] = {}
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        q = (
+            select(t.blobs.c.blake3, t.blobs.c.sha256, t.blobs.c.size)
+            .where(t.blobs.c.blake3.in_(chunk))
+            .with_for_update(read=True)
+        )
+        present.update((r.blake3, (r.sha256, r.size)) for r in conn.execute(q))
+    # The chain-head lock (after the blob rows, the order GC takes them in) before
+    # looking for the version: two concurrent commits of one version, or two moves
+    # of one tag, then see each other on PostgreSQL too (SQLite serialises writers).
+    serialise(conn)
     try:
         existing = get(conn, ref)
     except PackageNotFound:
@@ -160,16 +174,6 @@ def commit(
                 f"{ref} already exists with different content (digest {existing.digest}); "
                 "versions are immutable: push under a new version"
             )
-    wanted = sorted({str(f.blake3) for f in manifest.files})
-    present: dict[str, tuple[str, int]] = {}
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i : i + 500]
-        q = (
-            select(t.blobs.c.blake3, t.blobs.c.sha256, t.blobs.c.size)
-            .where(t.blobs.c.blake3.in_(chunk))
-            .with_for_update(read=True)
-        )
-        present.update((r.blake3, (r.sha256, r.size)) for r in conn.execute(q))
     missing = [d for d in wanted if d not in present]
     for f in manifest.files:
         stored = present.get(str(f.blake3))
