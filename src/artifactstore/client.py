@@ -484,6 +484,20 @@ class RemoteStore:
             prev, expected = e.hash, expected + 1
         return expected - 1
 
+    def namespace_settings(self, namespace: str) -> dict[str, Any]:
+        """The namespace's settings and ``used_bytes`` (what its quota counts)."""
+        body: dict[str, Any] = self._request(
+            "GET", f"/v1/namespaces/{quote(namespace, safe='')}"
+        ).json()
+        return body
+
+    def set_namespace_settings(self, namespace: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the namespace's settings (all of them: read, modify, then send back)."""
+        body: dict[str, Any] = self._request(
+            "PUT", f"/v1/namespaces/{quote(namespace, safe='')}", json=dict(settings)
+        ).json()
+        return body
+
     def push(
         self,
         ref: str | Reference,

@@ -21,10 +21,13 @@ from typing import Any
 
 from artifactstore.errors import InvalidInput
 
-__all__ = ["SETTINGS_HELP", "Settings", "parse_duration"]
+__all__ = ["MAX_SIZE", "SETTINGS_HELP", "Settings", "parse_duration", "parse_size"]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+_SIZE = re.compile(r"([0-9]{1,30})(?:\.([0-9]{1,30}))?\s*([kmgtpe]i?b?|b)?", re.IGNORECASE)
+#: Largest size accepted (what a signed 64-bit column holds).
+MAX_SIZE = 2**63 - 1
 
 
 def parse_duration(text: str) -> float:
@@ -33,6 +36,29 @@ def parse_duration(text: str) -> float:
     if not m:
         raise InvalidInput(f"invalid duration {text!r}: use a number with s, m, h, d or w")
     return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_size(text: str) -> int:
+    """``1048576``, ``10MiB``, ``2GB``, ``1.5GiB`` -> bytes.
+
+    Decimal units (``kB``, ``MB``, ``GB``, ``TB``, ``PB``, ``EB``; the ``B``
+    is optional) are powers of 1000, binary ones (``KiB``, ``MiB``, ``GiB``,
+    ...) powers of 1024; case does not matter. A fraction is allowed with a
+    unit and rounded down to a whole byte; a bare number is whole bytes.
+    """
+    m = _SIZE.fullmatch(text.strip())
+    if not m or (m.group(2) is not None and (m.group(3) or "b").lower() == "b"):
+        raise InvalidInput(
+            f"invalid size {text[:40]!r}: use whole bytes or a number with a unit "
+            "(kB, MB, GB, TB or KiB, MiB, GiB, TiB), e.g. 500MB or 1.5GiB"
+        )
+    whole, fraction, unit = m.group(1), m.group(2) or "", (m.group(3) or "b").lower()
+    base = 1024 if unit[1:2] == "i" else 1000
+    scale: int = 1 if unit == "b" else base ** " kmgtpe".index(unit[0])
+    size: int = int(whole) * scale + int(fraction or "0") * scale // 10 ** len(fraction)
+    if size > MAX_SIZE:
+        raise InvalidInput(f"size {text[:40]!r} is more than {MAX_SIZE} bytes")
+    return size
 
 
 def _default_actor() -> str:

@@ -64,11 +64,16 @@ def _policy(draw: st.DrawFn) -> RetentionPolicy | None:
     return RetentionPolicy.of(keep_last=keep_last, keep_days=keep_days, keep_where=keep_where)
 
 
+#: Version names a namespace may mark as movable tags (the generated versions use some).
+TAGS = ("latest", "stable", "v1", "v2")
+
+
 @dataclass
 class History:
     versions: list[VersionFacts]
     policies: dict[tuple[str, str], RetentionPolicy]
     locks: dict[str, float]
+    tags: dict[str, set[str]]
 
 
 @st.composite
@@ -78,12 +83,14 @@ def histories(draw: st.DrawFn) -> History:
     for i in range(count):
         ns, name = draw(st.sampled_from(PACKAGES))
         age_hours = draw(st.integers(0, 60 * 24))
+        # Mostly unique names; sometimes a tag name (pushed again, it names the newest).
+        version = draw(st.sampled_from(["latest", "stable"]) | st.just(f"v{i}"))
         versions.append(
             VersionFacts(
                 id=i + 1,
                 namespace=ns,
                 name=name,
-                version=f"v{i}",
+                version=version,
                 committed_at=utc_iso(NOW - age_hours * 3600),
                 meta=draw(META),
                 holds=tuple(draw(st.lists(st.integers(1000, 1100), max_size=2, unique=True))),
@@ -95,7 +102,13 @@ def histories(draw: st.DrawFn) -> History:
         if policy is not None:
             policies[key] = policy
     locks = draw(st.dictionaries(st.sampled_from(["ci", "qa"]), st.sampled_from([1, 5, 20])))
-    return History(versions, policies, {k: float(v) for k, v in locks.items()})
+    tags = draw(
+        st.dictionaries(
+            st.sampled_from(["ci", "qa", "other"]),
+            st.sets(st.sampled_from(TAGS), min_size=1),
+        )
+    )
+    return History(versions, policies, {k: float(v) for k, v in locks.items()}, tags)
 
 
 def _age_days(v: VersionFacts) -> float:
@@ -105,7 +118,7 @@ def _age_days(v: VersionFacts) -> float:
 
 def oracle_keeps(h: History, v: VersionFacts) -> bool:
     """Written apart from the implementation: does anything keep ``v``?"""
-    if v.holds:
+    if v.holds or v.version in h.tags.get(v.namespace, ()):
         return True
     age = _age_days(v)
     lock = h.locks.get(v.namespace)
@@ -126,7 +139,7 @@ def oracle_keeps(h: History, v: VersionFacts) -> bool:
 @settings(max_examples=400, deadline=None)
 @given(histories())
 def test_evaluation_matches_the_oracle(h: History) -> None:
-    decisions = evaluate(h.versions, h.policies, h.locks, NOW)
+    decisions = evaluate(h.versions, h.policies, h.locks, NOW, tags=h.tags)
     assert sorted(d.version_id for d in decisions) == [v.id for v in h.versions]
     by_id = {v.id: v for v in h.versions}
     for d in decisions:
@@ -140,20 +153,26 @@ def test_evaluation_matches_the_oracle(h: History) -> None:
         lock = h.locks.get(v.namespace)
         if lock is not None and _age_days(v) < lock:  # a locked-young version survives
             assert d.keep and d.locked
+        if v.version in h.tags.get(v.namespace, ()):  # no movable tag is ever deleted
+            assert d.keep and f"movable tag '{v.version}'" in d.rules
+        else:
+            assert not any(r.startswith("movable tag") for r in d.rules)
 
 
 @settings(max_examples=100, deadline=None)
 @given(histories(), st.integers(1, 1000))
 def test_a_hold_never_turns_keep_into_delete(h: History, hold: int) -> None:
     """Adding a hold (or a lock) can only keep more."""
-    before = {d.version_id: d.keep for d in evaluate(h.versions, h.policies, h.locks, NOW)}
+    before = {
+        d.version_id: d.keep for d in evaluate(h.versions, h.policies, h.locks, NOW, tags=h.tags)
+    }
     held = [
         VersionFacts(v.id, v.namespace, v.name, v.version, v.committed_at, v.meta, (hold,))
         if v.id % 2
         else v
         for v in h.versions
     ]
-    after = evaluate(held, h.policies, {**h.locks, "ci": 60.0}, NOW)
+    after = evaluate(held, h.policies, {**h.locks, "ci": 60.0}, NOW, tags=h.tags)
     for d in after:
         assert d.keep or not before[d.version_id]
 
@@ -452,6 +471,38 @@ def test_held_version_is_kept_by_retention_and_shown(store: Store, tmp_path: Pat
     assert [d.reference for d in report.deleted] == ["ci/app:1"]
     _, state = store.version_retention(store.show("ci/app:2"))
     assert state.to_json()["rules"] == ["keep_last=1 (newest #1)"]
+
+
+def test_movable_tags_are_kept_by_retention(store: Store, tmp_path: Path) -> None:
+    store.set_namespace_settings("ci", {"movable_tags": ["latest", "stable"]})
+    push(store, tmp_path, "ci/app:latest")  # the oldest: only its tag keeps it
+    for i in range(3):
+        push(store, tmp_path, f"ci/app:{i}")
+    push(store, tmp_path, "qa/app:latest")  # qa has no movable tags
+    push(store, tmp_path, "qa/app:1")
+    for ns in ("ci", "qa"):
+        store.set_retention(ns, None, RetentionPolicy.of(keep_last=1))
+    plan = {d.reference: d for d in store.retention_plan().decisions}
+    assert plan["ci/app:latest"].keep and plan["ci/app:latest"].rules == ("movable tag 'latest'",)
+    assert plan["ci/app:2"].rules == ("keep_last=1 (newest #1)",)
+    assert not plan["qa/app:latest"].keep  # a version name is only a tag where it is declared
+    _, state = store.version_retention(store.show("ci/app:latest"))
+    assert state.to_json()["rules"] == ["movable tag 'latest'"]
+    assert state.to_json()["action"] == "keep"
+    report = store.apply_retention()
+    assert {d.reference for d in report.deleted} == {"ci/app:0", "ci/app:1", "qa/app:latest"}
+    # Moving the tag commits the newest version: keep_last counts it like any other.
+    moved = make_tree(tmp_path / "moved", {"f.txt": "new latest"})
+    assert store.push("ci/app:latest", [moved]).created
+    report = store.apply_retention("ci", dry_run=True)
+    assert [d.reference for d in report.deleted] == ["ci/app:2"]
+    kept = {d.reference: d.reason for d in report.kept}
+    assert kept == {"ci/app:latest": "movable tag 'latest'; keep_last=1 (newest #1)"}
+    # Once the name is no longer a tag, only the policy decides.
+    push(store, tmp_path, "ci/app:3")
+    store.set_namespace_settings("ci", {"movable_tags": ["stable"]})
+    deleted = [d.reference for d in store.apply_retention("ci").deleted]
+    assert deleted == ["ci/app:latest", "ci/app:2"]
 
 
 def test_holds_and_policies_survive_rebuild(store: Store, tmp_path: Path) -> None:

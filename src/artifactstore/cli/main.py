@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from artifactstore.cli.commands import admin, packages, retention, schema, server, tier, tokens
+from artifactstore.cli.commands import (
+    admin,
+    namespace,
+    packages,
+    retention,
+    schema,
+    server,
+    tier,
+    tokens,
+)
 from artifactstore.cli.context import CliContext
 from artifactstore.cli.exit_codes import FAILED, exit_code
 from artifactstore.cli.output import note
@@ -55,7 +64,7 @@ def cli(
     ctx.call_on_close(ctx.obj.close)
 
 
-for group in (packages, admin, schema, server, tokens, retention, tier):
+for group in (packages, admin, schema, server, tokens, retention, tier, namespace):
     for command in group.COMMANDS:
         cli.add_command(command)
 

@@ -13,11 +13,12 @@ rule keeps it:
 * ``keep_where {k: v}``: versions whose top-level metadata matches every
   pair, exactly as ``ls --where`` matches.
 
-Whatever the policy, three things always keep a version: an active legal hold
+Whatever the policy, four things always keep a version: an active legal hold
 (``holds.py``), the namespace's retention lock while the version is younger
-than it, and the absence of any policy for its package (retention deletes
-only what a policy was written for). Movable tags do not exist in this build;
-when they do, a tagged version joins this list.
+than it, a version name that is one of the namespace's movable tags (such as
+``latest``: ``namespaces.py``; the tag names whatever was pushed under it
+last, and retention never deletes it), and the absence of any policy for its
+package (retention deletes only what a policy was written for).
 
 **The retention lock** (compliance mode) is a namespace's minimum keep-days.
 Once set it can only grow: :func:`lock` refuses a shorter value, and no event,
@@ -25,12 +26,13 @@ route or command removes it. It binds every deletion, not only retention's
 (``protection.check_deletable``); a policy may say less, the lock still wins.
 
 **Evaluation** is a pure function (``retention_rules.evaluate``) of the
-versions' facts, the policies, the locks and ``now``, so it is property-tested
-without a database. :func:`plan` loads the facts and calls it; :func:`apply`
-deletes exactly what the plan deletes, package group by package group: each
-group is planned again inside its own write transaction, so a hold, lock,
-policy or push that arrived after the first plan is honoured, and
-``packages.delete_many`` re-checks holds and locks before every tombstone.
+versions' facts, the policies, the locks, the movable tags and ``now``, so it
+is property-tested without a database. :func:`plan` loads the facts and calls
+it; :func:`apply` deletes exactly what the plan deletes, package group by
+package group: each group is planned again inside its own write transaction,
+so a hold, lock, policy, movable tag or push that arrived after the first plan
+is honoured, and ``packages.delete_many`` re-checks holds and locks before
+every tombstone.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, func, select
 
-from artifactstore.controlplane import packages
+from artifactstore.controlplane import namespaces, packages
 from artifactstore.controlplane.blobs import dereference
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
@@ -169,8 +171,10 @@ def plan(
     if namespace is not None:
         Namespace(namespace)
     policies = _policies(conn, namespace)
-    locks = lock_days(conn, None if namespace is None else [namespace])
-    return evaluate(_facts(conn, policies, namespace, only), policies, locks, now)
+    scope = None if namespace is None else [namespace]
+    locks = lock_days(conn, scope)
+    tags = namespaces.movable_tags(conn, scope)
+    return evaluate(_facts(conn, policies, namespace, only), policies, locks, now, tags=tags)
 
 
 # --- apply ------------------------------------------------------------------------------------
@@ -454,5 +458,6 @@ def version_retention(
         meta=meta,
         holds=tuple(h for h, _ in holds),
     )
-    decision = decide(facts, int(rank), policy, scope, current.lock_days, now)
+    tags = namespaces.movable_tags(conn, [ns]).get(ns, set())
+    decision = decide(facts, int(rank), policy, scope, current.lock_days, now, tags=tags)
     return VersionRetention(decision, policy, current.lock_days)

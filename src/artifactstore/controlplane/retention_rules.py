@@ -1,7 +1,8 @@
 """Retention rules as pure values: policies, the facts about a version, decisions.
 
 No database and no clock here: :func:`evaluate` is a function of the
-versions' facts, the policies, the namespaces' locks and ``now``, so the
+versions' facts, the policies, the namespaces' locks and movable tags and
+``now``, so the
 property tests can check it against an independent oracle over generated
 histories, and ``retention.plan`` is only the code that loads the facts.
 See ``retention.py`` for what the rules mean.
@@ -10,7 +11,7 @@ See ``retention.py`` for what the rules mean.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,8 +228,14 @@ def decide(
     scope: str | None,
     lock: float | None,
     now: float,
+    *,
+    tags: Collection[str],
 ) -> Decision:
-    """The decision for one version that is the ``rank``-th newest (1 = newest) of its package."""
+    """The decision for one version that is the ``rank``-th newest (1 = newest) of its package.
+
+    ``tags`` are the movable tags of the version's namespace: a version named
+    by one is always kept (SPEC section 9), as a held or locked one is.
+    """
     rules: list[str] = []
     if v.holds:
         rules.append("legal hold " + ", ".join(f"#{h}" for h in v.holds))
@@ -236,6 +243,8 @@ def decide(
     if locked:
         assert lock is not None
         rules.append(f"retention lock ({days_text(lock)})")
+    if v.version in tags:
+        rules.append(f"movable tag '{v.version}'")
     if policy is None:
         rules.append("no retention policy")
     else:
@@ -264,8 +273,14 @@ def evaluate(
     policies: Mapping[PackageKey, RetentionPolicy],
     locks: Mapping[str, float],
     now: float,
+    *,
+    tags: Mapping[str, Collection[str]],
 ) -> list[Decision]:
-    """Decide every version; grouped by package, newest first within each."""
+    """Decide every version; grouped by package, newest first within each.
+
+    ``locks`` and ``tags`` are by namespace: its retention lock (days) and its
+    movable tags (version names such as ``latest``).
+    """
     by_package: dict[PackageKey, list[VersionFacts]] = {}
     for v in versions:
         by_package.setdefault((v.namespace, v.name), []).append(v)
@@ -273,8 +288,10 @@ def evaluate(
     for key in sorted(by_package):
         policy, scope = effective_policy(policies, *key)
         lock = locks.get(key[0])
+        movable = tags.get(key[0], ())
         newest_first = sorted(by_package[key], key=lambda v: v.id, reverse=True)
         out.extend(
-            decide(v, rank, policy, scope, lock, now) for rank, v in enumerate(newest_first, 1)
+            decide(v, rank, policy, scope, lock, now, tags=movable)
+            for rank, v in enumerate(newest_first, 1)
         )
     return out

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from artifactstore.errors import InvalidInput
+from artifactstore.config import MAX_SIZE
+from artifactstore.controlplane.namespaces import MAX_MOVABLE_TAGS
+from artifactstore.errors import Forbidden, InvalidInput
 from artifactstore.model.jsonio import strict_json_loads
 from artifactstore.server.params import Ns
 from artifactstore.server.problems import Problem
@@ -41,8 +43,48 @@ class TokenList(BaseModel):
     items: list[TokenOut]
 
 
+#: A movable tag is a version name (SPEC section 2).
+_Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")]
+
+
+class NamespaceSettingsIn(BaseModel):
+    """The whole settings document: a PUT replaces every setting (an omitted one is reset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    anonymous_read: bool = Field(
+        False, description="Anyone, without a token, may read the namespace's packages."
+    )
+    quota_bytes: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SIZE,
+        description="Most bytes of distinct blobs the namespace may hold; null: no quota. "
+        "Only a global admin changes it.",
+    )
+    movable_tags: list[_Tag] = Field(
+        default_factory=list,
+        max_length=MAX_MOVABLE_TAGS,
+        description="Version names (such as latest) a push may move to a new manifest.",
+    )
+    used_bytes: int | None = Field(
+        None,
+        json_schema_extra={"readOnly": True},
+        description="Ignored: accepted so that a GET body can be sent back.",
+    )
+
+
 class NamespaceSettings(BaseModel):
-    anonymous_read: bool = False
+    """A namespace's settings and the bytes its quota counts."""
+
+    anonymous_read: bool
+    quota_bytes: int | None = Field(description="null: no quota")
+    movable_tags: list[str]
+    used_bytes: int = Field(
+        ge=0,
+        description="Bytes of the distinct blobs the namespace holds: referenced by live "
+        "versions or uploaded into it within the GC grace period.",
+    )
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -136,18 +178,29 @@ async def revoke_token(request: Request, token_id: str) -> dict[str, Any]:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/NamespaceSettings"}}
-            },
+            "content": {"application/json": {"schema": NamespaceSettingsIn.model_json_schema()}},
         }
     },
 )
 async def put_namespace(request: Request, ns: Ns) -> dict[str, Any]:
+    """Replace the settings whole (read, modify, send back). The namespace's own
+    admins may change everything but the quota, which limits them: that is a
+    global admin's (a body carrying the current quota unchanged is fine)."""
     store: Store = request.app.state.store
     body = await _json_object(request)
-    return await run_in_threadpool(
-        store.set_namespace_settings, ns, body, request.state.principal.actor
-    )
+    principal = request.state.principal
+
+    def put() -> dict[str, Any]:
+        if not principal.admin:
+            current = store.namespace_settings(ns).get("quota_bytes")
+            if body.get("quota_bytes") != current:
+                raise Forbidden(
+                    f"only a global admin changes the quota of namespace {ns} "
+                    f"(now {current}); send it unchanged to change the other settings"
+                )
+        return store.set_namespace_settings(ns, body, principal.actor)
+
+    return await run_in_threadpool(put)
 
 
 @router.get(
