@@ -202,8 +202,17 @@ def check_quota(
     quota = get(conn, namespace).quota_bytes
     if quota is None:
         return
-    serialise(conn)
     sizes = dict(blobs)
+    # Locks in GC's order, blob rows before the chain head, so that the two never
+    # wait on each other in opposite orders (PostgreSQL).
+    names = sorted(sizes)
+    for i in range(0, len(names), 500):
+        conn.execute(
+            select(t.blobs.c.blake3)
+            .where(t.blobs.c.blake3.in_(names[i : i + 500]))
+            .with_for_update(read=True)
+        ).all()
+    serialise(conn)
     adding = sum(sizes[b] for b in not_held(conn, namespace, sizes, held_since))
     if adding == 0:
         return

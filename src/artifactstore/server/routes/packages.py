@@ -98,7 +98,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     summary="Commit a manifest (JSON or canonical CBOR)",
     response_model=CommitOut,
     status_code=201,
-    responses={200: {"model": CommitOut}, 409: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM},
+    responses={
+        200: {"model": CommitOut},
+        409: PROBLEM,
+        413: PROBLEM,
+        415: PROBLEM,
+        422: PROBLEM,
+        423: PROBLEM,
+    },
     openapi_extra={
         "requestBody": {
             "required": True,

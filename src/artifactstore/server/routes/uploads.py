@@ -382,7 +382,7 @@ async def patch_upload(request: Request, upload_id: UploadId) -> Response:
 @router.post(
     "/v1/uploads/{upload_id}/complete",
     summary="Finalise an upload into a blob; optional expected digest",
-    responses={404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
+    responses={404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 422: PROBLEM},
 )
 async def complete_upload(
     request: Request, upload_id: UploadId, digest: DigestQuery = None
