@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit serve bench clean
+.PHONY: install test lint typecheck unit serve bench bench-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,8 +29,17 @@ test: lint typecheck unit
 serve: $(STAMP)
 	$(BIN)/artifactstore serve --host 127.0.0.1 --port 8000
 
-bench: $(STAMP)
+# The peers the benchmarks measure in the same run (Debian packages; needs root).
+BENCH_DEBS := restic docker-registry wrk hey
+
+bench-deps:
+	@missing=""; for c in restic docker-registry wrk hey; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BENCH_DEBS); fi
+
+bench: $(STAMP) bench-deps
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/http.py
+	$(BIN)/python bench/retention.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

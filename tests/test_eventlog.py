@@ -160,6 +160,11 @@ def test_every_event_type_is_recorded_with_its_actor(robot_store: Store, tmp_pat
     store.lock_retention("ev", 1)
     hold = store.place_hold("ev/app:1", "case 1")
     store.release_hold("ev/app:1", "case closed", hold_id=hold.id)
+    store.tier_move("ev/app:1", "cold")
+    store.tier_restore("ev/app:1")  # no restore delay: moved back within the call
+    store.set_namespace_settings("rel", {"movable_tags": ["latest"]})
+    store.push("rel/app:latest", [make_tree(tmp_path / "c", {"x": "2"})])
+    moved = store.push("rel/app:latest", [make_tree(tmp_path / "d", {"x": "2", "y": "3"})]).record
 
     events = store.events()
     assert {e.type for e in events} == set(EVENT_TYPES), "a type the store writes is untested"
@@ -183,6 +188,14 @@ def test_every_event_type_is_recorded_with_its_actor(robot_store: Store, tmp_pat
         ("retention.locked", "ev"),
         ("hold.placed", "ev/app:1"),
         ("hold.released", "ev/app:1"),
+        ("blob.tiered", str(kept.manifest.files[0].blake3)),
+        ("blob.restore_requested", str(kept.manifest.files[0].blake3)),
+        ("blob.tiered", str(kept.manifest.files[0].blake3)),
+        ("namespace.updated", "rel"),
+        ("blob.claimed", str(kept.manifest.files[0].blake3)),
+        ("package.committed", "rel/app:latest"),
+        ("blob.stored", str(moved.manifest.files[1].blake3)),
+        ("tag.moved", "rel/app:latest"),
     ]
     assert events[3].payload == {"blake3": str(blob.blake3), "namespace": "qa"}
     logged = json.dumps([e.to_json() for e in events])

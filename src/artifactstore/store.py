@@ -680,20 +680,24 @@ class Store:
         report = tiers.request_restore(
             self.db, blake3s, actor or self.actor, delay=self.settings.restore_delay, now=now
         )
-        done = self.complete_restores(blake3s, now=now)
+        done = self.complete_restores(blake3s, now=now, actor=actor or self.actor)
         if done.changed:
             with self.db.read() as conn:
                 report.blobs = tiers.status(conn, blake3s)
         return report
 
     def complete_restores(
-        self, blake3s: Sequence[str] | None = None, *, now: float | None = None
+        self,
+        blake3s: Sequence[str] | None = None,
+        *,
+        now: float | None = None,
+        actor: str = "system:restore",
     ) -> tiers.TierReport:
         """Finish the restores whose time has come (of ``blake3s``, or every one)."""
         return tiers.complete_due(
             self.db,
             self.plane,
-            "system:restore",
+            actor,
             now=time.time() if now is None else now,
             blake3s=blake3s,
         )
