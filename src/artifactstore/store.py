@@ -140,6 +140,7 @@ class Store:
         self.db = db
         self.plane = plane
         self._lease_cache: dict[str, float] = {}
+        self._recent = blob_records.RecentBlobs()
         self._usage_cache: dict[str, float] = {}
         self.uploads = UploadService(
             db,
@@ -149,6 +150,7 @@ class Store:
             ttl=settings.upload_ttl,
             max_upload_bytes=settings.max_upload_bytes,
             grace=settings.gc_grace,
+            on_stored=self._note_stored,
         )
 
     # --- lifecycle ------------------------------------------------------------------
@@ -647,6 +649,7 @@ class Store:
             actor=actor or self.actor,
         )
         if not dry_run:
+            self._recent.clear()
             self.uploads.expire()
         return report
 
@@ -668,6 +671,7 @@ class Store:
         self, ref: str | Reference, to: str, actor: str | None = None
     ) -> tiers.TierReport:
         """Move a version's blobs to tier ``to`` (``hot`` or ``cold``), synchronously."""
+        self._recent.clear()
         return tiers.move(self.db, self.plane, self._version_blobs(ref), to, actor or self.actor)
 
     def tier_restore(self, ref: str | Reference, actor: str | None = None) -> tiers.TierReport:
@@ -694,22 +698,34 @@ class Store:
         actor: str = "system:restore",
     ) -> tiers.TierReport:
         """Finish the restores whose time has come (of ``blake3s``, or every one)."""
-        return tiers.complete_due(
+        report = tiers.complete_due(
             self.db,
             self.plane,
             actor,
             now=time.time() if now is None else now,
             blake3s=blake3s,
         )
+        if report.changed:
+            self._recent.clear()
+        return report
 
     def find_blob(
-        self, digest: Digest, readable: Collection[str] | None = None
+        self, digest: Digest, readable: Collection[str] | None = None, *, head: bool = False
     ) -> blob_records.BlobRecord | None:
         """Look a blob up by either digest; a "present" answer renews its GC lease.
 
         With ``readable``, the blob is found only if one of those namespaces
         holds it (a digest is not a capability); otherwise it is absent.
+        ``head``: only existence and size are wanted, which a global admin's
+        lookup may take from the records this process saw lately
+        (``blobs.RecentBlobs``); the location of such a record is not for reading.
         """
+        now = time.time()
+        if head and readable is None:
+            recent = self._recent.get(str(digest), now)
+            if recent is not None:
+                self._renew_lease(recent.key)
+                return recent
         with self.db.read() as conn:
             record = blob_records.find(conn, digest)
             if record is not None and readable is not None:
@@ -719,7 +735,18 @@ class Store:
         if record is not None:
             self._renew_lease(record.key)
             record = self._complete_if_due(record)
+            self._recent.put(record, now)
         return record
+
+    def _note_stored(self, digests: BlobDigests, key: str) -> None:
+        """An upload just recorded this blob and renewed its lease: a HEAD that
+        follows (a client checking before its commit) needs no database."""
+        now = time.time()
+        self._lease_cache[key] = now
+        record = blob_records.BlobRecord(
+            digests, key, self.plane.backend.properties.name, "hot", tiers.AVAILABLE
+        )
+        self._recent.put(record, now)
 
     def _renew_lease(self, key: str) -> None:
         # Renewing on every HEAD would make each one a write transaction; once a

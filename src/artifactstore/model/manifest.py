@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, cached_property
 from typing import Final, TypeVar, cast
 
 import blake3
@@ -405,6 +405,12 @@ class Manifest:
 
     def to_cbor(self) -> bytes:
         """The canonical CBOR bytes: what is hashed and signed."""
+        return self._cbor
+
+    @cached_property
+    def _cbor(self) -> bytes:
+        # Encoded once per manifest: a push asks for the bytes and the digests
+        # several times, and 10,000 entries take ~50 ms to encode.
         return canonical_dumps(self.to_map())
 
     @classmethod

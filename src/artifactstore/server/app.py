@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import secrets
@@ -90,12 +91,16 @@ class AccessLog:
         self.app = app
         self.metrics = metrics
         self.logger = logger
+        # Request ids: a random prefix per process and a counter. Unique without
+        # a getrandom() call per request (a measurable share of a HEAD's CPU).
+        self._id_prefix = secrets.token_hex(4)
+        self._ids = itertools.count()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = secrets.token_hex(8)
+        request_id = f"{self._id_prefix}{next(self._ids):08x}"
         scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
         status = 500

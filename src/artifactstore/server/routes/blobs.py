@@ -46,7 +46,8 @@ async def get_blob(
     store = request.app.state.store
     wanted = Digest.parse(digest)
     readable = readable_scope(request.state.principal, namespace)
-    record = await run_in_threadpool(store.find_blob, wanted, readable)
+    head = request.method == "HEAD"
+    record = await run_in_threadpool(lambda: store.find_blob(wanted, readable, head=head))
     if record is None:
         raise BlobNotFound(f"blob {wanted} is not in the store")
     return send_blob(request, store, record, "application/octet-stream")
