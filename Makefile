@@ -4,13 +4,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit serve bench bench-deps clean
+.PHONY: install bytecode test lint typecheck unit serve bench bench-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# An editable install leaves our modules uncompiled, and where PYTHONDONTWRITEBYTECODE
+# is set (it is on the CI machines) every CLI start compiled them again: 0.25 s of a
+# 0.7 s start. compileall only recompiles what changed.
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q src
 
 install: $(STAMP)
 
@@ -21,12 +27,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: bytecode
 	$(BIN)/pytest -q -x --durations=15
 
 test: lint typecheck unit
 
-serve: $(STAMP)
+serve: bytecode
 	$(BIN)/artifactstore serve --host 127.0.0.1 --port 8000
 
 # The peers the benchmarks measure in the same run (Debian packages; needs root).
@@ -36,7 +42,7 @@ bench-deps:
 	@missing=""; for c in restic docker-registry wrk hey; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BENCH_DEBS); fi
 
-bench: $(STAMP) bench-deps
+bench: bytecode bench-deps
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/http.py
 	$(BIN)/python bench/retention.py

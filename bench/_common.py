@@ -400,6 +400,18 @@ def child_env(drop_prefixes: Sequence[str], **values: str) -> dict[str, str]:
     return env
 
 
+def compile_package() -> None:
+    """Byte-compile our sources first (what ``make bytecode`` does).
+
+    An editable install leaves them uncompiled, and with PYTHONDONTWRITEBYTECODE
+    set (as on these machines) every CLI start would compile them again: a
+    quarter second of start-up that a packaged install never pays.
+    """
+    import compileall
+
+    compileall.compile_dir(str(REPO_ROOT / "src"), quiet=1)
+
+
 def venv_cli(name: str) -> Path:
     """A console script installed next to the running interpreter (the venv's bin)."""
     return Path(sys.executable).parent / name

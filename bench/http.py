@@ -71,6 +71,7 @@ from bench._common import (  # noqa: E402
     check_free_space,
     child_env,
     command_line,
+    compile_package,
     fmt_num,
     format_machine,
     free_port,
@@ -1570,6 +1571,7 @@ def _target(
 def main(argv: list[str] | None = None) -> int:
     """Set up scratch space, run the rounds and the RSS step, print and save the figures."""
     cfg = parse_args(argv)
+    compile_package()
     started = time.perf_counter()
     parent = pick_scratch_parent(cfg.scratch)
     stores = len(cfg.servers) + (1 if cfg.peer else 0)

@@ -48,6 +48,7 @@ from bench._common import (
     check_free_space,
     child_env,
     command_line,
+    compile_package,
     fmt_num,
     format_machine,
     load_average,
@@ -551,6 +552,7 @@ def _target(
 def main(argv: list[str] | None = None) -> int:
     """Set up scratch space, run the rounds, print and optionally save the figures."""
     cfg = parse_args(argv)
+    compile_package()
     started = time.perf_counter()
     parent = pick_scratch_parent(cfg.scratch)
     # big file + dd copy + one store of it + tree, its store and restic's repo, + slack
