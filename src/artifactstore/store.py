@@ -757,7 +757,7 @@ class Store:
         last = self._lease_cache.get(key)
         if last is not None and now - last < 60.0:
             return
-        with self.db.write() as conn:
+        with self.db.write(durable=False) as conn:
             blob_records.touch(conn, [key], now)
         if len(self._lease_cache) > 100_000:
             self._lease_cache.clear()

@@ -273,7 +273,7 @@ class UploadService:
         self, batch: Any, digests: BlobDigests, actor: str, namespace: str | None
     ) -> None:
         key = self.plane.key(digests)
-        with self.db.write() as conn:
+        with self.db.write(durable=False) as conn:
             self._check_quota(conn, namespace, digests)
             blob_records.touch(conn, [key], time.time())
         batch.commit()
