@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, select
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.eventlog import append_many
@@ -25,6 +25,7 @@ __all__ = [
     "RecentBlobs",
     "dereference",
     "find",
+    "located",
     "not_held",
     "record_stored",
     "touch",
@@ -76,24 +77,26 @@ class RecentBlobs:
         self._items.clear()
 
 
+def located() -> Select[Any]:
+    """Blobs joined with their storage location: every column either table has."""
+    loc = t.storage_locations
+    return select(
+        t.blobs.c.blake3,
+        t.blobs.c.sha256,
+        t.blobs.c.size,
+        loc.c.key,
+        loc.c.backend,
+        loc.c.representation,
+        loc.c.retrieval_tier,
+        loc.c.restore_status,
+        loc.c.restore_ready_at,
+    ).join(loc, loc.c.blake3 == t.blobs.c.blake3)
+
+
 def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord | None:
     """Look a blob up by either digest; ``lock`` holds its row until the transaction ends."""
     col = t.blobs.c.blake3 if digest.algorithm == "blake3" else t.blobs.c.sha256
-    query = (
-        select(
-            t.blobs.c.blake3,
-            t.blobs.c.sha256,
-            t.blobs.c.size,
-            t.storage_locations.c.key,
-            t.storage_locations.c.backend,
-            t.storage_locations.c.retrieval_tier,
-            t.storage_locations.c.restore_status,
-            t.storage_locations.c.restore_ready_at,
-        )
-        .join(t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3)
-        .where(col == str(digest))
-        .limit(1)
-    )
+    query = located().where(col == str(digest)).limit(1)
     if lock:
         query = query.with_for_update(read=True, of=t.blobs)
     row = conn.execute(query).first()

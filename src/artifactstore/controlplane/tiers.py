@@ -42,6 +42,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from artifactstore.controlplane import blobs as blob_records
+from artifactstore.controlplane.blobs import located
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import append, utc_iso
@@ -119,24 +120,8 @@ def _rows(conn: Connection, blake3s: Iterable[str]) -> list[Any]:
     names = sorted(set(blake3s))
     out: list[Any] = []
     for i in range(0, len(names), 500):
-        out.extend(
-            conn.execute(
-                select(
-                    t.blobs.c.blake3,
-                    t.blobs.c.sha256,
-                    t.blobs.c.size,
-                    t.storage_locations.c.backend,
-                    t.storage_locations.c.key,
-                    t.storage_locations.c.representation,
-                    t.storage_locations.c.retrieval_tier,
-                    t.storage_locations.c.restore_status,
-                    t.storage_locations.c.restore_ready_at,
-                )
-                .join(t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3)
-                .where(t.blobs.c.blake3.in_(names[i : i + 500]))
-                .order_by(t.blobs.c.blake3)
-            )
-        )
+        query = located().where(t.blobs.c.blake3.in_(names[i : i + 500]))
+        out.extend(conn.execute(query.order_by(t.blobs.c.blake3)))
     return out
 
 
