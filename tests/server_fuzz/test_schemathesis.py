@@ -326,6 +326,9 @@ def read_report(path: Path) -> RunReport:
     return out
 
 
+_UPSTREAM_AST_BUG = "AST constructor recursion depth mismatch"
+
+
 @pytest.mark.slow
 def test_schemathesis_against_the_served_openapi(
     served_store: ServerProcess, tmp_path: Path
@@ -370,13 +373,23 @@ def test_schemathesis_against_the_served_openapi(
     )
 
     assert not report.failures, "\n".join(f"{n} x {f}" for f, n in report.failures.most_common())
-    assert not report.errors, "\n".join(report.errors[:20])
+    # CPython 3.11's ast module can raise this inside schemathesis's own example
+    # generation (CPython gh-106905): an error of the tool, not an answer of
+    # ours, so it is reported but not held against the server.
+    ours = [e for e in report.errors if _UPSTREAM_AST_BUG not in e]
+    if len(ours) < len(report.errors):
+        print(f"ignored {len(report.errors) - len(ours)} schemathesis-internal ast error(s)")
+    assert not ours, "\n".join(ours[:20])
     assert not server_errors, server_errors[:20]
-    assert proc.returncode == 0, output[-8000:]
+    assert proc.returncode == 0 or (report.errors and not ours), output[-8000:]
     assert report.interactions >= MIN_REQUESTS, (report.interactions, output[-3000:])
     assert len(served) >= MIN_REQUESTS, len(served)
     # The seeded identifiers reached real logic: real packages, files, blobs and sessions.
-    hits = Counter((e["route"], e["method"]) for e in served if e["status"] in (200, 204, 206, 304))
+    # A 409 counts too: reads answer it only with restore_required, after finding the
+    # package, file or blob (the fuzzer may move the seeded version to the cold tier).
+    hits = Counter(
+        (e["route"], e["method"]) for e in served if e["status"] in (200, 204, 206, 304, 409)
+    )
     for route, method in [
         ("/v1/packages/{ns}/{name}/{version}", "GET"),
         ("/v1/packages/{ns}/{name}/{version}/files/{path:path}", "GET"),

@@ -97,3 +97,22 @@ MANIFEST_JSON_SCHEMA: dict[str, Any] = _strict(
         "producer": _string(maxLength=256),
     }
 )
+
+
+def json_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a route that reads a strict JSON object itself."""
+    return {
+        "requestBody": {
+            "required": bool(required),
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": properties,
+                        "required": required,
+                        "additionalProperties": False,
+                    }
+                }
+            },
+        }
+    }

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from artifactstore.controlplane.retention import RetentionPolicy
 from artifactstore.errors import InvalidInput
 from artifactstore.server.auth import readable_scope
-from artifactstore.server.params import Name, NamespaceQuery, Ns, Ver
+from artifactstore.server.params import Name, NamespaceQuery, Ns, Ver, json_body
 from artifactstore.server.problems import Problem
 from artifactstore.server.routes.packages import _ref
 from artifactstore.server.routes.tokens import _json_object
@@ -92,24 +92,6 @@ class ApplyOut(BaseModel):
     decisions: list[DecisionOut]
 
 
-def _body_schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": bool(required),
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "properties": properties,
-                        "required": required,
-                        "additionalProperties": False,
-                    }
-                }
-            },
-        }
-    }
-
-
 _REASON = {"type": "string", "minLength": 1, "maxLength": 1024}
 _POLICY = {
     "anyOf": [
@@ -142,7 +124,7 @@ def _reason(value: object) -> str:
     summary="Place a legal hold (blocks deletion by anyone until released)",
     response_model=HoldOut,
     responses={404: PROBLEM, 413: PROBLEM, 422: PROBLEM},
-    openapi_extra=_body_schema({"reason": _REASON}, ["reason"]),
+    openapi_extra=json_body({"reason": _REASON}, ["reason"]),
 )
 async def place_hold(request: Request, ns: Ns, name: Name, version: Ver) -> JSONResponse:
     store: Store = request.app.state.store
@@ -164,7 +146,7 @@ async def place_hold(request: Request, ns: Ns, name: Name, version: Ver) -> JSON
     response_model=HoldOut,
     responses={404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 422: PROBLEM},
     openapi_extra={
-        **_body_schema({"reason": _REASON, "id": {"type": "integer", "minimum": 1}}, []),
+        **json_body({"reason": _REASON, "id": {"type": "integer", "minimum": 1}}, []),
     },
 )
 async def release_hold(
@@ -245,7 +227,7 @@ async def all_holds(
     summary="Set or clear (policy: null) the namespace default or a package's retention policy",
     response_model=RetentionOut,
     responses={413: PROBLEM, 422: PROBLEM},
-    openapi_extra=_body_schema(
+    openapi_extra=json_body(
         {
             "package": {
                 "anyOf": [
@@ -294,7 +276,7 @@ async def get_retention(request: Request, ns: Ns) -> JSONResponse:
     summary="Set or extend the retention lock (minimum keep-days); it can never shrink (423)",
     response_model=RetentionOut,
     responses={413: PROBLEM, 422: PROBLEM, 423: PROBLEM},
-    openapi_extra=_body_schema(
+    openapi_extra=json_body(
         {"keep_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 36525}}, ["keep_days"]
     ),
 )

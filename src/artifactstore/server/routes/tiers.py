@@ -16,7 +16,7 @@ from artifactstore.controlplane.tiers import TIERS, TierReport
 from artifactstore.errors import BlobNotFound, InvalidInput
 from artifactstore.model.identity import Digest
 from artifactstore.server.auth import readable_scope
-from artifactstore.server.params import DigestParam, Name, NamespaceQuery, Ns, Ver
+from artifactstore.server.params import DigestParam, Name, NamespaceQuery, Ns, Ver, json_body
 from artifactstore.server.problems import Problem
 from artifactstore.server.routes.packages import _ref
 from artifactstore.server.routes.tokens import _json_object
@@ -85,21 +85,7 @@ async def tier_status(request: Request, ns: Ns, name: Name, version: Ver) -> JSO
     summary='Move a version\'s blobs to another tier (body: {"to": "cold"})',
     response_model=TierReportOut,
     responses={404: PROBLEM, 413: PROBLEM, 422: PROBLEM},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["to"],
-                        "properties": {"to": {"type": "string", "enum": list(TIERS)}},
-                        "additionalProperties": False,
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=json_body({"to": {"type": "string", "enum": list(TIERS)}}, ["to"]),
 )
 async def tier_move(request: Request, ns: Ns, name: Name, version: Ver) -> JSONResponse:
     store: Store = request.app.state.store
