@@ -109,6 +109,10 @@ class RemotePush:
     blobs_stored: int
 
 
+#: Requests that change nothing, so repeating one after a dropped connection is safe.
+_RETRY_ONCE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def _error_from(response: httpx.Response) -> ArtifactStoreError:
     try:
         body = response.json()
@@ -240,7 +244,15 @@ class RemoteStore:
 
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, **kw)
+            try:
+                response = self._http.request(method, path, **kw)
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                if method not in _RETRY_ONCE:
+                    raise
+                # A pooled keep-alive connection the server closed (idle timeout,
+                # restart) just as we reused it: a read answers nothing, so ask again
+                # once, on a fresh connection.
+                response = self._http.request(method, path, **kw)
         except httpx.TransportError as exc:
             raise errors.StorageError(f"cannot reach {self.url}: {exc}") from exc
         if response.status_code >= 400:
