@@ -301,7 +301,7 @@ class Store:
                 except OSError as exc:
                     raise InvalidInput(f"cannot read {f.source}: {exc.strerror}") from exc
                 with src:
-                    digests = batch.ingest(_Counting(src, progress))
+                    digests = batch.ingest_file(src, progress)
                 ingested.append((digests, self.plane.key(digests)))
             with self.db.write() as conn:
                 namespaces.check_quota(
@@ -887,19 +887,6 @@ class Store:
         with self.db.read() as conn:
             conn.execute(select(1))
         self.plane.health()
-
-
-class _Counting:
-    """A readable that reports bytes read to a progress callback."""
-
-    def __init__(self, inner: Any, progress: Progress) -> None:
-        self._inner = inner
-        self._progress = progress
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        n: int = self._inner.readinto(buffer) or 0
-        self._progress(n)
-        return n
 
 
 def _depth(value: object, level: int = 0) -> int:

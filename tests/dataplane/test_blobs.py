@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,8 +17,9 @@ import pytest
 from artifactstore.dataplane import layout
 from artifactstore.dataplane.backends.local import LocalBackend
 from artifactstore.dataplane.backends.memory import MemoryBackend
-from artifactstore.dataplane.blobs import CHUNK, DataPlane
-from artifactstore.errors import CorruptBlob, DigestMismatch
+from artifactstore.dataplane.blobs import CHUNK, COPY_FILE_FROM, DataPlane
+from artifactstore.dataplane.protocol import FileCopier
+from artifactstore.errors import CorruptBlob, DigestMismatch, StorageError
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
 from artifactstore.testing.backend_contract import ContractTarget, local_target, memory_target
 
@@ -274,3 +277,76 @@ def test_incremental_blob_with_wrong_digest_or_cancelled_leaves_nothing(
 def test_health(harness: Harness, plane: DataPlane) -> None:
     plane.health()
     assert harness.keys() == []
+
+
+# --- regular files: the backend's in-kernel copy -------------------------------------------
+
+
+def _file_of(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "source.bin"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("size", [0, 5, COPY_FILE_FROM - 1, COPY_FILE_FROM, 3 * COPY_FILE_FROM + 7])
+def test_ingest_file_stores_and_hashes_like_a_stream(
+    harness: Harness, plane: DataPlane, tmp_path: Path, size: int
+) -> None:
+    data = data_of(size, size)
+    reported: list[int] = []
+    with plane.batch() as batch, _file_of(tmp_path, data).open("rb", buffering=0) as src:
+        digests = batch.ingest_file(src, reported.append)
+    assert digests == reference(data)
+    assert read_all(plane, plane.key(digests)) == data
+    assert sum(reported) == size
+
+
+def test_ingest_file_without_kernel_copy_reads_and_writes(
+    harness: Harness, plane: DataPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between file systems copy_file_range answers EXDEV: the copy falls back."""
+
+    def exdev(*_args: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", exdev)
+    data = data_of(7, COPY_FILE_FROM + 12345)
+    with plane.batch() as batch, _file_of(tmp_path, data).open("rb", buffering=0) as src:
+        digests = batch.ingest_file(src, lambda _n: None)
+    assert digests == reference(data)
+    assert read_all(plane, plane.key(digests)) == data
+
+
+def test_ingest_file_from_another_file_system(
+    harness: Harness, plane: DataPlane, tmp_path: Path
+) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a file system other than the test's")
+    data = data_of(8, COPY_FILE_FROM + 1)
+    source = shm / f"artifactstore-test-{os.getpid()}.bin"
+    source.write_bytes(data)
+    try:
+        with plane.batch() as batch, source.open("rb", buffering=0) as src:
+            digests = batch.ingest_file(src, lambda _n: None)
+    finally:
+        source.unlink()
+    assert read_all(plane, plane.key(digests)) == data
+
+
+def test_a_source_shorter_than_announced_stages_nothing(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "storage")
+    data = data_of(9, COPY_FILE_FROM)
+    batch = backend.batch()
+    writer = batch.writer()
+    assert isinstance(writer, FileCopier)
+    with (
+        _file_of(tmp_path, data).open("rb", buffering=0) as src,
+        pytest.raises(StorageError, match="ended at"),
+        writer.copy_file(src.fileno(), len(data) + 1) as chunks,
+    ):
+        for _view in chunks:
+            pass
+    batch.commit()
+    assert list(backend.list()) == []
+    assert list((tmp_path / "storage" / "tmp").iterdir()) == []

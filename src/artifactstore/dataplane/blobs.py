@@ -10,20 +10,23 @@ packages, namespaces or the database.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Protocol
 
 from artifactstore.dataplane import layout
 from artifactstore.dataplane.digests import DualHasher
-from artifactstore.dataplane.protocol import Backend, WriteBatch, Writer
+from artifactstore.dataplane.protocol import Backend, FileCopier, WriteBatch, Writer
 from artifactstore.errors import BlobNotFound, CorruptBlob, DigestMismatch, StorageError
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
 
 __all__ = ["BlobIngest", "DataPlane", "IngestBatch", "Readable"]
 
 CHUNK = 1 << 20
+#: Files at least this large are copied by the backend itself when it can.
+COPY_FILE_FROM = 8 << 20
 
 
 class Readable(Protocol):
@@ -83,7 +86,9 @@ class IngestBatch:
 
     def ingest(self, source: Readable, expected: Digest | None = None) -> BlobDigests:
         """Copy a readable (file, socket) into a new blob, pipelining read, hash and write."""
-        blob = self.begin()
+        return self._stream(self.begin(), source, expected)
+
+    def _stream(self, blob: BlobIngest, source: Readable, expected: Digest | None) -> BlobDigests:
         if self._buffers is None:
             self._buffers = (bytearray(CHUNK), bytearray(CHUNK))
         buffers = self._buffers
@@ -95,6 +100,32 @@ class IngestBatch:
                 i ^= 1  # the other buffer is free: its hashing was awaited by write()
                 n = source.readinto(buffers[i]) or 0
             digests = blob.finish(expected)
+        except BaseException:
+            blob.cancel()
+            raise
+        return digests
+
+    def ingest_file(self, src: io.FileIO, progress: Callable[[int], None]) -> BlobDigests:
+        """Ingest a regular file opened unbuffered (``open(path, "rb", buffering=0)``).
+
+        A large file goes through the backend's in-kernel copy where it has one
+        (``FileCopier``) and is hashed from the stored copy; otherwise, and for
+        small files, it streams like any readable.
+        """
+        fd = src.fileno()
+        size = os.fstat(fd).st_size
+        if size < COPY_FILE_FROM:
+            return self.ingest(_Reporting(src, progress))
+        blob = self.begin()
+        if not isinstance(blob._writer, FileCopier):
+            return self._stream(blob, _Reporting(src, progress), None)
+        try:
+            with blob._writer.copy_file(fd, size) as chunks:
+                for view in chunks:
+                    blob._hasher.update(view)
+                    progress(len(view))
+                blob._hasher.result()  # hashing finished before the views go
+            digests = blob.finish()
         except BaseException:
             blob.cancel()
             raise
@@ -230,6 +261,19 @@ class DataPlane:
             raise
         except OSError as exc:
             raise StorageError(f"storage health check failed: {exc}") from exc
+
+
+class _Reporting:
+    """A readable that reports the bytes read to a progress callback."""
+
+    def __init__(self, inner: Readable, progress: Callable[[int], None]) -> None:
+        self._inner = inner
+        self._progress = progress
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        n = self._inner.readinto(buffer) or 0
+        self._progress(n)
+        return n
 
 
 def _check(actual: BlobDigests, expected: BlobDigests) -> None:
