@@ -350,3 +350,32 @@ def test_a_source_shorter_than_announced_stages_nothing(tmp_path: Path) -> None:
     batch.commit()
     assert list(backend.list()) == []
     assert list((tmp_path / "storage" / "tmp").iterdir()) == []
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/self/status")
+
+
+def test_ingest_file_memory_stays_flat(tmp_path: Path) -> None:
+    """The staging file is mapped for hashing; hashed pages must leave the process."""
+    clear_refs = Path("/proc/self/clear_refs")
+    if not clear_refs.exists():
+        pytest.skip("needs Linux /proc to read the peak RSS")
+    size = 12 * COPY_FILE_FROM
+    source = tmp_path / "big.bin"
+    with source.open("wb") as f:
+        for i in range(size // (1 << 20)):
+            f.write(random.Random(i).randbytes(1 << 20))
+    plane = DataPlane(LocalBackend(tmp_path / "storage", fsync=False))
+    try:
+        clear_refs.write_text("5")  # the peak RSS starts again from the current RSS
+        before = _status_kib("VmHWM")
+        with plane.batch() as batch, source.open("rb", buffering=0) as src:
+            batch.ingest_file(src, lambda _n: None)
+        grown = _status_kib("VmHWM") - before
+    finally:
+        plane.close()
+    assert grown < 4 * COPY_FILE_FROM // 1024, f"peak RSS grew by {grown} KiB"

@@ -136,16 +136,17 @@ class _LocalWriter:
             raise StorageError(f"preparing staging file failed: {exc.strerror}") from exc
         whole = memoryview(mapped)
         try:
-            yield self._copy_chunks(src_fd, fd, size, whole)
+            yield self._copy_chunks(src_fd, fd, size, mapped, whole)
         finally:
             whole.release()
             with contextlib.suppress(BufferError):  # a caller's view: unmapped when it goes
                 mapped.close()
 
     def _copy_chunks(
-        self, src: int, dst: int, size: int, whole: memoryview
+        self, src: int, dst: int, size: int, mapped: mmap.mmap, whole: memoryview
     ) -> Iterator[memoryview]:
         kernel = True
+        unmapped = previous = 0  # pages below ``unmapped`` left our page tables
         try:
             while self._written < size:
                 at = self._written
@@ -164,6 +165,15 @@ class _LocalWriter:
                     raise StorageError(f"the source file ended at {at} of {size} bytes")
                 self._written += n
                 self._start_writeback(dst)
+                # Chunks before the previous one are hashed (the previous one may
+                # not be): drop their pages from this process (they stay in the
+                # page cache), or its RSS would grow to the file's size. Always
+                # safe: a later access would fault them in again.
+                hashed = previous - previous % mmap.PAGESIZE
+                if hashed > unmapped:
+                    mapped.madvise(mmap.MADV_DONTNEED, unmapped, hashed - unmapped)
+                    unmapped = hashed
+                previous = at
                 yield whole[at : at + n]
         except OSError as exc:
             self.cancel()
