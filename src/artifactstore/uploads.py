@@ -27,7 +27,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import namespaces
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
+from artifactstore.controlplane.db.group import GroupCommit
 from artifactstore.controlplane.eventlog import utc_iso
 from artifactstore.dataplane.blobs import BlobIngest, DataPlane
 from artifactstore.dataplane.digests import DualHasher
@@ -46,6 +47,8 @@ from artifactstore.errors import (
     DigestMismatch,
     InvalidInput,
     LimitExceeded,
+    MissingBlobs,
+    QuotaExceeded,
     StorageError,
     UploadBusy,
     UploadClosed,
@@ -93,6 +96,16 @@ def _session(row: Any) -> UploadSession:
         state=row.state,
         digest=row.digest,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Recording:
+    """A published blob waiting for its ``blob.stored`` record."""
+
+    digests: BlobDigests
+    key: str
+    actor: str
+    namespace: str | None
 
 
 class BlobUpload:
@@ -241,6 +254,8 @@ class UploadService:
         self.max_upload_bytes = max_upload_bytes
         self._hashers: dict[str, DualHasher] = {}
         self._lock = threading.Lock()
+        self._leases = GroupCommit(self._lease_batch)
+        self._recorder = GroupCommit(self._record_batch)
 
     # --- one-shot -----------------------------------------------------------------------
 
@@ -263,35 +278,82 @@ class UploadService:
             with self.db.read() as conn:
                 namespaces.check_room(conn, namespace, length, self._since())
 
-    def _check_quota(self, conn: Connection, namespace: str | None, digests: BlobDigests) -> None:
+    def _check_quota(
+        self, conn: Connection, namespace: str | None, blobs: Sequence[BlobDigests]
+    ) -> None:
         if namespace is not None:
             namespaces.check_quota(
-                conn, namespace, [(str(digests.blake3), digests.size)], self._since()
+                conn, namespace, [(str(d.blake3), d.size) for d in blobs], self._since()
             )
 
     def publish_batch(
         self, batch: Any, digests: BlobDigests, actor: str, namespace: str | None
     ) -> None:
-        key = self.plane.key(digests)
-        with self.db.write(durable=False) as conn:
-            self._check_quota(conn, namespace, digests)
-            blob_records.touch(conn, [key], time.time())
+        rec = _Recording(digests, self.plane.key(digests), actor, namespace)
+        self._leases.submit(rec)  # gc.py, step 1: the lease before the bytes are published
         batch.commit()
+        self._record(rec)
+
+    def _lease_batch(self, batch: Sequence[_Recording]) -> list[BaseException | None]:
+        errors: list[BaseException | None] = []
+        with self.db.write(durable=False) as conn:
+            for rec in batch:
+                try:
+                    self._check_quota(conn, rec.namespace, [rec.digests])
+                except QuotaExceeded as exc:  # its bytes are not published: a spare lease
+                    errors.append(exc)
+                else:
+                    errors.append(None)
+            blob_records.touch(conn, [r.key for r in batch], time.time())
+        return errors
+
+    def _record(self, rec: _Recording) -> None:
+        """Record ``blob.stored`` durably, in one transaction with concurrent uploads'."""
+        self._recorder.submit(rec)
+        self._on_stored(rec.digests, rec.key)
+
+    def _record_batch(self, batch: Sequence[_Recording]) -> list[BaseException | None]:
+        """One transaction; the blobs of one uploader and namespace in one call.
+
+        A group that is refused (over the quota, or bytes collected meanwhile:
+        both raised before anything is appended) is retried blob by blob, so
+        only the blobs at fault fail.
+        """
+        errors: list[BaseException | None] = [None] * len(batch)
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for i, rec in enumerate(batch):
+            groups.setdefault((rec.actor, rec.namespace), []).append(i)
         with self.db.write() as conn:
-            # Again where the holding is recorded: a concurrent upload into the
-            # namespace may have passed the first check too and been recorded since.
-            # Refused here, the published bytes have no record and GC removes them.
-            self._check_quota(conn, namespace, digests)
-            blob_records.record_stored(
-                conn,
-                [(digests, key)],
-                self.plane.backend.properties.name,
-                actor,
-                exists=self._stored,
-                now=time.time(),
-                namespace=namespace,
-            )
-        self._on_stored(digests, key)
+            for (actor, namespace), members in groups.items():
+                try:
+                    self._record_group(conn, actor, namespace, [batch[i] for i in members])
+                except (QuotaExceeded, MissingBlobs) as exc:
+                    if len(members) == 1:
+                        errors[members[0]] = exc
+                        continue
+                    for i in members:
+                        try:
+                            self._record_group(conn, actor, namespace, [batch[i]])
+                        except (QuotaExceeded, MissingBlobs) as one:
+                            errors[i] = one
+        return errors
+
+    def _record_group(
+        self, conn: Connection, actor: str, namespace: str | None, recs: Sequence[_Recording]
+    ) -> None:
+        # Again where the holding is recorded: a concurrent upload into the namespace
+        # may have passed the first check and been recorded since. Refused here,
+        # the published bytes have no record and GC removes them.
+        self._check_quota(conn, namespace, [r.digests for r in recs])
+        blob_records.record_stored(
+            conn,
+            [(r.digests, r.key) for r in recs],
+            self.plane.backend.properties.name,
+            actor,
+            exists=self._stored,
+            now=time.time(),
+            namespace=namespace,
+        )
 
     def _stored(self, key: str) -> bool:
         return self.plane.stat(key) is not None
@@ -465,7 +527,7 @@ class UploadService:
         key = self.plane.key(digests)
         with self.db.write() as conn:
             # Over the quota: the session stays open and its bytes staged (abort it).
-            self._check_quota(conn, session.namespace, digests)
+            self._check_quota(conn, session.namespace, [digests])
             blob_records.touch(conn, [key], time.time())
             # Closed before the staged bytes move: a crash after this leaves a
             # completed session (the client starts a new one), never an open
@@ -476,20 +538,9 @@ class UploadService:
                 .values(state="completed", length=session.offset, digest=str(digests.blake3))
             )
         self.staging.promote(upload_id, key)
-        with self.db.write() as conn:
-            # Checked again as in publish_batch (a concurrent upload may have won
-            # the room); refused here, the session stays completed without a blob.
-            self._check_quota(conn, session.namespace, digests)
-            blob_records.record_stored(
-                conn,
-                [(digests, key)],
-                self.plane.backend.properties.name,
-                session.actor,
-                exists=self._stored,
-                now=time.time(),
-                namespace=session.namespace,
-            )
-        self._on_stored(digests, key)
+        # Over the quota here (a concurrent upload won the room), the session
+        # stays completed without a blob.
+        self._record(_Recording(digests, key, session.actor, session.namespace))
         return digests
 
     def abort(self, upload_id: str) -> None:

@@ -25,6 +25,7 @@ from artifactstore.errors import (
     VersionExists,
 )
 from artifactstore.store import Store
+from artifactstore.uploads import _Recording
 from tests.conftest import make_tree
 from tests.test_rebuild import dump_views
 
@@ -344,3 +345,26 @@ def test_rebuild_reproduces_the_views_after_tag_moves(store0: Store, trees: Tree
     assert dump_views(store0) == before
     assert store0.namespace_settings("ci") == usage
     assert store0.verify().ok
+
+
+def test_uploads_recorded_in_one_batch_fail_only_where_over_the_quota(store: Store) -> None:
+    """Group commit: uploads that finish together are recorded in one transaction.
+    When the namespace cannot hold them all, each is retried alone, so those
+    that fit are recorded and only the rest are refused."""
+    store.set_namespace_settings("q", {"quota_bytes": 250})
+    uploads = store.uploads
+    recs = []
+    for i in range(4):
+        with store.plane.batch() as batch:
+            digests = batch.ingest_bytes(bytes([i]) * 100)
+        recs.append(_Recording(digests, store.plane.key(digests), "tester", "q"))
+    errors = uploads._record_batch(recs)
+    assert errors[:2] == [None, None]
+    assert all(isinstance(e, QuotaExceeded) for e in errors[2:]), errors
+    assert store.namespace_usage()["q"] == (200, 250)
+    # The blobs of another namespace in the same batch are not affected.
+    with store.plane.batch() as batch:
+        other = batch.ingest_bytes(b"x" * 100)
+    more = [_Recording(other, store.plane.key(other), "tester", "free"), recs[3]]
+    errors = uploads._record_batch(more)
+    assert errors[0] is None and isinstance(errors[1], QuotaExceeded)
