@@ -28,7 +28,7 @@ caught by re-encoding and comparing bytes. Size limits belong to the caller.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Any, Final
 
 import cbor2
 
@@ -50,30 +50,56 @@ def _where(path: str) -> str:
     return path[:200] or "the top level"
 
 
-def _check_value(value: object, path: str) -> None:
-    """Refuse any value outside the allowed data model, naming where it sits."""
-    if value is None or type(value) in (bool, str, bytes):
+class _Refused(Exception):
+    """A value outside the data model; the path to it is collected on the way out."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message  # "{at}" stands for the path
+        self.steps: list[str | int] = []  # innermost first
+
+    def where(self) -> str:
+        path = ""
+        for step in reversed(self.steps):
+            if isinstance(step, int):
+                path = f"{path}[{step}]"
+            else:
+                path = f"{path}.{step}" if path else step
+        return _where(path)
+
+
+def _check_value(value: Any) -> None:
+    """Refuse any value outside the allowed data model (raises _Refused).
+
+    Paths are built only for a refusal: a 10,000-file manifest is checked on
+    every encoding, and formatting a path per element cost more than the check.
+    """
+    kind = type(value)
+    if value is None or kind is str or kind is bool or kind is bytes:
         return
-    if type(value) is int:
+    if kind is int:
         if not INT_MIN <= value <= INT_MAX:
-            raise InvalidManifest(
-                f"integer at {_where(path)} is outside [-2**63, 2**64-1]: {str(value)[:40]}"
-            )
-    elif type(value) is float:
+            raise _Refused(f"integer at {{at}} is outside [-2**63, 2**64-1]: {str(value)[:40]}")
+    elif kind is float:
         if not math.isfinite(value):
-            raise InvalidManifest(f"NaN and infinity are not allowed (at {_where(path)})")
-    elif type(value) is dict:
+            raise _Refused("NaN and infinity are not allowed (at {at})")
+    elif kind is dict:
         for key, item in value.items():
             if type(key) is not str:
-                raise InvalidManifest(
-                    f"map keys must be text, got {type(key).__name__} at {_where(path)}"
-                )
-            _check_value(item, f"{path}.{key}" if path else key)
-    elif type(value) is list or type(value) is tuple:
+                raise _Refused(f"map keys must be text, got {type(key).__name__} at {{at}}")
+            try:
+                _check_value(item)
+            except _Refused as refused:
+                refused.steps.append(key)
+                raise
+    elif kind is list or kind is tuple:
         for index, item in enumerate(value):
-            _check_value(item, f"{path}[{index}]")
+            try:
+                _check_value(item)
+            except _Refused as refused:
+                refused.steps.append(index)
+                raise
     else:
-        raise InvalidManifest(f"type {type(value).__name__} is not allowed (at {_where(path)})")
+        raise _Refused(f"type {kind.__name__} is not allowed (at {{at}})")
 
 
 def canonical_dumps(obj: object) -> bytes:
@@ -85,8 +111,10 @@ def canonical_dumps(obj: object) -> bytes:
     looks). Anything else raises :class:`InvalidManifest`.
     """
     try:
-        _check_value(obj, "")
+        _check_value(obj)
         return cbor2.dumps(obj, canonical=True)
+    except _Refused as refused:
+        raise InvalidManifest(refused.message.replace("{at}", refused.where())) from None
     except RecursionError:
         raise InvalidManifest("value nests too deeply (or refers to itself)") from None
     except (cbor2.CBORError, UnicodeError) as exc:

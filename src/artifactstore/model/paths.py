@@ -22,22 +22,34 @@ _RESERVED = re.compile(r"(?:CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9])(?:\..*)?", re.IGN
 _FORBIDDEN_CHARS = frozenset('<>:"|?*\\')
 
 
+#: The first character a path may not hold: C0/C1 controls, DEL, or one Windows forbids.
+_BAD_CHAR = re.compile('[\x00-\x1f\x7f-\x9f<>:"|?*\\\\]')
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _reason(path: str) -> str | None:
+    # Regular expressions and ASCII short cuts instead of a Python loop per
+    # character: a 10,000-file push validates every path.
     if not path:
         return "is empty"
-    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
-        return f"is longer than {MAX_PATH_BYTES} bytes"
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in path):
-        return "is not valid UTF-8"
-    if unicodedata.normalize("NFC", path) != path:
-        return "is not NFC-normalised"
+    if path.isascii():  # one byte per character, valid UTF-8, always NFC
+        if len(path) > MAX_PATH_BYTES:
+            return f"is longer than {MAX_PATH_BYTES} bytes"
+    else:
+        if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+            return f"is longer than {MAX_PATH_BYTES} bytes"
+        if _SURROGATE.search(path):
+            return "is not valid UTF-8"
+        if not unicodedata.is_normalized("NFC", path):
+            return "is not NFC-normalised"
     if path.startswith("/"):
         return "is absolute"
-    for ch in path:
-        if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0:
-            return "contains a control character"
+    bad = _BAD_CHAR.search(path)
+    if bad is not None:
+        ch = bad.group()
         if ch in _FORBIDDEN_CHARS:
             return f"contains the character {ch!r}"
+        return "contains a control character"
     for segment in path.split("/"):
         if segment in ("", ".", ".."):
             return "has an empty, '.' or '..' segment"

@@ -349,7 +349,7 @@ class LocalBackend:
 
     def stat(self, key: str) -> int | None:
         try:
-            st = self.path(key).stat()
+            st = os.stat(self._fs_path(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
