@@ -21,6 +21,7 @@ from typing import Any
 import blake3
 from sqlalchemy import Connection, insert, select, update
 
+from artifactstore.controlplane.db.bulk import insert_rows
 from artifactstore.controlplane.db.tables import chain_head, events
 from artifactstore.errors import ChainBroken
 from artifactstore.model.cbor import canonical_dumps
@@ -129,7 +130,7 @@ def append_many(
         )
         out.append(Event(seq, time, actor, type_, subject, json.loads(text), prev, digest))
         prev = digest
-    conn.execute(insert(events), rows)
+    insert_rows(conn, events, rows)
     if head is None:
         conn.execute(insert(chain_head).values(id=1, seq=seq, hash=prev))
     else:

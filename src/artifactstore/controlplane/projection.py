@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.bulk import insert_rows
 from artifactstore.model.manifest import Manifest
 
 __all__ = ["EVENT_TYPES", "project"]
@@ -43,7 +44,7 @@ def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
         if name not in present
     ]
     if new_blobs:
-        conn.execute(insert(t.blobs), new_blobs)
+        insert_rows(conn, t.blobs, new_blobs)
     locations = [
         {
             "blake3": name,
@@ -59,7 +60,7 @@ def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
     for name in present:  # re-recorded content: its locations are replaced
         conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == name))
     if locations:
-        conn.execute(insert(t.storage_locations), locations)
+        insert_rows(conn, t.storage_locations, locations)
     # A blob is stored (recorded) only while it has no row, and collecting a row
     # drops its holdings: the holdings of a new blob are new rows, inserted at once.
     holdings = [
@@ -68,7 +69,7 @@ def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
         if p.get("namespace") and name not in present
     ]
     if holdings:
-        conn.execute(insert(t.namespace_blobs), holdings)
+        insert_rows(conn, t.namespace_blobs, holdings)
     for name, (e, p) in payloads.items():
         if p.get("namespace") and name in present:
             _hold(conn, p["namespace"], name, e.seq, e.time)
@@ -203,8 +204,9 @@ def _package_committed(
         )
     )
     if m.files:
-        conn.execute(
-            insert(t.files),
+        insert_rows(
+            conn,
+            t.files,
             [
                 {
                     "version_id": seq,
