@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlparse
 
 from sqlalchemy import delete, func, insert, select
 
@@ -40,11 +39,8 @@ from artifactstore.controlplane.eventlog import (
     verify_chain,
 )
 from artifactstore.controlplane.projection import project
-from artifactstore.dataplane.backends.local import LocalBackend
-from artifactstore.dataplane.backends.local_staging import LocalStaging
 from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.digests import DualHasher
-from artifactstore.dataplane.protocol import Backend
 from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import (
     BlobNotFound,
@@ -66,6 +62,7 @@ from artifactstore.model.identity import BlobDigests, Digest, Namespace, Package
 from artifactstore.model.jsonio import canonical_json_dumps
 from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.model.paths import PackagePath
+from artifactstore.storage import StagedFiles, open_data_plane, stage_files
 from artifactstore.uploads import UploadService
 
 __all__ = ["Progress", "PushResult", "Store", "VerifyReport", "no_progress"]
@@ -110,26 +107,6 @@ class VerifyReport:
         }
 
 
-def _local_root(url_text: str, setting: str) -> Path:
-    url = urlparse(url_text)
-    if url.scheme != "file":
-        raise InvalidInput(
-            f"unsupported {setting} scheme {url.scheme!r}: this build supports file://"
-        )
-    return Path(url.path)
-
-
-def _open_backends(settings: Settings) -> tuple[Backend, Staging, Backend]:
-    """The hot backend (STORAGE_URL), its upload staging, and the cold tier's backend."""
-    root = _local_root(settings.storage_url, "STORAGE_URL")
-    hot = LocalBackend(root, fsync=settings.fsync)
-    cold_root = _local_root(settings.cold_storage_url, "COLD_STORAGE_URL")
-    if cold_root.absolute() == root.absolute():
-        raise InvalidInput("COLD_STORAGE_URL must differ from STORAGE_URL")
-    cold = LocalBackend(cold_root, fsync=settings.fsync, name="cold")
-    return hot, LocalStaging(hot, root, fsync=settings.fsync), cold
-
-
 class Store:
     """An artifact store: open one with :meth:`open` and close it (or use ``with``)."""
 
@@ -163,7 +140,14 @@ class Store:
         return cls.from_config(Settings.load(home=home, **overrides), create=create)
 
     @classmethod
-    def from_config(cls, settings: Settings, *, create: bool = True) -> Store:
+    def from_config(
+        cls,
+        settings: Settings,
+        *,
+        create: bool = True,
+        data: tuple[DataPlane, Staging] | None = None,
+    ) -> Store:
+        """``data``: the data plane of these settings when the caller already opened it."""
         if settings.database_url.startswith("sqlite:///"):
             db_path = Path(settings.database_url.removeprefix("sqlite:///"))
             if not db_path.exists() and not create:
@@ -172,12 +156,7 @@ class Store:
         db = Database(settings.database_url)
         try:
             db.ensure_migrated(create=create)
-            backend, staging, cold = _open_backends(settings)
-            plane = DataPlane(
-                backend,
-                primary=settings.primary_digest,  # type: ignore[arg-type]
-                cold=cold,
-            )
+            plane, staging = data if data is not None else open_data_plane(settings)
         except BaseException:
             db.dispose()
             raise
@@ -216,11 +195,16 @@ class Store:
         follow_symlinks: bool = False,
         progress: Progress = no_progress,
         walked: Sequence[LocalFile] | None = None,
+        staged: StagedFiles | None = None,
     ) -> PushResult:
         """Ingest the files under ``paths`` and commit them as version ``ref``.
 
         ``walked``: the result of ``collect_files`` over ``paths`` when the
         caller already has it (the CLI walks once to size its progress bar).
+        ``staged``: those files already staged by ``storage.stage_files`` into
+        this store's data plane (the CLI stages while the store opens). The
+        push publishes them; should it fail first, the caller cancels
+        ``staged.batch``.
         """
         reference = version_reference(ref)
         files = (
@@ -240,9 +224,9 @@ class Store:
             )
         created = utc_now()
         for attempt in range(PUSH_ATTEMPTS):
-            ingested = self._ingest_files(
-                files, str(reference.namespace), progress if attempt == 0 else no_progress
-            )
+            if staged is None:
+                staged = stage_files(self.plane, files, progress if attempt == 0 else no_progress)
+            ingested, staged = self._publish_staged(staged, str(reference.namespace)), None
             manifest = manifest_for(
                 reference,
                 files,
@@ -285,33 +269,21 @@ class Store:
     def _stored(self, key: str) -> bool:
         return self.plane.stat(key) is not None
 
-    def _ingest_files(
-        self, files: Sequence[LocalFile], namespace: str, progress: Progress
-    ) -> list[tuple[BlobDigests, str]]:
-        """Stage, lease and publish every file's bytes (gc.py, step 1: lease first).
+    def _publish_staged(self, staged: StagedFiles, namespace: str) -> list[tuple[BlobDigests, str]]:
+        """Lease, then publish the staged files (gc.py, step 1: lease first).
 
         A push over the namespace's quota is refused here, while the bytes are
         only staged: nothing is stored (the recording transaction checks again).
         """
-        ingested: list[tuple[BlobDigests, str]] = []
-        with self.plane.batch() as batch:
-            for f in files:
-                try:
-                    src = f.source.open("rb", buffering=0)
-                except OSError as exc:
-                    raise InvalidInput(f"cannot read {f.source}: {exc.strerror}") from exc
-                with src:
-                    digests = batch.ingest_file(src, progress)
-                ingested.append((digests, self.plane.key(digests)))
-            with self.db.write() as conn:
-                namespaces.check_quota(
-                    conn,
-                    namespace,
-                    [(str(d.blake3), d.size) for d, _ in ingested],
-                    self._held_since(),
-                )
-                blob_records.touch(conn, (key for _, key in ingested), time.time())
-        return ingested
+        with staged.batch, self.db.write() as conn:
+            namespaces.check_quota(
+                conn,
+                namespace,
+                [(str(d.blake3), d.size) for d, _ in staged.blobs],
+                self._held_since(),
+            )
+            blob_records.touch(conn, (key for _, key in staged.blobs), time.time())
+        return staged.blobs
 
     def _check_metadata(self, metadata: Mapping[str, Any], variant: str | None) -> None:
         text = canonical_json_dumps(dict(metadata))

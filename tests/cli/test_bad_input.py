@@ -264,3 +264,12 @@ def test_absent_things(shared: Cli, args: tuple[str, ...], message: str) -> None
     result = shared.fails(1, *args)
     assert message in result.stderr
     assert not (shared.cwd / "out").exists()
+
+
+def test_a_refused_push_leaves_no_bytes_behind(cli: Cli, dist: Path) -> None:
+    """The CLI stages the files before it opens the store; a push refused after
+    that (here: an unknown variant) cancels what it staged."""
+    cli.fails(1, "push", "ci/app:2", dist, "--variant", "ci.unknown.v1")
+    left = [p for p in (cli.home / "storage").rglob("*") if not p.is_dir()]
+    assert (cli.home / "storage" / "tmp").is_dir()  # the push did stage there
+    assert left == []

@@ -157,3 +157,35 @@ def test_operation_failure_on_missing_store_exits_1(cli: Cli) -> None:
 def test_help_and_version(cli: Cli) -> None:
     assert "push" in cli.ok("--help").out
     assert "version" in cli.ok("--version").out
+
+
+def test_every_command_is_found_where_the_lazy_group_looks() -> None:
+    import importlib
+
+    from artifactstore.cli.main import COMMAND_MODULES, cli
+
+    defined = {}
+    for module in set(COMMAND_MODULES.values()):
+        for command in importlib.import_module(f"artifactstore.cli.commands.{module}").COMMANDS:
+            defined[command.name] = module
+    assert defined == COMMAND_MODULES
+    ctx = cli.make_context("artifactstore", ["--help"], resilient_parsing=True)
+    assert all(cli.get_command(ctx, name) is not None for name in COMMAND_MODULES)
+
+
+def test_a_local_push_can_stage_before_the_control_plane_is_imported() -> None:
+    """``push`` hashes and stages its files while SQLAlchemy imports in another
+    thread (``packages._push_local``): nothing that runs before must import it."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import artifactstore.cli.main, artifactstore.cli.commands.packages\n"
+        "import artifactstore.storage\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stdout

@@ -89,7 +89,7 @@ def test_the_lock_cannot_be_shortened_or_removed_from_the_cli(cli: Cli) -> None:
     cli.ok("retention", "lock", "ci", "--keep-days", "60", "--yes")
     assert json.loads(cli.ok("retention", "show", "ci", "--json").out)["lock"]["keep_days"] == 60
     # No command can take a lock back.
-    group = cli_group.commands["retention"]
+    group = cli_group.get_command(click.Context(cli_group), "retention")
     assert isinstance(group, click.Group)
     assert sorted(group.commands) == ["apply", "lock", "set", "show"]
     lock_options = {o for p in group.commands["lock"].params for o in p.opts}

@@ -47,6 +47,11 @@ class CliContext:
                 self._store = Store.open(self.home, create=create)
         return self._store
 
+    def adopt(self, store: Store) -> Store:
+        """Use ``store`` (opened by the command itself) and close it with the others."""
+        self._store = store
+        return store
+
     def local_store(self, what: str) -> Store:
         """The local Store; ``what`` names the command for the remote-mode refusal."""
         if self.server:

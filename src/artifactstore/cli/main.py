@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import click
 
-from artifactstore.cli.commands import (
-    admin,
-    namespace,
-    packages,
-    retention,
-    schema,
-    server,
-    tier,
-    tokens,
-)
 from artifactstore.cli.context import CliContext
 from artifactstore.cli.exit_codes import FAILED, exit_code
 from artifactstore.cli.output import note
@@ -25,7 +16,47 @@ from artifactstore.errors import ArtifactStoreError
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: The module under ``cli/commands`` that defines each top-level command. A
+#: command's module is imported only when it runs: the control plane's imports
+#: (SQLAlchemy) take a third of a second that remote-mode commands never need,
+#: and a local push hashes its files while they load (see ``packages.push``).
+COMMAND_MODULES = {
+    "cat": "packages",
+    "events": "admin",
+    "gc": "admin",
+    "hold": "retention",
+    "ls": "packages",
+    "migrate": "admin",
+    "namespace": "namespace",
+    "pull": "packages",
+    "push": "packages",
+    "rebuild": "admin",
+    "retention": "retention",
+    "rm": "packages",
+    "schema": "schema",
+    "serve": "server",
+    "show": "packages",
+    "tier": "tier",
+    "token": "tokens",
+    "verify": "admin",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is None:
+            return None
+        commands: list[click.Command] = importlib.import_module(
+            f"artifactstore.cli.commands.{module}"
+        ).COMMANDS
+        return next(c for c in commands if c.name == cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     type=click.Path(path_type=Path),
@@ -62,11 +93,6 @@ def cli(
     """artifact-store: a content-addressed registry for generated artifacts."""
     ctx.obj = CliContext(home, server, token, parallel)
     ctx.call_on_close(ctx.obj.close)
-
-
-for group in (packages, admin, schema, server, tokens, retention, tier, namespace):
-    for command in group.COMMANDS:
-        cli.add_command(command)
 
 
 def main() -> None:

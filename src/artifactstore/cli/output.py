@@ -6,11 +6,12 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from artifactstore.store import Progress as ProgressFn
+if TYPE_CHECKING:
+    from artifactstore.store import Progress as ProgressFn
 
 __all__ = ["emit_json", "human_size", "note", "progress_bar"]
 
