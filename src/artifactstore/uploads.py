@@ -39,7 +39,7 @@ from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.db.group import GroupCommit
 from artifactstore.controlplane.eventlog import utc_iso
-from artifactstore.dataplane.blobs import BlobIngest, DataPlane
+from artifactstore.dataplane.blobs import BlobIngest, DataPlane, IngestBatch
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.dataplane.staging import StagedAppend, Staging
 from artifactstore.errors import (
@@ -117,28 +117,43 @@ class BlobUpload:
         self._namespace = namespace
         self._service = service
         self._actor = actor
-        self._batch = service.plane.batch()
-        self._blob: BlobIngest = self._batch.begin()
         self._limit = limit
+        # Opened by the first write, so that creating an upload does no I/O (the
+        # server creates it on its event loop) and a small body costs one hop to
+        # a worker thread, for its write and finish together.
+        self._batch: IngestBatch | None = None
+        self._blob: BlobIngest | None = None
+
+    def _started(self) -> tuple[IngestBatch, BlobIngest]:
+        if self._batch is None or self._blob is None:
+            self._batch = self._service.plane.batch()
+            self._blob = self._batch.begin()
+        return self._batch, self._blob
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._blob.size + len(data) > self._limit:
+        _, blob = self._started()
+        if blob.size + len(data) > self._limit:
             self.cancel()
             raise LimitExceeded(f"upload is larger than the limit of {self._limit} bytes")
-        self._blob.write(data)
+        blob.write(data)
 
-    def finish(self, expected: Digest | None = None) -> BlobDigests:
+    def finish(self, expected: Digest | None = None, last: bytes = b"") -> BlobDigests:
+        """Write ``last`` (the tail of the body), then store and record the blob."""
+        if last:
+            self.write(last)
+        batch, blob = self._started()
         try:
-            digests = self._blob.finish(expected)
-            self._service.publish_batch(self._batch, digests, self._actor, self._namespace)
+            digests = blob.finish(expected)
+            self._service.publish_batch(batch, digests, self._actor, self._namespace)
         except BaseException:
-            self._batch.cancel()
+            batch.cancel()
             raise
         return digests
 
     def cancel(self) -> None:
-        self._blob.cancel()
-        self._batch.cancel()
+        if self._batch is not None and self._blob is not None:
+            self._blob.cancel()
+            self._batch.cancel()
 
 
 class _ClaimKeeper:
@@ -267,13 +282,18 @@ class UploadService:
     ) -> BlobUpload:
         """A one-shot upload into ``namespace`` (None: held by none until referenced);
         a known ``length`` that cannot fit the namespace's quota is refused before any byte."""
-        self._check_room(namespace, length)
-        return BlobUpload(self, self.max_upload_bytes, actor or self.actor, namespace)
+        self.check_room(namespace, length)
+        return self.blob_upload(actor or self.actor, namespace)
+
+    def blob_upload(self, actor: str, namespace: str | None) -> BlobUpload:
+        """A one-shot upload whose room the caller checked (``check_room``); no I/O yet."""
+        return BlobUpload(self, self.max_upload_bytes, actor, namespace)
 
     def _since(self) -> str:
         return utc_iso(time.time() - self.grace)
 
-    def _check_room(self, namespace: str | None, length: int | None) -> None:
+    def check_room(self, namespace: str | None, length: int | None) -> None:
+        """Refuse a declared ``length`` that cannot fit the namespace's quota."""
         if namespace is not None and length is not None:
             with self.db.read() as conn:
                 namespaces.check_room(conn, namespace, length, self._since())
@@ -368,7 +388,7 @@ class UploadService:
             raise LimitExceeded(
                 f"declared length {length} is over the upload limit of {limit} bytes"
             )
-        self._check_room(namespace, length)
+        self.check_room(namespace, length)
         upload_id = secrets.token_urlsafe(24)
         now = time.time()
         with self.db.write() as conn:
@@ -458,7 +478,7 @@ class UploadService:
             raise LimitExceeded(
                 f"length {length} is below the offset {session.offset} or over the upload limit"
             )
-        self._check_room(session.namespace, length)
+        self.check_room(session.namespace, length)
         with self.db.write() as conn:
             conn.execute(
                 update(t.upload_sessions)

@@ -58,12 +58,16 @@ async def feed(
     limit: int,
     idle_timeout: float,
     total_timeout: float,
-) -> int:
-    """Copy ``stream`` into ``sink`` (run in a thread) in 1 MiB buffers; returns bytes fed.
+    keep_tail: bool = False,
+) -> bytes:
+    """Copy ``stream`` into ``sink`` (run in a thread) in 1 MiB buffers.
 
     Raises LimitExceeded past ``limit`` bytes (before the excess reaches the
     sink) and BodyTimeout for a slow body. Hashing runs on the data plane's
-    pool threads and overlaps with receiving the next buffer.
+    pool threads and overlaps with receiving the next buffer. ``keep_tail``:
+    the bytes after the last full buffer are returned instead of fed (the
+    caller writes them in the same worker-thread hop as its finish: a small
+    body then costs one hop); otherwise b"" is returned.
     """
     total = 0
     pending: list[bytes] = []
@@ -99,9 +103,12 @@ async def feed(
             buf = b"".join(pending)
             pending, pending_size = [], 0
             await to_thread.run_sync(sink, buf)
-    if pending:
-        await to_thread.run_sync(sink, b"".join(pending))
-    return total
+    tail = b"".join(pending)
+    if keep_tail:
+        return tail
+    if tail:
+        await to_thread.run_sync(sink, tail)
+    return b""
 
 
 @dataclass(frozen=True, slots=True)

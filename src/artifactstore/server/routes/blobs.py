@@ -86,18 +86,21 @@ async def post_blob(
         if declared is not None and declared.isascii() and declared.isdigit()
         else None
     )
-    upload = await run_in_threadpool(store.uploads.begin_blob, principal.actor, target, length)
+    if target is not None and length is not None:  # a quota refuses before any byte
+        await run_in_threadpool(store.uploads.check_room, target, length)
+    upload = store.uploads.blob_upload(principal.actor, target)
     try:
-        await feed(
+        tail = await feed(
             request.stream(),
             upload.write,
             limit=limit,
             idle_timeout=limits.idle_timeout,
             total_timeout=limits.total_timeout,
+            keep_tail=True,
         )
     except BaseException:
         await run_in_threadpool(upload.cancel)
         raise
-    digests = await run_in_threadpool(upload.finish, expected)
+    digests = await run_in_threadpool(upload.finish, expected, tail)
     body = {"digest": str(digests.blake3), "sha256": str(digests.sha256), "size": digests.size}
     return JSONResponse(body, status_code=201, headers={"Location": f"/v1/blobs/{digests.blake3}"})
