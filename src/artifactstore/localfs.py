@@ -61,7 +61,7 @@ def collect_files(
     """
     out: dict[str, LocalFile] = {}
 
-    def add(rel: str, source: Path) -> None:
+    def add(rel: str, source: Path, stat: Callable[[], os.stat_result]) -> None:
         p = _package_path(rel, source)
         if p.value in out:
             raise InvalidInput(
@@ -70,7 +70,7 @@ def collect_files(
         if max_files is not None and len(out) >= max_files:
             raise LimitExceeded(f"more than {max_files} files: over the limit")
         try:
-            size = source.stat().st_size
+            size = stat().st_size
         except OSError as exc:
             raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
         out[p.value] = LocalFile(p, source, size)
@@ -83,7 +83,7 @@ def collect_files(
                 f"{arg} does not exist: check the path (pushes take files and directories)"
             )
         if arg.is_file():
-            add(arg.resolve().name if arg.name in ("", ".", "..") else arg.name, arg)
+            add(arg.resolve().name if arg.name in ("", ".", "..") else arg.name, arg, arg.stat)
             continue
         if not arg.is_dir():
             raise InvalidInput(f"{arg} is neither a regular file nor a directory")
@@ -120,7 +120,7 @@ def collect_files(
                         raise InvalidInput(f"{full} is a directory loop (back to {real})")
                     stack.append((full, rel + "/", ancestors | {real}))
                 elif entry.is_file(follow_symlinks=True):
-                    add(rel, full)
+                    add(rel, full, entry.stat)  # a DirEntry's stat: no path to parse
                 else:
                     raise InvalidInput(f"{full} is not a regular file (device, socket or pipe)")
     files = [out[k] for k in sorted(out)]
