@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, select
 
 from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.bulk import in_batches
 from artifactstore.controlplane.eventlog import append_many
 from artifactstore.errors import MissingBlobs
 from artifactstore.model.identity import BlobDigests, Digest
@@ -141,13 +142,11 @@ def dereference(conn: Connection, blake3s: Iterable[str], now: float) -> None:
     """
     names = sorted(set(blake3s))
     keys: list[str] = []
-    for i in range(0, len(names), 500):
+    for chunk in in_batches(names):
         keys.extend(
             row.key
             for row in conn.execute(
-                select(t.storage_locations.c.key).where(
-                    t.storage_locations.c.blake3.in_(names[i : i + 500])
-                )
+                select(t.storage_locations.c.key).where(t.storage_locations.c.blake3.in_(chunk))
             )
         )
     touch(conn, keys, now)
@@ -181,8 +180,7 @@ def record_stored(
     wanted = {str(d.blake3): (d, key) for d, key in blobs}
     present: set[str] = set()
     names = sorted(wanted)
-    for i in range(0, len(names), 500):
-        chunk = names[i : i + 500]
+    for chunk in in_batches(names):
         present.update(
             r.blake3
             for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
@@ -223,8 +221,7 @@ def record_stored(
     if namespace is not None:
         existing = sorted(present)
         held: set[str] = set()
-        for i in range(0, len(existing), 500):
-            chunk = existing[i : i + 500]
+        for chunk in in_batches(existing):
             held.update(
                 r.blake3
                 for r in conn.execute(
@@ -257,8 +254,7 @@ def not_held(
     """
     names = sorted(set(blake3s))
     held: set[str] = set()
-    for i in range(0, len(names), 500):
-        chunk = names[i : i + 500]
+    for chunk in in_batches(names):
         held.update(
             r.blake3
             for r in conn.execute(

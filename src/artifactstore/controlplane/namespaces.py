@@ -32,6 +32,7 @@ from sqlalchemy import Connection, func, select, union
 
 from artifactstore.controlplane.blobs import not_held
 from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.bulk import in_batches
 from artifactstore.controlplane.eventlog import append
 from artifactstore.controlplane.protection import serialise
 from artifactstore.errors import InvalidInput, QuotaExceeded
@@ -206,11 +207,9 @@ def check_quota(
     # Locks in GC's order, blob rows before the chain head, so that the two never
     # wait on each other in opposite orders (PostgreSQL).
     names = sorted(sizes)
-    for i in range(0, len(names), 500):
+    for chunk in in_batches(names):
         conn.execute(
-            select(t.blobs.c.blake3)
-            .where(t.blobs.c.blake3.in_(names[i : i + 500]))
-            .with_for_update(read=True)
+            select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)).with_for_update(read=True)
         ).all()
     serialise(conn)
     adding = sum(sizes[b] for b in not_held(conn, namespace, sizes, held_since))

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, and_, exists, select
 from artifactstore.controlplane import namespaces
 from artifactstore.controlplane.blobs import dereference, not_held
 from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.bulk import in_batches
 from artifactstore.controlplane.eventlog import append, append_many
 from artifactstore.controlplane.protection import check_deletable, serialise
 from artifactstore.errors import (
@@ -150,8 +151,7 @@ def commit(
     ns = str(manifest.namespace)
     wanted = sorted({str(f.blake3) for f in manifest.files})
     present: dict[str, tuple[str, int]] = {}
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i : i + 500]
+    for chunk in in_batches(wanted):
         q = (
             select(t.blobs.c.blake3, t.blobs.c.sha256, t.blobs.c.size)
             .where(t.blobs.c.blake3.in_(chunk))
@@ -279,10 +279,10 @@ def get_keys(conn: Connection, version_ids: Collection[int]) -> list[VersionKey]
     v = t.versions
     ids = sorted(set(version_ids))
     out: list[VersionKey] = []
-    for i in range(0, len(ids), 500):
+    for chunk in in_batches(ids):
         rows = conn.execute(
             select(v.c.id, v.c.namespace, v.c.name, v.c.version, v.c.digest, v.c.committed_at)
-            .where(v.c.id.in_(ids[i : i + 500]), v.c.deleted_seq.is_(None))
+            .where(v.c.id.in_(chunk), v.c.deleted_seq.is_(None))
             .order_by(v.c.id)
         )
         out.extend(
@@ -301,12 +301,10 @@ def file_blobs(conn: Connection, version_ids: Collection[int]) -> set[str]:
     """The blobs (blake3) the files of these versions reference."""
     ids = sorted(set(version_ids))
     out: set[str] = set()
-    for i in range(0, len(ids), 500):
+    for chunk in in_batches(ids):
         out.update(
             r.blake3
-            for r in conn.execute(
-                select(t.files.c.blake3).where(t.files.c.version_id.in_(ids[i : i + 500]))
-            )
+            for r in conn.execute(select(t.files.c.blake3).where(t.files.c.version_id.in_(chunk)))
         )
     return out
 

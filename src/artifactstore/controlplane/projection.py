@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from artifactstore.controlplane.db import tables as t
-from artifactstore.controlplane.db.bulk import insert_rows
+from artifactstore.controlplane.db.bulk import in_batches, insert_rows
 from artifactstore.model.manifest import Manifest
 
 __all__ = ["EVENT_TYPES", "project"]
@@ -26,8 +26,7 @@ def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
     payloads = {e.payload["blake3"]: (e, e.payload) for e in events}
     names = sorted(payloads)
     present: set[str] = set()
-    for i in range(0, len(names), 500):
-        chunk = names[i : i + 500]
+    for chunk in in_batches(names):
         present.update(
             r.blake3
             for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
@@ -239,8 +238,7 @@ def _tag_moved(conn: Connection, seq: int, time: str, actor: str, p: dict[str, A
 def _packages_deleted(conn: Connection, events: Sequence[Any]) -> None:
     """Batch handler: retention apply tombstones thousands of versions in one transaction."""
     ids = [e.payload["version_id"] for e in events]
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
+    for chunk in in_batches(ids):
         conn.execute(delete(t.files).where(t.files.c.version_id.in_(chunk)))
         conn.execute(delete(t.version_meta).where(t.version_meta.c.version_id.in_(chunk)))
     conn.execute(

@@ -27,6 +27,7 @@ from typing import Protocol
 from sqlalchemy import Connection, select
 
 from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.bulk import in_batches
 from artifactstore.controlplane.eventlog import utc_iso
 from artifactstore.errors import LegalHold, RetentionLocked
 from artifactstore.model.identity import Reference
@@ -96,10 +97,10 @@ def active_holds(
     )
     out: dict[int, list[tuple[int, str]]] = {}
     if version_ids is None:
-        chunks: list[list[int] | None] = [None]
+        chunks: list[Sequence[int] | None] = [None]
     else:
         ids = sorted(set(version_ids))
-        chunks = [ids[i : i + 500] for i in range(0, len(ids), 500)]
+        chunks = list(in_batches(ids))
     for chunk in chunks:
         q = query if chunk is None else query.where(t.holds.c.version_id.in_(chunk))
         for row in conn.execute(q.order_by(t.holds.c.id)):

@@ -44,6 +44,7 @@ from sqlalchemy import Connection, select
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane.blobs import located
 from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.bulk import in_batches
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import append, utc_iso
 from artifactstore.dataplane.blobs import DataPlane
@@ -119,8 +120,8 @@ class TierReport:
 def _rows(conn: Connection, blake3s: Iterable[str]) -> list[Any]:
     names = sorted(set(blake3s))
     out: list[Any] = []
-    for i in range(0, len(names), 500):
-        query = located().where(t.blobs.c.blake3.in_(names[i : i + 500]))
+    for chunk in in_batches(names):
+        query = located().where(t.blobs.c.blake3.in_(chunk))
         out.extend(conn.execute(query.order_by(t.blobs.c.blake3)))
     return out
 
