@@ -434,13 +434,20 @@ class Target:
         raise NotImplementedError
 
     def download(self, client: httpx.Client, ref: str, size: int, sha: str | None) -> None:
-        """GET the whole blob, counting the bytes; check size and Docker-Content-Digest."""
+        """GET the whole blob, counting the bytes; check size and Docker-Content-Digest.
+
+        The pieces are taken as the socket delivers them (``iter_raw()``): asked
+        for 1 MiB pieces, httpx re-chunks through a buffer, and that copying
+        capped this client at 650-1,100 MB/s whatever the server (measured:
+        median 767 MB/s against 1,892 MB/s without re-chunking, same server,
+        same blob), so the download ratios measured the client, not the servers.
+        """
         with client.stream("GET", self.blob_url(ref)) as r:
             if r.status_code != 200:
                 r.read()
                 _check(r, 200)
             got = 0
-            for piece in r.iter_raw(CHUNK):
+            for piece in r.iter_raw():
                 got += len(piece)
             header = r.headers.get("docker-content-digest")
         if got != size:
