@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,10 @@ def free_port() -> int:
 class Server:
     """One server process: its URL, data directory, environment and stderr log."""
 
-    def __init__(self, home: Path, workdir: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, home: Path, workdir: Path, env: Mapping[str, str], args: Sequence[str] = ()
+    ) -> None:
+        self.args = list(args)  # more options of ``serve``
         self.home = home
         self.workdir = workdir
         self.port = free_port()
@@ -82,6 +85,7 @@ class Server:
                     "127.0.0.1",
                     "--port",
                     str(self.port),
+                    *self.args,
                 ],
                 cwd=self.workdir,
                 env=self.env,

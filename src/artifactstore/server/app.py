@@ -114,14 +114,21 @@ class AccessLog:
                 received += len(message.get("body", b""))
             return message
 
+        length = 0  # the response's Content-Length: what a pathsend sends
+
         async def tagging_send(message: Message) -> None:
-            nonlocal status, sent
+            nonlocal status, sent, length
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                for name, value in message["headers"]:
+                    if name.lower() == b"content-length" and value.isdigit():
+                        length = int(value)
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
+            elif message["type"] == "http.response.pathsend":  # granian sends the file itself
+                sent += length
             await send(message)
 
         try:
