@@ -223,10 +223,12 @@ class Store:
                 f"{len(files)} files is more than the limit of {self.settings.max_files}"
             )
         created = utc_now()
+        if staged is None:
+            staged = stage_files(self.plane, files, progress)
         for attempt in range(PUSH_ATTEMPTS):
-            if staged is None:
-                staged = stage_files(self.plane, files, progress if attempt == 0 else no_progress)
-            ingested, staged = self._publish_staged(staged, str(reference.namespace)), None
+            if attempt:  # GC collected published bytes before they were recorded (below)
+                staged = stage_files(self.plane, files, no_progress)
+            ingested = self._publish_staged(staged, str(reference.namespace))
             manifest = manifest_for(
                 reference,
                 files,

@@ -108,6 +108,19 @@ class _Recording:
     namespace: str | None
 
 
+def _refusal(check: Callable[..., None], *args: Any) -> BaseException | None:
+    """Run ``check(*args)``; the quota or missing-bytes refusal it raised, else None.
+
+    Both are raised before anything is written, so the transaction goes on
+    for the other blobs of a group commit.
+    """
+    try:
+        check(*args)
+    except (QuotaExceeded, MissingBlobs) as exc:
+        return exc
+    return None
+
+
 class BlobUpload:
     """A one-shot upload: bytes streamed in, durable and recorded on :meth:`finish`."""
 
@@ -121,14 +134,13 @@ class BlobUpload:
         # Opened by the first write, so that creating an upload does no I/O (the
         # server creates it on its event loop) and a small body costs one hop to
         # a worker thread, for its write and finish together.
-        self._batch: IngestBatch | None = None
-        self._blob: BlobIngest | None = None
+        self._open: tuple[IngestBatch, BlobIngest] | None = None
 
     def _started(self) -> tuple[IngestBatch, BlobIngest]:
-        if self._batch is None or self._blob is None:
-            self._batch = self._service.plane.batch()
-            self._blob = self._batch.begin()
-        return self._batch, self._blob
+        if self._open is None:
+            batch = self._service.plane.batch()
+            self._open = batch, batch.begin()
+        return self._open
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         _, blob = self._started()
@@ -151,9 +163,10 @@ class BlobUpload:
         return digests
 
     def cancel(self) -> None:
-        if self._batch is not None and self._blob is not None:
-            self._blob.cancel()
-            self._batch.cancel()
+        if self._open is not None:
+            batch, blob = self._open
+            blob.cancel()
+            batch.cancel()
 
 
 class _ClaimKeeper:
@@ -315,15 +328,11 @@ class UploadService:
         self._record(rec)
 
     def _lease_batch(self, batch: Sequence[_Recording]) -> list[BaseException | None]:
-        errors: list[BaseException | None] = []
         with self.db.write(durable=False) as conn:
-            for rec in batch:
-                try:
-                    self._check_quota(conn, rec.namespace, [rec.digests])
-                except QuotaExceeded as exc:  # its bytes are not published: a spare lease
-                    errors.append(exc)
-                else:
-                    errors.append(None)
+            # A refused blob's bytes are not published: its lease is a spare one.
+            errors: list[BaseException | None] = [
+                _refusal(self._check_quota, conn, rec.namespace, [rec.digests]) for rec in batch
+            ]
             blob_records.touch(conn, [r.key for r in batch], time.time())
         return errors
 
@@ -345,17 +354,16 @@ class UploadService:
             groups.setdefault((rec.actor, rec.namespace), []).append(i)
         with self.db.write() as conn:
             for (actor, namespace), members in groups.items():
-                try:
-                    self._record_group(conn, actor, namespace, [batch[i] for i in members])
-                except (QuotaExceeded, MissingBlobs) as exc:
-                    if len(members) == 1:
-                        errors[members[0]] = exc
-                        continue
-                    for i in members:
-                        try:
-                            self._record_group(conn, actor, namespace, [batch[i]])
-                        except (QuotaExceeded, MissingBlobs) as one:
-                            errors[i] = one
+                recs = [batch[i] for i in members]
+                refused = _refusal(self._record_group, conn, actor, namespace, recs)
+                if refused is None:
+                    continue
+                for i in members:
+                    errors[i] = (
+                        refused
+                        if len(members) == 1
+                        else _refusal(self._record_group, conn, actor, namespace, [batch[i]])
+                    )
         return errors
 
     def _record_group(

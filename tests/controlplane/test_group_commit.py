@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -27,30 +27,57 @@ def test_a_lone_submission_is_written_at_once() -> None:
     assert batches == [[1], [2]]
 
 
-def test_submissions_that_wait_share_a_batch_and_all_are_written_once() -> None:
-    batches: list[list[int]] = []
-    first_inside = threading.Event()
-    release = threading.Event()
+class FirstBatchHeld:
+    """A writer whose first batch waits until it is released; later ones go to ``then``."""
 
-    def write(items: Sequence[int]) -> list[BaseException | None]:
-        batches.append(list(items))
-        if not first_inside.is_set():
-            first_inside.set()
-            assert release.wait(10)  # the others queue meanwhile
-        return [None] * len(items)
+    def __init__(self, then: Callable[[Sequence[int]], list[BaseException | None]]) -> None:
+        self.batches: list[list[int]] = []
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self._then = then
 
-    group = GroupCommit(write)
-    first = threading.Thread(target=group.submit, args=(0,))
-    first.start()
-    assert first_inside.wait(10)
-    others = [threading.Thread(target=group.submit, args=(i,)) for i in range(1, 9)]
-    for t in others:
+    def __call__(self, items: Sequence[int]) -> list[BaseException | None]:
+        self.batches.append(list(items))
+        if not self.inside.is_set():
+            self.inside.set()
+            assert self.release.wait(10)  # the others queue meanwhile
+            return [None] * len(items)
+        return self._then(items)
+
+
+def submit_while_held(
+    group: GroupCommit[int], writer: FirstBatchHeld, first: int, others: Sequence[int]
+) -> dict[int, BaseException | None]:
+    """Submit ``first``; while its batch is held, queue ``others``; then release.
+    Returns what each submission raised (None: committed)."""
+    errors: dict[int, BaseException | None] = {}
+
+    def run(i: int) -> None:
+        try:
+            group.submit(i)
+        except BaseException as exc:
+            errors[i] = exc
+        else:
+            errors[i] = None
+
+    held = threading.Thread(target=run, args=(first,))
+    held.start()
+    assert writer.inside.wait(10)
+    queued = [threading.Thread(target=run, args=(i,)) for i in others]
+    for t in queued:
         t.start()
-    while len(group._pending) < 8:  # every other submission is queued
+    while len(group._pending) < len(others):  # every other submission is queued
         threading.Event().wait(0.001)
-    release.set()
-    for t in [first, *others]:
+    writer.release.set()
+    for t in [held, *queued]:
         t.join(10)
+    return errors
+
+
+def test_submissions_that_wait_share_a_batch_and_all_are_written_once() -> None:
+    writer = FirstBatchHeld(lambda items: [None] * len(items))
+    submit_while_held(GroupCommit(writer), writer, 0, range(1, 9))
+    batches = writer.batches
     assert batches[0] == [0]
     assert sorted(batches[1]) == list(range(1, 9))  # one batch for all that waited
     assert len(batches) == 2
@@ -67,40 +94,13 @@ def test_an_item_refused_alone_fails_alone() -> None:
 
 
 def test_a_failed_transaction_fails_every_item_of_its_batch() -> None:
-    calls: list[list[int]] = []
-    inside = threading.Event()
-    release = threading.Event()
-
-    def write(items: Sequence[int]) -> list[BaseException | None]:
-        calls.append(list(items))
-        if not inside.is_set():
-            inside.set()
-            assert release.wait(10)
-            return [None]
+    def fail(items: Sequence[int]) -> list[BaseException | None]:
         raise OSError("disk full")
 
-    group = GroupCommit(write)
-    errors: dict[int, BaseException | None] = {}
-
-    def run(i: int) -> None:
-        try:
-            group.submit(i)
-        except BaseException as exc:
-            errors[i] = exc
-        else:
-            errors[i] = None
-
-    first = threading.Thread(target=run, args=(0,))
-    first.start()
-    assert inside.wait(10)
-    others = [threading.Thread(target=run, args=(i,)) for i in (1, 2, 3)]
-    for t in others:
-        t.start()
-    while len(group._pending) < 3:
-        threading.Event().wait(0.001)
-    release.set()
-    for t in [first, *others]:
-        t.join(10)
+    writer = FirstBatchHeld(fail)
+    group = GroupCommit(writer)
+    errors = submit_while_held(group, writer, 0, (1, 2, 3))
+    calls = writer.batches
     assert errors[0] is None
     assert all(isinstance(errors[i], OSError) for i in (1, 2, 3))
     assert len(calls) == 2 and sorted(calls[1]) == [1, 2, 3]

@@ -54,6 +54,22 @@ class BlobIngest:
         self._hasher.update(data)
         self._writer.write(data if not isinstance(data, bytearray) else memoryview(data))
 
+    @property
+    def copies_files(self) -> bool:
+        """Whether :meth:`copy_file` can fill this blob (the backend's ``FileCopier``)."""
+        return isinstance(self._writer, FileCopier)
+
+    def copy_file(self, fd: int, size: int, progress: Callable[[int], None]) -> BlobDigests:
+        """Fill the blob with ``size`` bytes of the file ``fd`` in the kernel and stage it;
+        the hashers read the stored copy. Only when :attr:`copies_files`."""
+        assert isinstance(self._writer, FileCopier)
+        with self._writer.copy_file(fd, size) as chunks:
+            for view in chunks:
+                self._hasher.update(view)
+                progress(len(view))
+            self._hasher.result()  # hashing finished before the views go
+        return self.finish()
+
     def finish(self, expected: Digest | None = None) -> BlobDigests:
         """Stage the blob under its primary digest; refuse it if ``expected`` differs."""
         digests = self._hasher.result()
@@ -117,19 +133,13 @@ class IngestBatch:
         if size < COPY_FILE_FROM:
             return self.ingest(_Reporting(src, progress))
         blob = self.begin()
-        if not isinstance(blob._writer, FileCopier):
+        if not blob.copies_files:
             return self._stream(blob, _Reporting(src, progress), None)
         try:
-            with blob._writer.copy_file(fd, size) as chunks:
-                for view in chunks:
-                    blob._hasher.update(view)
-                    progress(len(view))
-                blob._hasher.result()  # hashing finished before the views go
-            digests = blob.finish()
+            return blob.copy_file(fd, size, progress)
         except BaseException:
             blob.cancel()
             raise
-        return digests
 
     def ingest_bytes(self, data: bytes, expected: Digest | None = None) -> BlobDigests:
         return self.ingest(io.BytesIO(data), expected)

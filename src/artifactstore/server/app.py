@@ -114,21 +114,21 @@ class AccessLog:
                 received += len(message.get("body", b""))
             return message
 
-        length = 0  # the response's Content-Length: what a pathsend sends
+        headers: list[tuple[bytes, bytes]] = []  # of the response, once started
 
         async def tagging_send(message: Message) -> None:
-            nonlocal status, sent, length
+            nonlocal status, sent, headers
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-                for name, value in message["headers"]:
-                    if name.lower() == b"content-length" and value.isdigit():
-                        length = int(value)
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = headers
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             elif message["type"] == "http.response.pathsend":  # granian sends the file itself
-                sent += length
+                sent += next(
+                    (int(v) for n, v in headers if n.lower() == b"content-length" and v.isdigit()),
+                    0,
+                )
             await send(message)
 
         try:

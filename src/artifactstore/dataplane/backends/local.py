@@ -106,12 +106,18 @@ class _LocalWriter:
         except OSError as exc:
             self.cancel()
             raise StorageError(f"writing staging file failed: {exc.strerror}") from exc
-        self._start_writeback(self._fd)
+        self._start_writeback()
 
-    def _start_writeback(self, fd: int) -> None:
+    def _start_writeback(self) -> None:
         start_writeback = self._batch._b._sync_file_range
-        if start_writeback is not None and self._written - self._handed >= _WRITEBACK_EVERY:
-            start_writeback(fd, self._handed, self._written - self._handed, _SYNC_FILE_RANGE_WRITE)
+        if (
+            start_writeback is not None
+            and self._fd is not None
+            and self._written - self._handed >= _WRITEBACK_EVERY
+        ):
+            start_writeback(
+                self._fd, self._handed, self._written - self._handed, _SYNC_FILE_RANGE_WRITE
+            )
             self._handed = self._written
 
     @contextlib.contextmanager
@@ -164,7 +170,7 @@ class _LocalWriter:
                 if n == 0:
                     raise StorageError(f"the source file ended at {at} of {size} bytes")
                 self._written += n
-                self._start_writeback(dst)
+                self._start_writeback()
                 # Chunks before the previous one are hashed (the previous one may
                 # not be): drop their pages from this process (they stay in the
                 # page cache), or its RSS would grow to the file's size. Always
@@ -175,11 +181,10 @@ class _LocalWriter:
                     unmapped = hashed
                 previous = at
                 yield whole[at : at + n]
-        except OSError as exc:
+        except BaseException as exc:
             self.cancel()
-            raise StorageError(f"copying into staging file failed: {exc.strerror}") from exc
-        except BaseException:
-            self.cancel()
+            if isinstance(exc, OSError):
+                raise StorageError(f"copying into staging file failed: {exc.strerror}") from exc
             raise
 
     def commit(self, key: str) -> None:

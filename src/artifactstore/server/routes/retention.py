@@ -145,9 +145,7 @@ async def place_hold(request: Request, ns: Ns, name: Name, version: Ver) -> JSON
     summary="Release a legal hold (the only active one, or the one named by id)",
     response_model=HoldOut,
     responses={404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 422: PROBLEM},
-    openapi_extra={
-        **json_body({"reason": _REASON, "id": {"type": "integer", "minimum": 1}}, []),
-    },
+    openapi_extra=json_body({"reason": _REASON, "id": {"type": "integer", "minimum": 1}}, []),
 )
 async def release_hold(
     request: Request,
