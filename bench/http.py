@@ -459,7 +459,17 @@ class Target:
 class Ours(Target):
     """``artifactstore serve --no-auth`` on a fresh ARTIFACTSTORE_HOME."""
 
-    steps = ("oneshot", "chunked", "download", "small", "head", "get", "wrk_get", "hey_head")
+    steps = (
+        "oneshot",
+        "chunked",
+        "download",
+        "curl_download",
+        "small",
+        "head",
+        "get",
+        "wrk_get",
+        "hey_head",
+    )
 
     def __init__(
         self, work: Path, logs: Path, server: str, workers: int, option: str = "--server"
@@ -717,7 +727,7 @@ class Sink(Target):
 
     key = "sink"
     label = "raw sink"
-    steps = ("oneshot", "download")
+    steps = ("oneshot", "download", "curl_download")
 
     def __init__(self, work: Path, logs: Path, big: Path) -> None:
         super().__init__(work, logs)
@@ -899,6 +909,7 @@ STEP_GROUPS = {
     "oneshot": "large",
     "chunked": "large",
     "download": "large",
+    "curl_download": "large",
     "small": "small",
     "head": "small",
     "get": "small",
@@ -910,6 +921,7 @@ STEP_UNITS = {
     "oneshot": "MB/s",
     "chunked": "MB/s",
     "download": "MB/s",
+    "curl_download": "MB/s",
     "small": "blobs/s",
     "head": "req/s",
     "get": "req/s",
@@ -956,6 +968,7 @@ class HttpBench:
         self.sink: Sink | None = None
         self.wrk = shutil.which("wrk")
         self.hey = shutil.which("hey")
+        self.curl = shutil.which("curl")
         self.small_blobs: list[tuple[bytes, str]] = []
         self.refs: dict[str, dict[str, str]] = {}
         """Per target, what the round stored: 'chunked' -> ref, 'small0' -> ref."""
@@ -994,6 +1007,11 @@ class HttpBench:
             self.versions["registry"] = self._version([binary, "--version"])
         if self.cfg.sink and "large" in self.cfg.only:
             self.sink = Sink(self.work, self.logs, self.big.path)
+        if "large" in self.cfg.only:
+            if self.curl is None:
+                self.skipped["curl_download"] = "curl not found; `apt-get install -y curl`"
+            else:
+                self.versions["curl"] = self._version([self.curl, "--version"])
         if "load" in self.cfg.only:
             if self.wrk is None:
                 self.skipped["wrk_get"] = "wrk not found; `apt-get install -y wrk`"
@@ -1030,6 +1048,7 @@ class HttpBench:
             "oneshot": f"upload {size_label(c.size)} one-shot",
             "chunked": f"upload {size_label(c.size)} in {size_label(c.chunk)} PATCHes",
             "download": f"download {size_label(c.size)}",
+            "curl_download": f"download {size_label(c.size)} (curl)",
             "small": f"push {c.small:,} x 4 KiB, {n} Python clients",
             "head": f"HEAD x {c.heads:,}, {n} Python clients",
             "get": f"GET 4 KiB x {c.heads:,}, {n} Python clients",
@@ -1171,6 +1190,35 @@ class HttpBench:
 
                 self._trial(t, "download", go, sample_rss=True)
 
+    def step_curl_download(self, targets: Sequence[Target]) -> None:
+        """The same GET with curl into /dev/null: a client whose per-byte cost is small.
+
+        httpx reads about 2 GB/s here whatever the server (the raw sink, the
+        registry and ours all reach it), so its download figure measures the
+        client; curl reads several times faster and shows the servers apart.
+        The httpx step has already checked the digest of what each served.
+        """
+        if self.curl is None:
+            return
+        size = self.cfg.size
+        for t in targets:
+            refs = self.refs.get(t.key, {})
+            mode = "chunked" if "chunked" in refs else "oneshot"
+            if "curl_download" not in t.steps or mode not in refs:
+                continue
+            argv = [self.curl, "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"]
+            url = t.blob_url(refs[mode])
+
+            def go(argv: list[str] = argv, url: str = url, t: Target = t) -> tuple[float, float]:
+                start = time.perf_counter()
+                out = subprocess.run([*argv, url], capture_output=True, text=True, timeout=600)
+                secs = time.perf_counter() - start
+                if out.stdout.strip() != f"200 {size}":
+                    raise RuntimeError(f"{t.label}: curl got {out.stdout!r} {out.stderr!r}")
+                return size / secs / MB, size
+
+            self._trial(t, "curl_download", go, sample_rss=True)
+
     def _clients(self, t: Target) -> list[httpx.Client]:
         clients = [new_client() for _ in range(self.cfg.concurrency)]
         for c in clients:
@@ -1296,6 +1344,7 @@ class HttpBench:
                     self.step_upload(order, "oneshot", r)
                     self.step_upload(order, "chunked", r)
                     self.step_download(order)
+                    self.step_curl_download(order)
                 if "small" in groups:
                     self.step_small(order)
                     self.step_reads(order, "HEAD")

@@ -116,7 +116,15 @@ def seed_server(server: ServerProcess, work: Path) -> Seeds:
         assert r.status_code == 201, r.text
 
         tree = make_tree(work / "tree", PACKAGE_FILES)
-        pushes = [("app", "1.0", "main"), ("app", "2.0", "dev"), ("lib", "1.0", "main")]
+        # Every name x version the dictionaries combine exists, but for the commit
+        # target: with only some combinations seeded, a run could draw none for a
+        # read route and never get past its 404 (seen: 6 draws, all misses).
+        pushes = [
+            (name, version, "main" if version == "1.0" else "dev")
+            for name in ("app", "lib", COMMIT_NAME)
+            for version in ("1.0", "2.0", COMMIT_VERSION)
+            if (name, version) != (COMMIT_NAME, COMMIT_VERSION)
+        ]
         for name, version, branch in [*pushes, (DOOMED_NAME, DOOMED_VERSION, "main")]:
             _cli(
                 server,

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 wire protocol under uvicorn, with a bound on the request head.
+"""The HTTP/1.1 wire protocol under uvicorn: a bound on the request head, zero-copy files.
 
 uvicorn's default parser (httptools) sets no limit on the size of a request
 line and its headers: a client could send megabytes of header and the server
@@ -7,23 +7,44 @@ Python h11 parser). :class:`BoundedHttpToolsProtocol` counts the bytes of each
 request head as they arrive and answers ``431`` (a ``limit_exceeded``
 problem) and closes the connection as soon as the head passes
 :data:`MAX_HEAD_BYTES`, so memory stays bounded and no route ever runs.
+
+uvicorn has no ``http.response.pathsend`` (the ASGI extension granian
+implements), so a FileResponse read the file in 1 MiB pieces on worker
+threads and copied each through the event loop. The protocol advertises the
+extension and answers it with ``os.sendfile``: the kernel moves the bytes from
+the page cache to the socket. See :func:`_send_path` for how that stays safe
+beside the event loop that owns the socket.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import secrets
+import select
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from artifactstore.server.problems import problem_body
 
-__all__ = ["MAX_HEAD_BYTES", "BoundedHttpToolsProtocol"]
+__all__ = ["MAX_HEAD_BYTES", "SEND_IDLE_TIMEOUT", "BoundedHttpToolsProtocol"]
 
 #: Largest request head (request line plus headers) accepted, in bytes.
 MAX_HEAD_BYTES = 64 * 1024
+#: Seconds a zero-copy send waits for a client that reads nothing before it drops it.
+SEND_IDLE_TIMEOUT = 60.0
+#: Zero-copy sends running at once per process; more wait their turn. Each holds a
+#: thread for as long as its client takes to read, so they get threads of their own
+#: and slow readers never starve the worker threads that routes run on.
+SEND_THREADS = 64
+_PATHSEND = "http.response.pathsend"
+_Send = Callable[[Any], Coroutine[Any, Any, None]]
 
 
 class _HeadTooLarge(Exception):
@@ -45,6 +66,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self._head_bytes = 0
         super().on_message_begin()
+        if self.transport.get_extra_info("sslcontext") is None:  # sendfile would skip TLS
+            self.scope["extensions"] = {_PATHSEND: {}}
 
     def on_headers_complete(self) -> None:
         size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
@@ -53,6 +76,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_refused = True
             raise _HeadTooLarge
         super().on_headers_complete()
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and cycle.scope is self.scope
+            and _PATHSEND in self.scope.get("extensions", {})
+        ):
+            # run_asgi hands the app ``self.send`` when the task first runs, so an
+            # instance attribute set now is what the app gets.
+            cycle.send = _pathsend_aware(cycle, cycle.send)  # type: ignore[method-assign,assignment]
 
     def data_received(self, data: bytes) -> None:
         if self._head_refused:
@@ -100,3 +132,101 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 }
             )
         )
+
+
+_SENDERS: ThreadPoolExecutor | None = None
+_SENDERS_LOCK = threading.Lock()
+
+
+def _senders() -> ThreadPoolExecutor:
+    """The process's pool of zero-copy senders, made on the first file sent."""
+    global _SENDERS
+    with _SENDERS_LOCK:
+        if _SENDERS is None:
+            _SENDERS = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="sendfile")
+        return _SENDERS
+
+
+def _pathsend_aware(cycle: RequestResponseCycle, send: _Send) -> _Send:
+    async def send_or_sendfile(message: Any) -> None:
+        if message["type"] != _PATHSEND:
+            await send(message)
+            return
+        if not cycle.response_started or cycle.response_complete:
+            raise RuntimeError(f"unexpected ASGI message {_PATHSEND!r}")
+        pending = not cycle.disconnected and cycle.expected_content_length > 0
+        if pending and not await _send_path(cycle, message["path"]):
+            return
+        cycle.expected_content_length = 0
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return send_or_sendfile
+
+
+async def _send_path(cycle: RequestResponseCycle, path: str) -> bool:
+    """Send the response body from ``path`` with ``os.sendfile``; False if the client went.
+
+    The event loop owns the socket, so the copy runs on a thread of its own
+    over a duplicate of the descriptor: should the loop close the connection
+    meanwhile, the number cannot be reused under the thread for another
+    client's socket. Nothing else writes to the transport while the app awaits
+    this send; the headers the transport still buffers go out first.
+    """
+    transport = cycle.transport
+    waited = 0.0
+    while transport.get_write_buffer_size() and not transport.is_closing():
+        if waited > SEND_IDLE_TIMEOUT:
+            transport.close()
+            return False
+        await asyncio.sleep(0.005)
+        waited += 0.005
+    if transport.is_closing():
+        return False
+    out = os.dup(transport.get_extra_info("socket").fileno())
+    stop = threading.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        sent = await loop.run_in_executor(
+            _senders(), _sendfile, out, path, cycle.expected_content_length, stop
+        )
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+    except OSError:  # the client reset or stopped reading: like a write to a lost peer
+        transport.close()
+        return False
+    if sent < cycle.expected_content_length:
+        transport.close()
+        raise RuntimeError(f"{path} ended after {sent} of {cycle.expected_content_length} bytes")
+    return True
+
+
+def _sendfile(out: int, path: str, count: int, stop: threading.Event) -> int:
+    """Copy ``count`` bytes of ``path`` to the non-blocking socket ``out``, then close ``out``.
+
+    The thread owns ``out``: a cancelled send sets ``stop`` and leaves the
+    closing to this function, which checks ``stop`` at least every 0.5 s.
+    """
+    try:
+        poller = select.poll()
+        poller.register(out, select.POLLOUT)
+        with open(path, "rb") as f:
+            offset = 0
+            idle = 0.0
+            while offset < count and not stop.is_set():
+                try:
+                    n = os.sendfile(out, f.fileno(), offset, count - offset)
+                except BlockingIOError:
+                    if poller.poll(500):
+                        idle = 0.0
+                        continue
+                    idle += 0.5
+                    if idle >= SEND_IDLE_TIMEOUT:
+                        raise TimeoutError(f"the client read nothing for {idle:.0f} s") from None
+                    continue
+                if n == 0:  # the file is shorter than its Content-Length
+                    break
+                offset += n
+            return offset
+    finally:
+        os.close(out)
