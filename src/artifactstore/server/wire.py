@@ -215,7 +215,7 @@ def _sendfile(out: int, path: str, count: int, stop: threading.Event) -> int:
             idle = 0.0
             while offset < count and not stop.is_set():
                 try:
-                    n = os.sendfile(out, f.fileno(), offset, count - offset)
+                    n = os.sendfile(out, f.fileno(), offset, min(count - offset, 4 << 20))
                 except BlockingIOError:
                     if poller.poll(500):
                         idle = 0.0
