@@ -14,7 +14,10 @@ import io
 import itertools
 import json
 import os
+import pathlib
 import re
+import shutil
+import subprocess
 import tarfile
 import threading
 import time
@@ -244,6 +247,30 @@ def test_one_shot_upload(http: httpx.Client) -> None:
     for expected in (body["digest"], body["sha256"]):
         again = http.post("/v1/blobs", params={"namespace": "ci", "digest": expected}, content=data)
         assert again.status_code == 201 and again.json() == body
+
+
+def test_curl_upload_file_puts_a_one_shot_blob(
+    server: Server, tmp_path: pathlib.Path, http: httpx.Client
+) -> None:
+    """``curl -T big.iso URL/v1/blobs`` (the README's example) sends a PUT."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed: apt-get install -y curl")
+    data = os.urandom(2 * 1024 * 1024 + 1)
+    (tmp_path / "big.iso").write_bytes(data)
+    out = subprocess.run(
+        [curl, "-sS", "-T", str(tmp_path / "big.iso"), f"{server.base_url}/v1/blobs?namespace=ci"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    body = json.loads(out.stdout)
+    assert body == {
+        "digest": f"blake3:{blake3.blake3(data).hexdigest()}",
+        "sha256": f"sha256:{hashlib.sha256(data).hexdigest()}",
+        "size": len(data),
+    }
+    assert http.get(f"/v1/blobs/{body['digest']}").content == data
 
 
 def test_one_shot_wrong_digest_is_refused_and_not_stored(http: httpx.Client) -> None:

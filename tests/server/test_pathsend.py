@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -61,17 +62,38 @@ def test_downloads_through_pathsend_are_whole_and_counted(asgi: Server) -> None:
 
 
 def test_a_download_broken_off_does_not_disturb_the_server(asgi: Server) -> None:
-    data = os.urandom(8 * 1024 * 1024)
+    """The client leaves mid-body: no error logged, and the next reader gets it all."""
+    data = os.urandom(48 * 1024 * 1024)  # more than loopback's socket buffers hold
     with asgi.client() as http:
         b3 = upload_blob(http, data)["digest"]
-    with (
-        httpx.Client(base_url=asgi.base_url) as http,
-        http.stream("GET", f"/v1/blobs/{b3}") as r,
-    ):
-        assert r.status_code == 200
-        next(r.iter_raw())  # then close the connection mid-body
+    logged = asgi.log_path.stat().st_size
+    for _ in range(3):
+        with (
+            httpx.Client(base_url=asgi.base_url) as http,
+            http.stream("GET", f"/v1/blobs/{b3}") as r,
+        ):
+            assert r.status_code == 200
+            next(r.iter_raw())  # then close the connection mid-body
     with asgi.client() as http:
         assert http.get(f"/v1/blobs/{b3}").content == data
+    assert _not_access_lines(asgi, logged) == []
+
+
+def test_clients_that_hang_up_at_once_leave_no_error(asgi: Server) -> None:
+    """A client gone before the response starts (wrk's end of a run does this)."""
+    data = os.urandom(4096)
+    with asgi.client() as http:
+        b3 = upload_blob(http, data)["digest"]
+    logged = asgi.log_path.stat().st_size
+    port = int(asgi.base_url.rsplit(":", 1)[1])
+    request = f"GET /v1/blobs/{b3} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    for _ in range(100):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.sendall(request)  # then reset the connection at once
+    with asgi.client() as http:
+        assert http.get(f"/v1/blobs/{b3}").content == data
+    assert _not_access_lines(asgi, logged) == []
 
 
 def test_a_slow_reader_gets_every_byte_and_the_connection_stays_usable(asgi: Server) -> None:
@@ -120,6 +142,14 @@ def test_many_downloads_at_once_are_each_whole(asgi: Server) -> None:
     for t in threads:
         t.join()
     assert failures == []
+
+
+def _not_access_lines(server: Server, offset: int) -> list[str]:
+    """What the server logged after ``offset`` besides JSON access lines: errors."""
+    with server.log_path.open("rb") as f:
+        f.seek(offset)
+        lines = f.read().decode(errors="replace").splitlines()
+    return [line for line in lines if not line.startswith("{")]
 
 
 # The wire protocol on its own: a tiny ASGI app served by uvicorn with our protocol.

@@ -152,9 +152,11 @@ def _pathsend_aware(cycle: RequestResponseCycle, send: _Send) -> _Send:
         if message["type"] != _PATHSEND:
             await send(message)
             return
+        if cycle.disconnected:  # as uvicorn's send: the start was dropped too
+            return
         if not cycle.response_started or cycle.response_complete:
             raise RuntimeError(f"unexpected ASGI message {_PATHSEND!r}")
-        pending = not cycle.disconnected and cycle.expected_content_length > 0
+        pending = cycle.scope["method"] != "HEAD" and cycle.expected_content_length > 0
         if pending and not await _send_path(cycle, message["path"]):
             return
         cycle.expected_content_length = 0
@@ -176,12 +178,11 @@ async def _send_path(cycle: RequestResponseCycle, path: str) -> bool:
     waited = 0.0
     while transport.get_write_buffer_size() and not transport.is_closing():
         if waited > SEND_IDLE_TIMEOUT:
-            transport.close()
-            return False
+            return _drop(cycle)
         await asyncio.sleep(0.005)
         waited += 0.005
     if transport.is_closing():
-        return False
+        return _drop(cycle)
     out = os.dup(transport.get_extra_info("socket").fileno())
     stop = threading.Event()
     loop = asyncio.get_running_loop()
@@ -193,12 +194,23 @@ async def _send_path(cycle: RequestResponseCycle, path: str) -> bool:
         stop.set()
         raise
     except OSError:  # the client reset or stopped reading: like a write to a lost peer
-        transport.close()
-        return False
+        return _drop(cycle)
     if sent < cycle.expected_content_length:
         transport.close()
         raise RuntimeError(f"{path} ended after {sent} of {cycle.expected_content_length} bytes")
     return True
+
+
+def _drop(cycle: RequestResponseCycle) -> bool:
+    """Close a connection whose client went away mid-body, as uvicorn does for a lost peer.
+
+    ``disconnected`` is what ``connection_lost`` would set on the next turn of
+    the loop; set now, it tells ``run_asgi`` the response ended with its
+    client instead of with an error of the app.
+    """
+    cycle.disconnected = True
+    cycle.transport.close()
+    return False
 
 
 def _sendfile(out: int, path: str, count: int, stop: threading.Event) -> int:

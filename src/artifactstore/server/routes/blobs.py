@@ -1,6 +1,8 @@
-"""HEAD/GET/POST /v1/blobs: blobs by digest and one-shot uploads."""
+"""HEAD/GET/POST/PUT /v1/blobs: blobs by digest and one-shot uploads."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
@@ -53,19 +55,24 @@ async def get_blob(
     return send_blob(request, store, record, "application/octet-stream")
 
 
-@router.post(
-    "/v1/blobs",
-    status_code=201,
-    summary="One-shot upload of a request body; returns both digests",
-    response_model=BlobDigestsOut,
-    responses={409: PROBLEM, 413: PROBLEM, 422: PROBLEM},
-    openapi_extra={
+_ONE_SHOT: dict[str, Any] = {
+    "status_code": 201,
+    "response_model": BlobDigestsOut,
+    "responses": {409: PROBLEM, 413: PROBLEM, 422: PROBLEM},
+    "openapi_extra": {
         "requestBody": {
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             }
         }
     },
+}
+
+
+# PUT too: it is what ``curl -T file URL`` sends, the quickest upload there is.
+@router.put("/v1/blobs", summary="One-shot upload (as POST; what curl -T sends)", **_ONE_SHOT)
+@router.post(
+    "/v1/blobs", summary="One-shot upload of a request body; returns both digests", **_ONE_SHOT
 )
 async def post_blob(
     request: Request,
