@@ -751,7 +751,7 @@ def test_unknown_routes(http: httpx.Client) -> None:
     ("method", "url", "allowed"),
     [
         ("DELETE", "/v1/blobs/blake3:" + "0" * 64, {"GET", "HEAD"}),
-        ("PUT", "/v1/blobs", {"POST"}),
+        ("DELETE", "/v1/blobs", {"POST", "PUT"}),
         ("PUT", "/v1/uploads", {"OPTIONS", "POST"}),
         ("POST", "/v1/uploads/abcdefghijkl", {"DELETE", "GET", "HEAD", "PATCH"}),
         ("GET", "/v1/uploads/abcdefghijkl/complete", {"POST"}),
