@@ -158,16 +158,18 @@ def _not_access_lines(server: Server, offset: int) -> list[str]:
 class _PathApp:
     """Answers every request with one file through pathsend, if the server offers it."""
 
-    def __init__(self, path: Path, declared: int) -> None:
+    def __init__(self, path: Path, declared: int | None) -> None:
         self.path = path
-        self.declared = declared
+        self.declared = declared  # the Content-Length sent; None: none at all
         self.extensions: list[dict[str, Any]] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         self.extensions.append(scope.get("extensions", {}))
-        headers = [(b"content-length", str(self.declared).encode())]
+        headers = (
+            [] if self.declared is None else [(b"content-length", str(self.declared).encode())]
+        )
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.pathsend", "path": str(self.path)})
 
@@ -214,6 +216,24 @@ def test_uvicorn_protocol_closes_a_response_whose_file_is_short(tmp_path: Path) 
             while chunk := s.recv(65536):
                 received += chunk
         assert received.endswith(b"x" * 1000)  # then the server closed the connection
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_uvicorn_protocol_refuses_pathsend_without_a_length(tmp_path: Path) -> None:
+    """Chunked framing has no room for a file sent around it: the connection ends."""
+    (tmp_path / "f").write_bytes(b"y" * 1000)
+    server, port, thread = _serve(_PathApp(tmp_path / "f", None))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = b""
+            while chunk := s.recv(65536):
+                received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head.lower()
+        assert b"y" not in body and not body.endswith(b"0\r\n\r\n")  # never a complete body
     finally:
         server.should_exit = True
         thread.join(10)

@@ -156,6 +156,8 @@ def _pathsend_aware(cycle: RequestResponseCycle, send: _Send) -> _Send:
             return
         if not cycle.response_started or cycle.response_complete:
             raise RuntimeError(f"unexpected ASGI message {_PATHSEND!r}")
+        if cycle.chunked_encoding:  # the file's length must be known before its bytes
+            raise RuntimeError(f"{_PATHSEND!r} needs a Content-Length header")
         pending = cycle.scope["method"] != "HEAD" and cycle.expected_content_length > 0
         if pending and not await _send_path(cycle, message["path"]):
             return
