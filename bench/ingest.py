@@ -77,6 +77,19 @@ TARGET_NOFSYNC_VS_SHA256 = 0.80
 TARGET_TREE_VS_RESTIC = 1.0
 TARGET_PEAK_RSS_MB = 150.0
 
+#: The library row's child: open the store, then time ``Store.push`` alone.
+_LIBRARY_PUSH = """
+import sys, time
+from pathlib import Path
+from artifactstore import Store
+home, ref, path, out = sys.argv[1:]
+with Store.open(home) as store:
+    start = time.perf_counter()
+    store.push(ref, [path])
+    seconds = time.perf_counter() - start
+Path(out).write_text(repr(seconds))
+"""
+
 RESTIC_PASSWORD = "bench-ingest-not-a-secret"
 BUSY_WARN_PCT = 15.0
 """Share of the CPUs used by other processes above which the run is flagged."""
@@ -182,6 +195,7 @@ class IngestBench:
             "fdatasync": Series("fdatasync write limit (dd-like)", "MB/s"),
             "big_nofsync": Series("ours: push big, ARTIFACTSTORE_FSYNC=0", "MB/s"),
             "big_fsync": Series("ours: push big, fsync on", "MB/s"),
+            "lib_nofsync": Series("library: Store.push big, FSYNC=0 (no start-up)", "MB/s"),
             "restic": Series("restic backup tree", "files/s"),
             "tree": Series("ours: push tree", "files/s"),
         }
@@ -339,6 +353,40 @@ class IngestBench:
         tag = "big-fsync" if fsync else "big-nofsync"
         return self._push(tag, "bench/big:1", str(self.big), fsync, self._big_need())
 
+    def library_big(self) -> float:
+        """Seconds of ``Store.push`` alone (no fsync) in a child that opened the store first.
+
+        The CLI row pays for the interpreter, its imports and opening the store
+        on every push (the fixed cost printed below the tables); this row times
+        only the library call, to show what the data plane and the control plane
+        do with the bytes themselves.
+        """
+        tag = "lib-nofsync"
+        home = self.work / f"home-{tag}"
+        env = self._ours_env(home, fsync=False)
+        self._fresh_home(tag, env)
+        self._prefault(self._big_need())
+        out = self.work / "lib-seconds.txt"
+        r = run_child(
+            [
+                sys.executable,
+                "-c",
+                _LIBRARY_PUSH,
+                str(home),
+                "bench/big:1",
+                str(self.big),
+                str(out),
+            ],
+            env=env,
+            log=self.logs / f"{tag}.log",
+            cwd=self.work,
+        )
+        remove(home)
+        settle()
+        if not r.ok:
+            raise RuntimeError(f"library push exited {r.returncode}:\n{r.output_tail}")
+        return float(out.read_text())
+
     def ours_tree(self) -> ChildResult:
         """One push of the whole tree (directory argument) into a fresh home."""
         return self._push(
@@ -423,6 +471,8 @@ class IngestBench:
                 self._trial("sha256", lambda: (self.sha256_limit(), None))
             if self.active("big"):
                 self._trial("big_nofsync", lambda: big(False))
+            if self.active("big"):
+                self._trial("lib_nofsync", lambda: (size / self.library_big() / MB, None))
             if self.active("limits"):
                 self._trial("fdatasync", lambda: (self.fdatasync_limit(), None))
             if self.active("big"):
@@ -455,6 +505,14 @@ class IngestBench:
             _target(
                 "push big, FSYNC=0 / sha256 limit",
                 ratio(s["big_nofsync"].best, None if sha is None else sha * GB / MB),
+                TARGET_NOFSYNC_VS_SHA256,
+                higher_is_better=True,
+            )
+        )
+        rows.append(
+            _target(
+                "library push big, FSYNC=0 / sha256 limit",
+                ratio(s["lib_nofsync"].best, None if sha is None else sha * GB / MB),
                 TARGET_NOFSYNC_VS_SHA256,
                 higher_is_better=True,
             )
@@ -523,6 +581,7 @@ class IngestBench:
             "fdatasync": "limits",
             "big_nofsync": "big",
             "big_fsync": "big",
+            "lib_nofsync": "big",
             "restic": "restic",
             "tree": "tree",
         }[key]
