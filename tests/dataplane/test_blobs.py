@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
-import os
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,9 +15,8 @@ import pytest
 from artifactstore.dataplane import layout
 from artifactstore.dataplane.backends.local import LocalBackend
 from artifactstore.dataplane.backends.memory import MemoryBackend
-from artifactstore.dataplane.blobs import CHUNK, COPY_FILE_FROM, DataPlane
-from artifactstore.dataplane.protocol import FileCopier
-from artifactstore.errors import CorruptBlob, DigestMismatch, StorageError
+from artifactstore.dataplane.blobs import CHUNK, FILE_CHUNK, DataPlane
+from artifactstore.errors import CorruptBlob, DigestMismatch
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
 from artifactstore.testing.backend_contract import ContractTarget, local_target, memory_target
 
@@ -279,7 +276,7 @@ def test_health(harness: Harness, plane: DataPlane) -> None:
     assert harness.keys() == []
 
 
-# --- regular files: the backend's in-kernel copy -------------------------------------------
+# --- regular files ---------------------------------------------------------------------
 
 
 def _file_of(tmp_path: Path, data: bytes) -> Path:
@@ -288,7 +285,9 @@ def _file_of(tmp_path: Path, data: bytes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("size", [0, 5, COPY_FILE_FROM - 1, COPY_FILE_FROM, 3 * COPY_FILE_FROM + 7])
+@pytest.mark.parametrize(
+    "size", [0, 5, CHUNK, CHUNK + 1, FILE_CHUNK - 1, FILE_CHUNK, 3 * FILE_CHUNK + 7]
+)
 def test_ingest_file_stores_and_hashes_like_a_stream(
     harness: Harness, plane: DataPlane, tmp_path: Path, size: int
 ) -> None:
@@ -301,55 +300,20 @@ def test_ingest_file_stores_and_hashes_like_a_stream(
     assert sum(reported) == size
 
 
-def test_ingest_file_without_kernel_copy_reads_and_writes(
-    harness: Harness, plane: DataPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Between file systems copy_file_range answers EXDEV: the copy falls back."""
-
-    def exdev(*_args: object) -> int:
-        raise OSError(errno.EXDEV, "Invalid cross-device link")
-
-    monkeypatch.setattr(os, "copy_file_range", exdev)
-    data = data_of(7, COPY_FILE_FROM + 12345)
-    with plane.batch() as batch, _file_of(tmp_path, data).open("rb", buffering=0) as src:
-        digests = batch.ingest_file(src, lambda _n: None)
-    assert digests == reference(data)
-    assert read_all(plane, plane.key(digests)) == data
-
-
-def test_ingest_file_from_another_file_system(
+def test_files_of_both_piece_sizes_in_one_batch(
     harness: Harness, plane: DataPlane, tmp_path: Path
 ) -> None:
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
-        pytest.skip("needs /dev/shm on a file system other than the test's")
-    data = data_of(8, COPY_FILE_FROM + 1)
-    source = shm / f"artifactstore-test-{os.getpid()}.bin"
-    source.write_bytes(data)
-    try:
-        with plane.batch() as batch, source.open("rb", buffering=0) as src:
-            digests = batch.ingest_file(src, lambda _n: None)
-    finally:
-        source.unlink()
-    assert read_all(plane, plane.key(digests)) == data
-
-
-def test_a_source_shorter_than_announced_stages_nothing(tmp_path: Path) -> None:
-    backend = LocalBackend(tmp_path / "storage")
-    data = data_of(9, COPY_FILE_FROM)
-    batch = backend.batch()
-    writer = batch.writer()
-    assert isinstance(writer, FileCopier)
-    with (
-        _file_of(tmp_path, data).open("rb", buffering=0) as src,
-        pytest.raises(StorageError, match="ended at"),
-        writer.copy_file(src.fileno(), len(data) + 1) as chunks,
-    ):
-        for _view in chunks:
-            pass
-    batch.commit()
-    assert list(backend.list()) == []
-    assert list((tmp_path / "storage" / "tmp").iterdir()) == []
+    """A batch reuses its buffers: a small file after a large one must not see its bytes."""
+    sizes = [3 * FILE_CHUNK + 1, 10, CHUNK + 5, 2 * FILE_CHUNK, 0, 77]
+    datas = [data_of(20 + i, n) for i, n in enumerate(sizes)]
+    with plane.batch() as batch:
+        got = []
+        for data in datas:
+            with _file_of(tmp_path, data).open("rb", buffering=0) as src:
+                got.append(batch.ingest_file(src, lambda _n: None))
+    for data, digests in zip(datas, got, strict=True):
+        assert digests == reference(data)
+        assert read_all(plane, plane.key(digests)) == data
 
 
 def _status_kib(field: str) -> int:
@@ -360,11 +324,11 @@ def _status_kib(field: str) -> int:
 
 
 def test_ingest_file_memory_stays_flat(tmp_path: Path) -> None:
-    """The staging file is mapped for hashing; hashed pages must leave the process."""
+    """A large file streams through two fixed buffers: memory does not grow with its size."""
     clear_refs = Path("/proc/self/clear_refs")
     if not clear_refs.exists():
         pytest.skip("needs Linux /proc to read the peak RSS")
-    size = 12 * COPY_FILE_FROM
+    size = 24 * FILE_CHUNK
     source = tmp_path / "big.bin"
     with source.open("wb") as f:
         for i in range(size // (1 << 20)):
@@ -378,4 +342,4 @@ def test_ingest_file_memory_stays_flat(tmp_path: Path) -> None:
         grown = _status_kib("VmHWM") - before
     finally:
         plane.close()
-    assert grown < 4 * COPY_FILE_FROM // 1024, f"peak RSS grew by {grown} KiB"
+    assert grown < 8 * FILE_CHUNK // 1024, f"peak RSS grew by {grown} KiB"

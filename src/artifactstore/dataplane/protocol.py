@@ -16,12 +16,11 @@ batch is what lets a push of 10,000 small files pay for one flush instead of
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
-__all__ = ["Backend", "BackendProperties", "FileCopier", "WriteBatch", "Writer"]
+__all__ = ["Backend", "BackendProperties", "WriteBatch", "Writer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,26 +47,6 @@ class Writer(Protocol):
 
     def cancel(self) -> None:
         """Discard the object. Idempotent; safe after a failed write."""
-
-
-@runtime_checkable
-class FileCopier(Protocol):
-    """A writer that can fill its object from a local file without the bytes
-    passing through Python (optional: the local backend has it).
-
-    The data plane hashes what the returned views show, which are the
-    object's own stored bytes, never the source's: a source changed during
-    the copy cannot leave bytes at a key that does not match their digest.
-    """
-
-    def copy_file(self, src_fd: int, size: int) -> AbstractContextManager[Iterator[memoryview]]:
-        """Copy ``size`` bytes of ``src_fd`` (from offset 0) into the empty object.
-
-        Entering yields an iterator of consecutive read-only views of the
-        object's bytes, each yielded once its chunk is copied; a view stays
-        valid while it is referenced. A source shorter than ``size`` raises
-        StorageError.
-        """
 
 
 class WriteBatch(Protocol):

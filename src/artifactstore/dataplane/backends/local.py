@@ -21,7 +21,6 @@ import contextlib
 import ctypes
 import errno
 import io
-import mmap
 import os
 import secrets
 import time
@@ -35,9 +34,6 @@ from artifactstore.errors import BlobNotFound, StorageError
 __all__ = ["LocalBackend", "fsync_dir"]
 
 _READ_CHUNK = 1 << 20
-_COPY_CHUNK = 8 << 20  # per copy_file_range call: hashing of one overlaps the next
-#: copy_file_range cannot copy between these two files (another file-system type).
-_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
 _SYNCFS_THRESHOLD = 8  # batches larger than this flush the file system once
 
 
@@ -119,73 +115,6 @@ class _LocalWriter:
                 self._fd, self._handed, self._written - self._handed, _SYNC_FILE_RANGE_WRITE
             )
             self._handed = self._written
-
-    @contextlib.contextmanager
-    def copy_file(self, src_fd: int, size: int) -> Iterator[Iterator[memoryview]]:
-        """In-kernel copy (``copy_file_range``), the views mapped from the staging file.
-
-        One copy of the bytes instead of two (read into Python, write out),
-        and the hashers read the page cache the copy just filled. Between
-        file systems that cannot copy in the kernel, it reads and writes.
-        """
-        fd = self._fd
-        if fd is None or self._written:
-            raise StorageError("copy_file needs a fresh writer")
-        if size == 0:
-            yield iter(())
-            return
-        try:
-            os.ftruncate(fd, size)  # an object can be mapped only as far as it extends
-            mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-        except OSError as exc:
-            self.cancel()
-            raise StorageError(f"preparing staging file failed: {exc.strerror}") from exc
-        whole = memoryview(mapped)
-        try:
-            yield self._copy_chunks(src_fd, fd, size, mapped, whole)
-        finally:
-            whole.release()
-            with contextlib.suppress(BufferError):  # a caller's view: unmapped when it goes
-                mapped.close()
-
-    def _copy_chunks(
-        self, src: int, dst: int, size: int, mapped: mmap.mmap, whole: memoryview
-    ) -> Iterator[memoryview]:
-        kernel = True
-        unmapped = previous = 0  # pages below ``unmapped`` left our page tables
-        try:
-            while self._written < size:
-                at = self._written
-                want = min(_COPY_CHUNK, size - at)
-                if kernel:
-                    try:
-                        n = os.copy_file_range(src, dst, want, at, at)
-                    except OSError as exc:
-                        if exc.errno not in _NO_KERNEL_COPY or at:
-                            raise
-                        kernel = False
-                        continue
-                else:
-                    n = os.pwrite(dst, os.pread(src, want, at), at)
-                if n == 0:
-                    raise StorageError(f"the source file ended at {at} of {size} bytes")
-                self._written += n
-                self._start_writeback()
-                # Chunks before the previous one are hashed (the previous one may
-                # not be): drop their pages from this process (they stay in the
-                # page cache), or its RSS would grow to the file's size. Always
-                # safe: a later access would fault them in again.
-                hashed = previous - previous % mmap.PAGESIZE
-                if hashed > unmapped:
-                    mapped.madvise(mmap.MADV_DONTNEED, unmapped, hashed - unmapped)
-                    unmapped = hashed
-                previous = at
-                yield whole[at : at + n]
-        except BaseException as exc:
-            self.cancel()
-            if isinstance(exc, OSError):
-                raise StorageError(f"copying into staging file failed: {exc.strerror}") from exc
-            raise
 
     def commit(self, key: str) -> None:
         if self._fd is None:
