@@ -493,38 +493,24 @@ class IngestBench:
         def ratio(num: float | None, den: float | None) -> float | None:
             return None if num is None or not den else num / den
 
-        rows.append(
-            _target(
+        sha_mb = None if sha is None else sha * GB / MB
+        for name, num, den, target in (
+            (
                 "push big, fsync on / fdatasync write limit",
-                ratio(s["big_fsync"].best, s["fdatasync"].best),
+                "big_fsync",
+                s["fdatasync"].best,
                 TARGET_FSYNC_VS_DISK,
-                higher_is_better=True,
-            )
-        )
-        rows.append(
-            _target(
-                "push big, FSYNC=0 / sha256 limit",
-                ratio(s["big_nofsync"].best, None if sha is None else sha * GB / MB),
-                TARGET_NOFSYNC_VS_SHA256,
-                higher_is_better=True,
-            )
-        )
-        rows.append(
-            _target(
+            ),
+            ("push big, FSYNC=0 / sha256 limit", "big_nofsync", sha_mb, TARGET_NOFSYNC_VS_SHA256),
+            (
                 "library push big, FSYNC=0 / sha256 limit",
-                ratio(s["lib_nofsync"].best, None if sha is None else sha * GB / MB),
+                "lib_nofsync",
+                sha_mb,
                 TARGET_NOFSYNC_VS_SHA256,
-                higher_is_better=True,
-            )
-        )
-        rows.append(
-            _target(
-                "push tree files/s / restic files/s",
-                ratio(s["tree"].best, s["restic"].best),
-                TARGET_TREE_VS_RESTIC,
-                higher_is_better=True,
-            )
-        )
+            ),
+            ("push tree files/s / restic files/s", "tree", s["restic"].best, TARGET_TREE_VS_RESTIC),
+        ):
+            rows.append(_target(name, ratio(s[num].best, den), target, higher_is_better=True))
         for key, label in (("big_fsync", "fsync on"), ("big_nofsync", "FSYNC=0")):
             rss = s[key].max_rss_bytes
             rows.append(

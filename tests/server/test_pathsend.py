@@ -9,6 +9,7 @@ clients that read slowly or go away, and keep the connection usable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
@@ -174,7 +175,9 @@ class _PathApp:
         await send({"type": "http.response.pathsend", "path": str(self.path)})
 
 
-def _serve(app: _PathApp) -> tuple[uvicorn.Server, int, threading.Thread]:
+@contextlib.contextmanager
+def _served(app: _PathApp) -> Iterator[int]:
+    """uvicorn with our protocol serving ``app`` on a thread; yields its port."""
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, http=BoundedHttpToolsProtocol, log_level="critical"
@@ -182,58 +185,50 @@ def _serve(app: _PathApp) -> tuple[uvicorn.Server, int, threading.Thread]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    return server, port, thread
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _get_until_closed(port: int) -> bytes:
+    """One GET on a raw socket, read until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    return received
 
 
 def test_uvicorn_protocol_offers_and_answers_pathsend(tmp_path: Path) -> None:
     data = os.urandom(2 * 1024 * 1024 + 3)
     (tmp_path / "f").write_bytes(data)
     app = _PathApp(tmp_path / "f", len(data))
-    server, port, thread = _serve(app)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
-            assert http.get("/").content == data
-            assert http.get("/again").content == data  # same keep-alive connection
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with _served(app) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+        assert http.get("/").content == data
+        assert http.get("/again").content == data  # same keep-alive connection
     assert app.extensions == [{"http.response.pathsend": {}}] * 2
 
 
 def test_uvicorn_protocol_closes_a_response_whose_file_is_short(tmp_path: Path) -> None:
     """A file shorter than its Content-Length must not leave the client waiting."""
     (tmp_path / "f").write_bytes(b"x" * 1000)
-    app = _PathApp(tmp_path / "f", 5000)
-    server, port, thread = _serve(app)
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            received = b""
-            while chunk := s.recv(65536):
-                received += chunk
-        assert received.endswith(b"x" * 1000)  # then the server closed the connection
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with _served(_PathApp(tmp_path / "f", 5000)) as port:
+        received = _get_until_closed(port)
+    assert received.endswith(b"x" * 1000)  # then the server closed the connection
 
 
 def test_uvicorn_protocol_refuses_pathsend_without_a_length(tmp_path: Path) -> None:
     """Chunked framing has no room for a file sent around it: the connection ends."""
     (tmp_path / "f").write_bytes(b"y" * 1000)
-    server, port, thread = _serve(_PathApp(tmp_path / "f", None))
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            received = b""
-            while chunk := s.recv(65536):
-                received += chunk
-        head, _, body = received.partition(b"\r\n\r\n")
-        assert b"transfer-encoding: chunked" in head.lower()
-        assert b"y" not in body and not body.endswith(b"0\r\n\r\n")  # never a complete body
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with _served(_PathApp(tmp_path / "f", None)) as port:
+        received = _get_until_closed(port)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert b"y" not in body and not body.endswith(b"0\r\n\r\n")  # never a complete body
