@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import struct
@@ -180,7 +181,7 @@ def _served(app: _PathApp) -> Iterator[int]:
     """uvicorn with our protocol serving ``app`` on a thread; yields its port."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=BoundedHttpToolsProtocol, log_level="critical"
+        app, host="127.0.0.1", port=port, http=BoundedHttpToolsProtocol, log_config=None
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
@@ -232,3 +233,13 @@ def test_uvicorn_protocol_refuses_pathsend_without_a_length(tmp_path: Path) -> N
     head, _, body = received.partition(b"\r\n\r\n")
     assert b"transfer-encoding: chunked" in head.lower()
     assert b"y" not in body and not body.endswith(b"0\r\n\r\n")  # never a complete body
+
+
+def test_uvicorn_protocol_reports_a_file_it_cannot_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A vanished file is the server's fault: logged as an error, never taken for a lost client."""
+    with caplog.at_level(logging.ERROR), _served(_PathApp(tmp_path / "gone", 100)) as port:
+        received = _get_until_closed(port)
+    assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"\r\n\r\n")
+    assert any("cannot open" in str(r.exc_info and r.exc_info[1]) for r in caplog.records)

@@ -43,6 +43,8 @@ SEND_IDLE_TIMEOUT = 60.0
 #: thread for as long as its client takes to read, so they get threads of their own
 #: and slow readers never starve the worker threads that routes run on.
 SEND_THREADS = 64
+#: Bytes per sendfile call (as Go's net/http): a stop is noticed between calls.
+_SEND_PIECE = 4 << 20
 _PATHSEND = "http.response.pathsend"
 _Send = Callable[[Any], Coroutine[Any, Any, None]]
 
@@ -224,12 +226,16 @@ def _sendfile(out: int, path: str, count: int, stop: threading.Event) -> int:
     try:
         poller = select.poll()
         poller.register(out, select.POLLOUT)
-        with open(path, "rb") as f:
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+        except OSError as exc:  # the server's fault, not the client's: not an OSError here
+            raise RuntimeError(f"cannot open {path} to send it: {exc.strerror}") from exc
+        with f:
             offset = 0
             idle = 0.0
             while offset < count and not stop.is_set():
                 try:
-                    n = os.sendfile(out, f.fileno(), offset, min(count - offset, 4 << 20))
+                    n = os.sendfile(out, f.fileno(), offset, min(count - offset, _SEND_PIECE))
                 except BlockingIOError:
                     if poller.poll(500):
                         idle = 0.0
