@@ -1164,16 +1164,22 @@ class HttpBench:
                 self._trial(t, mode, go, sample_rss=True)
             settle()
 
+    def _large_ref(self, t: Target) -> tuple[str, str] | None:
+        """The large blob ``t`` stored last this round (chunked, else one-shot): mode, ref."""
+        refs = self.refs.get(t.key, {})
+        mode = "chunked" if "chunked" in refs else "oneshot"
+        return (mode, refs[mode]) if mode in refs else None
+
     def step_download(self, targets: Sequence[Target]) -> None:
         """GET of the blob each target stored last (chunked, else one-shot)."""
         size = self.cfg.size
         for t in targets:
             if "download" not in t.steps:
                 continue
-            refs = self.refs.get(t.key, {})
-            mode = "chunked" if "chunked" in refs else "oneshot"
-            if mode not in refs:
+            stored = self._large_ref(t)
+            if stored is None:
                 continue
+            mode, ref = stored
             sha = None if isinstance(t, Sink) else self.contents[mode][1]
             with new_client() as client:
                 warm(client, t)
@@ -1181,7 +1187,7 @@ class HttpBench:
                 def go(
                     t: Target = t,
                     client: httpx.Client = client,
-                    ref: str = refs[mode],
+                    ref: str = ref,
                     sha: str | None = sha,
                 ) -> tuple[float, float]:
                     start = time.perf_counter()
@@ -1202,12 +1208,11 @@ class HttpBench:
             return
         size = self.cfg.size
         for t in targets:
-            refs = self.refs.get(t.key, {})
-            mode = "chunked" if "chunked" in refs else "oneshot"
-            if "curl_download" not in t.steps or mode not in refs:
+            stored = self._large_ref(t)
+            if "curl_download" not in t.steps or stored is None:
                 continue
             argv = [self.curl, "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"]
-            url = t.blob_url(refs[mode])
+            url = t.blob_url(stored[1])
 
             def go(argv: list[str] = argv, url: str = url, t: Target = t) -> tuple[float, float]:
                 start = time.perf_counter()

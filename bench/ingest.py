@@ -332,12 +332,16 @@ class IngestBench:
         return home
 
     def _push(self, tag: str, ref: str, path: str, fsync: bool, need: int) -> ChildResult:
+        return self._run_ours(tag, [str(self.cli), "push", ref, path], fsync, need)
+
+    def _run_ours(self, tag: str, argv: list[str], fsync: bool, need: int) -> ChildResult:
+        """Run ``argv`` against a fresh primed home, after a prefault of ``need`` bytes."""
         home = self.work / f"home-{tag}"
         env = self._ours_env(home, fsync)
         self._fresh_home(tag, env)
         self._prefault(need)
         r = run_child(
-            [str(self.cli), "push", ref, path],
+            argv,
             env=env,
             log=self.logs / f"{tag}.log",
             cwd=self.work,  # a CLI that ignored ARTIFACTSTORE_HOME must not write into the repo
@@ -345,7 +349,7 @@ class IngestBench:
         remove(home)  # before settle(): no-fsync bytes are dropped, not written back
         settle()
         if not r.ok:
-            raise RuntimeError(f"push exited {r.returncode}:\n{r.output_tail}")
+            raise RuntimeError(f"{tag} exited {r.returncode}:\n{r.output_tail}")
         return r
 
     def ours_big(self, fsync: bool) -> ChildResult:
@@ -361,30 +365,10 @@ class IngestBench:
         only the library call, to show what the data plane and the control plane
         do with the bytes themselves.
         """
-        tag = "lib-nofsync"
-        home = self.work / f"home-{tag}"
-        env = self._ours_env(home, fsync=False)
-        self._fresh_home(tag, env)
-        self._prefault(self._big_need())
+        home = self.work / "home-lib-nofsync"
         out = self.work / "lib-seconds.txt"
-        r = run_child(
-            [
-                sys.executable,
-                "-c",
-                _LIBRARY_PUSH,
-                str(home),
-                "bench/big:1",
-                str(self.big),
-                str(out),
-            ],
-            env=env,
-            log=self.logs / f"{tag}.log",
-            cwd=self.work,
-        )
-        remove(home)
-        settle()
-        if not r.ok:
-            raise RuntimeError(f"library push exited {r.returncode}:\n{r.output_tail}")
+        argv = [sys.executable, "-c", _LIBRARY_PUSH, str(home), "bench/big:1", str(self.big)]
+        self._run_ours("lib-nofsync", [*argv, str(out)], False, self._big_need())
         return float(out.read_text())
 
     def ours_tree(self) -> ChildResult:

@@ -10,7 +10,6 @@ packages, namespaces or the database.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -25,9 +24,10 @@ from artifactstore.model.identity import Algorithm, BlobDigests, Digest
 __all__ = ["BlobIngest", "DataPlane", "IngestBatch", "Readable"]
 
 CHUNK = 1 << 20
-#: Pieces of a local file larger than CHUNK: each costs two thread hand-offs (one
-#: per hasher), so fewer, larger pieces keep SHA-256 (the ceiling) busier. 4 MiB
-#: against 1 MiB: 0.62-0.69 s against 0.74 s per GiB in-process (BENCHMARKS.md).
+#: Pieces of a local file: each costs two thread hand-offs (one per hasher), so
+#: fewer, larger pieces keep SHA-256 (the ceiling) busier. 4 MiB against 1 MiB:
+#: 0.62-0.69 s against 0.74 s per GiB in-process (BENCHMARKS.md). A small file
+#: reads only its own bytes into the batch's buffers, so one size serves all.
 FILE_CHUNK = 4 << 20
 
 
@@ -119,10 +119,7 @@ class IngestBatch:
         copy through a map was tried and removed: on these VMs its page faults
         cost the SHA-256 thread more than the copy it saved.)
         """
-        large = os.fstat(src.fileno()).st_size > CHUNK
-        return self._stream(
-            self.begin(), _Reporting(src, progress), None, FILE_CHUNK if large else CHUNK
-        )
+        return self._stream(self.begin(), _Reporting(src, progress), None, FILE_CHUNK)
 
     def ingest_bytes(self, data: bytes, expected: Digest | None = None) -> BlobDigests:
         return self.ingest(io.BytesIO(data), expected)

@@ -19,6 +19,7 @@ beside the event loop that owns the socket.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -68,7 +69,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self._head_bytes = 0
         super().on_message_begin()
-        if self.transport.get_extra_info("sslcontext") is None:  # sendfile would skip TLS
+        if self.scheme == "http":  # sendfile would skip TLS (uvicorn sets it per connection)
             self.scope["extensions"] = {_PATHSEND: {}}
 
     def on_headers_complete(self) -> None:
@@ -79,11 +80,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise _HeadTooLarge
         super().on_headers_complete()
         cycle = self.cycle
-        if (
-            cycle is not None
-            and cycle.scope is self.scope
-            and _PATHSEND in self.scope.get("extensions", {})
-        ):
+        if self.scheme == "http" and cycle is not None and cycle.scope is self.scope:
             # run_asgi hands the app ``self.send`` when the task first runs, so an
             # instance attribute set now is what the app gets.
             cycle.send = _pathsend_aware(cycle, cycle.send)  # type: ignore[method-assign,assignment]
@@ -136,17 +133,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         )
 
 
-_SENDERS: ThreadPoolExecutor | None = None
-_SENDERS_LOCK = threading.Lock()
-
-
+@functools.cache
 def _senders() -> ThreadPoolExecutor:
-    """The process's pool of zero-copy senders, made on the first file sent."""
-    global _SENDERS
-    with _SENDERS_LOCK:
-        if _SENDERS is None:
-            _SENDERS = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="sendfile")
-        return _SENDERS
+    """The process's pool of zero-copy senders, made on the first file sent (on the loop)."""
+    return ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="sendfile")
 
 
 def _pathsend_aware(cycle: RequestResponseCycle, send: _Send) -> _Send:
