@@ -110,7 +110,61 @@ def store(clean_env: None, tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
+def whole_store(clean_env: None, tmp_path: Path) -> Iterator[Store]:
+    """The same, with no packs: every file's bytes are an object at the blob's own key,
+    for tests that follow those bytes (packs have tests/test_packs.py)."""
+    s = Store.open(tmp_path / "home", gc_grace=0.0, pack_max_bytes=0)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     work = tmp_path / "work"
     work.mkdir()
     return Cli(tmp_path / "home", work)
+
+
+def stored_objects(root: Path) -> set[str]:
+    """Keys of the published objects under a local backend's ``root``: blobs and packs."""
+    return {
+        p.relative_to(root).as_posix()
+        for sub in ("blobs", "packs")
+        for p in (root / sub).rglob("*")
+        if p.is_file()
+    }
+
+
+class StoredSpan(NamedTuple):
+    """Where a blob's bytes lie on disk, as its storage location records them."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+def stored_span(store: Store, digest: str) -> StoredSpan:
+    from artifactstore.controlplane import blobs as blob_records
+    from artifactstore.model.identity import Digest
+
+    with store.db.read() as conn:
+        rec = blob_records.find(conn, Digest.parse(digest))
+    assert rec is not None, f"{digest} is not recorded"
+    root = store.plane.named(rec.backend).properties.local_root
+    assert root is not None
+    place = rec.place
+    offset, length = (0, rec.digests.size) if place.offset is None else (place.offset, place.length)
+    return StoredSpan(root / place.key, offset, length)
+
+
+def flip_stored_byte(store: Store, digest: str, at: int = 0) -> None:
+    """Damage byte ``at`` of a blob where it is stored (whole or inside its pack)."""
+    span = stored_span(store, digest)
+    span.path.chmod(0o644)
+    with span.path.open("r+b") as f:
+        f.seek(span.offset + at)
+        byte = f.read(1)
+        f.seek(span.offset + at)
+        f.write(bytes([byte[0] ^ 0x01]))

@@ -42,7 +42,7 @@ from artifactstore.controlplane.db import tables as t
 from artifactstore.dataplane.layout import storage_root
 from artifactstore.errors import PackageNotFound
 from artifactstore.store import Store
-from tests.conftest import ARTIFACTSTORE, Cli, make_tree
+from tests.conftest import ARTIFACTSTORE, Cli, make_tree, stored_objects
 
 # Read at import: the autouse _clean_env fixture removes ARTIFACTSTORE_* before each test.
 TRIALS = int(os.environ.get("ARTIFACTSTORE_CRASH_TRIALS", "30"))
@@ -137,8 +137,7 @@ class Crasher:
 
 
 def blob_files(home: Path) -> set[str]:
-    root = storage_root(home)
-    return {p.relative_to(root).as_posix() for p in (root / "blobs").rglob("*") if p.is_file()}
+    return stored_objects(storage_root(home))
 
 
 def recorded_keys(store: Store) -> set[str]:

@@ -283,7 +283,8 @@ def test_schema_register_and_validate(store: Store, tmp_path: Path) -> None:
 # --- delete and gc ----------------------------------------------------------------------------
 
 
-def test_delete_then_gc_keeps_shared_blobs(store: Store, tmp_path: Path) -> None:
+def test_delete_then_gc_keeps_shared_blobs(whole_store: Store, tmp_path: Path) -> None:
+    store = whole_store
     a = store.push("ci/a:1", [make_tree(tmp_path / "a", {"shared": "S", "only-a": "A"})]).record
     b = store.push("ci/b:1", [make_tree(tmp_path / "b", {"shared": "S", "only-b": "B"})]).record
     digest = {f.path.value: f.blake3 for f in (*a.manifest.files, *b.manifest.files)}

@@ -100,6 +100,10 @@ class Settings:
     max_upload_bytes: int = _help("largest blob accepted by one upload, in bytes", 64 * 1024**3)
     max_manifest_bytes: int = _help("largest manifest accepted, in bytes", 16 * 1024 * 1024)
     max_files: int = _help("most files in one package", 100_000)
+    pack_max_bytes: int = _help(
+        "pushed files of at most this size share one pack object per push (0: never)",
+        256 * 1024,
+    )
     max_metadata_depth: int = _help("deepest nesting of metadata objects and arrays", 16)
     max_metadata_bytes: int = _help(
         "largest metadata document, in bytes of canonical JSON", 1024 * 1024

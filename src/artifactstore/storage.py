@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 from artifactstore.config import Settings
 from artifactstore.dataplane.backends.local import LocalBackend
 from artifactstore.dataplane.backends.local_staging import LocalStaging
-from artifactstore.dataplane.blobs import DataPlane, IngestBatch
+from artifactstore.dataplane.blobs import DataPlane, IngestBatch, Placement
 from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import InvalidInput
 from artifactstore.localfs import LocalFile
@@ -42,7 +42,12 @@ def open_data_plane(settings: Settings) -> tuple[DataPlane, Staging]:
     if cold_root.absolute() == root.absolute():
         raise InvalidInput("COLD_STORAGE_URL must differ from STORAGE_URL")
     cold = LocalBackend(cold_root, fsync=settings.fsync, name="cold")
-    plane = DataPlane(hot, primary=settings.primary_digest, cold=cold)  # type: ignore[arg-type]
+    plane = DataPlane(
+        hot,
+        primary=settings.primary_digest,  # type: ignore[arg-type]
+        cold=cold,
+        pack_max=settings.pack_max_bytes,
+    )
     return plane, LocalStaging(hot, root, fsync=settings.fsync)
 
 
@@ -55,14 +60,14 @@ class StagedFiles:
     """
 
     batch: IngestBatch
-    blobs: list[tuple[BlobDigests, str]]  # per file, in order: digests and storage key
+    blobs: list[tuple[BlobDigests, Placement]]  # per file, in order: digests and placement
 
 
 def stage_files(
     plane: DataPlane, files: Sequence[LocalFile], progress: Callable[[int], None]
 ) -> StagedFiles:
     batch = plane.batch()
-    blobs: list[tuple[BlobDigests, str]] = []
+    blobs: list[tuple[BlobDigests, Placement]] = []
     try:
         for f in files:
             try:
@@ -70,8 +75,7 @@ def stage_files(
             except OSError as exc:
                 raise InvalidInput(f"cannot read {f.source}: {exc.strerror}") from exc
             with src:
-                digests = batch.ingest_file(src, progress)
-            blobs.append((digests, plane.key(digests)))
+                blobs.append(batch.ingest_file(src, progress))
     except BaseException:
         batch.cancel()
         raise

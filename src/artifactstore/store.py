@@ -8,6 +8,7 @@ transaction as its effect; bytes are durable before any event points at them.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from artifactstore.controlplane.eventlog import (
     verify_chain,
 )
 from artifactstore.controlplane.projection import project
-from artifactstore.dataplane.blobs import DataPlane
+from artifactstore.dataplane.blobs import DataPlane, Placement
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import (
@@ -69,6 +70,11 @@ __all__ = ["Progress", "PushResult", "Store", "VerifyReport", "no_progress"]
 
 #: How often a push re-ingests bytes that GC collected under it (grace shorter than a push).
 PUSH_ATTEMPTS = 5
+_LOCATION_COLUMNS = (
+    t.storage_locations.c.key,
+    t.storage_locations.c.backend,
+    t.storage_locations.c.pack_offset,
+)
 
 #: Called with the number of bytes just transferred (drives progress bars).
 Progress = Callable[[int], None]
@@ -265,13 +271,32 @@ class Store:
                 if attempt == PUSH_ATTEMPTS - 1:
                     raise
                 continue
+            self._drop_unused_packs(ingested, set(stored))
             return PushResult(result.record, result.created, len(stored))
         raise AssertionError("unreachable")
 
     def _stored(self, key: str) -> bool:
         return self.plane.stat(key) is not None
 
-    def _publish_staged(self, staged: StagedFiles, namespace: str) -> list[tuple[BlobDigests, str]]:
+    def _drop_unused_packs(
+        self, ingested: Sequence[tuple[BlobDigests, Placement]], stored: set[str]
+    ) -> None:
+        """Delete this push's packs that hold only blobs the store already had.
+
+        A pack's key is random and known only to this push, so one that no
+        recorded location names is garbage at once: an identical re-push
+        leaves nothing behind, instead of a copy that waits out the grace
+        period for GC's orphan pass.
+        """
+        packs = {place.key for _, place in ingested if place.offset is not None}
+        packs -= {place.key for d, place in ingested if str(d.blake3) in stored}
+        for key in sorted(packs):
+            with self.db.write() as conn:
+                gc_mod.unlink_if_untouched(conn, self.plane, key, math.inf)
+
+    def _publish_staged(
+        self, staged: StagedFiles, namespace: str
+    ) -> list[tuple[BlobDigests, Placement]]:
         """Lease, then publish the staged files (gc.py, step 1: lease first).
 
         A push over the namespace's quota is refused here, while the bytes are
@@ -284,7 +309,7 @@ class Store:
                 [(str(d.blake3), d.size) for d, _ in staged.blobs],
                 self._held_since(),
             )
-            blob_records.touch(conn, (key for _, key in staged.blobs), time.time())
+            blob_records.touch(conn, (place.key for _, place in staged.blobs), time.time())
         return staged.blobs
 
     def _check_metadata(self, metadata: Mapping[str, Any], variant: str | None) -> None:
@@ -388,7 +413,7 @@ class Store:
         rec = self._location(entry.blake3)
         hasher = DualHasher(None)
         try:
-            for chunk in self.plane.read(rec.key, backend=rec.backend):
+            for chunk in self.plane.read(rec.place, backend=rec.backend):
                 hasher.update(chunk)
                 yield chunk
         except BlobNotFound as exc:  # recorded but gone from storage: damage, not absence
@@ -534,7 +559,7 @@ class Store:
         with self.db.read() as conn:
             if ref is None:
                 rows = conn.execute(
-                    select(t.blobs, t.storage_locations.c.key, t.storage_locations.c.backend)
+                    select(t.blobs, *_LOCATION_COLUMNS)
                     .outerjoin(
                         t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3
                     )
@@ -566,7 +591,7 @@ class Store:
                 record = packages.get(conn, Reference.parse(ref) if isinstance(ref, str) else ref)
                 wanted = sorted({str(f.blake3) for f in record.manifest.files})
                 rows = conn.execute(
-                    select(t.blobs, t.storage_locations.c.key, t.storage_locations.c.backend)
+                    select(t.blobs, *_LOCATION_COLUMNS)
                     .outerjoin(
                         t.storage_locations, t.storage_locations.c.blake3 == t.blobs.c.blake3
                     )
@@ -580,8 +605,9 @@ class Store:
             if row.key is None:
                 report.damaged.append({"digest": row.blake3, "problem": "no storage location"})
                 continue
+            place = blob_records.placement(row.key, row.pack_offset, row.size)
             try:
-                self.plane.verify(row.key, expected, row.backend)
+                self.plane.verify(place, expected, row.backend)
                 report.bytes_checked += row.size
             except CorruptBlob as exc:
                 report.damaged.append({"digest": row.blake3, "problem": exc.detail})
@@ -698,7 +724,7 @@ class Store:
         if head and readable is None:
             recent = self._recent.get(str(digest), now)
             if recent is not None:
-                self._renew_lease(recent.key)
+                self._renew_lease(recent.place.key)
                 return recent
         with self.db.read() as conn:
             record = blob_records.find(conn, digest)
@@ -707,7 +733,7 @@ class Store:
                 if not blob_records.visible_to(conn, str(record.digests.blake3), readable, since):
                     record = None
         if record is not None:
-            self._renew_lease(record.key)
+            self._renew_lease(record.place.key)
             record = self._complete_if_due(record)
             self._recent.put(record, now)
         return record
@@ -718,7 +744,7 @@ class Store:
         now = time.time()
         self._lease_cache[key] = now
         record = blob_records.BlobRecord(
-            digests, key, self.plane.backend.properties.name, "hot", tiers.AVAILABLE
+            digests, Placement(key), self.plane.backend.properties.name, "hot", tiers.AVAILABLE
         )
         self._recent.put(record, now)
 

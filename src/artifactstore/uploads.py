@@ -39,7 +39,7 @@ from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.db.group import GroupCommit
 from artifactstore.controlplane.eventlog import utc_iso
-from artifactstore.dataplane.blobs import BlobIngest, DataPlane, IngestBatch
+from artifactstore.dataplane.blobs import BlobIngest, DataPlane, IngestBatch, Placement
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.dataplane.staging import StagedAppend, Staging
 from artifactstore.errors import (
@@ -375,7 +375,7 @@ class UploadService:
         self._check_quota(conn, namespace, [r.digests for r in recs])
         blob_records.record_stored(
             conn,
-            [(r.digests, r.key) for r in recs],
+            [(r.digests, Placement(r.key)) for r in recs],
             self.plane.backend.properties.name,
             actor,
             exists=self._stored,

@@ -86,9 +86,15 @@ def staging_file(store: Store, name: str, age: float) -> Path:
 
 
 @pytest.fixture
+def store(whole_store: Store) -> Store:
+    """These tests follow one blob's bytes at its own key: whole objects, no packs."""
+    return whole_store
+
+
+@pytest.fixture
 def other(store: Store) -> Iterator[Store]:
     """A second Store on the same data directory: another process, as far as SQLite cares."""
-    s = Store.open(store.settings.home, gc_grace=0.0)
+    s = Store.open(store.settings.home, gc_grace=0.0, pack_max_bytes=0)
     try:
         yield s
     finally:

@@ -33,6 +33,7 @@ from artifactstore.controlplane.db import tables as t
 from artifactstore.dataplane.layout import storage_root
 from artifactstore.errors import CorruptBlob, MissingBlobs, PackageNotFound
 from artifactstore.store import Store
+from tests.conftest import stored_objects
 
 # Read at import: the autouse _clean_env fixture removes ARTIFACTSTORE_* before each test.
 COMMITS = int(os.environ.get("ARTIFACTSTORE_GC_RACE_COMMITS", "1000"))
@@ -79,7 +80,7 @@ def check_committed(store: Store, ref: str, shared: Shared) -> dict[str, str]:
         for entry in record.manifest.files:
             files[entry.path.value] = str(entry.blake3)
             rec = blob_records.find(conn, entry.blake3)
-            size = None if rec is None else store.plane.stat(rec.key)
+            size = None if rec is None else _stored_size(store, rec)
             if size != entry.size:
                 problem = "not recorded" if rec is None else f"stored size {size}"
                 with shared.lock:
@@ -158,8 +159,8 @@ def counts(store: Store) -> dict[str, int]:
         }
 
 
-def stored_files(home: Path) -> list[Path]:
-    return sorted(p for p in (storage_root(home) / "blobs").rglob("*") if p.is_file())
+def stored_files(home: Path) -> list[str]:
+    return sorted(stored_objects(storage_root(home)))
 
 
 def test_gc_races_pushes_reusing_blobs(tmp_path: Path) -> None:
@@ -254,3 +255,11 @@ def test_gc_races_pushes_reusing_blobs(tmp_path: Path) -> None:
         assert stored_files(home) == []
         assert list((storage_root(home) / "tmp").iterdir()) == []
         assert store.verify_chain() == after["events"]
+
+
+def _stored_size(store: Store, rec: blob_records.BlobRecord) -> int | None:
+    """How many of the blob's bytes its storage location holds (None: no object)."""
+    stored = store.plane.stat(rec.place.key, rec.backend)
+    if stored is None or rec.place.offset is None:
+        return stored
+    return min(stored - rec.place.offset, rec.place.length)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from artifactstore.controlplane.blobs import BlobRecord, RecentBlobs
+from artifactstore.dataplane.blobs import Placement
 from artifactstore.model.identity import BlobDigests, Digest
 from artifactstore.store import Store
 from tests.conftest import make_tree
@@ -13,7 +14,7 @@ from tests.conftest import make_tree
 
 def _record(n: int) -> BlobRecord:
     digests = BlobDigests(Digest("blake3", f"{n:064x}"), Digest("sha256", f"{n + 1:064x}"), n)
-    return BlobRecord(digests, f"k{n}", "local", "hot", "available")
+    return BlobRecord(digests, Placement(f"k{n}"), "local", "hot", "available")
 
 
 def test_entries_expire_and_answer_by_either_digest() -> None:

@@ -24,6 +24,12 @@ def _blob_files(root: Path) -> set[str]:
 
 
 @pytest.fixture
+def store(whole_store: Store) -> Store:
+    """These tests follow one blob's bytes at its own key: whole objects, no packs."""
+    return whole_store
+
+
+@pytest.fixture
 def pushed(store: Store, tmp_path: Path) -> Store:
     store.push("ci/app:1", [make_tree(tmp_path / "dist", FILES)])
     return store

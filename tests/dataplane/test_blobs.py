@@ -2,86 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import blake3
 import pytest
 
 from artifactstore.dataplane import layout
 from artifactstore.dataplane.backends.local import LocalBackend
-from artifactstore.dataplane.backends.memory import MemoryBackend
-from artifactstore.dataplane.blobs import CHUNK, FILE_CHUNK, DataPlane
+from artifactstore.dataplane.blobs import CHUNK, FILE_CHUNK, PACK_MAX_BLOB, DataPlane, Placement
 from artifactstore.errors import CorruptBlob, DigestMismatch
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
-from artifactstore.testing.backend_contract import ContractTarget, local_target, memory_target
+from tests.dataplane.conftest import Harness, data_of, read_all, reference
 
 EMPTY_BLAKE3 = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-
-
-@dataclass(frozen=True)
-class Harness:
-    target: ContractTarget
-    flip: Callable[[str, int], None]  # damage one byte of a stored object
-
-    def plane(self, primary: Algorithm = "blake3") -> DataPlane:
-        return DataPlane(self.target.backend, primary=primary)
-
-    def keys(self) -> list[str]:
-        return sorted(self.target.backend.list())
-
-
-def _flip_file(backend: LocalBackend) -> Callable[[str, int], None]:
-    def flip(key: str, position: int) -> None:
-        with backend.path(key).open("r+b") as f:
-            f.seek(position)
-            byte = f.read(1)
-            f.seek(position)
-            f.write(bytes([byte[0] ^ 0xFF]))
-
-    return flip
-
-
-@pytest.fixture(params=["memory", "local"])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    if request.param == "memory":
-        target = memory_target()
-        assert isinstance(target.backend, MemoryBackend)
-        h = Harness(target, target.backend.corrupt)
-    else:
-        target = local_target(tmp_path / "storage")
-        assert isinstance(target.backend, LocalBackend)
-        h = Harness(target, _flip_file(target.backend))
-    yield h
-    assert target.staging() == [], "a test left staging files behind"
-
-
-@pytest.fixture
-def plane(harness: Harness) -> Iterator[DataPlane]:
-    p = harness.plane()
-    yield p
-    p.close()
-
-
-def reference(data: bytes) -> BlobDigests:
-    return BlobDigests(
-        blake3=Digest("blake3", blake3.blake3(data).hexdigest()),
-        sha256=Digest("sha256", hashlib.sha256(data).hexdigest()),
-        size=len(data),
-    )
-
-
-def data_of(seed: int, size: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def read_all(plane: DataPlane, key: str) -> bytes:
-    return b"".join(plane.read(key))
 
 
 @pytest.mark.parametrize("primary", ["blake3", "sha256"])
@@ -145,11 +80,11 @@ def test_verify_detects_a_flipped_byte(harness: Harness, plane: DataPlane, where
     data = data_of(5, 2 * CHUNK + 333)
     digests = plane.ingest(io.BytesIO(data))
     key = plane.key(digests)
-    plane.verify(key, digests)  # intact
+    plane.verify(Placement(key), digests)  # intact
     position = {"first": 0, "middle": len(data) // 2, "last": len(data) - 1}[where]
     harness.flip(key, position)
     with pytest.raises(CorruptBlob):
-        plane.verify(key, digests)
+        plane.verify(Placement(key), digests)
     assert plane.stat(key) == len(data)  # same size, different bytes
 
 
@@ -158,14 +93,14 @@ def test_verify_detects_a_missing_blob(harness: Harness, plane: DataPlane) -> No
     key = plane.key(digests)
     plane.delete(key)
     with pytest.raises(CorruptBlob):
-        plane.verify(key, digests)
+        plane.verify(Placement(key), digests)
 
 
 def test_verify_detects_the_wrong_blob_at_a_key(harness: Harness, plane: DataPlane) -> None:
     a = plane.ingest(io.BytesIO(b"a" * 100))
     b = plane.ingest(io.BytesIO(b"b" * 101))
     with pytest.raises(CorruptBlob):
-        plane.verify(plane.key(a), b)
+        plane.verify(Placement(plane.key(a)), b)
 
 
 def test_zero_byte_blob(harness: Harness, plane: DataPlane) -> None:
@@ -177,7 +112,7 @@ def test_zero_byte_blob(harness: Harness, plane: DataPlane) -> None:
     assert harness.keys() == [key]
     assert plane.stat(key) == 0
     assert read_all(plane, key) == b""
-    plane.verify(key, digests)
+    plane.verify(Placement(key), digests)
 
 
 def test_batch_cancelled_by_an_exception_leaves_nothing(harness: Harness, plane: DataPlane) -> None:
@@ -225,7 +160,7 @@ def test_many_blobs_in_one_batch(harness: Harness, plane: DataPlane) -> None:
     assert results == [reference(data) for data in contents]
     assert harness.keys() == sorted(plane.key(d) for d in results)
     for digests in results:
-        plane.verify(plane.key(digests), digests)
+        plane.verify(Placement(plane.key(digests)), digests)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -294,10 +229,14 @@ def test_ingest_file_stores_and_hashes_like_a_stream(
     data = data_of(size, size)
     reported: list[int] = []
     with plane.batch() as batch, _file_of(tmp_path, data).open("rb", buffering=0) as src:
-        digests = batch.ingest_file(src, reported.append)
+        digests, place = batch.ingest_file(src, reported.append)
     assert digests == reference(data)
-    assert read_all(plane, plane.key(digests)) == data
+    assert read_all(plane, place) == data
     assert sum(reported) == size
+    if size <= PACK_MAX_BLOB:
+        assert place.representation == "packed" and place.length == size
+    else:
+        assert place == Placement(plane.key(digests))
 
 
 def test_files_of_both_piece_sizes_in_one_batch(
@@ -311,9 +250,9 @@ def test_files_of_both_piece_sizes_in_one_batch(
         for data in datas:
             with _file_of(tmp_path, data).open("rb", buffering=0) as src:
                 got.append(batch.ingest_file(src, lambda _n: None))
-    for data, digests in zip(datas, got, strict=True):
+    for data, (digests, place) in zip(datas, got, strict=True):
         assert digests == reference(data)
-        assert read_all(plane, plane.key(digests)) == data
+        assert read_all(plane, place) == data
 
 
 def _status_kib(field: str) -> int:

@@ -16,12 +16,14 @@ import json
 import os
 import pathlib
 import re
+import secrets
 import shutil
 import subprocess
 import tarfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import blake3
@@ -31,6 +33,8 @@ import pytest
 from artifactstore.model.identity import Digest, Namespace, PackageName, Version
 from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.server.auth import ROUTE_SCOPES
+from artifactstore.store import Store
+from tests.conftest import make_tree
 from tests.server.conftest import (
     Server,
     assert_problem,
@@ -225,10 +229,22 @@ def test_request_ids_and_access_log(server: Server, http: httpx.Client) -> None:
 # --- blobs -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def blob(http: httpx.Client) -> tuple[bytes, dict[str, Any]]:
+@pytest.fixture(params=["uploaded", "packed"])
+def blob(
+    request: pytest.FixtureRequest, http: httpx.Client, server: Server, tmp_path: Path
+) -> tuple[bytes, dict[str, Any]]:
+    """A 1,000-byte blob: uploaded over HTTP (a whole object), or pushed from a local
+    tree between two other small files (a span in the middle of a pack)."""
     data = os.urandom(1000)
-    return data, upload_blob(http, data)
+    if request.param == "uploaded":
+        return data, upload_blob(http, data)
+    tree = make_tree(tmp_path / "tree", {"a": os.urandom(300), "b": data, "c": os.urandom(7)})
+    with Store.open(server.home) as store:
+        store.push(f"ci/packed:{secrets.token_hex(4)}", [tree])
+        body = dict(zip(("digest", "sha256"), digests_of(data), strict=True))
+        rec = store.find_blob(Digest.parse(body["digest"]))
+        assert rec is not None and rec.place.offset == 300, rec
+    return data, {**body, "size": len(data)}
 
 
 def test_one_shot_upload(http: httpx.Client) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Select, select
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches
 from artifactstore.controlplane.eventlog import append_many
+from artifactstore.dataplane.blobs import Placement
 from artifactstore.errors import MissingBlobs
 from artifactstore.model.identity import BlobDigests, Digest
 
@@ -27,7 +28,9 @@ __all__ = [
     "dereference",
     "find",
     "located",
+    "location",
     "not_held",
+    "placement",
     "record_stored",
     "touch",
     "visible_to",
@@ -37,7 +40,7 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class BlobRecord:
     digests: BlobDigests
-    key: str
+    place: Placement
     backend: str
     retrieval_tier: str
     restore_status: str
@@ -91,7 +94,27 @@ def located() -> Select[Any]:
         loc.c.retrieval_tier,
         loc.c.restore_status,
         loc.c.restore_ready_at,
+        loc.c.pack_offset,
     ).join(loc, loc.c.blake3 == t.blobs.c.blake3)
+
+
+def placement(key: str, pack_offset: int | None, size: int) -> Placement:
+    """A location row's placement (a pack's span is as long as the blob)."""
+    return Placement(key) if pack_offset is None else Placement(key, pack_offset, size)
+
+
+def location(backend: str, place: Placement, tier: str, status: str) -> dict[str, Any]:
+    """A storage location as events carry it; ``offset`` only for a packed blob."""
+    loc: dict[str, Any] = {
+        "backend": backend,
+        "key": place.key,
+        "representation": place.representation,
+        "retrieval_tier": tier,
+        "restore_status": status,
+    }
+    if place.offset is not None:
+        loc["offset"] = place.offset
+    return loc
 
 
 def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord | None:
@@ -105,7 +128,7 @@ def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord 
         return None
     return BlobRecord(
         BlobDigests(Digest.parse(row.blake3), Digest.parse(row.sha256), row.size),
-        row.key,
+        placement(row.key, row.pack_offset, row.size),
         row.backend,
         row.retrieval_tier,
         row.restore_status,
@@ -154,7 +177,7 @@ def dereference(conn: Connection, blake3s: Iterable[str], now: float) -> None:
 
 def record_stored(
     conn: Connection,
-    blobs: Sequence[tuple[BlobDigests, str]],
+    blobs: Sequence[tuple[BlobDigests, Placement]],
     backend: str,
     actor: str,
     *,
@@ -176,8 +199,8 @@ def record_stored(
     new blobs carry it in ``blob.stored``; blobs the store already had get a
     ``blob.claimed`` unless the namespace already holds them.
     """
-    touch(conn, (key for _, key in blobs), now)
-    wanted = {str(d.blake3): (d, key) for d, key in blobs}
+    touch(conn, (place.key for _, place in blobs), now)
+    wanted = {str(d.blake3): (d, place) for d, place in blobs}
     present: set[str] = set()
     names = sorted(wanted)
     for chunk in in_batches(names):
@@ -186,7 +209,7 @@ def record_stored(
             for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
         )
     added = [name for name in names if name not in present]
-    vanished = [name for name in added if not exists(wanted[name][1])]
+    vanished = [name for name in added if not exists(wanted[name][1].key)]
     if vanished:
         raise MissingBlobs(
             f"{len(vanished)} blob(s) were garbage-collected while being stored: ingest them again",
@@ -202,15 +225,7 @@ def record_stored(
                     "blake3": name,
                     "sha256": str(wanted[name][0].sha256),
                     "size": wanted[name][0].size,
-                    "locations": [
-                        {
-                            "backend": backend,
-                            "key": wanted[name][1],
-                            "representation": "whole",
-                            "retrieval_tier": "hot",
-                            "restore_status": "available",
-                        }
-                    ],
+                    "locations": [location(backend, wanted[name][1], "hot", "available")],
                     "namespace": namespace,
                 },
             )

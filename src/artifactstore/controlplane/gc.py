@@ -47,7 +47,7 @@ from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import append
 from artifactstore.dataplane.blobs import DataPlane
-from artifactstore.dataplane.layout import BLOB_PREFIX
+from artifactstore.dataplane.layout import BLOB_PREFIX, PACK_PREFIX
 from artifactstore.errors import CorruptBlob
 
 __all__ = [
@@ -102,8 +102,12 @@ def _check_live_references(conn: Connection, plane: DataPlane) -> None:
     referenced = select(loc.c.blake3, loc.c.key, loc.c.backend).where(
         exists().where(t.files.c.blake3 == loc.c.blake3)
     )
+    present: dict[tuple[str, str], bool] = {}  # a pack holds many blobs: one stat each
     for row in conn.execute(referenced):
-        if plane.stat(row.key, row.backend) is None:
+        where = (row.key, row.backend)
+        if where not in present:
+            present[where] = plane.stat(row.key, row.backend) is not None
+        if not present[where]:
             raise CorruptBlob(
                 f"live blob {row.blake3} is missing from storage: GC deleted nothing "
                 "(run 'artifactstore verify --all')"
@@ -214,14 +218,16 @@ def collect(
 
 def collect_orphans(db: Database, plane: DataPlane, cutoff: float) -> int:
     """Stored keys no location records at their backend whose lease is absent or older
-    than ``cutoff`` (a crash mid-GC, or the old copy of a blob moved between tiers)."""
+    than ``cutoff``: a crash mid-GC, the old copy of a blob moved between tiers, or a
+    pack whose last blob was collected or moved."""
     removed = 0
     for backend in plane.backends:
         name = backend.properties.name
         loc = t.storage_locations
         with db.read() as conn:
             known = {r.key for r in conn.execute(select(loc.c.key).where(loc.c.backend == name))}
-        for key in [k for k in backend.list(BLOB_PREFIX) if k not in known]:
+        stored = [k for prefix in (BLOB_PREFIX, PACK_PREFIX) for k in backend.list(prefix)]
+        for key in [k for k in stored if k not in known]:
             with db.write() as conn:
                 if unlink_if_untouched(conn, plane, key, cutoff, name):
                     removed += 1

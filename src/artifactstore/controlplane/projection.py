@@ -21,6 +21,20 @@ from artifactstore.model.manifest import Manifest
 __all__ = ["EVENT_TYPES", "project"]
 
 
+def _location_row(blake3: str, loc: dict[str, Any]) -> dict[str, Any]:
+    """A ``storage_locations`` row from a location as events carry it."""
+    return {
+        "blake3": blake3,
+        "backend": loc["backend"],
+        "key": loc["key"],
+        "representation": loc["representation"],
+        "retrieval_tier": loc["retrieval_tier"],
+        "restore_status": loc["restore_status"],
+        "restore_ready_at": None,
+        "pack_offset": loc.get("offset"),
+    }
+
+
 def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
     """Batch handler: a push records thousands of blobs in one transaction."""
     payloads = {e.payload["blake3"]: (e, e.payload) for e in events}
@@ -45,16 +59,7 @@ def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
     if new_blobs:
         insert_rows(conn, t.blobs, new_blobs)
     locations = [
-        {
-            "blake3": name,
-            "backend": loc["backend"],
-            "key": loc["key"],
-            "representation": loc["representation"],
-            "retrieval_tier": loc["retrieval_tier"],
-            "restore_status": loc["restore_status"],
-        }
-        for name, (_e, p) in payloads.items()
-        for loc in p["locations"]
+        _location_row(name, loc) for name, (_e, p) in payloads.items() for loc in p["locations"]
     ]
     for name in present:  # re-recorded content: its locations are replaced
         conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == name))
@@ -135,11 +140,7 @@ def _blob_collected(conn: Connection, seq: int, time: str, actor: str, p: dict[s
 
 def _blob_tiered(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
     conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == p["blake3"]))
-    conn.execute(
-        insert(t.storage_locations).values(
-            blake3=p["blake3"], restore_ready_at=None, **p["location"]
-        )
-    )
+    conn.execute(insert(t.storage_locations).values(_location_row(p["blake3"], p["location"])))
 
 
 def _blob_restore_requested(

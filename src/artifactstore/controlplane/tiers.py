@@ -47,7 +47,7 @@ from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import append, utc_iso
-from artifactstore.dataplane.blobs import DataPlane
+from artifactstore.dataplane.blobs import DataPlane, Placement
 from artifactstore.errors import CorruptBlob, InvalidInput, RestoreRequired, StorageError
 from artifactstore.model.identity import BlobDigests, Digest
 
@@ -181,11 +181,13 @@ def move(
     for row in rows:
         if row.backend == target:
             continue
-        with db.write() as conn:
-            blob_records.touch(conn, [row.key], now())
+        source = blob_records.placement(row.key, row.pack_offset, row.size)
         expected = BlobDigests(Digest.parse(row.blake3), Digest.parse(row.sha256), row.size)
+        copy = Placement(plane.key(expected))
+        with db.write() as conn:
+            blob_records.touch(conn, [row.key, copy.key], now())
         try:
-            plane.transfer(row.key, expected, row.backend, target)
+            plane.transfer(source, expected, row.backend, target)
         except CorruptBlob:
             with db.read() as conn:
                 current = blob_records.find(conn, expected.blake3)
@@ -196,7 +198,7 @@ def move(
             current = blob_records.find(conn, expected.blake3, lock=True)
             if current is None or current.backend != row.backend:
                 continue  # collected or moved meanwhile: the copy is an orphan for GC
-            if plane.stat(row.key, target) is None:
+            if plane.stat(copy.key, target) is None:
                 raise StorageError(
                     f"the copy of {row.blake3} vanished before it was recorded "
                     "(GC with a grace period shorter than the move?): run the move again"
@@ -208,17 +210,13 @@ def move(
                 {
                     "blake3": row.blake3,
                     "from": row.backend,
-                    "location": {
-                        "backend": target,
-                        "key": row.key,
-                        "representation": row.representation,
-                        "retrieval_tier": to,
-                        "restore_status": _STATUS_IN[to],
-                    },
+                    "location": blob_records.location(target, copy, to, _STATUS_IN[to]),
                 },
                 actor,
             )
-        plane.delete(row.key, row.backend)
+        if source.offset is None:
+            plane.delete(row.key, row.backend)
+        # else the pack's other blobs still live there: GC removes it once none does.
         report.changed.append(row.blake3)
         report.bytes_changed += row.size
     with db.read() as conn:

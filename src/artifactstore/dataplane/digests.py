@@ -63,7 +63,7 @@ class DualHasher:
         )
 
 
-def digest_bytes(data: bytes) -> BlobDigests:
+def digest_bytes(data: bytes | bytearray | memoryview) -> BlobDigests:
     h = DualHasher()
     h.update(data)
     return h.result()

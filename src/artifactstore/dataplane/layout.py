@@ -6,6 +6,7 @@ Data directory (``ARTIFACTSTORE_HOME``)::
       artifactstore.db            SQLite control plane (WAL mode)
       storage/                    local backend root (file:// default)
         blobs/<algo>/<h0h1>/<hex>  published blobs, read-only
+        packs/<h0h1>/<id>          small blobs of one push, end to end, read-only
         tmp/                      staging for in-flight writes (same file system)
 
 Backend keys are the ``blobs/...`` part: the address of a blob is its
@@ -16,14 +17,24 @@ never encoded here.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from artifactstore.errors import InvalidReference
 from artifactstore.model.identity import Digest
 
-__all__ = ["BLOB_PREFIX", "blob_key", "database_path", "digest_from_key", "storage_root"]
+__all__ = [
+    "BLOB_PREFIX",
+    "PACK_PREFIX",
+    "blob_key",
+    "database_path",
+    "digest_from_key",
+    "pack_key",
+    "storage_root",
+]
 
 BLOB_PREFIX = "blobs/"
+PACK_PREFIX = "packs/"
 
 
 def blob_key(digest: Digest) -> str:
@@ -37,6 +48,16 @@ def blob_key(digest: Digest) -> str:
     """
     h = digest.hex
     return f"{BLOB_PREFIX}{digest.algorithm}/{h[0:2]}/{h}"
+
+
+def pack_key() -> str:
+    """A new pack's key: random, since a pack is a container, not content.
+
+    Which blobs a pack holds, and where, is recorded per storage location
+    (the blob's address stays its digest); the same fan-out as blobs.
+    """
+    name = secrets.token_hex(16)
+    return f"{PACK_PREFIX}{name[0:2]}/{name}"
 
 
 def digest_from_key(key: str) -> Digest | None:

@@ -99,8 +99,9 @@ def send_blob(request: Request, store: Store, record: BlobRecord, media_type: st
             headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
         return Response(status_code=200 if byte_range is None else 206, headers=headers)
     root = store.plane.named(record.backend).properties.local_root
-    if byte_range is None and root is not None and "range" not in request.headers:
-        path = Path(root).joinpath(*record.key.split("/"))
+    whole = record.place.offset is None  # a packed blob is a span: streamed
+    if whole and byte_range is None and root is not None and "range" not in request.headers:
+        path = Path(root).joinpath(*record.place.key.split("/"))
         return _LargeChunkFile(path, headers=headers, stat_result=None)
     offset, length = (0, size) if byte_range is None else (byte_range.start, byte_range.length)
     headers["Content-Length"] = str(length)
@@ -109,7 +110,7 @@ def send_blob(request: Request, store: Store, record: BlobRecord, media_type: st
         headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
         status = 206
     return StreamingResponse(
-        store.plane.read(record.key, offset, length, record.backend),
+        store.plane.read(record.place, offset, length, record.backend),
         status_code=status,
         headers=headers,
     )

@@ -25,7 +25,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 #: The newest migration. Checking it needs no Alembic import, which keeps every
 #: CLI start fast; a test asserts it equals the migration scripts' head.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

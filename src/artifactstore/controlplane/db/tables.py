@@ -141,7 +141,10 @@ storage_locations = Table(
     Column("retrieval_tier", String(16), nullable=False),
     Column("restore_status", String(16), nullable=False),
     Column("restore_ready_at", String(32), nullable=True),  # a restore in progress ends then
+    # NULL: the whole object at ``key``; else the blob's first byte in the pack at ``key``.
+    Column("pack_offset", BigInteger, nullable=True),
 )
+Index("ix_storage_locations_key", storage_locations.c.backend, storage_locations.c.key)
 
 namespaces = Table(
     "namespaces",

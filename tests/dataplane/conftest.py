@@ -1,0 +1,78 @@
+"""The data-plane tests' harness: one plane over each backend, and a way to damage bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+import pytest
+
+from artifactstore.dataplane.backends.local import LocalBackend
+from artifactstore.dataplane.backends.memory import MemoryBackend
+from artifactstore.dataplane.blobs import DataPlane, Placement
+from artifactstore.model.identity import Algorithm, BlobDigests, Digest
+from artifactstore.testing.backend_contract import ContractTarget, local_target, memory_target
+
+
+@dataclass(frozen=True)
+class Harness:
+    target: ContractTarget
+    flip: Callable[[str, int], None]  # damage one byte of a stored object
+
+    def plane(self, primary: Algorithm = "blake3") -> DataPlane:
+        return DataPlane(self.target.backend, primary=primary)
+
+    def keys(self) -> list[str]:
+        return sorted(self.target.backend.list())
+
+
+def _flip_file(backend: LocalBackend) -> Callable[[str, int], None]:
+    def flip(key: str, position: int) -> None:
+        with backend.path(key).open("r+b") as f:
+            f.seek(position)
+            byte = f.read(1)
+            f.seek(position)
+            f.write(bytes([byte[0] ^ 0xFF]))
+
+    return flip
+
+
+@pytest.fixture(params=["memory", "local"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    if request.param == "memory":
+        target = memory_target()
+        assert isinstance(target.backend, MemoryBackend)
+        h = Harness(target, target.backend.corrupt)
+    else:
+        target = local_target(tmp_path / "storage")
+        assert isinstance(target.backend, LocalBackend)
+        h = Harness(target, _flip_file(target.backend))
+    yield h
+    assert target.staging() == [], "a test left staging files behind"
+
+
+@pytest.fixture
+def plane(harness: Harness) -> Iterator[DataPlane]:
+    p = harness.plane()
+    yield p
+    p.close()
+
+
+def reference(data: bytes) -> BlobDigests:
+    return BlobDigests(
+        blake3=Digest("blake3", blake3.blake3(data).hexdigest()),
+        sha256=Digest("sha256", hashlib.sha256(data).hexdigest()),
+        size=len(data),
+    )
+
+
+def data_of(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def read_all(plane: DataPlane, key: str | Placement) -> bytes:
+    return b"".join(plane.read(key if isinstance(key, Placement) else Placement(key)))
