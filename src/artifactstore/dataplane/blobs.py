@@ -31,11 +31,12 @@ CHUNK = 1 << 20
 #: reads only its own bytes into the batch's buffers, so one size serves all.
 FILE_CHUNK = 4 << 20
 #: By default, files of at most this size are appended to their batch's pack
-#: instead of becoming objects of their own (setting ``pack_max_bytes``). A push of 10,000 small files then creates
-#: one file instead of 10,000: on these VMs creating files in a fresh
-#: directory varied 0.26-4.35 s per 10,000 (BENCHMARKS.md), and that, not
-#: hashing, set the pace of a tree push. Larger files stay whole objects,
-#: which the server sends with ``sendfile``.
+#: instead of becoming objects of their own (setting ``pack_max_bytes``). A
+#: push of 10,000 small files then creates one file instead of 10,000: on
+#: these VMs creating files in a fresh directory varied 0.26-4.35 s per
+#: 10,000 (BENCHMARKS.md), and that, not hashing, set the pace of a tree
+#: push. Larger files stay whole objects, which the server sends with
+#: ``sendfile``.
 PACK_MAX_BLOB = 256 << 10
 #: A pack grows to about this size before the batch starts another.
 PACK_TARGET = 64 << 20
