@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import blake3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from artifactstore.dataplane.digests import DualHasher, digest_bytes
-from artifactstore.model.identity import BlobDigests, Digest
+from artifactstore.model.identity import Digest
+from tests.dataplane.conftest import data_of, reference
 
 KiB = 1024
 INLINE_BELOW = 256 * KiB  # digests._INLINE_BELOW: the inline/pool switch
@@ -36,18 +35,6 @@ def pool() -> Iterator[ThreadPoolExecutor]:
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-hash")
     yield executor
     executor.shutdown(wait=True)
-
-
-def reference(data: bytes) -> BlobDigests:
-    return BlobDigests(
-        blake3=Digest("blake3", blake3.blake3(data).hexdigest()),
-        sha256=Digest("sha256", hashlib.sha256(data).hexdigest()),
-        size=len(data),
-    )
-
-
-def data_of(seed: int, size: int) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 @settings(max_examples=40, deadline=None)
