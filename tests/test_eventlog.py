@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from artifactstore.controlplane.eventlog import event_hash
-from artifactstore.controlplane.projection import EVENT_TYPES
+from artifactstore.controlplane.projection import EVENT_TYPES, stored_blobs
 from artifactstore.controlplane.retention_rules import RetentionPolicy
 from artifactstore.dataplane.layout import database_path
 from artifactstore.errors import ChainBroken
@@ -165,6 +165,7 @@ def test_every_event_type_is_recorded_with_its_actor(robot_store: Store, tmp_pat
     store.set_namespace_settings("rel", {"movable_tags": ["latest"]})
     store.push("rel/app:latest", [make_tree(tmp_path / "c", {"x": "2"})])
     moved = store.push("rel/app:latest", [make_tree(tmp_path / "d", {"x": "2", "y": "3"})]).record
+    two = store.push("ev/app:2", [make_tree(tmp_path / "e", {"p": "4", "q": "5"})]).record
 
     events = store.events()
     assert {e.type for e in events} == set(EVENT_TYPES), "a type the store writes is untested"
@@ -196,7 +197,14 @@ def test_every_event_type_is_recorded_with_its_actor(robot_store: Store, tmp_pat
         ("package.committed", "rel/app:latest"),
         ("blob.stored", str(moved.manifest.files[1].blake3)),
         ("tag.moved", "rel/app:latest"),
+        ("blobs.stored", "ev"),  # several blobs in one transaction: one event
+        ("package.committed", "ev/app:2"),
     ]
+    batch = events[-2].payload["blobs"]
+    assert sorted(b["blake3"] for b in batch) == sorted(str(f.blake3) for f in two.manifest.files)
+    assert stored_blobs(events[1]) == [events[1].payload] and stored_blobs(events[2]) == []
+    assert stored_blobs(events[-2]) == batch
+    assert {b["namespace"] for b in batch} == {"ev"}
     assert events[3].payload == {"blake3": str(blob.blake3), "namespace": "qa"}
     logged = json.dumps([e.to_json() for e in events])
     assert secret not in logged and secret[21:] not in logged  # not even the secret part

@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.projection import stored_blobs
 from artifactstore.dataplane.layout import storage_root
 from artifactstore.errors import CorruptBlob, MissingBlobs, PackageNotFound
 from artifactstore.store import Store
@@ -218,9 +219,10 @@ def test_gc_races_pushes_reusing_blobs(tmp_path: Path) -> None:
         events = store.events()
         collected_at = {e.subject: e.seq for e in events if e.type == "blob.collected"}
         restored = {
-            e.subject
+            b["blake3"]
             for e in events
-            if e.type == "blob.stored" and collected_at.get(e.subject, e.seq) < e.seq
+            for b in stored_blobs(e)
+            if collected_at.get(b["blake3"], e.seq) < e.seq
         }
         assert restored, f"no blob was stored again after being collected ({summary})"
 

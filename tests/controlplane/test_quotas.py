@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from artifactstore.controlplane.projection import stored_blobs
 from artifactstore.errors import (
     LegalHold,
     PackageNotFound,
@@ -251,7 +252,7 @@ def test_concurrent_pushes_commit_exactly_what_fits(store: Store, trees: Trees) 
     assert peak[0] <= 1000 and used(store, "ci") == 900
     live = {str(r.reference) for r in store.iter_query("ci")}
     assert live == {f"ci/app:{i}" for i in committed}
-    stored = [e for e in store.events() if e.type == "blob.stored"]
+    stored = [b for e in store.events() for b in stored_blobs(e)]
     assert len(stored) == 3
 
 

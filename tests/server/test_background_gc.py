@@ -120,13 +120,16 @@ def lease_rows(home: Path) -> list[tuple[str, str]]:
 
 
 def assert_never_collected_twice(events: list[dict[str, Any]]) -> None:
-    """Per digest, ``blob.collected`` only ever follows a ``blob.stored`` (re-uploads allowed)."""
+    """Per digest, ``blob.collected`` only ever follows a ``blob.stored`` (or a ``blobs.stored``
+    listing it; re-uploads allowed)."""
     stored: dict[str, bool] = {}
     for event in events:
-        if event["type"] == "blob.stored":
-            assert not stored.get(event["subject"]), f"{event['subject']} stored twice"
-            stored[event["subject"]] = True
-        elif event["type"] == "blob.collected":
+        kind, payload = event["type"], event["payload"]
+        if kind in ("blob.stored", "blobs.stored"):
+            for blob in payload["blobs"] if kind == "blobs.stored" else [payload]:
+                assert not stored.get(blob["blake3"]), f"{blob['blake3']} stored twice"
+                stored[blob["blake3"]] = True
+        elif kind == "blob.collected":
             assert stored.get(event["subject"]), f"{event['subject']} collected twice"
             stored[event["subject"]] = False
 

@@ -103,8 +103,8 @@ def append_many(
 ) -> list[Event]:
     """Append events in order (one statement for all) and project them.
 
-    A push of 10,000 files appends 10,000 ``blob.stored`` events; doing it as
-    one executemany is what keeps the log from dominating small-file ingest.
+    GC and retention append thousands of events in one transaction; doing it
+    as one executemany keeps the log from dominating them.
     """
     from artifactstore.controlplane.projection import project  # the replayed code
 

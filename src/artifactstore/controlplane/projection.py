@@ -20,7 +20,7 @@ from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, insert_rows
 from artifactstore.model.cbor import canonical_dumps
 
-__all__ = ["EVENT_TYPES", "project"]
+__all__ = ["EVENT_TYPES", "project", "stored_blobs"]
 
 
 def _location_row(blake3: str, loc: dict[str, Any]) -> dict[str, Any]:
@@ -37,9 +37,27 @@ def _location_row(blake3: str, loc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def stored_blobs(event: Any) -> list[dict[str, Any]]:
+    """The ``blob.stored`` payloads an event stands for: its own, a ``blobs.stored``
+    event's list (a push's blobs, recorded in one transaction), or none."""
+    if event.type == "blobs.stored":
+        return list(event.payload["blobs"])
+    return [event.payload] if event.type == "blob.stored" else []
+
+
+class _Stored:
+    """One recorded blob of a ``blob.stored`` or ``blobs.stored`` event."""
+
+    __slots__ = ("payload", "seq", "time")
+
+    def __init__(self, seq: int, time: str, payload: dict[str, Any]) -> None:
+        self.seq, self.time, self.payload = seq, time, payload
+
+
 def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
     """Batch handler: a push records thousands of blobs in one transaction."""
-    payloads = {e.payload["blake3"]: (e, e.payload) for e in events}
+    blobs = [_Stored(e.seq, e.time, p) for e in events for p in stored_blobs(e)]
+    payloads = {b.payload["blake3"]: (b, b.payload) for b in blobs}
     names = sorted(payloads)
     present: set[str] = set()
     for chunk in in_batches(names):
@@ -358,6 +376,7 @@ _Handler = Callable[[Connection, int, str, str, dict[str, Any]], None]
 #: Handlers that take a run of consecutive events of their type at once.
 _BATCH_HANDLERS: dict[str, Callable[[Connection, Sequence[Any]], None]] = {
     "blob.stored": _blobs_stored,
+    "blobs.stored": _blobs_stored,
     "package.deleted": _packages_deleted,
 }
 
@@ -381,6 +400,8 @@ _HANDLERS: dict[str, _Handler] = {
 #: Every event type the log may hold, with what it means (documented in docs/events.md).
 EVENT_TYPES = {
     "blob.stored": "bytes became durable and were recorded with both digests and a location",
+    "blobs.stored": "several blobs were recorded in one transaction (a push): a list of "
+    "blob.stored payloads, projected as that many blob.stored events",
     "blob.collected": "garbage collection removed an unreferenced blob",
     "blob.tiered": "a blob's bytes moved to another storage tier (hot or cold), or a restore "
     "completed",
