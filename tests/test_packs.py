@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import blake3
 import pytest
 from sqlalchemy import select
 
@@ -119,3 +120,53 @@ def test_rebuild_restores_pack_offsets(store: Store, tmp_path: Path) -> None:
     assert _locations(store) == before
     root = storage_root(store.settings.home)
     assert all((root / key).is_file() for key, _, _ in before.values())
+
+
+def _stored_bytes(store: Store) -> int:
+    root = storage_root(store.settings.home)
+    return sum((root / key).stat().st_size for key in _objects(store))
+
+
+def test_a_push_packs_only_what_the_store_lacks(store: Store, tmp_path: Path) -> None:
+    """Packs have random keys, so only a lookup keeps re-pushes from storing bytes again."""
+    tree = {f"f{i}": bytes([i]) * 10_000 for i in range(50)}
+    store.push("ci/app:1", [make_tree(tmp_path / "v1", tree)])
+    first = _stored_bytes(store)
+    assert first == 50 * 10_000
+    for v in range(2, 6):  # each version changes one file
+        tree[f"f{v}"] = f"version {v}".encode() * 1000
+        pushed = store.push(f"ci/app:{v}", [make_tree(tmp_path / f"v{v}", tree)])
+        assert pushed.blobs_stored == 1
+    assert _stored_bytes(store) == first + sum(len(f"version {v}") * 1000 for v in range(2, 6))
+    store.pull("ci/app:5", tmp_path / "out")
+    assert read_tree(tmp_path / "out") == tree
+    assert store.verify().ok
+
+
+def test_a_push_of_known_bytes_renews_their_packs_lease(store: Store, tmp_path: Path) -> None:
+    """The lease GC checks is the recorded location's: a pack the new push did not write."""
+    tree = {"x": "x" * 30, "y": "y" * 20}
+    store.push("ci/app:1", [make_tree(tmp_path / "a", tree)])
+    store.delete("ci/app:1")
+    pack = (
+        stored_span(store, _digest_of_text(tree["x"]))
+        .path.relative_to(storage_root(store.settings.home))
+        .as_posix()
+    )
+    with store.db.write() as conn:  # the pack's lease is long expired
+        conn.execute(
+            t.blob_activity.update().where(t.blob_activity.c.key == pack).values(touched_at=0.0)
+        )
+    store.push("ci/app:2", [make_tree(tmp_path / "b", {"x": tree["x"]})])  # x: known, not packed
+    with store.db.read() as conn:
+        touched = conn.execute(
+            select(t.blob_activity.c.touched_at).where(t.blob_activity.c.key == pack)
+        ).scalar_one()
+    assert touched > 0.0
+    assert store.gc(grace=3600).collected == []  # y: its pack's lease was just renewed
+    store.pull("ci/app:2", tmp_path / "out")
+    assert read_tree(tmp_path / "out") == {"x": b"x" * 30}
+
+
+def _digest_of_text(text: str) -> str:
+    return "blake3:" + blake3.blake3(text.encode()).hexdigest()

@@ -101,7 +101,7 @@ class Settings:
     max_manifest_bytes: int = _help("largest manifest accepted, in bytes", 16 * 1024 * 1024)
     max_files: int = _help("most files in one package", 100_000)
     pack_max_bytes: int = _help(
-        "pushed files of at most this size share one pack object per push (0: never)",
+        "pushed files of at most this size (4 MiB at most) are stored in packs (0: never)",
         256 * 1024,
     )
     max_metadata_depth: int = _help("deepest nesting of metadata objects and arrays", 16)

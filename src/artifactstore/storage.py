@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from artifactstore.config import Settings
 from artifactstore.dataplane.backends.local import LocalBackend
 from artifactstore.dataplane.backends.local_staging import LocalStaging
-from artifactstore.dataplane.blobs import DataPlane, IngestBatch, Placement
+from artifactstore.dataplane.blobs import DataPlane, IngestBatch, Placement, SmallBlob
 from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import InvalidInput
 from artifactstore.localfs import LocalFile
@@ -61,14 +61,43 @@ class StagedFiles:
     """
 
     batch: IngestBatch
-    blobs: list[tuple[BlobDigests, Placement]]  # per file, in order: digests and placement
+    #: Per file, in order: its digests, and where its bytes are staged (None: the
+    #: store already held them, so nothing was staged).
+    blobs: list[tuple[BlobDigests, Placement | None]]
+
+
+#: Small files wait for one lookup of what the store holds per this many files,
+#: or this many bytes held in memory, whichever comes first.
+_GROUP_FILES = 1000
+_GROUP_BYTES = 8 << 20
 
 
 def stage_files(
-    plane: DataPlane, files: Sequence[LocalFile], progress: Callable[[int], None]
+    plane: DataPlane,
+    files: Sequence[LocalFile],
+    progress: Callable[[int], None],
+    known: Callable[[list[str]], set[str]] | None = None,
 ) -> StagedFiles:
+    """Hash and stage every file; ``known`` says which BLAKE3 digests the store holds.
+
+    Small files go into the batch's pack unless ``known`` names them: whole
+    objects dedupe by their key at publish, but a pack's key is random, and a
+    push that changes one file of 10,000 would otherwise store the other 9,999
+    again. (A known blob that GC collects before the push records it makes the
+    push stage again without ``known``: ``Store.push``.)
+    """
     batch = plane.batch()
-    blobs: list[tuple[BlobDigests, Placement]] = []
+    blobs: list[tuple[BlobDigests, Placement | None]] = []
+    group: list[tuple[int, SmallBlob]] = []
+    held = 0
+
+    def place_group() -> None:
+        have = known([str(b.digests.blake3) for _, b in group]) if known and group else set()
+        for i, small in group:
+            if str(small.digests.blake3) not in have:
+                blobs[i] = (small.digests, batch.pack(small))
+        group.clear()
+
     try:
         for f in files:
             try:
@@ -76,7 +105,17 @@ def stage_files(
             except OSError as exc:
                 raise InvalidInput(f"cannot read {f.source}: {exc.strerror}") from exc
             with src:
-                blobs.append(batch.ingest_file(src, progress))
+                got = batch.ingest_file(src, progress)
+            if isinstance(got, SmallBlob):
+                blobs.append((got.digests, None))
+                group.append((len(blobs) - 1, got))
+                held += len(got.data)
+                if len(group) >= _GROUP_FILES or held >= _GROUP_BYTES:
+                    place_group()
+                    held = 0
+            else:
+                blobs.append(got)
+        place_group()
     except BaseException:
         batch.cancel()
         raise

@@ -230,9 +230,9 @@ class Store:
             )
         created = utc_now()
         if staged is None:
-            staged = stage_files(self.plane, files, progress)
+            staged = stage_files(self.plane, files, progress, self.known_blobs)
         for attempt in range(PUSH_ATTEMPTS):
-            if attempt:  # GC collected published bytes before they were recorded (below)
+            if attempt:  # GC collected bytes before they were recorded (below): all of them
                 staged = stage_files(self.plane, files, no_progress)
             ingested = self._publish_staged(staged, str(reference.namespace))
             manifest = manifest_for(
@@ -278,8 +278,13 @@ class Store:
     def _stored(self, key: str) -> bool:
         return self.plane.stat(key) is not None
 
+    def known_blobs(self, blake3s: list[str]) -> set[str]:
+        """Which of these blobs the store has recorded (a push skips their bytes)."""
+        with self.db.read() as conn:
+            return blob_records.recorded(conn, blake3s)
+
     def _drop_unused_packs(
-        self, ingested: Sequence[tuple[BlobDigests, Placement]], stored: set[str]
+        self, ingested: Sequence[tuple[BlobDigests, Placement | None]], stored: set[str]
     ) -> None:
         """Delete this push's packs that hold only blobs the store already had.
 
@@ -288,15 +293,15 @@ class Store:
         leaves nothing behind, instead of a copy that waits out the grace
         period for GC's orphan pass.
         """
-        packs = {place.key for _, place in ingested if place.offset is not None}
-        packs -= {place.key for d, place in ingested if str(d.blake3) in stored}
+        packs = {p.key for _, p in ingested if p is not None and p.offset is not None}
+        packs -= {p.key for d, p in ingested if p is not None and str(d.blake3) in stored}
         for key in sorted(packs):
             with self.db.write() as conn:
                 gc_mod.unlink_if_untouched(conn, self.plane, key, math.inf)
 
     def _publish_staged(
         self, staged: StagedFiles, namespace: str
-    ) -> list[tuple[BlobDigests, Placement]]:
+    ) -> list[tuple[BlobDigests, Placement | None]]:
         """Lease, then publish the staged files (gc.py, step 1: lease first).
 
         A push over the namespace's quota is refused here, while the bytes are
@@ -309,7 +314,8 @@ class Store:
                 [(str(d.blake3), d.size) for d, _ in staged.blobs],
                 self._held_since(),
             )
-            blob_records.touch(conn, (place.key for _, place in staged.blobs), time.time())
+            staged_keys = (place.key for _, place in staged.blobs if place is not None)
+            blob_records.touch(conn, staged_keys, time.time())
         return staged.blobs
 
     def _check_metadata(self, metadata: Mapping[str, Any], variant: str | None) -> None:

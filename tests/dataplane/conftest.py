@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import pytest
 
 from artifactstore.dataplane.backends.local import LocalBackend
 from artifactstore.dataplane.backends.memory import MemoryBackend
-from artifactstore.dataplane.blobs import DataPlane, Placement
+from artifactstore.dataplane.blobs import DataPlane, IngestBatch, Placement, SmallBlob
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
 from artifactstore.testing.backend_contract import ContractTarget, local_target, memory_target
 
@@ -76,3 +77,13 @@ def data_of(seed: int, size: int) -> bytes:
 
 def read_all(plane: DataPlane, key: str | Placement) -> bytes:
     return b"".join(plane.read(key if isinstance(key, Placement) else Placement(key)))
+
+
+def ingest_file(
+    batch: IngestBatch, src: io.FileIO, progress: Callable[[int], None] = lambda _n: None
+) -> tuple[BlobDigests, Placement]:
+    """``batch.ingest_file``, packing what comes back small (as a push with nothing known)."""
+    got = batch.ingest_file(src, progress)
+    if isinstance(got, SmallBlob):
+        return got.digests, batch.pack(got)
+    return got

@@ -13,7 +13,7 @@ from artifactstore.dataplane.backends.local import LocalBackend
 from artifactstore.dataplane.blobs import CHUNK, FILE_CHUNK, PACK_MAX_BLOB, DataPlane, Placement
 from artifactstore.errors import CorruptBlob, DigestMismatch
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
-from tests.dataplane.conftest import Harness, data_of, read_all, reference
+from tests.dataplane.conftest import Harness, data_of, ingest_file, read_all, reference
 
 EMPTY_BLAKE3 = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -229,7 +229,7 @@ def test_ingest_file_stores_and_hashes_like_a_stream(
     data = data_of(size, size)
     reported: list[int] = []
     with plane.batch() as batch, _file_of(tmp_path, data).open("rb", buffering=0) as src:
-        digests, place = batch.ingest_file(src, reported.append)
+        digests, place = ingest_file(batch, src, reported.append)
     assert digests == reference(data)
     assert read_all(plane, place) == data
     assert sum(reported) == size
@@ -249,7 +249,7 @@ def test_files_of_both_piece_sizes_in_one_batch(
         got = []
         for data in datas:
             with _file_of(tmp_path, data).open("rb", buffering=0) as src:
-                got.append(batch.ingest_file(src, lambda _n: None))
+                got.append(ingest_file(batch, src))
     for data, (digests, place) in zip(datas, got, strict=True):
         assert digests == reference(data)
         assert read_all(plane, place) == data

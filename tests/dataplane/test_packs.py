@@ -13,7 +13,7 @@ from artifactstore.dataplane import layout
 from artifactstore.dataplane.blobs import PACK_MAX_BLOB, DataPlane, Placement
 from artifactstore.errors import CorruptBlob
 from artifactstore.model.identity import BlobDigests
-from tests.dataplane.conftest import Harness, data_of, read_all, reference
+from tests.dataplane.conftest import Harness, data_of, ingest_file, read_all, reference
 
 
 def _ingest_files(
@@ -25,7 +25,7 @@ def _ingest_files(
             path = tmp_path / f"f{i}"
             path.write_bytes(data)
             with path.open("rb", buffering=0) as src:
-                out.append(batch.ingest_file(src, lambda _n: None))
+                out.append(ingest_file(batch, src))
     return out
 
 
@@ -88,7 +88,7 @@ def test_a_cancelled_batch_leaves_no_pack(
     path.write_bytes(b"small" * 100)
     with pytest.raises(Boom), plane.batch() as batch:
         with path.open("rb", buffering=0) as src:
-            batch.ingest_file(src, lambda _n: None)
+            ingest_file(batch, src)
         raise Boom
     assert harness.keys() == []
 

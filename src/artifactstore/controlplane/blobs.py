@@ -32,6 +32,7 @@ __all__ = [
     "not_held",
     "placement",
     "record_stored",
+    "recorded",
     "touch",
     "visible_to",
 ]
@@ -158,10 +159,11 @@ def touch(conn: Connection, keys: Iterable[str], now: float) -> None:
 
 
 def dereference(conn: Connection, blake3s: Iterable[str], now: float) -> None:
-    """Renew the leases of blobs a deletion stopped referencing (gc.py, step 1).
+    """Renew the leases of these blobs' recorded locations (gc.py, step 1).
 
-    A dereference starts the grace period: a client told "present" just
-    before the deletion may still commit a manifest that references them.
+    A deletion that stopped referencing them starts the grace period (a client
+    told "present" just before may still commit a manifest that references
+    them), as does an upload or push that found them already stored.
     """
     names = sorted(set(blake3s))
     keys: list[str] = []
@@ -177,7 +179,7 @@ def dereference(conn: Connection, blake3s: Iterable[str], now: float) -> None:
 
 def record_stored(
     conn: Connection,
-    blobs: Sequence[tuple[BlobDigests, Placement]],
+    blobs: Sequence[tuple[BlobDigests, Placement | None]],
     backend: str,
     actor: str,
     *,
@@ -202,18 +204,19 @@ def record_stored(
     new blobs carry it in ``blob.stored``; blobs the store already had get a
     ``blob.claimed`` unless the namespace already holds them.
     """
-    touch(conn, (place.key for _, place in blobs), now)
+    touch(conn, (place.key for _, place in blobs if place is not None), now)
     wanted = {str(d.blake3): (d, place) for d, place in blobs}
-    present: set[str] = set()
     names = sorted(wanted)
-    for chunk in in_batches(names):
-        present.update(
-            r.blake3
-            for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
-        )
+    present = recorded(conn, names)
+    # The blobs already stored stay where they are: renew the leases of their
+    # recorded locations, which may be a pack this push did not write.
+    dereference(conn, present, now)
     added = [name for name in names if name not in present]
-    there = {key: exists(key) for key in {wanted[name][1].key for name in added}}  # packs: once
-    vanished = [name for name in added if not there[wanted[name][1].key]]
+    keys = {p.key for name in added if (p := wanted[name][1]) is not None}
+    there = {key: exists(key) for key in keys}  # a pack: once
+    # A blob staged as already stored (placement None) that is not stored now
+    # was collected since: it has no bytes in this batch.
+    vanished = [name for name in added if (p := wanted[name][1]) is None or not there[p.key]]
     if vanished:
         raise MissingBlobs(
             f"{len(vanished)} blob(s) were garbage-collected while being stored: ingest them again",
@@ -224,10 +227,11 @@ def record_stored(
             "blake3": name,
             "sha256": str(wanted[name][0].sha256),
             "size": wanted[name][0].size,
-            "locations": [location(backend, wanted[name][1], "hot", "available")],
+            "locations": [location(backend, place, "hot", "available")],
             "namespace": namespace,
         }
         for name in added
+        if (place := wanted[name][1]) is not None  # all of them: ``vanished`` is empty
     ]
     if len(entries) == 1:
         append(conn, "blob.stored", added[0], entries[0], actor)
@@ -258,6 +262,18 @@ def record_stored(
             actor,
         )
     return added
+
+
+def recorded(conn: Connection, blake3s: Iterable[str]) -> set[str]:
+    """Which of these blobs have a row."""
+    names = sorted(set(blake3s))
+    found: set[str] = set()
+    for chunk in in_batches(names):
+        found.update(
+            r.blake3
+            for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
+        )
+    return found
 
 
 def not_held(

@@ -21,7 +21,13 @@ The protocol (SPEC section 9), for a blob B stored at key K:
    lease again and re-checks that B's bytes exist before it appends
    ``blob.stored``; bytes that vanished in between (possible only when the
    grace period is shorter than the ingest) make it ingest them again. A
-   recorded B is never unlinked, so its commit is safe.
+   recorded B is never unlinked, so its commit is safe. If B was already
+   recorded, the lease renewed is its recorded location's (a pack, perhaps,
+   that this ingest did not write), and a push that skipped B's bytes because
+   the store had them stages them after all if B was collected meanwhile.
+
+A pack (many small blobs at one key) shares one lease and is unlinked only
+once no location names it.
 
 A crash between 2 and 3 leaves bytes without a row (an orphan). **Orphans**
 (stored keys with no row whose lease is absent or expired) go through step 3
@@ -226,7 +232,7 @@ def collect_orphans(db: Database, plane: DataPlane, cutoff: float) -> int:
         loc = t.storage_locations
         with db.read() as conn:
             known = {r.key for r in conn.execute(select(loc.c.key).where(loc.c.backend == name))}
-        stored = [k for prefix in (BLOB_PREFIX, PACK_PREFIX) for k in backend.list(prefix)]
+        stored = [k for k in backend.list() if k.startswith((BLOB_PREFIX, PACK_PREFIX))]
         for key in [k for k in stored if k not in known]:
             with db.write() as conn:
                 if unlink_if_untouched(conn, plane, key, cutoff, name):

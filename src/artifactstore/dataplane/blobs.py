@@ -22,7 +22,7 @@ from artifactstore.dataplane.protocol import Backend, WriteBatch, Writer
 from artifactstore.errors import BlobNotFound, CorruptBlob, DigestMismatch, StorageError
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
 
-__all__ = ["BlobIngest", "DataPlane", "IngestBatch", "Placement", "Readable"]
+__all__ = ["BlobIngest", "DataPlane", "IngestBatch", "Placement", "Readable", "SmallBlob"]
 
 CHUNK = 1 << 20
 #: Pieces of a local file: each costs two thread hand-offs (one per hasher), so
@@ -60,8 +60,18 @@ class Placement:
         """The object's span of ``length`` bytes (None: the rest) from the blob's ``offset``."""
         if self.offset is None:
             return offset, length
+        if offset < 0:
+            raise ValueError("a read cannot start before its blob")  # its neighbour's bytes
         rest = max(self.length - offset, 0)
         return self.offset + offset, rest if length is None else min(length, rest)
+
+
+@dataclass(frozen=True, slots=True)
+class SmallBlob:
+    """A file small enough for a pack: hashed, its bytes held until it is packed or skipped."""
+
+    digests: BlobDigests
+    data: bytes
 
 
 class _Pack:
@@ -73,7 +83,7 @@ class _Pack:
         self._writer = writer
         self._pending = bytearray()
 
-    def append(self, data: memoryview) -> int:
+    def append(self, data: bytes) -> int:
         offset = self.size
         self._pending += data
         self.size += len(data)
@@ -187,16 +197,19 @@ class IngestBatch:
 
     def ingest_file(
         self, src: io.FileIO, progress: Callable[[int], None]
-    ) -> tuple[BlobDigests, Placement]:
+    ) -> tuple[BlobDigests, Placement] | SmallBlob:
         """Ingest a regular file opened unbuffered (``open(path, "rb", buffering=0)``).
 
-        A file that ends within the plane's ``pack_max`` bytes goes into the
-        batch's pack; what it holds, not what a directory walk said, decides.
-        What is hashed is the buffer that is written, so bytes stored under a
-        key always match it, even if the source changes during the push.
-        (An in-kernel ``copy_file_range`` with the hashers reading the stored
-        copy through a map was tried and removed: on these VMs its page faults
-        cost the SHA-256 thread more than the copy it saved.)
+        A file that ends within the plane's ``pack_max`` bytes comes back as a
+        :class:`SmallBlob`, hashed but not yet stored: the caller :meth:`pack`s
+        it, or skips it if the store already holds it (a pack's key is random,
+        so nothing else would keep a re-push from storing its bytes again).
+        What it holds, not what a directory walk said, decides. What is hashed
+        is the buffer that is written, so bytes stored under a key always
+        match it, even if the source changes during the push. (An in-kernel
+        ``copy_file_range`` with the hashers reading the stored copy through a
+        map was tried and removed: on these VMs its page faults cost the
+        SHA-256 thread more than the copy it saved.)
         """
         source = _Reporting(src, progress)
         first, second = self._buffers_of(FILE_CHUNK)
@@ -205,25 +218,26 @@ class IngestBatch:
         if self._plane.pack_max and n <= self._plane.pack_max:
             m = source.readinto(second) or 0
             if not m:
-                return self._append(memoryview(first)[:n])
+                # Hashed here: a hand-off to the hashing threads costs more.
+                data = bytes(memoryview(first)[:n])
+                return SmallBlob(digest_bytes(data), data)
             read.append(m)
         digests = self._stream(self.begin(), source, None, FILE_CHUNK, read)
         return digests, Placement(self._plane.key(digests))
 
-    def _append(self, data: memoryview) -> tuple[BlobDigests, Placement]:
-        """Hash a small blob here (a hand-off to the hashing threads costs more)
-        and append it to the pack, unless this batch already holds it."""
-        digests = digest_bytes(data)
-        primary = str(digests.get(self._plane.primary))
+    def pack(self, blob: SmallBlob) -> Placement:
+        """Append a small blob to the batch's pack, unless this batch already holds it."""
+        primary = str(blob.digests.get(self._plane.primary))
         place = self._packed.get(primary)
         if place is None:
+            data = blob.data
             pack = self._pack
             if pack is None or pack.size + len(data) > PACK_TARGET:
                 if pack is not None:
                     pack.seal()
                 pack = self._pack = _Pack(self._batch.writer())
             place = self._packed[primary] = Placement(pack.key, pack.append(data), len(data))
-        return digests, place
+        return place
 
     def ingest_bytes(self, data: bytes, expected: Digest | None = None) -> BlobDigests:
         return self.ingest(io.BytesIO(data), expected)
@@ -278,7 +292,9 @@ class DataPlane:
         self.backend = backend
         self.cold = cold
         self.primary: Algorithm = primary
-        self.pack_max = pack_max  # 0: every file a whole object
+        # 0: every file a whole object. At most one piece of a file: the first
+        # read must find its end.
+        self.pack_max = min(pack_max, FILE_CHUNK)
         self._backends = {backend.properties.name: backend}
         if cold is not None:
             if cold.properties.name in self._backends:
@@ -344,9 +360,7 @@ class DataPlane:
             ) from exc
         _check(hasher.result(), expected)
 
-    def transfer(
-        self, place: Placement, expected: BlobDigests, source: str, target: str
-    ) -> Placement:
+    def transfer(self, place: Placement, expected: BlobDigests, source: str, target: str) -> None:
         """Copy a blob between backends, re-hashing it on the way; durable when it returns.
 
         The copy is a whole object at the blob's own key, wherever it came
@@ -369,7 +383,6 @@ class DataPlane:
                 raise
             # Staged at the key of what was read; the check below cancels the batch.
             _check(blob.finish(), expected)
-        return Placement(self.key(expected))
 
     def delete(self, key: str, backend: str | None = None) -> None:
         self.named(backend).delete(key)

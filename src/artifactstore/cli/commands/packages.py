@@ -22,7 +22,7 @@ from artifactstore.storage import open_data_plane, stage_files
 
 if TYPE_CHECKING:
     from artifactstore.client import RemotePush
-    from artifactstore.store import PushResult
+    from artifactstore.store import PushResult, Store
 
 __all__ = ["COMMANDS"]
 
@@ -119,23 +119,31 @@ def _push_local(
         max_files=settings.max_files,
     )
     plane, staging = open_data_plane(settings)
-    store = None
-    try:
-        with progress_bar(f"push {ref}", sum(f.size for f in files)) as advance:
-            staged = stage_files(plane, files, advance)
+    opened: list[Store] = []
+
+    def open_store() -> Store:
+        """The store, opened once the import is done: first asked by the staging,
+        when it has small files to look up (known blobs are not packed again)."""
+        if not opened:
             loading.join()
             from artifactstore.store import Store
 
+            opened.append(ctx.adopt(Store.from_config(settings, data=(plane, staging))))
+        return opened[0]
+
+    try:
+        with progress_bar(f"push {ref}", sum(f.size for f in files)) as advance:
+            known = lambda names: open_store().known_blobs(names)  # noqa: E731
+            staged = stage_files(plane, files, advance, known)
             try:
-                store = ctx.adopt(Store.from_config(settings, data=(plane, staging)))
-                return store.push(
+                return open_store().push(
                     reference, paths, progress=advance, walked=files, staged=staged, **options
                 )
             except BaseException:
                 staged.batch.cancel()  # what is still staged: nothing once published
                 raise
     finally:
-        if store is None:  # else the store closes its plane with the command
+        if not opened:  # else the store closes its plane with the command
             plane.close()
 
 
