@@ -16,6 +16,7 @@ from typing import Any
 import blake3
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
+from artifactstore.controlplane.blobs import recorded
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, insert_rows
 from artifactstore.model.cbor import canonical_dumps
@@ -45,35 +46,20 @@ def stored_blobs(event: Any) -> list[dict[str, Any]]:
     return [event.payload] if event.type == "blob.stored" else []
 
 
-class _Stored:
-    """One recorded blob of a ``blob.stored`` or ``blobs.stored`` event."""
-
-    __slots__ = ("payload", "seq", "time")
-
-    def __init__(self, seq: int, time: str, payload: dict[str, Any]) -> None:
-        self.seq, self.time, self.payload = seq, time, payload
-
-
 def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
     """Batch handler: a push records thousands of blobs in one transaction."""
-    blobs = [_Stored(e.seq, e.time, p) for e in events for p in stored_blobs(e)]
-    payloads = {b.payload["blake3"]: (b, b.payload) for b in blobs}
-    names = sorted(payloads)
-    present: set[str] = set()
-    for chunk in in_batches(names):
-        present.update(
-            r.blake3
-            for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
-        )
+    # By digest: the seq and time of the event that recorded it, and its payload.
+    payloads = {p["blake3"]: ((e.seq, e.time), p) for e in events for p in stored_blobs(e)}
+    present = recorded(conn, payloads)
     new_blobs = [
         {
             "blake3": name,
             "sha256": p["sha256"],
             "size": p["size"],
-            "stored_seq": e.seq,
-            "stored_at": e.time,
+            "stored_seq": seq,
+            "stored_at": time,
         }
-        for name, (e, p) in payloads.items()
+        for name, ((seq, time), p) in payloads.items()
         if name not in present
     ]
     if new_blobs:
@@ -88,15 +74,15 @@ def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
     # A blob is stored (recorded) only while it has no row, and collecting a row
     # drops its holdings: the holdings of a new blob are new rows, inserted at once.
     holdings = [
-        {"namespace": p["namespace"], "blake3": name, "held_seq": e.seq, "held_at": e.time}
-        for name, (e, p) in payloads.items()
+        {"namespace": p["namespace"], "blake3": name, "held_seq": seq, "held_at": time}
+        for name, ((seq, time), p) in payloads.items()
         if p.get("namespace") and name not in present
     ]
     if holdings:
         insert_rows(conn, t.namespace_blobs, holdings)
-    for name, (e, p) in payloads.items():
+    for name, ((seq, time), p) in payloads.items():
         if p.get("namespace") and name in present:
-            _hold(conn, p["namespace"], name, e.seq, e.time)
+            _hold(conn, p["namespace"], name, seq, time)
 
 
 def _hold(conn: Connection, namespace: str, blake3: str, seq: int, time: str) -> None:
