@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bytecode test lint typecheck unit serve bench bench-deps clean
+.PHONY: install bytecode test lint typecheck unit soak serve bench bench-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,14 @@ unit: bytecode
 	$(BIN)/pytest -q -x --durations=15
 
 test: lint typecheck unit
+
+# Longer runs of the SIGKILL and race trials than `make test` affords (about 25 min on
+# 2 cores); each prints its seed, which ARTIFACTSTORE_*_SEED replays.
+SOAK_ENV := ARTIFACTSTORE_CRASH_TRIALS=150 ARTIFACTSTORE_TIER_CRASH_TRIALS=40 \
+	ARTIFACTSTORE_SERVER_CRASH_TRIALS=60 ARTIFACTSTORE_GC_RACE_COMMITS=4000
+soak: bytecode
+	$(SOAK_ENV) $(BIN)/pytest -q -s --durations=10 tests/test_crash.py tests/test_tier_crash.py \
+		tests/controlplane/test_gc_race.py tests/server_fuzz/test_server_crash.py
 
 serve: bytecode
 	$(BIN)/artifactstore serve --host 127.0.0.1 --port 8000
