@@ -32,7 +32,7 @@ unit: bytecode
 
 test: lint typecheck unit
 
-# Longer runs of the SIGKILL and race trials than `make test` affords (about 25 min on
+# Longer runs of the SIGKILL and race trials than `make test` affords (13 min on
 # 2 cores); each prints its seed, which ARTIFACTSTORE_*_SEED replays.
 SOAK_ENV := ARTIFACTSTORE_CRASH_TRIALS=150 ARTIFACTSTORE_TIER_CRASH_TRIALS=40 \
 	ARTIFACTSTORE_SERVER_CRASH_TRIALS=60 ARTIFACTSTORE_GC_RACE_COMMITS=4000
