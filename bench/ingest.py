@@ -455,7 +455,6 @@ class IngestBench:
                 self._trial("sha256", lambda: (self.sha256_limit(), None))
             if self.active("big"):
                 self._trial("big_nofsync", lambda: big(False))
-            if self.active("big"):
                 self._trial("lib_nofsync", lambda: (size / self.library_big() / MB, None))
             if self.active("limits"):
                 self._trial("fdatasync", lambda: (self.fdatasync_limit(), None))

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, select
 
 from artifactstore.controlplane.db import tables as t
-from artifactstore.controlplane.db.bulk import in_batches
+from artifactstore.controlplane.db.bulk import in_batches, values_in
 from artifactstore.controlplane.eventlog import append, append_many
 from artifactstore.dataplane.blobs import Placement
 from artifactstore.errors import MissingBlobs
@@ -165,16 +165,8 @@ def dereference(conn: Connection, blake3s: Iterable[str], now: float) -> None:
     told "present" just before may still commit a manifest that references
     them), as does an upload or push that found them already stored.
     """
-    names = sorted(set(blake3s))
-    keys: list[str] = []
-    for chunk in in_batches(names):
-        keys.extend(
-            row.key
-            for row in conn.execute(
-                select(t.storage_locations.c.key).where(t.storage_locations.c.blake3.in_(chunk))
-            )
-        )
-    touch(conn, keys, now)
+    loc = t.storage_locations
+    touch(conn, values_in(conn, loc.c.key, loc.c.blake3, blake3s), now)
 
 
 def record_stored(
@@ -212,11 +204,11 @@ def record_stored(
     # recorded locations, which may be a pack this push did not write.
     dereference(conn, present, now)
     added = [name for name in names if name not in present]
-    keys = {p.key for name in added if (p := wanted[name][1]) is not None}
-    there = {key: exists(key) for key in keys}  # a pack: once
     # A blob staged as already stored (placement None) that is not stored now
     # was collected since: it has no bytes in this batch.
-    vanished = [name for name in added if (p := wanted[name][1]) is None or not there[p.key]]
+    places = {name: p for name in added if (p := wanted[name][1]) is not None}
+    there = {key: exists(key) for key in {p.key for p in places.values()}}  # a pack: once
+    vanished = [name for name in added if name not in places or not there[places[name].key]]
     if vanished:
         raise MissingBlobs(
             f"{len(vanished)} blob(s) were garbage-collected while being stored: ingest them again",
@@ -227,11 +219,10 @@ def record_stored(
             "blake3": name,
             "sha256": str(wanted[name][0].sha256),
             "size": wanted[name][0].size,
-            "locations": [location(backend, place, "hot", "available")],
+            "locations": [location(backend, places[name], "hot", "available")],
             "namespace": namespace,
         }
         for name in added
-        if (place := wanted[name][1]) is not None  # all of them: ``vanished`` is empty
     ]
     if len(entries) == 1:
         append(conn, "blob.stored", added[0], entries[0], actor)
@@ -241,17 +232,8 @@ def record_stored(
         append(conn, "blobs.stored", namespace or "", {"blobs": entries}, actor)
     if namespace is not None:
         existing = sorted(present)
-        held: set[str] = set()
-        for chunk in in_batches(existing):
-            held.update(
-                r.blake3
-                for r in conn.execute(
-                    select(t.namespace_blobs.c.blake3).where(
-                        t.namespace_blobs.c.namespace == namespace,
-                        t.namespace_blobs.c.blake3.in_(chunk),
-                    )
-                )
-            )
+        nb = t.namespace_blobs
+        held = values_in(conn, nb.c.blake3, nb.c.blake3, existing, nb.c.namespace == namespace)
         append_many(
             conn,
             [
@@ -266,14 +248,7 @@ def record_stored(
 
 def recorded(conn: Connection, blake3s: Iterable[str]) -> set[str]:
     """Which of these blobs have a row."""
-    names = sorted(set(blake3s))
-    found: set[str] = set()
-    for chunk in in_batches(names):
-        found.update(
-            r.blake3
-            for r in conn.execute(select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)))
-        )
-    return found
+    return values_in(conn, t.blobs.c.blake3, t.blobs.c.blake3, blake3s)
 
 
 def not_held(

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, and_, exists, select
 from artifactstore.controlplane import namespaces
 from artifactstore.controlplane.blobs import dereference, not_held
 from artifactstore.controlplane.db import tables as t
-from artifactstore.controlplane.db.bulk import in_batches
+from artifactstore.controlplane.db.bulk import in_batches, values_in
 from artifactstore.controlplane.eventlog import append, append_many
 from artifactstore.controlplane.protection import check_deletable, serialise
 from artifactstore.errors import (
@@ -299,14 +299,7 @@ def get_keys(conn: Connection, version_ids: Collection[int]) -> list[VersionKey]
 
 def file_blobs(conn: Connection, version_ids: Collection[int]) -> set[str]:
     """The blobs (blake3) the files of these versions reference."""
-    ids = sorted(set(version_ids))
-    out: set[str] = set()
-    for chunk in in_batches(ids):
-        out.update(
-            r.blake3
-            for r in conn.execute(select(t.files.c.blake3).where(t.files.c.version_id.in_(chunk)))
-        )
-    return out
+    return values_in(conn, t.files.c.blake3, t.files.c.version_id, version_ids)
 
 
 def query(

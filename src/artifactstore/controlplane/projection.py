@@ -8,17 +8,16 @@ nothing but the event: no clock, no storage, no other tables than views.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import blake3
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from artifactstore.controlplane.blobs import recorded
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, insert_rows
+from artifactstore.dataplane.digests import digest_bytes
 from artifactstore.model.cbor import canonical_dumps
 
 __all__ = ["EVENT_TYPES", "project", "stored_blobs"]
@@ -177,6 +176,7 @@ def _package_committed(
     # entries again took a quarter of a 10,000-file push's commit.
     m = p["manifest"]
     cbor = canonical_dumps(m)
+    digests = digest_bytes(cbor)
     package, files = m["package"], m["files"]
     ns, name, ver = package["namespace"], package["name"], package["version"]
     # A tombstoned earlier version of the same name gives way to the new commit.
@@ -200,8 +200,8 @@ def _package_committed(
             namespace=ns,
             name=name,
             version=ver,
-            digest="blake3:" + blake3.blake3(cbor).hexdigest(),
-            sha256="sha256:" + hashlib.sha256(cbor).hexdigest(),
+            digest=str(digests.blake3),
+            sha256=str(digests.sha256),
             manifest=cbor,
             variant=m["variant"],
             created=m["created"],

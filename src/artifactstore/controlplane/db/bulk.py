@@ -10,12 +10,12 @@ Our tables have no Python-side defaults or type processors that this skips.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import ColumnElement, Connection, Table, insert, select
 
-__all__ = ["IN_BATCH", "in_batches", "insert_rows"]
+__all__ = ["IN_BATCH", "in_batches", "insert_rows", "values_in"]
 
 T = TypeVar("T")
 
@@ -42,3 +42,18 @@ def in_batches(values: Sequence[T]) -> Iterator[Sequence[T]]:
     """``values`` in slices of IN_BATCH, one per ``IN (...)`` query."""
     for i in range(0, len(values), IN_BATCH):
         yield values[i : i + IN_BATCH]
+
+
+def values_in(
+    conn: Connection,
+    column: ColumnElement[Any],
+    match: ColumnElement[Any],
+    values: Iterable[Any],
+    *where: ColumnElement[bool],
+) -> set[Any]:
+    """The ``column`` values of the rows whose ``match`` is one of ``values`` (and
+    ``where``): one ``IN (...)`` query per IN_BATCH values."""
+    found: set[Any] = set()
+    for chunk in in_batches(sorted(set(values))):
+        found.update(conn.execute(select(column).where(match.in_(chunk), *where)).scalars())
+    return found
