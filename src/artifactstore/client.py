@@ -147,9 +147,9 @@ def _error_from(response: httpx.Response) -> ArtifactStoreError:
     return ArtifactStoreError(f"server answered {response.status_code}: {detail}")
 
 
-def _file_chunks(path: Path, offset: int, length: int, progress: Progress) -> Iterator[bytes]:
+def _file_chunks(path: str, offset: int, length: int, progress: Progress) -> Iterator[bytes]:
     """The body of an upload, streamed in 1 MiB slices (never one large bytes object)."""
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         f.seek(offset)
         remaining = length
         while remaining > 0:
@@ -161,9 +161,9 @@ def _file_chunks(path: Path, offset: int, length: int, progress: Progress) -> It
             yield chunk
 
 
-def _hash_file(path: Path) -> BlobDigests:
+def _hash_file(path: str) -> BlobDigests:
     hasher = DualHasher(None)
-    with path.open("rb", buffering=0) as f:
+    with open(path, "rb", buffering=0) as f:
         buf = bytearray(CHUNK)
         while n := f.readinto(buf):
             hasher.update(memoryview(buf)[:n])

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from artifactstore.dataplane.digests import DualHasher, digest_bytes
-from artifactstore.model.identity import Digest
+from artifactstore.dataplane.digests import DualHasher
+from artifactstore.model.identity import BlobDigests, Digest
 from tests.dataplane.conftest import data_of, reference
 
 KiB = 1024
@@ -110,8 +110,8 @@ def test_result_can_be_taken_twice(pool: ThreadPoolExecutor) -> None:
     assert hasher.result() == hasher.result()
 
 
-def test_digest_bytes_known_vectors() -> None:
-    empty = digest_bytes(b"")
+def test_digests_of_bytes_known_vectors() -> None:
+    empty = BlobDigests.of(b"")
     assert empty.blake3 == Digest(
         "blake3", "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
     )
@@ -119,7 +119,7 @@ def test_digest_bytes_known_vectors() -> None:
         "sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     )
     assert empty.size == 0
-    abc = digest_bytes(b"abc")
+    abc = BlobDigests.of(b"abc")
     assert abc.blake3 == Digest(
         "blake3", "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
     )

@@ -28,6 +28,7 @@ from artifactstore.model.manifest import (
     MANIFEST_SCHEMA,
     FileEntry,
     Manifest,
+    _media_type,
     media_type_for,
 )
 from artifactstore.model.paths import PackagePath, check_unique
@@ -478,6 +479,17 @@ def test_identity_fields_must_be_typed() -> None:
 )
 def test_media_type_for(path: str, expected: str) -> None:
     assert media_type_for(path) == expected
+
+
+_NAME_PART = st.sampled_from(
+    ["", "a", "f00042", "tar", "TAR", "gz", "tgz", "svgz", "json", "x", "Z"]
+)
+
+
+@given(st.lists(_NAME_PART, min_size=1, max_size=6).map(".".join))
+def test_media_type_for_answers_as_the_table_does_for_the_whole_name(name: str) -> None:
+    # media_type_for asks about a shortened name (the stem dropped): same answer.
+    assert media_type_for(name) == _media_type(name)
 
 
 @given(_PATH)

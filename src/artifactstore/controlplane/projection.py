@@ -17,8 +17,8 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from artifactstore.controlplane.blobs import recorded
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, insert_rows
-from artifactstore.dataplane.digests import digest_bytes
 from artifactstore.model.cbor import canonical_dumps
+from artifactstore.model.identity import BlobDigests
 
 __all__ = ["EVENT_TYPES", "project", "stored_blobs"]
 
@@ -49,7 +49,10 @@ def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
     """Batch handler: a push records thousands of blobs in one transaction."""
     # By digest: the seq and time of the event that recorded it, and its payload.
     payloads = {p["blake3"]: ((e.seq, e.time), p) for e in events for p in stored_blobs(e)}
-    present = recorded(conn, payloads)
+    # A blobs.stored event lists only blobs that had no row (record_stored), so
+    # only single blob.stored events need the lookup; a row that exists after
+    # all fails the insert below rather than passing unnoticed.
+    present = recorded(conn, (e.payload["blake3"] for e in events if e.type == "blob.stored"))
     new_blobs = [
         {
             "blake3": name,
@@ -176,7 +179,7 @@ def _package_committed(
     # entries again took a quarter of a 10,000-file push's commit.
     m = p["manifest"]
     cbor = canonical_dumps(m)
-    digests = digest_bytes(cbor)
+    digests = BlobDigests.of(cbor)
     package, files = m["package"], m["files"]
     ns, name, ver = package["namespace"], package["name"], package["version"]
     # A tombstoned earlier version of the same name gives way to the new commit.

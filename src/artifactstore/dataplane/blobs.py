@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Protocol
 
 from artifactstore.dataplane import layout
-from artifactstore.dataplane.digests import DualHasher, digest_bytes
+from artifactstore.dataplane.digests import DualHasher
 from artifactstore.dataplane.protocol import Backend, WriteBatch, Writer
 from artifactstore.errors import BlobNotFound, CorruptBlob, DigestMismatch, StorageError
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
@@ -220,7 +220,7 @@ class IngestBatch:
             if not m:
                 # Hashed here: a hand-off to the hashing threads costs more.
                 data = bytes(memoryview(first)[:n])
-                return SmallBlob(digest_bytes(data), data)
+                return SmallBlob(BlobDigests.of(data), data)
             read.append(m)
         digests = self._stream(self.begin(), source, None, FILE_CHUNK, read)
         return digests, Placement(self._plane.key(digests))

@@ -15,9 +15,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import blake3
 
-from artifactstore.model.identity import BlobDigests, Digest
+from artifactstore.model.identity import BlobDigests
 
-__all__ = ["DualHasher", "digest_bytes"]
+__all__ = ["DualHasher"]
 
 _INLINE_BELOW = 256 * 1024
 
@@ -56,17 +56,4 @@ class DualHasher:
 
     def result(self) -> BlobDigests:
         self._wait()
-        return BlobDigests(
-            blake3=Digest("blake3", self._b3.hexdigest()),
-            sha256=Digest("sha256", self._sha.hexdigest()),
-            size=self.size,
-        )
-
-
-def digest_bytes(data: bytes | bytearray | memoryview) -> BlobDigests:
-    """Both digests of bytes in memory, on this thread (a push's small files)."""
-    return BlobDigests(
-        blake3=Digest("blake3", blake3.blake3(data).hexdigest()),
-        sha256=Digest("sha256", hashlib.sha256(data).hexdigest()),
-        size=len(data),
-    )
+        return BlobDigests.computed(self._b3.hexdigest(), self._sha.hexdigest(), self.size)

@@ -6,9 +6,12 @@ construct one of these and it is valid, or construction raised.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Literal
+
+import blake3 as _blake3
 
 from artifactstore.errors import InvalidName, InvalidReference
 
@@ -55,6 +58,16 @@ class Digest:
             raise InvalidReference(f"unknown digest algorithm {algo[:20]!r} (use blake3 or sha256)")
         return cls(algo, hexpart)
 
+    @classmethod
+    def computed(cls, algorithm: Algorithm, hexdigest: str) -> Digest:
+        """A hasher's own output, valid by construction: the pattern check is
+        skipped because a push of many small files makes two digests per file,
+        and the check cost more than hashing them."""
+        digest = object.__new__(cls)
+        object.__setattr__(digest, "algorithm", algorithm)
+        object.__setattr__(digest, "hex", hexdigest)
+        return digest
+
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"
 
@@ -66,6 +79,18 @@ class BlobDigests:
     blake3: Digest
     sha256: Digest
     size: int
+
+    @classmethod
+    def computed(cls, blake3: str, sha256: str, size: int) -> BlobDigests:
+        """From the two hashers' hex digests (see :meth:`Digest.computed`)."""
+        return cls(Digest.computed("blake3", blake3), Digest.computed("sha256", sha256), size)
+
+    @classmethod
+    def of(cls, data: bytes | bytearray | memoryview) -> BlobDigests:
+        """Both digests of bytes in memory, on this thread (small files, manifests)."""
+        return cls.computed(
+            _blake3.blake3(data).hexdigest(), hashlib.sha256(data).hexdigest(), len(data)
+        )
 
     def get(self, algorithm: Algorithm) -> Digest:
         return self.blake3 if algorithm == "blake3" else self.sha256

@@ -14,7 +14,6 @@ sizes are at most ``2**63-1`` (an OCI descriptor size is an int64).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import mimetypes
@@ -22,10 +21,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from typing import Final, TypeVar, cast
-
-import blake3
 
 from artifactstore.errors import InvalidManifest, InvalidName, InvalidPath, InvalidReference
 from artifactstore.model.cbor import INT_MAX, INT_MIN, canonical_dumps, strict_loads
@@ -434,12 +431,7 @@ class Manifest:
 
     def digests(self) -> BlobDigests:
         """BLAKE3 (the package digest) and SHA-256 of :meth:`to_cbor`, and its size."""
-        data = self.to_cbor()
-        return BlobDigests(
-            blake3=Digest("blake3", blake3.blake3(data).hexdigest()),
-            sha256=Digest("sha256", hashlib.sha256(data).hexdigest()),
-            size=len(data),
-        )
+        return BlobDigests.of(self.to_cbor())
 
     def same_content(self, other: Manifest) -> bool:
         """True if only ``created`` and ``producer`` differ: re-pushing it is a no-op."""
@@ -478,7 +470,19 @@ def media_type_for(path: str) -> str:
     Compressed files get the compression's type (``x.tar.gz`` is
     ``application/gzip``): that is what the bytes are.
     """
-    kind, encoding = _mime_table().guess_type(path.rsplit("/", 1)[-1], strict=True)
+    name = path.rsplit("/", 1)[-1]
+    parts = name.lstrip(".").split(".")
+    if len(parts) > 1:
+        # guess_type reads at most the last two suffixes (leading dots are not
+        # suffixes), so "f00042.bin" asks the table what "x.bin" does: one
+        # lookup per kind of name instead of one per file.
+        name = "x." + ".".join(parts[1:][-2:])
+    return _media_type(name)
+
+
+@lru_cache(maxsize=1024)
+def _media_type(name: str) -> str:
+    kind, encoding = _mime_table().guess_type(name, strict=True)
     if encoding is not None:
         return _COMPRESSION_TYPES.get(encoding, "application/octet-stream")
     if kind is None or not _MEDIA_TYPE.fullmatch(kind):
