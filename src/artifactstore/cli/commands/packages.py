@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import sys
@@ -107,7 +108,14 @@ def _push_local(
     Those imports (SQLAlchemy) take about a third of a second here, as long as
     hashing 400 MB: staging first (hashing and copying release the GIL) hides
     them. The store then leases, publishes and records the staged files.
+
+    The cyclic garbage collector is made to run rarely: the import and a push
+    of many files allocate hundreds of thousands of objects, none of them
+    garbage in cycles, and its passes over them took an eighth of a
+    10,000-file push's CPU time (BENCHMARKS.md). This process ends with the
+    command, so nothing it leaves for later accumulates.
     """
+    gc.set_threshold(50_000, 20, 100)
     loading = threading.Thread(
         target=importlib.import_module, args=("artifactstore.store",), daemon=True
     )
