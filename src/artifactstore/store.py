@@ -263,7 +263,11 @@ class Store:
                         namespace=str(reference.namespace),
                     )
                     result = packages.commit(
-                        conn, manifest, self.actor, held_since=self._held_since()
+                        conn,
+                        manifest,
+                        self.actor,
+                        held_since=self._held_since(),
+                        recorded_here=set(stored),
                     )
             except MissingBlobs:
                 # GC collected bytes between publishing and recording (only with a

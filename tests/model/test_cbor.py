@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from artifactstore.errors import InvalidManifest
-from artifactstore.model.cbor import canonical_dumps, strict_loads
+from artifactstore.model.cbor import canonical_dumps, dumps_validated, strict_loads
 
 scalars = (
     st.none()
@@ -54,6 +54,11 @@ def test_bytes_are_stable_and_independent_of_insertion_order(value: object) -> N
     encoded = canonical_dumps(value)
     assert canonical_dumps(value) == encoded
     assert canonical_dumps(_reinsert(value)) == encoded
+
+
+@given(values)
+def test_encoding_a_validated_value_gives_the_same_bytes(value: object) -> None:
+    assert dumps_validated(value) == canonical_dumps(value)
 
 
 @given(values)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +131,7 @@ def commit(
     *,
     held_since: str,
     require_held: bool = False,
+    recorded_here: Set[str] = frozenset(),
 ) -> CommitResult:
     """Commit a manifest inside the caller's write transaction.
 
@@ -146,12 +147,20 @@ def commit(
     tags: then a different manifest moves the tag (``tag.moved``), which
     removes the previous version exactly as a deletion would, so a legal hold
     or the retention lock on it refuses the move.
+
+    ``recorded_here``: blobs this transaction recorded from the digests the
+    manifest was built with (a push). They are neither looked up nor locked:
+    no other transaction sees their rows before this one ends.
     """
     ref = Reference(manifest.namespace, manifest.name, version=manifest.version)
     ns = str(manifest.namespace)
     wanted = sorted({str(f.blake3) for f in manifest.files})
-    present: dict[str, tuple[str, int]] = {}
-    for chunk in in_batches(wanted):
+    present = {
+        str(f.blake3): (str(f.sha256), f.size)
+        for f in manifest.files
+        if str(f.blake3) in recorded_here
+    }
+    for chunk in in_batches([d for d in wanted if d not in present]):
         q = (
             select(t.blobs.c.blake3, t.blobs.c.sha256, t.blobs.c.size)
             .where(t.blobs.c.blake3.in_(chunk))

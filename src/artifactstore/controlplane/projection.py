@@ -17,7 +17,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from artifactstore.controlplane.blobs import recorded
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, insert_rows
-from artifactstore.model.cbor import canonical_dumps
+from artifactstore.model.cbor import dumps_validated
 from artifactstore.model.identity import BlobDigests
 
 __all__ = ["EVENT_TYPES", "project", "stored_blobs"]
@@ -178,7 +178,7 @@ def _package_committed(
     # appended, and the chain proves the log unaltered since. Parsing 10,000
     # entries again took a quarter of a 10,000-file push's commit.
     m = p["manifest"]
-    cbor = canonical_dumps(m)
+    cbor = dumps_validated(m)
     digests = BlobDigests.of(cbor)
     package, files = m["package"], m["files"]
     ns, name, ver = package["namespace"], package["name"], package["version"]

@@ -34,7 +34,7 @@ import cbor2
 
 from artifactstore.errors import InvalidManifest
 
-__all__ = ["INT_MAX", "INT_MIN", "canonical_dumps", "strict_loads"]
+__all__ = ["INT_MAX", "INT_MIN", "canonical_dumps", "dumps_validated", "strict_loads"]
 
 INT_MIN: Final = -(2**63)
 """Smallest integer we encode (an OCI/SQL ``int64`` can hold every value we accept)."""
@@ -124,6 +124,13 @@ def canonical_dumps(obj: object) -> bytes:
     except (cbor2.CBORError, UnicodeError) as exc:
         # Lone surrogates in text are the only way left to fail: they have no UTF-8 form.
         raise InvalidManifest(f"value cannot be encoded as CBOR: {exc}") from None
+
+
+def dumps_validated(obj: object) -> bytes:
+    """:func:`canonical_dumps` of a value the model already validated (a
+    manifest's map): the same bytes, without the pass over every element that
+    cost a 10,000-file push a tenth of a second per encoding."""
+    return cbor2.dumps(obj, canonical=True)
 
 
 def _check_structure(data: bytes, max_depth: int) -> None:
