@@ -248,6 +248,10 @@ class Pace:
         self.first = (self.first + other.first) / 2
         self.last = (self.last + other.last) / 2
 
+    def shift(self, by: float) -> None:
+        self.first += by
+        self.last += by
+
     def delay(self, rng: random.Random) -> float:
         """A third of the kills before any push can commit, the rest among the commits."""
         if rng.random() < 1 / 3:
@@ -315,9 +319,14 @@ def test_sigkill_server_under_concurrent_pushes(tmp_path: Path) -> None:
             delay = pace.delay(rng)
             runs, measured = run_pushes(clients, pushes, delay)
             assert not server.running
+            acked = [r.code == 0 for r in runs]
             if measured is not None:
                 pace.follow(measured)
-            acked = [r.code == 0 for r in runs]
+            elif not any(acked) and delay > pace.first:
+                # Not one push had ended by a kill later than the measured first end:
+                # they run slower than calibrated (seen on a slower VM, where every
+                # kill then came before any commit). Move the window that much later.
+                pace.shift(delay - pace.first)
             for p, r in zip(pushes, runs, strict=True):
                 # Refused or cut off: a failed operation (1), never usage (2) or integrity (3).
                 assert r.code in (0, 1), (p.ref, r)
