@@ -32,7 +32,6 @@ from tests.server.conftest import (
     digests_of,
     make_manifest,
     put_manifest,
-    upload_blob,
 )
 
 GC_ENV = {"ARTIFACTSTORE_GC_INTERVAL": "500ms", "ARTIFACTSTORE_GC_GRACE": "0"}
@@ -74,13 +73,21 @@ def commit(client: httpx.Client, ref: str, files: Mapping[str, bytes]) -> Manife
     """Upload ``files`` and commit ``ref``.
 
     With no grace period, background GC may collect a blob between its upload
-    and the commit; the commit then answers ``missing_blobs`` and, as any
-    client would, we upload again (SPEC section 9).
+    and the commit, or even between an upload's publishing its bytes and
+    recording them (gc.py, step 4); the commit or the upload then answers
+    ``missing_blobs`` and, as any client would, we upload again (SPEC section 9).
     """
     manifest = make_manifest(ref, files)
     for _attempt in range(10):
-        for data in files.values():
-            upload_blob(client, data, str(manifest.namespace))
+        uploads = [
+            client.post("/v1/blobs", params={"namespace": str(manifest.namespace)}, content=data)
+            for data in files.values()
+        ]
+        if any(r.status_code != 201 for r in uploads):
+            for r in uploads:
+                if r.status_code != 201:
+                    assert_problem(r, 409, "missing_blobs")
+            continue
         response = put_manifest(client, manifest)
         if response.status_code == 201:
             return manifest
