@@ -154,11 +154,12 @@ def commit(
     """
     ref = Reference(manifest.namespace, manifest.name, version=manifest.version)
     ns = str(manifest.namespace)
-    wanted = sorted({str(f.blake3) for f in manifest.files})
+    blake3s = [str(f.blake3) for f in manifest.files]
+    wanted = sorted(set(blake3s))
     present = {
-        str(f.blake3): (str(f.sha256), f.size)
-        for f in manifest.files
-        if str(f.blake3) in recorded_here
+        b: (str(f.sha256), f.size)
+        for b, f in zip(blake3s, manifest.files, strict=True)
+        if b in recorded_here
     }
     for chunk in in_batches([d for d in wanted if d not in present]):
         q = (
@@ -184,8 +185,8 @@ def commit(
                 "versions are immutable: push under a new version"
             )
     missing = [d for d in wanted if d not in present]
-    for f in manifest.files:
-        stored = present.get(str(f.blake3))
+    for b, f in zip(blake3s, manifest.files, strict=True):
+        stored = present.get(b)
         if stored is not None and stored != (str(f.sha256), f.size):
             raise InvalidManifest(
                 f"file {f.path.value!r} claims blob {f.blake3} with sha256 {f.sha256} and size "
