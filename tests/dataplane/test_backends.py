@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import random
 import signal
@@ -152,8 +153,55 @@ def test_sweep_staging_removes_old_staging_files_only(tmp_path: Path) -> None:
     assert _staging(root) == []
 
 
+def _mapped(data: bytes) -> memoryview:
+    """``data`` in mapped memory: page-aligned, as the ingest's buffers are."""
+    buffer = mmap.mmap(-1, len(data))
+    buffer[:] = data
+    return memoryview(buffer)
+
+
+def _write(backend: LocalBackend, pieces: list[bytes | memoryview]) -> int:
+    """Write one object of ``pieces``, check it reads back whole; bytes sent with O_DIRECT."""
+    data = b"".join(bytes(p) for p in pieces)
+    key = layout.blob_key(Digest("sha256", hashlib.sha256(data).hexdigest()))
+    batch = backend.batch()
+    writer = batch.writer()
+    for piece in pieces:
+        writer.write(piece)
+    writer.commit(key)
+    batch.commit()
+    assert b"".join(backend.read(key)) == data
+    assert backend.stat(key) == len(data)
+    return writer.direct_bytes
+
+
+def _big_pieces(n: int) -> list[bytes | memoryview]:
+    return [_mapped(random.Random(i).randbytes(4 << 20)) for i in range(n)]
+
+
+def test_local_writes_large_aligned_pieces_directly(tmp_path: Path) -> None:
+    """Past 16 MiB, page-aligned pieces skip the page cache; the rest is buffered, and
+    the object is the same bytes whichever way each piece went."""
+    backend = LocalBackend(tmp_path / "storage", fsync=True)
+    # Then a piece not aligned in memory (a bytes object's data) and an odd tail.
+    direct = _write(backend, [*_big_pieces(8), b"x" * (1 << 20), b"tail"])
+    if not backend._direct:
+        pytest.skip(f"the file system under {tmp_path} refuses O_DIRECT")
+    assert direct == 4 * (4 << 20), "the pieces past the first 16 MiB, and only they"
+
+
+def test_local_buffers_what_cannot_go_direct(tmp_path: Path) -> None:
+    """Odd offsets, small objects and no-fsync backends never use O_DIRECT."""
+    big = _big_pieces(6)
+    if _write(LocalBackend(tmp_path / "control", fsync=True), big) == 0:
+        pytest.skip(f"the file system under {tmp_path} refuses O_DIRECT")
+    assert _write(LocalBackend(tmp_path / "a", fsync=True), [b"odd", *big]) == 0
+    assert _write(LocalBackend(tmp_path / "b", fsync=True), big[:4]) == 0
+    assert _write(LocalBackend(tmp_path / "c", fsync=False), big) == 0
+
+
 _CRASH_CHILD = r"""
-import hashlib, os, random, sys
+import hashlib, mmap, os, random, sys
 from pathlib import Path
 from artifactstore.dataplane import layout
 from artifactstore.dataplane.backends.local import LocalBackend
@@ -162,18 +210,22 @@ from artifactstore.model.identity import Digest
 backend = LocalBackend(Path(sys.argv[1]), fsync=True)
 rng = random.Random(int(sys.argv[2]))
 small = [random.Random(i).randbytes(4096 * (i + 1)) for i in range(20)]  # repeats: dedup hits
+piece = mmap.mmap(-1, 4 << 20)  # page-aligned: past 16 MiB an object's pieces go O_DIRECT
 print("ready", flush=True)
 n = 0
 while True:
-    contents = [os.urandom(2 << 20)]
+    contents = [os.urandom((24 if n % 3 == 2 else 2) << 20)]
     if n % 2:  # more than the syncfs threshold: the bulk path
         contents += rng.sample(small, 9)
     batch = backend.batch()
     keys = []
     for data in contents:
         writer = batch.writer()
-        for start in range(0, len(data), 65536):
-            writer.write(data[start : start + 65536])
+        step = len(piece) if len(data) > len(piece) else 65536
+        for start in range(0, len(data), step):
+            chunk = data[start : start + step]
+            piece[: len(chunk)] = chunk
+            writer.write(memoryview(piece)[: len(chunk)])
         key = layout.blob_key(Digest("sha256", hashlib.sha256(data).hexdigest()))
         writer.commit(key)
         keys.append(key)
@@ -211,6 +263,7 @@ def test_local_key_never_holds_a_partial_object(tmp_path: Path) -> None:
     published = set(backend.list())
     assert acknowledged <= published, "a commit that returned did not keep its objects"
     assert len(acknowledged) >= 10, "too few commits completed for the test to mean anything"
+    assert any(backend.stat(k) == 24 << 20 for k in acknowledged), "no O_DIRECT-sized object"
     for key in published:
         digest = layout.digest_from_key(key)
         assert digest is not None and digest.algorithm == "sha256", key

@@ -10,6 +10,7 @@ packages, namespaces or the database.
 from __future__ import annotations
 
 import io
+import mmap
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -151,8 +152,9 @@ class IngestBatch:
     def __init__(self, plane: DataPlane, batch: WriteBatch) -> None:
         self._plane = plane
         self._batch = batch
-        # Two buffers per piece size, reused by every ingest of the batch.
-        self._buffers: dict[int, tuple[bytearray, bytearray]] = {}
+        # Two buffers per piece size, reused by every ingest of the batch; mapped,
+        # so page-aligned, which lets the local backend write them with O_DIRECT.
+        self._buffers: dict[int, tuple[memoryview, memoryview]] = {}
         self._pack: _Pack | None = None
         self._packed: dict[str, Placement] = {}  # by primary digest: stored once per batch
 
@@ -163,10 +165,13 @@ class IngestBatch:
         """Copy a readable (file, socket) into a new blob, pipelining read, hash and write."""
         return self._stream(self.begin(), source, expected)
 
-    def _buffers_of(self, chunk: int) -> tuple[bytearray, bytearray]:
+    def _buffers_of(self, chunk: int) -> tuple[memoryview, memoryview]:
         buffers = self._buffers.get(chunk)
         if buffers is None:
-            buffers = self._buffers[chunk] = (bytearray(chunk), bytearray(chunk))
+            buffers = self._buffers[chunk] = (
+                memoryview(mmap.mmap(-1, chunk)),
+                memoryview(mmap.mmap(-1, chunk)),
+            )
         return buffers
 
     def _stream(
@@ -182,11 +187,11 @@ class IngestBatch:
         i = 0
         try:
             for n in read:
-                blob.write(memoryview(buffers[i])[:n])
+                blob.write(buffers[i][:n])
                 i ^= 1
             n = source.readinto(buffers[i]) or 0
             while n:
-                blob.write(memoryview(buffers[i])[:n])
+                blob.write(buffers[i][:n])
                 i ^= 1  # the other buffer is free: its hashing was awaited by write()
                 n = source.readinto(buffers[i]) or 0
             digests = blob.finish(expected)
@@ -219,7 +224,7 @@ class IngestBatch:
             m = source.readinto(second) or 0
             if not m:
                 # Hashed here: a hand-off to the hashing threads costs more.
-                data = bytes(memoryview(first)[:n])
+                data = bytes(first[:n])
                 return SmallBlob(BlobDigests.of(data), data)
             read.append(m)
         digests = self._stream(self.begin(), source, None, FILE_CHUNK, read)
