@@ -7,9 +7,11 @@ threads (as ``dataplane/digests.py`` does), writes it to a new file meanwhile,
 and ends with one ``fdatasync``:
 
 * ``buffered``: plain writes, writeback started every 16 MiB with
-  ``sync_file_range`` (what ``dataplane/backends/local.py`` does);
+  ``sync_file_range`` (what ``dataplane/backends/local.py`` did for a whole
+  object before ``9e5b465``, and still does for its first 16 MiB);
 * ``O_DIRECT``: the pieces go from page-aligned buffers straight to the disk,
-  with no page-cache copy and no writeback work for the kernel.
+  with no page-cache copy and no writeback work for the kernel (what the
+  local backend now does past an object's first 16 MiB).
 
 The two alternate, with a page-cache prefault before each (see
 ``prefault_page_cache``). Run: ``.venv/bin/python bench/write_modes.py``.
