@@ -1,7 +1,9 @@
-"""RemoteStore asks again, once, when a read's connection is reset under it."""
+"""RemoteStore asks again: once when a read's connection is reset under it, and an
+upload when the server answers that GC took its bytes."""
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import threading
@@ -10,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from artifactstore.client import RemoteStore
-from artifactstore.errors import StorageError
+from artifactstore.client import UPLOAD_ATTEMPTS, RemoteStore
+from artifactstore.errors import MissingBlobs, StorageError
+from artifactstore.localfs import LocalFile
+from artifactstore.model.identity import BlobDigests
+from artifactstore.model.paths import PackagePath
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -79,3 +84,101 @@ def test_only_once(tmp_path: Path) -> None:
     finally:
         client.close()
         server.close()
+
+
+# --- uploads answered missing_blobs ---------------------------------------------------------
+
+
+def _response(status: int, body: dict[str, object]) -> bytes:
+    text = json.dumps(body).encode()
+    kind = "application/problem+json" if status >= 400 else "application/json"
+    return (
+        f"HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {len(text)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + text
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+class ScriptedServer:
+    """Answers each request with the next of ``answers`` (the last one from then on)."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = answers
+        self.requests: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.requests.append(_read_request(conn))
+                conn.sendall(self.answers[min(len(self.requests), len(self.answers)) - 1])
+
+    def uploads(self) -> list[bytes]:
+        return [r for r in self.requests if r.startswith(b"POST /v1/blobs")]
+
+
+def _collected(digest: str) -> bytes:
+    """What a server answers when GC removed an upload's bytes before they were recorded."""
+    return _response(
+        409,
+        {
+            "type": "https://artifactstore.dev/problems/missing_blobs",
+            "title": "Referenced blobs are missing",
+            "status": 409,
+            "detail": "1 blob(s) were garbage-collected while being stored: ingest them again",
+            "code": "missing_blobs",
+            "missing": [digest],
+        },
+    )
+
+
+def _upload(tmp_path: Path, server: ScriptedServer, data: bytes) -> list[int]:
+    source = tmp_path / "f.bin"
+    source.write_bytes(data)
+    digests = BlobDigests.of(data)
+    client = RemoteStore(server.url, state_path=tmp_path / "state.json", timeout=10)
+    advanced: list[int] = []
+    try:
+        file = LocalFile(PackagePath("f.bin"), str(source), len(data))
+        client._upload_again("ci", file, digests, advanced.append)
+    finally:
+        client.close()
+        server.sock.close()
+    return advanced
+
+
+def test_an_upload_refused_as_collected_is_sent_again(tmp_path: Path) -> None:
+    data = b"bytes GC took between publishing and recording"
+    digest = str(BlobDigests.of(data).blake3)
+    server = ScriptedServer([_collected(digest), _response(201, {"digest": digest})])
+    advanced = _upload(tmp_path, server, data)
+    assert [r.endswith(data) for r in server.uploads()] == [True, True]
+    assert sum(advanced) == len(data), "the progress bar counts the bytes once"
+
+
+def test_an_upload_refused_every_time_fails_after_its_attempts(tmp_path: Path) -> None:
+    data = b"collected again and again"
+    server = ScriptedServer([_collected(str(BlobDigests.of(data).blake3))])
+    with pytest.raises(MissingBlobs, match="garbage-collected"):
+        _upload(tmp_path, server, data)
+    assert len(server.uploads()) == UPLOAD_ATTEMPTS

@@ -56,6 +56,7 @@ CHUNK = 1 << 20
 SESSION_THRESHOLD = 8 * 1024 * 1024  # larger files go through resumable sessions
 PATCH_SIZE = 64 * 1024 * 1024
 BUSY_WAIT = 60.0  # seconds a resumed session may stay claimed by a crashed request
+UPLOAD_ATTEMPTS = 3  # an upload answered missing_blobs is sent again (see _upload_again)
 
 _CODES: dict[str, type[ArtifactStoreError]] = {
     cls.code: cls
@@ -585,8 +586,30 @@ class RemoteStore:
             for n, ok in zip(names, have, strict=True):
                 if ok:
                     progress(blobs[n][1].size)
-            list(pool.map(lambda n: self._upload(namespace, *blobs[n], progress), todo))
+            list(pool.map(lambda n: self._upload_again(namespace, *blobs[n], progress), todo))
         return len(todo)
+
+    def _upload_again(
+        self, namespace: str, file: LocalFile, digests: BlobDigests, progress: Progress
+    ) -> None:
+        """Upload, and upload again if the server answers missing_blobs.
+
+        A server whose GC grace period is shorter than an upload may collect
+        the bytes between publishing and recording them (SPEC section 9); it
+        then refuses the upload and asks for the bytes again. The progress bar
+        counts them once.
+        """
+        for attempt in range(UPLOAD_ATTEMPTS):
+            try:
+                self._upload(namespace, file, digests, progress if not attempt else no_progress)
+                return
+            except errors.MissingBlobs:
+                if attempt == UPLOAD_ATTEMPTS - 1:
+                    raise
+                self._sessions.put(self._session_key(digests), None)  # start a new session
+
+    def _session_key(self, digests: BlobDigests) -> str:
+        return f"{self.url} {digests.blake3}"
 
     def _upload(
         self, namespace: str, file: LocalFile, digests: BlobDigests, progress: Progress
@@ -603,7 +626,7 @@ class RemoteStore:
                 },
             )
             return
-        key = f"{self.url} {digests.blake3}"
+        key = self._session_key(digests)
         url = self._sessions.get(key)
         offset = 0
         if url is not None:
