@@ -21,16 +21,14 @@ from artifactstore.model.paths import PackagePath
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 
-class ResettingServer:
-    """Resets the first ``resets`` connections after reading a request, then answers 200."""
+class LoopbackServer:
+    """One request per connection on 127.0.0.1, each answered by :meth:`answer`."""
 
-    def __init__(self, resets: int) -> None:
-        self.resets = resets
+    def __init__(self) -> None:
         self.requests: list[bytes] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
         while True:
@@ -39,15 +37,29 @@ class ResettingServer:
             except OSError:
                 return
             with conn:
-                self.requests.append(conn.recv(65536))
-                if len(self.requests) <= self.resets:
-                    # SO_LINGER 0: close() sends RST, as a server dropping the socket does.
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    continue
-                conn.sendall(OK)
+                self.answer(conn)
+
+    def answer(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self.sock.close()
+
+
+class ResettingServer(LoopbackServer):
+    """Resets the first ``resets`` connections after reading a request, then answers 200."""
+
+    def __init__(self, resets: int) -> None:
+        self.resets = resets
+        super().__init__()
+
+    def answer(self, conn: socket.socket) -> None:
+        self.requests.append(conn.recv(65536))
+        if len(self.requests) <= self.resets:
+            # SO_LINGER 0: close() sends RST, as a server dropping the socket does.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
+        conn.sendall(OK)
 
 
 @pytest.fixture
@@ -113,25 +125,16 @@ def _read_request(conn: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     """Answers each request with the next of ``answers`` (the last one from then on)."""
 
     def __init__(self, answers: list[bytes]) -> None:
         self.answers = answers
-        self.requests: list[bytes] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                self.requests.append(_read_request(conn))
-                conn.sendall(self.answers[min(len(self.requests), len(self.answers)) - 1])
+    def answer(self, conn: socket.socket) -> None:
+        self.requests.append(_read_request(conn))
+        conn.sendall(self.answers[min(len(self.requests), len(self.answers)) - 1])
 
     def uploads(self) -> list[bytes]:
         return [r for r in self.requests if r.startswith(b"POST /v1/blobs")]
@@ -163,7 +166,7 @@ def _upload(tmp_path: Path, server: ScriptedServer, data: bytes) -> list[int]:
         client._upload_again("ci", file, digests, advanced.append)
     finally:
         client.close()
-        server.sock.close()
+        server.close()
     return advanced
 
 
