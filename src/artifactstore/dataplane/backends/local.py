@@ -136,9 +136,12 @@ class _LocalWriter:
             try:
                 self._direct_fd = os.open(self._tmp, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
             except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                self._direct = self._batch._b._direct = False  # not on this file system
+                # Never a reason to fail a write the buffered descriptor can do
+                # (out of descriptors, say); a file system that refuses O_DIRECT
+                # turns it off for the backend.
+                self._direct = False
+                if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                    self._batch._b._direct = False
                 return 0
         try:
             written = os.pwrite(self._direct_fd, view[:n], self._written)
@@ -172,8 +175,10 @@ class _LocalWriter:
             raise StorageError("commit after commit or cancel")
         fd, self._fd = self._fd, None
         try:
-            self._close_direct()
-            os.close(fd)
+            try:
+                self._close_direct()
+            finally:
+                os.close(fd)
         except OSError as exc:
             _unlink(self._tmp)
             raise StorageError(f"closing staging file failed: {exc.strerror}") from exc
