@@ -7,7 +7,7 @@ threads (as ``dataplane/digests.py`` does), writes it to a new file meanwhile,
 and ends with one ``fdatasync``:
 
 * ``buffered``: plain writes, writeback started every 16 MiB with
-  ``sync_file_range`` (what ``dataplane/backends/local.py`` did for a whole
+  ``sync_file_range`` (the local backend's own loader and interval: what it did for a whole
   object before ``9e5b465``, and still does for its first 16 MiB);
 * ``O_DIRECT``: the pieces go from page-aligned buffers straight to the disk,
   with no page-cache copy and no writeback work for the kernel (what the
@@ -20,7 +20,7 @@ The two alternate, with a page-cache prefault before each (see
 from __future__ import annotations
 
 import argparse
-import ctypes
+import fcntl
 import hashlib
 import itertools
 import mmap
@@ -28,7 +28,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,20 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import MB, MiB, prefault_page_cache
 
+from artifactstore.dataplane.backends.local import (
+    _SYNC_FILE_RANGE_WRITE,
+    _WRITEBACK_EVERY,
+    _load_sync_file_range,
+)
+
 PIECE = 4 * MiB
-WRITEBACK_EVERY = 16 * MiB
-
-
-def _sync_file_range() -> Callable[[int, int, int, int], int]:
-    fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
 
 
 def one_pass(source: Path, target: Path, direct: bool) -> float:
     """MB/s of reading, hashing and durably writing ``source`` to ``target``."""
-    start_writeback = _sync_file_range()
+    start_writeback = _load_sync_file_range()
+    assert start_writeback is not None, "needs Linux sync_file_range"
     buffers = [mmap.mmap(-1, PIECE), mmap.mmap(-1, PIECE)]  # page-aligned, as O_DIRECT needs
     sha, b3 = hashlib.sha256(), blake3.blake3()
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if direct else 0)
@@ -73,13 +71,13 @@ def one_pass(source: Path, target: Path, direct: bool) -> float:
                 piece = memoryview(buf)[:n]
                 pending = [pool.submit(sha.update, piece), pool.submit(b3.update, piece)]
                 if direct and n % 4096:  # the unaligned tail goes through the page cache
-                    os.close(dst)
-                    dst = os.open(target, os.O_WRONLY)
-                    os.lseek(dst, written, os.SEEK_SET)
+                    fcntl.fcntl(dst, fcntl.F_SETFL, fcntl.fcntl(dst, fcntl.F_GETFL) & ~os.O_DIRECT)
                 os.write(dst, piece)
                 written += n
-                if not direct and written % WRITEBACK_EVERY == 0:
-                    start_writeback(dst, written - WRITEBACK_EVERY, WRITEBACK_EVERY, 2)
+                if not direct and written % _WRITEBACK_EVERY == 0:
+                    start_writeback(
+                        dst, written - _WRITEBACK_EVERY, _WRITEBACK_EVERY, _SYNC_FILE_RANGE_WRITE
+                    )
             os.fdatasync(dst)
             elapsed = time.perf_counter() - start
     finally:

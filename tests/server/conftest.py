@@ -242,8 +242,13 @@ def entry_for(path: str, data: bytes, media_type: str = "application/octet-strea
     return FileEntry(PackagePath(path), len(data), media_type, Digest.parse(b3), Digest.parse(sha))
 
 
+def post_blob(client: httpx.Client, data: bytes, namespace: str = "ci") -> httpx.Response:
+    """A one-shot upload, whatever the server answers."""
+    return client.post("/v1/blobs", params={"namespace": namespace}, content=data)
+
+
 def upload_blob(client: httpx.Client, data: bytes, namespace: str = "ci") -> dict[str, Any]:
-    response = client.post("/v1/blobs", params={"namespace": namespace}, content=data)
+    response = post_blob(client, data, namespace)
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body

@@ -31,6 +31,7 @@ from tests.server.conftest import (
     assert_problem,
     digests_of,
     make_manifest,
+    post_blob,
     put_manifest,
 )
 
@@ -79,14 +80,11 @@ def commit(client: httpx.Client, ref: str, files: Mapping[str, bytes]) -> Manife
     """
     manifest = make_manifest(ref, files)
     for _attempt in range(10):
-        uploads = [
-            client.post("/v1/blobs", params={"namespace": str(manifest.namespace)}, content=data)
-            for data in files.values()
-        ]
-        if any(r.status_code != 201 for r in uploads):
-            for r in uploads:
-                if r.status_code != 201:
-                    assert_problem(r, 409, "missing_blobs")
+        uploads = [post_blob(client, data, str(manifest.namespace)) for data in files.values()]
+        refused = [r for r in uploads if r.status_code != 201]
+        for r in refused:
+            assert_problem(r, 409, "missing_blobs")
+        if refused:
             continue
         response = put_manifest(client, manifest)
         if response.status_code == 201:

@@ -110,7 +110,7 @@ class _LocalWriter:
     def write(self, data: bytes | memoryview) -> None:
         if self._fd is None:
             raise StorageError("write after commit or cancel")
-        view = memoryview(data).cast("B")
+        view = memoryview(data)
         try:
             while view:
                 n = self._write_direct(view) or os.pwrite(self._fd, view, self._written)
