@@ -526,7 +526,13 @@ class UploadService:
             with self.db.read() as conn:
                 rec = blob_records.find(conn, Digest.parse(session.digest))
             if rec is None:
-                raise UploadNotFound(f"upload {upload_id}'s blob was since collected")
+                # Collected before its client completed the session (a grace period
+                # shorter than the upload, gc.py step 4): as a one-shot upload
+                # refused this way, ask for the bytes again.
+                raise MissingBlobs(
+                    f"upload {upload_id}'s blob was collected since; upload it again",
+                    [session.digest],
+                )
             if expected is not None and not rec.digests.matches(expected):
                 raise DigestMismatch(
                     f"upload {upload_id} completed as {rec.digests.blake3}, not {expected}"

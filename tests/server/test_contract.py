@@ -983,6 +983,27 @@ def test_gc(http: httpx.Client) -> None:
     assert "blob.collected" in types
 
 
+def test_completing_a_session_whose_blob_gc_took_asks_for_the_bytes_again(
+    http: httpx.Client,
+) -> None:
+    """The last PATCH records the blob; a GC (grace 0 here) may take it before the
+    client's /complete. That is the one-shot upload's missing_blobs, not a 404 for
+    the session: the client's retry then starts a new session."""
+    data = os.urandom(5000)
+    b3, _ = digests_of(data)
+    r = http.post(
+        "/v1/uploads", params={"namespace": "ci"}, headers={**TUS, "Upload-Length": str(len(data))}
+    )
+    url = r.headers["location"]
+    r = http.patch(url, headers={**TUS, **OFFSET, "Upload-Offset": "0"}, content=data)
+    assert r.headers["artifactstore-digest"] == b3
+    assert b3 in http.post("/v1/admin/gc", params={"dry_run": "false"}).json()["collected"]
+    problem = assert_problem(http.post(f"{url}/complete"), 409, "missing_blobs")
+    assert problem["missing"] == [b3]
+    again = upload_blob(http, data)
+    assert again["digest"] == b3 and http.get(f"/v1/blobs/{b3}").content == data
+
+
 def test_error_bodies_are_problems(http: httpx.Client) -> None:
     cases = [
         http.get("/v1/nowhere"),
