@@ -185,3 +185,52 @@ def test_an_upload_refused_every_time_fails_after_its_attempts(tmp_path: Path) -
     with pytest.raises(MissingBlobs, match="garbage-collected"):
         _upload(tmp_path, server, data)
     assert len(server.uploads()) == UPLOAD_ATTEMPTS
+
+
+class RoutedServer(ScriptedServer):
+    """Answers each request with the next answer scripted for its method and path."""
+
+    def __init__(self, routes: dict[bytes, list[bytes]]) -> None:
+        self.routes = routes
+        super().__init__([])
+
+    def answer(self, conn: socket.socket) -> None:
+        request = _read_request(conn)
+        self.requests.append(request)
+        route = next(r for r in self.routes if request.startswith(r))
+        answers = self.routes[route]
+        conn.sendall(answers.pop(0) if len(answers) > 1 else answers[0])
+
+
+def test_a_commit_refused_as_collected_uploads_again_counted_once(tmp_path: Path) -> None:
+    data = b"bytes GC took between our HEAD and the commit"
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "f.bin").write_bytes(data)
+    digest = str(BlobDigests.of(data).blake3)
+    version = {
+        "reference": "ci/app:1",
+        "digest": digest,  # any valid digest: the client only parses it
+        "sha256": str(BlobDigests.of(data).sha256),
+        "committed_at": "2026-12-03T00:00:00Z",
+        "actor": "test",
+        "size": len(data),
+        "file_count": 1,
+        "created_now": True,
+    }
+    server = RoutedServer(
+        {
+            b"HEAD /v1/blobs/": [_response(404, {"code": "blob_not_found", "status": 404})],
+            b"POST /v1/blobs": [_response(201, {"digest": digest})],
+            b"PUT /v1/packages/ci/app/1": [_collected(digest), _response(201, version)],
+        }
+    )
+    client = RemoteStore(server.url, state_path=tmp_path / "state.json", timeout=10)
+    advanced: list[int] = []
+    try:
+        result = client.push("ci/app:1", [tmp_path / "tree"], progress=advanced.append)
+    finally:
+        client.close()
+        server.close()
+    assert [r.endswith(data) for r in server.uploads()] == [True, True]
+    assert result.created
+    assert sum(advanced) == len(data), "the progress bar counts the bytes once"

@@ -550,8 +550,9 @@ class RemoteStore:
         try:
             response = self._commit(manifest)
         except errors.MissingBlobs as exc:  # collected between our HEAD and the commit
+            # The progress bar counted these bytes once already.
             wanted = {d: by_digest[d] for d in exc.digests if d in by_digest}
-            uploaded += self._upload_missing(str(r.namespace), wanted, progress, check=False)
+            uploaded += self._upload_missing(str(r.namespace), wanted, no_progress, check=False)
             response = self._commit(manifest)
         body = response.json()
         return RemotePush(RemoteVersion.from_json(body), body["created_now"], uploaded)
