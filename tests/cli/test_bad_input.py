@@ -209,7 +209,8 @@ def test_bad_meta_file_is_refused(
 
 
 def test_missing_meta_file_is_a_usage_error(shared: Cli, dist: Path, tmp_path: Path) -> None:
-    shared.fails(2, "push", "ci/app:2", dist, "--meta-file", tmp_path / "absent.json")
+    result = shared.fails(2, "push", "ci/app:2", dist, "--meta-file", tmp_path / "absent.json")
+    assert "absent.json" in result.stderr and "No such file" in result.stderr
 
 
 def test_unregistered_variant_says_how_to_register(shared: Cli, dist: Path) -> None:

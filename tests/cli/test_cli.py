@@ -145,7 +145,7 @@ def test_user_story(cli: Cli) -> None:
     ids=lambda a: " ".join(a),
 )
 def test_usage_errors_exit_2(cli: Cli, args: tuple[str, ...]) -> None:
-    cli.fails(2, *args)
+    assert "error" in cli.fails(2, *args).stderr.lower()
 
 
 def test_operation_failure_on_missing_store_exits_1(cli: Cli) -> None:

@@ -358,7 +358,7 @@ def test_ingest_renewing_the_lease_after_the_decision_keeps_its_bytes(
     assert other.gc(grace=3600).collected == []  # fail-closed check passes: nothing dangles
 
 
-def _push_racing_gc(store: Store, other: Store, ref: str, src: Path) -> None:
+def check_push_racing_gc(store: Store, other: Store, ref: str, src: Path) -> None:
     """Push ``src`` while a whole GC run (grace 0) lands between its publish and its commit.
 
     The push renewed its leases just before publishing, i.e. *before* GC decided. The
@@ -397,10 +397,10 @@ def test_ingest_of_recorded_unreferenced_content_racing_gc(
     content = {"f": b"deduplicated against a row GC is about to collect"}
     store.push("gc/a:1", [make_tree(tmp_path / "a", content)])
     store.delete("gc/a:1")
-    _push_racing_gc(store, other, "gc/b:1", make_tree(tmp_path / "b", content))
+    check_push_racing_gc(store, other, "gc/b:1", make_tree(tmp_path / "b", content))
 
 
 def test_ingest_of_new_content_racing_gc(store: Store, other: Store, tmp_path: Path) -> None:
     """New content: between publish and record its bytes look like an orphan to GC."""
     src = make_tree(tmp_path / "b", {"f": b"brand new bytes, not recorded yet"})
-    _push_racing_gc(store, other, "gc/b:1", src)
+    check_push_racing_gc(store, other, "gc/b:1", src)

@@ -494,7 +494,8 @@ def test_media_type_for_answers_as_the_table_does_for_the_whole_name(name: str) 
 
 @given(_PATH)
 def test_media_type_for_always_gives_a_valid_entry_type(path: str) -> None:
-    entry(path, media_type=media_type_for(path))
+    media_type = media_type_for(path)
+    assert entry(path, media_type=media_type).media_type == media_type  # FileEntry validates it
 
 
 # --- strict JSON (model/jsonio.py) ---------------------------------------------------------------

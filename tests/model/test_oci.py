@@ -59,7 +59,7 @@ def _check_descriptor(descriptor: dict[str, object]) -> None:
     assert isinstance(media, str) and MEDIA_TYPE.match(media)
 
 
-def _check_oci(oci: dict[str, object], config: bytes) -> None:
+def check_oci(oci: dict[str, object], config: bytes) -> None:
     _VALIDATOR.validate(oci)
     assert oci["schemaVersion"] == 2
     assert oci["mediaType"] == OCI_MANIFEST_MEDIA_TYPE
@@ -98,7 +98,7 @@ def test_the_schema_copies_catch_bad_manifests() -> None:
 @given(manifests)
 def test_to_oci_is_a_valid_oci_image_manifest(m: Manifest) -> None:
     oci, config = to_oci(m)
-    _check_oci(oci, config)
+    check_oci(oci, config)
     json.dumps(oci)  # plain JSON types only
 
 
@@ -139,7 +139,7 @@ def test_layout_of_a_package() -> None:
 def test_empty_package_uses_the_oci_empty_descriptor() -> None:
     m = sample(files=[])
     oci, config = to_oci(m)
-    _check_oci(oci, config)
+    check_oci(oci, config)
     assert oci["layers"] == [EMPTY_DESCRIPTOR]
     assert EMPTY_DESCRIPTOR["digest"] == "sha256:" + hashlib.sha256(b"{}").hexdigest()
     assert from_oci(oci, config) == m

@@ -66,7 +66,7 @@ def latin1(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
 
 
-def status_ok(response: httpx.Response, *allowed: int) -> None:
+def assert_status_in(response: httpx.Response, *allowed: int) -> None:
     """An allowed status; every error is a problem document."""
     assert response.status_code < 500, (response.status_code, response.text[:300])
     assert response.status_code in allowed, (response.status_code, response.text[:300])
@@ -102,24 +102,24 @@ BAD_DIGESTS = [
 def test_bad_digest_in_path(http: httpx.Client, digest: str) -> None:
     for method in ("GET", "HEAD"):
         r = http.request(method, f"/v1/blobs/{digest}")
-        status_ok(r, 404, 422)
-    status_ok(http.get(f"/v1/blobs/{digest}", headers={"Range": "bytes=0-0"}), 404, 422)
+        assert_status_in(r, 404, 422)
+    assert_status_in(http.get(f"/v1/blobs/{digest}", headers={"Range": "bytes=0-0"}), 404, 422)
 
 
 @pytest.mark.parametrize("digest", [*BAD_DIGESTS, ""])
 def test_bad_digest_in_query(http: httpx.Client, digest: str) -> None:
     r = http.post(f"/v1/blobs?namespace=hostile&digest={digest}", content=b"some bytes")
-    status_ok(r, 422)
+    assert_status_in(r, 422)
     session = http.post("/v1/uploads", headers={**TUS, "Upload-Length": "3"})
     url = session.headers["location"]
     http.patch(url, headers={**TUS, **OFFSET, "Upload-Offset": "0"}, content=b"abc")
-    status_ok(http.post(f"{url}/complete?digest={digest}"), 422)
+    assert_status_in(http.post(f"{url}/complete?digest={digest}"), 422)
 
 
 def test_empty_digest_segment(http: httpx.Client) -> None:
     for method in ("GET", "HEAD", "DELETE"):
         r = http.request(method, "/v1/blobs/")
-        status_ok(r, 404, 405)
+        assert_status_in(r, 404, 405)
         assert "location" not in r.headers  # no redirect elsewhere
 
 
@@ -169,7 +169,7 @@ def test_range_games(
         "/v1/packages/hostile/pkg/1.0/files/data.bin",
     ):
         r = http.get(url, headers={"Range": header})
-        status_ok(r, *allowed)
+        assert_status_in(r, *allowed)
         if r.status_code == 200:
             assert r.content == data
         elif r.status_code == 206:
@@ -184,7 +184,7 @@ def test_range_games(
 @pytest.mark.parametrize("header", ["bytes=0-", "bytes=0-0", "bytes=-1", "bytes=-0"])
 def test_range_of_empty_file(http: httpx.Client, stored: dict[str, Any], header: str) -> None:
     r = http.get("/v1/packages/hostile/pkg/1.0/files/empty", headers={"Range": header})
-    status_ok(r, 416)
+    assert_status_in(r, 416)
     assert r.headers["content-range"] == "bytes */0"
     assert http.get("/v1/packages/hostile/pkg/1.0/files/empty").content == b""
 
@@ -218,7 +218,7 @@ def test_upload_offset_games(http: httpx.Client, offset: str | None) -> None:
     if offset is not None:
         headers["Upload-Offset"] = offset
     r = http.patch(url, headers=latin1(headers), content=b"abc")
-    status_ok(r, 409, 422)
+    assert_status_in(r, 409, 422)
     assert int(http.head(url, headers=TUS).headers["upload-offset"]) == 0
 
 
@@ -241,7 +241,7 @@ def test_content_range_games(http: httpx.Client, content_range: str) -> None:
         headers={"Content-Type": "application/octet-stream", "Content-Range": content_range},
         content=b"abc",
     )
-    status_ok(r, 409, 422)
+    assert_status_in(r, 409, 422)
 
 
 @pytest.mark.parametrize(
@@ -249,7 +249,7 @@ def test_content_range_games(http: httpx.Client, content_range: str) -> None:
 )
 def test_upload_length_games(http: httpx.Client, length: str) -> None:
     r = http.post("/v1/uploads", headers=latin1({**TUS, "Upload-Length": length}))
-    status_ok(r, 413, 422)
+    assert_status_in(r, 413, 422)
     if length.isascii() and length.isdigit() and len(length) < 19 and int(length) > MAX_UPLOAD:
         assert_problem(r, 413, "limit_exceeded")
 
@@ -257,10 +257,10 @@ def test_upload_length_games(http: httpx.Client, length: str) -> None:
 def test_more_bytes_than_declared(http: httpx.Client) -> None:
     url = http.post("/v1/uploads", headers={**TUS, "Upload-Length": "10"}).headers["location"]
     r = http.patch(url, headers={**TUS, **OFFSET, "Upload-Offset": "0"}, content=b"x" * 11)
-    status_ok(r, 413)
+    assert_status_in(r, 413)
     assert int(http.head(url, headers=TUS).headers["upload-offset"]) <= 10
     r = http.patch(url, headers={**TUS, **OFFSET, "Upload-Length": "5"}, content=b"")
-    status_ok(r, 409, 413, 422)
+    assert_status_in(r, 409, 413, 422)
 
 
 def test_deferred_length_over_the_limit(http: httpx.Client) -> None:
@@ -273,9 +273,9 @@ def test_deferred_length_over_the_limit(http: httpx.Client) -> None:
     assert_problem(r, 413, "limit_exceeded")
     for defer in ("0", "2", "yes"):
         r = http.post("/v1/uploads", headers={**TUS, "Upload-Defer-Length": defer})
-        status_ok(r, 422)
+        assert_status_in(r, 422)
     r = http.post("/v1/uploads", headers={**TUS, "Upload-Defer-Length": "1", "Upload-Length": "5"})
-    status_ok(r, 422)
+    assert_status_in(r, 422)
 
 
 @pytest.mark.parametrize(
@@ -296,7 +296,7 @@ def test_upload_metadata_games(http: httpx.Client, metadata: str) -> None:
         "/v1/uploads",
         headers=latin1({**TUS, "Upload-Length": "1", "Upload-Metadata": metadata}),
     )
-    status_ok(r, 201, 422)
+    assert_status_in(r, 201, 422)
 
 
 @pytest.mark.parametrize(
@@ -310,7 +310,7 @@ def test_upload_checksum_games(http: httpx.Client, checksum: str) -> None:
         headers={**TUS, **OFFSET, "Upload-Offset": "0", "Upload-Checksum": checksum},
         content=b"abc",
     )
-    status_ok(r, 400, 422, 460)
+    assert_status_in(r, 400, 422, 460)
     assert http.head(url, headers=TUS).headers["upload-offset"] == "0"
 
 
@@ -322,8 +322,8 @@ def test_bad_upload_ids(http: httpx.Client, upload_id: str) -> None:
         r = http.request(
             method, f"/v1/uploads/{upload_id}", headers={**TUS, **OFFSET, "Upload-Offset": "0"}
         )
-        status_ok(r, 404, 422)
-    status_ok(http.post(f"/v1/uploads/{upload_id}/complete"), 404, 422)
+        assert_status_in(r, 404, 422)
+    assert_status_in(http.post(f"/v1/uploads/{upload_id}/complete"), 404, 422)
 
 
 def test_declared_length_over_limit(http: httpx.Client) -> None:
@@ -561,7 +561,7 @@ def test_deeply_nested_metadata(http: httpx.Client, depth: int) -> None:
             content=body,
             headers={"Content-Type": content_type},
         )
-        status_ok(r, 413, 422)
+        assert_status_in(r, 413, 422)
 
 
 def test_oversized_metadata(http: httpx.Client) -> None:
@@ -569,17 +569,17 @@ def test_oversized_metadata(http: httpx.Client) -> None:
     metadata = {"k": "v" * (MAX_METADATA + 10)}
     m = make_manifest("hostile/bad:big", {"f": b"hostile manifest"}, metadata=metadata)
     r = http.put("/v1/packages/hostile/bad/big", json=m.to_map())
-    status_ok(r, 413, 422)
+    assert_status_in(r, 413, 422)
     many = {f"k{i}": i for i in range(MAX_METADATA // 8)}
     m = make_manifest("hostile/bad:many", {"f": b"hostile manifest"}, metadata=many)
-    status_ok(put_manifest(http, m), 413, 422)
+    assert_status_in(put_manifest(http, m), 413, 422)
 
 
 def test_wrong_manifest_content_type(http: httpx.Client) -> None:
     body = make_manifest("hostile/bad:9.9", {"f": b"x"}).to_json().encode()
     for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
         r = put_raw(http, body, content_type)
-        status_ok(r, 415, 422)
+        assert_status_in(r, 415, 422)
 
 
 # --- paths and names -----------------------------------------------------------------
@@ -651,11 +651,11 @@ def test_path_traversal_in_file_urls(
 )
 def test_invalid_names_in_urls(http: httpx.Client, url: str) -> None:
     for method in ("GET", "DELETE"):
-        status_ok(http.request(method, url), 404, 422)
+        assert_status_in(http.request(method, url), 404, 422)
     r = http.put(url, content=b"{}", headers={"Content-Type": "application/json"})
-    status_ok(r, 404, 422)
-    status_ok(http.get(url + "/files/a"), 404, 422)
-    status_ok(http.get(url + "/archive"), 404, 422)
+    assert_status_in(r, 404, 422)
+    assert_status_in(http.get(url + "/files/a"), 404, 422)
+    assert_status_in(http.get(url + "/archive"), 404, 422)
 
 
 @pytest.mark.parametrize(
@@ -678,13 +678,13 @@ def test_invalid_names_in_urls(http: httpx.Client, url: str) -> None:
     ],
 )
 def test_query_parameter_games(http: httpx.Client, params: dict[str, str]) -> None:
-    status_ok(http.get("/v1/packages", params=params), 200, 422)
+    assert_status_in(http.get("/v1/packages", params=params), 200, 422)
 
 
 @pytest.mark.parametrize("schema_id", ["UPPER", "a" * 129, "..%2Fx", "a%00b", "with space"])
 def test_invalid_schema_ids(http: httpx.Client, schema_id: str) -> None:
-    status_ok(http.get(f"/v1/schemas/{schema_id}"), 404, 422)
-    status_ok(http.put(f"/v1/schemas/{schema_id}", json={"type": "object"}), 404, 422)
+    assert_status_in(http.get(f"/v1/schemas/{schema_id}"), 404, 422)
+    assert_status_in(http.put(f"/v1/schemas/{schema_id}", json={"type": "object"}), 404, 422)
 
 
 def test_hostile_schemas(http: httpx.Client) -> None:
@@ -702,7 +702,7 @@ def test_hostile_schemas(http: httpx.Client) -> None:
         r = http.put(
             f"/v1/schemas/hostile.s{i}", content=body, headers={"Content-Type": "application/json"}
         )
-        status_ok(r, 201, 413, 422)
+        assert_status_in(r, 201, 413, 422)
 
 
 # --- protocol -------------------------------------------------------------------------
