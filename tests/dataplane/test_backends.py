@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import mmap
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -201,8 +205,53 @@ def test_local_buffers_what_cannot_go_direct(tmp_path: Path) -> None:
     assert _write(LocalBackend(tmp_path / "c", fsync=False), big) == 0
 
 
+@contextlib.contextmanager
+def _no_descriptors_left() -> Iterator[None]:
+    """Every descriptor number this process may open is taken, until the block ends."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+    held: list[int] = []
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        with pytest.raises(OSError) as exhausted:
+            os.open(os.devnull, os.O_RDONLY)
+        assert exhausted.value.errno == errno.EMFILE
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_local_writes_buffered_when_no_descriptor_is_left_for_o_direct(tmp_path: Path) -> None:
+    """Out of descriptors when the direct one would open: that object is written
+    buffered and whole, and the next object goes direct again."""
+    backend = LocalBackend(tmp_path / "storage", fsync=True)
+    if _write(backend, _big_pieces(6)) == 0:
+        pytest.skip(f"the file system under {tmp_path} refuses O_DIRECT")
+    pieces = _big_pieces(7)
+    data = b"".join(bytes(p) for p in pieces)
+    key = layout.blob_key(Digest("sha256", hashlib.sha256(data).hexdigest()))
+    batch = backend.batch()
+    writer = batch.writer()
+    for piece in pieces[:4]:  # the first 16 MiB are always buffered
+        writer.write(piece)
+    with _no_descriptors_left():
+        for piece in pieces[4:]:
+            writer.write(piece)
+    writer.commit(key)
+    batch.commit()
+    assert writer.direct_bytes == 0
+    assert b"".join(backend.read(key)) == data
+    assert _write(backend, _big_pieces(6)) > 0, "only EINVAL/EOPNOTSUPP turn O_DIRECT off"
+
+
 _CRASH_CHILD = r"""
 import hashlib, mmap, os, random, sys
+from collections.abc import Iterator
 from pathlib import Path
 from artifactstore.dataplane import layout
 from artifactstore.dataplane.backends.local import LocalBackend
