@@ -45,6 +45,9 @@ class LoopbackServer:
     def close(self) -> None:
         self.sock.close()
 
+    def uploads(self) -> list[bytes]:
+        return [r for r in self.requests if r.startswith(b"POST /v1/blobs")]
+
 
 class ResettingServer(LoopbackServer):
     """Resets the first ``resets`` connections after reading a request, then answers 200."""
@@ -136,9 +139,6 @@ class ScriptedServer(LoopbackServer):
         self.requests.append(_read_request(conn))
         conn.sendall(self.answers[min(len(self.requests), len(self.answers)) - 1])
 
-    def uploads(self) -> list[bytes]:
-        return [r for r in self.requests if r.startswith(b"POST /v1/blobs")]
-
 
 def _collected(digest: str) -> bytes:
     """What a server answers when GC removed an upload's bytes before they were recorded."""
@@ -187,12 +187,13 @@ def test_an_upload_refused_every_time_fails_after_its_attempts(tmp_path: Path) -
     assert len(server.uploads()) == UPLOAD_ATTEMPTS
 
 
-class RoutedServer(ScriptedServer):
-    """Answers each request with the next answer scripted for its method and path."""
+class RoutedServer(LoopbackServer):
+    """Answers each request with the next answer scripted for its method and path
+    (the last one from then on)."""
 
     def __init__(self, routes: dict[bytes, list[bytes]]) -> None:
         self.routes = routes
-        super().__init__([])
+        super().__init__()
 
     def answer(self, conn: socket.socket) -> None:
         request = _read_request(conn)
