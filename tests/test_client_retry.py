@@ -129,15 +129,18 @@ def _read_request(conn: socket.socket) -> bytes:
 
 
 class ScriptedServer(LoopbackServer):
-    """Answers each request with the next of ``answers`` (the last one from then on)."""
+    """Answers each request with the next answer scripted for the first prefix of
+    ``routes`` it starts with (the last answer from then on)."""
 
-    def __init__(self, answers: list[bytes]) -> None:
-        self.answers = answers
+    def __init__(self, routes: dict[bytes, list[bytes]]) -> None:
+        self.routes = routes
         super().__init__()
 
     def answer(self, conn: socket.socket) -> None:
-        self.requests.append(_read_request(conn))
-        conn.sendall(self.answers[min(len(self.requests), len(self.answers)) - 1])
+        request = _read_request(conn)
+        self.requests.append(request)
+        answers = next(a for prefix, a in self.routes.items() if request.startswith(prefix))
+        conn.sendall(answers.pop(0) if len(answers) > 1 else answers[0])
 
 
 def _collected(digest: str) -> bytes:
@@ -173,7 +176,7 @@ def _upload(tmp_path: Path, server: ScriptedServer, data: bytes) -> list[int]:
 def test_an_upload_refused_as_collected_is_sent_again(tmp_path: Path) -> None:
     data = b"bytes GC took between publishing and recording"
     digest = str(BlobDigests.of(data).blake3)
-    server = ScriptedServer([_collected(digest), _response(201, {"digest": digest})])
+    server = ScriptedServer({b"": [_collected(digest), _response(201, {"digest": digest})]})
     advanced = _upload(tmp_path, server, data)
     assert [r.endswith(data) for r in server.uploads()] == [True, True]
     assert sum(advanced) == len(data), "the progress bar counts the bytes once"
@@ -181,44 +184,29 @@ def test_an_upload_refused_as_collected_is_sent_again(tmp_path: Path) -> None:
 
 def test_an_upload_refused_every_time_fails_after_its_attempts(tmp_path: Path) -> None:
     data = b"collected again and again"
-    server = ScriptedServer([_collected(str(BlobDigests.of(data).blake3))])
+    server = ScriptedServer({b"": [_collected(str(BlobDigests.of(data).blake3))]})
     with pytest.raises(MissingBlobs, match="garbage-collected"):
         _upload(tmp_path, server, data)
     assert len(server.uploads()) == UPLOAD_ATTEMPTS
-
-
-class RoutedServer(LoopbackServer):
-    """Answers each request with the next answer scripted for its method and path
-    (the last one from then on)."""
-
-    def __init__(self, routes: dict[bytes, list[bytes]]) -> None:
-        self.routes = routes
-        super().__init__()
-
-    def answer(self, conn: socket.socket) -> None:
-        request = _read_request(conn)
-        self.requests.append(request)
-        route = next(r for r in self.routes if request.startswith(r))
-        answers = self.routes[route]
-        conn.sendall(answers.pop(0) if len(answers) > 1 else answers[0])
 
 
 def test_a_commit_refused_as_collected_uploads_again_counted_once(tmp_path: Path) -> None:
     data = b"bytes GC took between our HEAD and the commit"
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree" / "f.bin").write_bytes(data)
-    digest = str(BlobDigests.of(data).blake3)
+    digests = BlobDigests.of(data)
+    digest = str(digests.blake3)
     version = {
         "reference": "ci/app:1",
         "digest": digest,  # any valid digest: the client only parses it
-        "sha256": str(BlobDigests.of(data).sha256),
+        "sha256": str(digests.sha256),
         "committed_at": "2026-12-03T00:00:00Z",
         "actor": "test",
         "size": len(data),
         "file_count": 1,
         "created_now": True,
     }
-    server = RoutedServer(
+    server = ScriptedServer(
         {
             b"HEAD /v1/blobs/": [_response(404, {"code": "blob_not_found", "status": 404})],
             b"POST /v1/blobs": [_response(201, {"digest": digest})],

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -164,14 +164,16 @@ def _mapped(data: bytes) -> memoryview:
     return memoryview(buffer)
 
 
-def _write(backend: LocalBackend, pieces: list[bytes | memoryview]) -> int:
+def _write(backend: LocalBackend, pieces: Iterable[bytes | memoryview]) -> int:
     """Write one object of ``pieces``, check it reads back whole; bytes sent with O_DIRECT."""
-    data = b"".join(bytes(p) for p in pieces)
-    key = layout.blob_key(Digest("sha256", hashlib.sha256(data).hexdigest()))
     batch = backend.batch()
     writer = batch.writer()
+    written = []
     for piece in pieces:
         writer.write(piece)
+        written.append(bytes(piece))
+    data = b"".join(written)
+    key = layout.blob_key(Digest("sha256", hashlib.sha256(data).hexdigest()))
     writer.commit(key)
     batch.commit()
     assert b"".join(backend.read(key)) == data
@@ -232,26 +234,19 @@ def test_local_writes_buffered_when_no_descriptor_is_left_for_o_direct(tmp_path:
     backend = LocalBackend(tmp_path / "storage", fsync=True)
     if _write(backend, _big_pieces(6)) == 0:
         pytest.skip(f"the file system under {tmp_path} refuses O_DIRECT")
-    pieces = _big_pieces(7)
-    data = b"".join(bytes(p) for p in pieces)
-    key = layout.blob_key(Digest("sha256", hashlib.sha256(data).hexdigest()))
-    batch = backend.batch()
-    writer = batch.writer()
-    for piece in pieces[:4]:  # the first 16 MiB are always buffered
-        writer.write(piece)
-    with _no_descriptors_left():
-        for piece in pieces[4:]:
-            writer.write(piece)
-    writer.commit(key)
-    batch.commit()
-    assert writer.direct_bytes == 0
-    assert b"".join(backend.read(key)) == data
+
+    def starved(pieces: list[bytes | memoryview]) -> Iterator[bytes | memoryview]:
+        yield from pieces[:4]  # the first 16 MiB are always buffered
+        with _no_descriptors_left():
+            yield from pieces[4:]
+
+    assert _write(backend, starved(_big_pieces(7))) == 0
     assert _write(backend, _big_pieces(6)) > 0, "only EINVAL/EOPNOTSUPP turn O_DIRECT off"
 
 
 _CRASH_CHILD = r"""
 import hashlib, mmap, os, random, sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from artifactstore.dataplane import layout
 from artifactstore.dataplane.backends.local import LocalBackend
