@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from artifactstore.client import UPLOAD_ATTEMPTS, RemoteStore
+from artifactstore.client.remote import UPLOAD_ATTEMPTS, RemoteStore
 from artifactstore.errors import MissingBlobs, StorageError
-from artifactstore.localfs import LocalFile
 from artifactstore.model.identity import BlobDigests
 from artifactstore.model.paths import PackagePath
+from artifactstore.model.records import LocalFile
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 

@@ -242,7 +242,7 @@ def test_query_keyset_pagination(store: Store, tmp_path: Path) -> None:
     cursor: str | None = None
     pages = 0
     while True:
-        page = store.query("ci", "app", limit=10, cursor=cursor)
+        page = store.query(namespace="ci", name="app", limit=10, cursor=cursor)
         pages += 1
         assert len(page.items) == (10 if pages < 3 else 5)
         seen += [str(r.reference.version) for r in page.items]

@@ -174,15 +174,17 @@ def test_every_command_is_found_where_the_lazy_group_looks() -> None:
 
 
 def test_a_local_push_can_stage_before_the_control_plane_is_imported() -> None:
-    """``push`` hashes and stages its files while SQLAlchemy imports in another
-    thread (``packages._push_local``): nothing that runs before must import it."""
+    """A push hashes and stages its files while SQLAlchemy imports in another
+    thread (``Store`` opens its control plane there): nothing that runs before,
+    the Store facade included, may import it."""
     import subprocess
     import sys
 
     probe = (
         "import sys\n"
         "import artifactstore.cli.main, artifactstore.cli.commands.packages\n"
-        "import artifactstore.storage\n"
+        "import artifactstore.store, artifactstore.dataplane.files\n"
+        "import artifactstore.dataplane.backends\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy'))\n"
     )
     done = subprocess.run(

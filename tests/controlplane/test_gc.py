@@ -149,6 +149,9 @@ class PublishHook:
     def delete(self, key: str) -> None:
         self._inner.delete(key)
 
+    def sweep_staging(self, older_than: float) -> int:
+        return self._inner.sweep_staging(older_than)
+
     def list(self, prefix: str = "") -> Iterator[str]:
         return self._inner.list(prefix)
 

@@ -25,8 +25,8 @@ from artifactstore.errors import (
     RetentionLocked,
     VersionExists,
 )
+from artifactstore.services.uploads import _Recording
 from artifactstore.store import Store
-from artifactstore.uploads import _Recording
 from tests.conftest import make_tree
 from tests.test_rebuild import dump_views
 
@@ -250,7 +250,7 @@ def test_concurrent_pushes_commit_exactly_what_fits(store: Store, trees: Trees) 
     committed = sorted(i for i, o in outcomes.items() if o == "committed")
     assert len(committed) == 3, outcomes
     assert peak[0] <= 1000 and used(store, "ci") == 900
-    live = {str(r.reference) for r in store.iter_query("ci")}
+    live = {str(r.reference) for r in store.iter_query(namespace="ci")}
     assert live == {f"ci/app:{i}" for i in committed}
     stored = [b for e in store.events() for b in stored_blobs(e)]
     assert len(stored) == 3
@@ -292,7 +292,7 @@ def test_pushing_a_movable_tag_again_moves_it(store0: Store, trees: Trees) -> No
     shown = store0.show("ci/app:latest")
     assert [f.path.value for f in shown.manifest.files] == ["new.txt"]
     assert shown.digest == moved.record.digest
-    assert [str(r.reference) for r in store0.iter_query("ci")] == ["ci/app:latest"]
+    assert [str(r.reference) for r in store0.iter_query(namespace="ci")] == ["ci/app:latest"]
     # The old bytes are no longer referenced: they count for nothing and GC takes them.
     assert used(store0, "ci") == len(b"new content")
     assert store0.gc().bytes_freed == len(b"old content")
@@ -353,7 +353,7 @@ def test_uploads_recorded_in_one_batch_fail_only_where_over_the_quota(store: Sto
     When the namespace cannot hold them all, each is retried alone, so those
     that fit are recorded and only the rest are refused."""
     store.set_namespace_settings("q", {"quota_bytes": 250})
-    uploads = store.uploads
+    uploads = store.services.uploads
     recs = []
     for i in range(4):
         with store.plane.batch() as batch:

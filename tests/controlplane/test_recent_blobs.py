@@ -57,8 +57,8 @@ def test_a_namespace_scoped_head_never_uses_it(store: Store, tmp_path: Path) -> 
 
 
 def test_uploads_fill_it(store: Store) -> None:
-    upload = store.uploads.begin_blob("test", "ci")
+    upload = store.services.uploads.begin_blob("test", "ci")
     upload.write(b"bytes a client just sent")
     digests = upload.finish()
-    cached = store._recent.get(str(digests.sha256), time.time())
+    cached = store.services.core.recent.get(str(digests.sha256), time.time())
     assert cached is not None and cached.digests == digests

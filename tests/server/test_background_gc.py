@@ -252,7 +252,7 @@ def test_no_jobs_start_no_thread(clean_env: None, tmp_path: Path) -> None:
     with Store.open(tmp_path / "home", gc_grace=0.0, gc_interval=0.0) as store:
         assert scheduled_jobs(store) == []
         before = set(threading.enumerate())
-        background = Background(store.db, scheduled_jobs(store), logging.getLogger("test"))
+        background = Background(store, scheduled_jobs(store), logging.getLogger("test"))
         background.start()
         assert set(threading.enumerate()) == before
         background.stop()
@@ -292,7 +292,7 @@ def test_a_failing_run_is_logged_and_the_job_goes_on(clean_env: None, tmp_path: 
 
     logger, handler = capture()
     with Store.open(tmp_path / "home") as store:
-        background = Background(store.db, [PeriodicJob("flaky", 0.05, flaky)], logger)
+        background = Background(store, [PeriodicJob("flaky", 0.05, flaky)], logger)
         background.start()
         try:
             wait_for("a run after the failure", lambda: len(runs) >= 3, timeout=10)
@@ -324,7 +324,7 @@ def test_the_holder_renews_its_lease_during_a_run_longer_than_the_ttl(
 
     logger, handler = capture()
     with Store.open(tmp_path / "home") as store:
-        background = Background(store.db, [PeriodicJob("slow", 0.05, slow)], logger, lease_ttl=ttl)
+        background = Background(store, [PeriodicJob("slow", 0.05, slow)], logger, lease_ttl=ttl)
         background.start()
         try:
             assert running.wait(10)

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from artifactstore.client import RemoteStore
+from artifactstore.client.remote import RemoteStore
 from artifactstore.errors import QuotaExceeded
 from tests.conftest import ARTIFACTSTORE, make_tree
 from tests.server.conftest import (

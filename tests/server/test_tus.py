@@ -12,7 +12,7 @@ import httpx
 import pytest
 from tusclient import client as tus
 
-from artifactstore.uploads import CLAIM_SECONDS
+from artifactstore.controlplane.uploads import CLAIM_SECONDS
 from tests.server.conftest import Server
 
 MiB = 1024 * 1024

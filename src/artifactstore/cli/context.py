@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from artifactstore.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from artifactstore.client import RemoteStore
+    from artifactstore.client.remote import RemoteStore
     from artifactstore.store import Store
 
 __all__ = ["CliContext"]
@@ -38,19 +38,15 @@ class CliContext:
         """The store the command works on: remote when a server URL is set."""
         if self._store is None:
             if self.server:
-                from artifactstore.client import RemoteStore
+                from artifactstore.client.remote import RemoteStore
 
                 self._store = RemoteStore(self.server, token=self.token, parallel=self.parallel)
             else:
                 from artifactstore.store import Store
 
-                self._store = Store.open(self.home, create=create)
+                # The control plane opens on a thread while a push stages its files.
+                self._store = Store.open(self.home, create=create, wait=False)
         return self._store
-
-    def adopt(self, store: Store) -> Store:
-        """Use ``store`` (opened by the command itself) and close it with the others."""
-        self._store = store
-        return store
 
     def local_store(self, what: str) -> Store:
         """The local Store; ``what`` names the command for the remote-mode refusal."""

@@ -216,9 +216,7 @@ def collect(
             unlink_if_untouched(conn, plane, key, decided_at, backend)
     report.orphans_removed = collect_orphans(db, plane, decided_at - grace)
     for store_backend in plane.backends:
-        sweep = getattr(store_backend, "sweep_staging", None)
-        if callable(sweep):
-            sweep(max(grace, STAGING_MIN_AGE))
+        store_backend.sweep_staging(max(grace, STAGING_MIN_AGE))
     return report
 
 

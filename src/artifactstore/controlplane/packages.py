@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence, Set
+from collections.abc import Collection, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, exists, select
+from typing_extensions import Unpack
 
 from artifactstore.controlplane import namespaces
 from artifactstore.controlplane.blobs import dereference, not_held
@@ -24,6 +25,7 @@ from artifactstore.errors import (
 )
 from artifactstore.model.identity import Digest, Namespace, PackageName, Reference
 from artifactstore.model.manifest import Manifest
+from artifactstore.model.records import QueryArgs
 
 __all__ = [
     "CommitResult",
@@ -313,45 +315,36 @@ def file_blobs(conn: Connection, version_ids: Collection[int]) -> set[str]:
 
 
 def query(
-    conn: Connection,
-    *,
-    namespace: Namespace | None = None,
-    name: PackageName | None = None,
-    variant: str | None = None,
-    where: Mapping[str, str] | None = None,
-    created_after: str | None = None,
-    created_before: str | None = None,
-    limit: int = 100,
-    cursor: str | None = None,
-    namespaces: Collection[str] | None = None,
+    conn: Connection, namespaces: Collection[str] | None = None, **args: Unpack[QueryArgs]
 ) -> Page:
     """Live versions, newest first, keyset-paginated on the version id.
 
     ``namespaces`` restricts the answer to those the caller may read (None: all).
     """
+    limit = args.get("limit", 100)
     if not 1 <= limit <= 1000:
         raise InvalidInput("limit must be between 1 and 1000")
     q = select(t.versions).where(t.versions.c.deleted_seq.is_(None))
-    if namespace is not None:
-        q = q.where(t.versions.c.namespace == str(namespace))
+    if namespace := args.get("namespace"):
+        q = q.where(t.versions.c.namespace == str(Namespace(namespace)))
     if namespaces is not None:
         q = q.where(t.versions.c.namespace.in_(sorted(namespaces)))
-    if name is not None:
-        q = q.where(t.versions.c.name == str(name))
-    if variant is not None:
+    if name := args.get("name"):
+        q = q.where(t.versions.c.name == str(PackageName(name)))
+    if (variant := args.get("variant")) is not None:
         q = q.where(t.versions.c.variant == variant)
-    if created_after is not None:
+    if (created_after := args.get("created_after")) is not None:
         q = q.where(t.versions.c.committed_at > created_after)
-    if created_before is not None:
+    if (created_before := args.get("created_before")) is not None:
         q = q.where(t.versions.c.committed_at < created_before)
-    for key, value in sorted((where or {}).items()):
+    for key, value in sorted((args.get("where") or {}).items()):
         vm = t.version_meta
         q = q.where(
             exists().where(
                 and_(vm.c.version_id == t.versions.c.id, vm.c.key == key, vm.c.value == value)
             )
         )
-    if cursor:
+    if cursor := args.get("cursor"):
         q = q.where(t.versions.c.id < _decode_cursor(cursor))
     rows = conn.execute(q.order_by(t.versions.c.id.desc()).limit(limit + 1)).all()
     items = [_record(r) for r in rows[:limit]]

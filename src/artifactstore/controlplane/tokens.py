@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, delete, func, insert, select
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.eventlog import append, utc_now
@@ -31,9 +31,11 @@ __all__ = [
     "TOKEN_PREFIX",
     "TokenInfo",
     "check_scopes",
+    "count",
     "create",
     "find",
     "list_tokens",
+    "record_use",
     "revoke",
     "verify",
 ]
@@ -171,3 +173,13 @@ def verify(conn: Connection, presented: str) -> TokenInfo | None:
         return None
     info = _info(row)
     return info if info.active(utc_now()) else None
+
+
+def record_use(conn: Connection, token_id: str, now: float) -> None:
+    """Note the token's last use (operational state, outside the log)."""
+    conn.execute(delete(t.token_usage).where(t.token_usage.c.id == token_id))
+    conn.execute(insert(t.token_usage).values(id=token_id, last_used_at=now))
+
+
+def count(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(t.tokens)).scalar_one())

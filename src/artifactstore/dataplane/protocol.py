@@ -94,3 +94,10 @@ class Backend(Protocol):
 
     def health(self) -> None:
         """Raise StorageError unless the backend can read and write now."""
+
+    def sweep_staging(self, older_than: float) -> int:
+        """Remove staging objects older than ``older_than`` seconds; return how many.
+
+        They are what a crash leaves of writes that never committed; nothing
+        visible is touched. A backend that stages nothing outside memory returns 0.
+        """

@@ -32,8 +32,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from artifactstore.controlplane import leases
-from artifactstore.controlplane.db.engine import Database
 from artifactstore.store import Store
 
 __all__ = [
@@ -108,7 +106,7 @@ class Background:
 
     def __init__(
         self,
-        db: Database,
+        store: Store,
         jobs: Sequence[PeriodicJob],
         logger: logging.Logger,
         *,
@@ -120,7 +118,7 @@ class Background:
             raise ValueError(f"two periodic jobs share a name (a lease): {names}")
         if any(job.interval <= 0 for job in jobs) or lease_ttl <= 0:
             raise ValueError("periodic jobs need positive intervals and a positive lease TTL")
-        self.db = db
+        self.store = store
         self.jobs = tuple(jobs)
         self.logger = logger
         self.lease_ttl = lease_ttl
@@ -178,7 +176,7 @@ class Background:
                 self._held.discard(job.name)
             if held:
                 try:
-                    leases.release(self.db, job.name, self.holder)
+                    self.store.release_lease(job.name, self.holder)
                 except Exception as exc:  # the lease expires by itself
                     self._log(job.name, "release_failed", logging.WARNING, _failure(exc))
 
@@ -207,7 +205,7 @@ class Background:
 
     def _claim(self, name: str) -> bool:
         """Take or renew lease ``name``; logs when this replica gains or loses it."""
-        won = leases.acquire(self.db, name, self.holder, self.lease_ttl, time.time())
+        won = self.store.acquire_lease(name, self.holder, self.lease_ttl)
         with self._lock:
             had = name in self._held
             if won:

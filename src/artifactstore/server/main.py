@@ -58,7 +58,7 @@ async def _expire_uploads(store: Store) -> None:
     while True:
         await anyio.sleep(EXPIRY_INTERVAL)
         with contextlib.suppress(Exception):  # a failed sweep is retried next round
-            await run_in_threadpool(store.uploads.expire)
+            await run_in_threadpool(store.expire_uploads)
 
 
 def check_bind(host: str, no_auth: bool) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -98,10 +97,8 @@ def send_blob(request: Request, store: Store, record: BlobRecord, media_type: st
         if byte_range is not None:
             headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
         return Response(status_code=200 if byte_range is None else 206, headers=headers)
-    root = store.plane.named(record.backend).properties.local_root
-    whole = record.place.offset is None  # a packed blob is a span: streamed
-    if whole and byte_range is None and root is not None and "range" not in request.headers:
-        path = Path(root).joinpath(*record.place.key.split("/"))
+    path = store.local_path(record)  # None for a packed blob (a span: streamed)
+    if path is not None and byte_range is None and "range" not in request.headers:
         return _LargeChunkFile(path, headers=headers, stat_result=None)
     offset, length = (0, size) if byte_range is None else (byte_range.start, byte_range.length)
     headers["Content-Length"] = str(length)
@@ -110,7 +107,7 @@ def send_blob(request: Request, store: Store, record: BlobRecord, media_type: st
         headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
         status = 206
     return StreamingResponse(
-        store.plane.read(record.place, offset, length, record.backend),
+        store.read_blob(record, offset, length),
         status_code=status,
         headers=headers,
     )

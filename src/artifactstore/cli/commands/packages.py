@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import sys
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from artifactstore.cli.context import CliContext
 from artifactstore.cli.output import emit_json, human_size, note, progress_bar
+from artifactstore.client.files import collect_files
 from artifactstore.config import Settings
 from artifactstore.errors import InvalidInput
-from artifactstore.localfs import collect_files
 from artifactstore.model.identity import Reference
 from artifactstore.model.jsonio import strict_json_loads
-from artifactstore.storage import open_data_plane, stage_files
-
-if TYPE_CHECKING:
-    from artifactstore.client import RemotePush
-    from artifactstore.store import PushResult, Store
+from artifactstore.model.records import PushArgs
 
 __all__ = ["COMMANDS"]
 
@@ -76,20 +70,26 @@ def push(
             raise InvalidInput("--meta-file must hold a JSON object")
         metadata.update(loaded)
     metadata.update(_pairs(meta, "--meta"))
-    options: dict[str, Any] = {
+    options: PushArgs = {
         "metadata": metadata,
         "variant": variant,
         "annotations": _pairs(annotate, "--annotate"),
         "follow_symlinks": follow_symlinks,
+        # The walk stops past the file limit (a symlink fan-out never runs away).
+        "walked": collect_files(
+            list(paths),
+            follow_external_symlinks=follow_symlinks,
+            max_files=Settings.load(home=ctx.home).max_files,
+        ),
     }
-    result: PushResult | RemotePush
-    if not ctx.remote:
-        result = _push_local(ctx, ref, reference, list(paths), options)
-    else:
-        store = ctx.store()
-        files = collect_files(list(paths), follow_external_symlinks=follow_symlinks)
-        with progress_bar(f"push {ref}", sum(f.size for f in files)) as advance:
-            result = store.push(reference, list(paths), progress=advance, walked=files, **options)
+    # A push allocates hundreds of thousands of objects and no garbage in cycles: the
+    # cyclic collector's passes took an eighth of a 10,000-file push's CPU time
+    # (BENCHMARKS.md). This process ends with the command, so nothing accumulates.
+    gc.set_threshold(50_000, 20, 100)
+    store = ctx.store()
+    with progress_bar(f"push {ref}", sum(f.size for f in options["walked"] or ())) as advance:
+        options["progress"] = advance
+        result = store.push(reference, list(paths), **options)
     rec = result.record
     if as_json:
         emit_json({**rec.summary(), "created": result.created, "blobs_stored": result.blobs_stored})
@@ -98,61 +98,6 @@ def push(
     click.echo(f"{rec.reference} {state}")
     click.echo(f"  digest {rec.digest}")
     click.echo(f"  {rec.file_count} files, {human_size(rec.size)}, {result.blobs_stored} new blobs")
-
-
-def _push_local(
-    ctx: CliContext, ref: str, reference: Reference, paths: list[Path], options: dict[str, Any]
-) -> PushResult:
-    """Hash and stage the files while the control plane's modules import.
-
-    Those imports (SQLAlchemy) take about a third of a second here, as long as
-    hashing 400 MB: staging first (hashing and copying release the GIL) hides
-    them. The store then leases, publishes and records the staged files.
-
-    The cyclic garbage collector is made to run rarely: the import and a push
-    of many files allocate hundreds of thousands of objects, none of them
-    garbage in cycles, and its passes over them took an eighth of a
-    10,000-file push's CPU time (BENCHMARKS.md). This process ends with the
-    command, so nothing it leaves for later accumulates.
-    """
-    gc.set_threshold(50_000, 20, 100)
-    loading = threading.Thread(
-        target=importlib.import_module, args=("artifactstore.store",), daemon=True
-    )
-    loading.start()
-    settings = Settings.load(home=ctx.home)
-    files = collect_files(
-        paths,
-        follow_external_symlinks=options["follow_symlinks"],
-        max_files=settings.max_files,
-    )
-    plane, staging = open_data_plane(settings)
-    opened: list[Store] = []
-
-    def open_store() -> Store:
-        """The store, opened once the import is done: first asked by the staging,
-        when it has small files to look up (known blobs are not packed again)."""
-        if not opened:
-            loading.join()
-            from artifactstore.store import Store
-
-            opened.append(ctx.adopt(Store.from_config(settings, data=(plane, staging))))
-        return opened[0]
-
-    try:
-        with progress_bar(f"push {ref}", sum(f.size for f in files)) as advance:
-            known = lambda names: open_store().known_blobs(names)  # noqa: E731
-            staged = stage_files(plane, files, advance, known)
-            try:
-                return open_store().push(
-                    reference, paths, progress=advance, walked=files, staged=staged, **options
-                )
-            except BaseException:
-                staged.batch.cancel()  # what is still staged: nothing once published
-                raise
-    finally:
-        if not opened:  # else the store closes its plane with the command
-            plane.close()
 
 
 @click.command()
@@ -191,7 +136,10 @@ def ls(
     """List live versions, newest first (PREFIX is NS or NS/NAME)."""
     namespace, _, name = (prefix or "").partition("/")
     records = ctx.store().iter_query(
-        namespace or None, name or None, variant=variant, where=_pairs(where, "--where")
+        namespace=namespace or None,
+        name=name or None,
+        variant=variant,
+        where=_pairs(where, "--where"),
     )
     rows = []
     for rec in records:

@@ -1,0 +1,66 @@
+"""The backends this build has, by URL scheme, and the data plane a configuration names.
+
+The table is written out by hand (no import-time registration): a new
+backend adds one line to ``SCHEMES`` and its module under this package. The
+S3 backend will join it as ``"s3"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+from artifactstore.config import Settings
+from artifactstore.dataplane.backends.local import LocalBackend
+from artifactstore.dataplane.backends.local_staging import LocalStaging
+from artifactstore.dataplane.blobs import DataPlane
+from artifactstore.dataplane.protocol import Backend
+from artifactstore.dataplane.staging import Staging
+from artifactstore.errors import InvalidInput
+
+__all__ = ["SCHEMES", "open_backend", "open_data_plane"]
+
+#: What opens a backend: (the URL's path, fsync, the backend's name).
+Opener = Callable[[str, bool, str], Backend]
+
+
+def _open_local(path: str, fsync: bool, name: str) -> Backend:
+    return LocalBackend(Path(path), fsync=fsync, name=name)
+
+
+#: URL scheme -> backend. Upload staging is a capability of the hot backend (below).
+SCHEMES: dict[str, Opener] = {"file": _open_local}
+
+
+def open_backend(url_text: str, setting: str, *, fsync: bool, name: str) -> Backend:
+    """The backend ``url_text`` names (``setting`` names the setting in errors)."""
+    url = urlparse(url_text)
+    opener = SCHEMES.get(url.scheme)
+    if opener is None:
+        supported = ", ".join(f"{s}://" for s in sorted(SCHEMES))
+        raise InvalidInput(
+            f"unsupported {setting} scheme {url.scheme!r}: this build supports {supported}"
+        )
+    return opener(url.path, fsync, name)
+
+
+def open_data_plane(settings: Settings) -> tuple[DataPlane, Staging]:
+    """The hot backend (STORAGE_URL) and the cold tier's, and the upload staging."""
+    hot = open_backend(settings.storage_url, "STORAGE_URL", fsync=settings.fsync, name="local")
+    cold = open_backend(
+        settings.cold_storage_url, "COLD_STORAGE_URL", fsync=settings.fsync, name="cold"
+    )
+    if hot.properties.local_root == cold.properties.local_root or (
+        settings.storage_url == settings.cold_storage_url
+    ):
+        raise InvalidInput("COLD_STORAGE_URL must differ from STORAGE_URL")
+    if not isinstance(hot, LocalBackend):  # S3 will stage in its bucket (issue 18)
+        raise InvalidInput("upload staging needs a file:// STORAGE_URL in this build")
+    plane = DataPlane(
+        hot,
+        primary=settings.primary_digest,  # type: ignore[arg-type]
+        cold=cold,
+        pack_max=settings.pack_max_bytes,
+    )
+    return plane, LocalStaging(hot, Path(urlparse(settings.storage_url).path), fsync=settings.fsync)

@@ -92,6 +92,10 @@ class MemoryBackend:
     def health(self) -> None:
         return None
 
+    def sweep_staging(self, older_than: float) -> int:
+        """Uncommitted writes live only in their batch's memory: nothing to sweep."""
+        return 0
+
     def corrupt(self, key: str, position: int) -> None:
         """Flip one byte of an object (tests of integrity checking only)."""
         with self._lock:

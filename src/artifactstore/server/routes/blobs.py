@@ -94,8 +94,8 @@ async def post_blob(
         else None
     )
     if target is not None and length is not None:  # a quota refuses before any byte
-        await run_in_threadpool(store.uploads.check_room, target, length)
-    upload = store.uploads.blob_upload(principal.actor, target)
+        await run_in_threadpool(store.check_upload_room, target, length)
+    upload = store.blob_upload(principal.actor, target)
     try:
         tail = await feed(
             request.stream(),

@@ -302,8 +302,8 @@ async def query(
     }
     page = await run_in_threadpool(
         lambda: store.query(
-            namespace,
-            name,
+            namespace=namespace,
+            name=name,
             variant=variant,
             where=where,
             created_after=created_after,

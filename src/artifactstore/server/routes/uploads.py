@@ -18,14 +18,15 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from artifactstore.controlplane.uploads import UploadSession
 from artifactstore.errors import InvalidInput, UploadNotFound
 from artifactstore.model.identity import Digest, Namespace
 from artifactstore.server.auth import authorize, upload_namespace
 from artifactstore.server.bodies import feed
 from artifactstore.server.params import DigestQuery, NamespaceQuery, UploadId
 from artifactstore.server.problems import Problem, plain_problem
+from artifactstore.services.uploads import SessionAppend
 from artifactstore.store import Store
-from artifactstore.uploads import SessionAppend, UploadSession
 
 router = APIRouter(tags=["uploads"])
 
@@ -180,7 +181,7 @@ async def _append(request: Request, store: Store, handle: SessionAppend) -> Uplo
 
 async def _own_session(request: Request, store: Store, upload_id: str) -> UploadSession:
     """The session, if the caller may write into its namespace; else as if absent."""
-    session = await run_in_threadpool(store.uploads.get, upload_id)
+    session = await run_in_threadpool(store.upload_session, upload_id)
     principal = request.state.principal
     allowed = principal.admin or (
         principal.may("write", session.namespace)
@@ -260,13 +261,13 @@ async def create_upload(request: Request, namespace: NamespaceQuery = None) -> R
         authorize(principal, "write", ns)  # the tus metadata may name it, past the guard
     ns = upload_namespace(principal, ns)
     session = await run_in_threadpool(
-        lambda: store.uploads.create(
+        lambda: store.create_upload(
             namespace=ns, length=length, metadata=metadata, actor=principal.actor
         )
     )
     if request.headers.get("content-type") == OFFSET_TYPE:
         checksum = _parse_checksum(request.headers.get("upload-checksum"))
-        handle = await run_in_threadpool(store.uploads.begin_append, session.id, 0, checksum)
+        handle = await run_in_threadpool(store.append_upload, session.id, 0, checksum)
         session = await _append(request, store, handle)
     headers = _tus_headers(session)
     headers["Location"] = str(request.url_for("upload_status", upload_id=session.id))
@@ -372,9 +373,9 @@ async def patch_upload(request: Request, upload_id: UploadId) -> Response:
     await _own_session(request, store, upload_id)
     new_length = _parse_int(request.headers.get("upload-length"), "Upload-Length")
     if new_length is not None:
-        await run_in_threadpool(store.uploads.declare_length, upload_id, new_length)
+        await run_in_threadpool(store.declare_upload_length, upload_id, new_length)
     checksum = _parse_checksum(request.headers.get("upload-checksum"))
-    handle = await run_in_threadpool(store.uploads.begin_append, upload_id, offset, checksum)
+    handle = await run_in_threadpool(store.append_upload, upload_id, offset, checksum)
     session = await _append(request, store, handle)
     return Response(status_code=204, headers=_tus_headers(session))
 
@@ -390,7 +391,7 @@ async def complete_upload(
     store: Store = request.app.state.store
     expected = Digest.parse(digest) if digest else None
     await _own_session(request, store, upload_id)
-    digests = await run_in_threadpool(store.uploads.complete, upload_id, expected)
+    digests = await run_in_threadpool(store.complete_upload, upload_id, expected)
     return JSONResponse(
         {"digest": str(digests.blake3), "sha256": str(digests.sha256), "size": digests.size},
         headers={"Tus-Resumable": TUS_VERSION},
@@ -407,5 +408,5 @@ async def complete_upload(
 async def delete_upload(request: Request, upload_id: UploadId) -> Response:
     store: Store = request.app.state.store
     await _own_session(request, store, upload_id)
-    await run_in_threadpool(store.uploads.abort, upload_id)
+    await run_in_threadpool(store.abort_upload, upload_id)
     return Response(status_code=204, headers={"Tus-Resumable": TUS_VERSION})

@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from artifactstore.errors import InvalidInput, InvalidPath, InvalidReference, Li
 from artifactstore.model.identity import BlobDigests, Reference
 from artifactstore.model.manifest import FileEntry, Manifest, media_type_for
 from artifactstore.model.paths import PackagePath, check_unique
+from artifactstore.model.records import LocalFile
 
 __all__ = [
     "LocalFile",
@@ -35,14 +35,6 @@ __all__ = [
     "pull_into",
     "version_reference",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class LocalFile:
-    path: PackagePath
-    #: A plain string: a ``Path`` per file cost a 10,000-file push a tenth of its walk.
-    source: str
-    size: int
 
 
 def _package_path(rel: str, source: str) -> PackagePath:

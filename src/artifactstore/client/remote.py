@@ -25,8 +25,16 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from typing_extensions import Unpack
 
 from artifactstore import errors
+from artifactstore.client.files import (
+    LocalFile,
+    collect_files,
+    manifest_for,
+    pull_into,
+    version_reference,
+)
 from artifactstore.controlplane.eventlog import GENESIS, Event, event_hash
 from artifactstore.controlplane.gc import GcReport
 from artifactstore.controlplane.holds import Hold
@@ -39,16 +47,18 @@ from artifactstore.controlplane.tiers import BlobTier, TierReport
 from artifactstore.controlplane.tokens import TokenInfo
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import ArtifactStoreError, ChainBroken, DigestMismatch, InvalidInput
-from artifactstore.localfs import (
-    LocalFile,
-    collect_files,
-    manifest_for,
-    pull_into,
-    version_reference,
-)
+from artifactstore.model.clock import utc_now
 from artifactstore.model.identity import BlobDigests, Digest, Reference
 from artifactstore.model.manifest import FileEntry, Manifest
-from artifactstore.store import Progress, VerifyReport, no_progress
+from artifactstore.model.records import (
+    Progress,
+    PushArgs,
+    QueryArgs,
+    VerifyReport,
+    no_progress,
+    pages,
+    query_params,
+)
 
 __all__ = ["RemotePush", "RemoteStore", "RemoteVersion"]
 
@@ -101,6 +111,12 @@ class RemoteVersion:
         if self.manifest is None:
             raise InvalidInput(f"{self.reference}: the server sent no manifest")
         return self.manifest
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePage:
+    items: list[RemoteVersion]
+    next_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,29 +288,22 @@ class RemoteStore:
             raise InvalidInput("remote mode addresses versions as NS/NAME:VERSION")
         return RemoteVersion.from_json(self._request("GET", self._path(r)).json())
 
-    def iter_query(
-        self,
-        namespace: str | None = None,
-        name: str | None = None,
-        *,
-        variant: str | None = None,
-        where: Mapping[str, str] | None = None,
-    ) -> Iterator[RemoteVersion]:
-        params: dict[str, str] = {"limit": "1000"}
-        if namespace:
-            params["namespace"] = namespace
-        if name:
-            params["name"] = name
-        if variant:
-            params["variant"] = variant
-        params.update({f"meta.{k}": v for k, v in (where or {}).items()})
-        while True:
-            body = self._request("GET", "/v1/packages", params=params).json()
-            for item in body["items"]:
-                yield RemoteVersion.from_json(item)
-            if not body.get("next_cursor"):
-                return
-            params["cursor"] = body["next_cursor"]
+    def query(self, **args: Unpack[QueryArgs]) -> RemotePage:
+        """One page of live versions, newest first."""
+        body = self._request("GET", "/v1/packages", params=query_params(args)).json()
+        items = [RemoteVersion.from_json(item) for item in body["items"]]
+        return RemotePage(items, body.get("next_cursor") or None)
+
+    def iter_query(self, **args: Unpack[QueryArgs]) -> Iterator[RemoteVersion]:
+        """Every matching live version, newest first, paging under the hood."""
+
+        def page(cursor: str | None) -> RemotePage:
+            at = args.copy()
+            at.setdefault("limit", 1000)
+            at["cursor"] = cursor
+            return self.query(**at)
+
+        return pages(page)
 
     def stream_entry(self, entry: FileEntry) -> Iterator[bytes]:
         """A file's bytes by digest; raises DigestMismatch after the last chunk if wrong."""
@@ -512,21 +521,12 @@ class RemoteStore:
         return body
 
     def push(
-        self,
-        ref: str | Reference,
-        paths: Sequence[str | Path],
-        *,
-        metadata: Mapping[str, Any] | None = None,
-        variant: str | None = None,
-        annotations: Mapping[str, str] | None = None,
-        producer: str = "artifactstore",
-        follow_symlinks: bool = False,
-        progress: Progress = no_progress,
-        walked: Sequence[LocalFile] | None = None,
+        self, ref: str | Reference, paths: Sequence[str | Path], **args: Unpack[PushArgs]
     ) -> RemotePush:
         """Upload what the server lacks, then commit the manifest (retrying once if GC raced)."""
-        from artifactstore.controlplane.eventlog import utc_now
-
+        progress = args.get("progress", no_progress)
+        walked = args.get("walked")
+        follow_symlinks = args.get("follow_symlinks", False)
         r = version_reference(ref)
         files = (
             list(walked)
@@ -539,10 +539,10 @@ class RemoteStore:
             r,
             files,
             digests,
-            metadata=metadata,
-            variant=variant,
-            annotations=annotations,
-            producer=producer,
+            metadata=args.get("metadata"),
+            variant=args.get("variant"),
+            annotations=args.get("annotations"),
+            producer=args.get("producer", "artifactstore"),
             created=utc_now(),
         )
         by_digest = {str(d.blake3): (f, d) for f, d in zip(files, digests, strict=True)}

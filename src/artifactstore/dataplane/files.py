@@ -1,9 +1,9 @@
-"""The data plane a configuration names, and staging a push's files into it.
+"""Staging a push's files: hashed and written into a batch, not yet published.
 
 Nothing here touches the database, so nothing here imports the control plane
 (SQLAlchemy alone takes a third of a second to import on our machines): a
 local push hashes and copies its files while those modules load, and only
-then leases, publishes and records them (``Store.push``, ``gc.py`` step 1).
+then leases, publishes and records them (``services/push.py``, ``gc.py`` step 1).
 """
 
 from __future__ import annotations
@@ -11,45 +11,12 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlparse
 
-from artifactstore.config import Settings
-from artifactstore.dataplane.backends.local import LocalBackend
-from artifactstore.dataplane.backends.local_staging import LocalStaging
 from artifactstore.dataplane.blobs import DataPlane, IngestBatch, Placement, SmallBlob
-from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import InvalidInput
-from artifactstore.localfs import LocalFile
 from artifactstore.model.identity import BlobDigests
 
-__all__ = ["StagedFiles", "open_data_plane", "stage_files"]
-
-
-def _local_root(url_text: str, setting: str) -> Path:
-    url = urlparse(url_text)
-    if url.scheme != "file":
-        raise InvalidInput(
-            f"unsupported {setting} scheme {url.scheme!r}: this build supports file://"
-        )
-    return Path(url.path)
-
-
-def open_data_plane(settings: Settings) -> tuple[DataPlane, Staging]:
-    """The hot backend (STORAGE_URL) and the cold tier's, and the upload staging."""
-    root = _local_root(settings.storage_url, "STORAGE_URL")
-    hot = LocalBackend(root, fsync=settings.fsync)
-    cold_root = _local_root(settings.cold_storage_url, "COLD_STORAGE_URL")
-    if cold_root.absolute() == root.absolute():
-        raise InvalidInput("COLD_STORAGE_URL must differ from STORAGE_URL")
-    cold = LocalBackend(cold_root, fsync=settings.fsync, name="cold")
-    plane = DataPlane(
-        hot,
-        primary=settings.primary_digest,  # type: ignore[arg-type]
-        cold=cold,
-        pack_max=settings.pack_max_bytes,
-    )
-    return plane, LocalStaging(hot, root, fsync=settings.fsync)
+__all__ = ["StagedFiles", "stage_files"]
 
 
 @dataclass
@@ -74,11 +41,11 @@ _GROUP_BYTES = 8 << 20
 
 def stage_files(
     plane: DataPlane,
-    files: Sequence[LocalFile],
+    sources: Sequence[str],
     progress: Callable[[int], None],
     known: Callable[[list[str]], set[str]] | None = None,
 ) -> StagedFiles:
-    """Hash and stage every file; ``known`` says which BLAKE3 digests the store holds.
+    """Hash and stage every file (by path); ``known`` says which BLAKE3 digests the store holds.
 
     Small files go into the batch's pack unless ``known`` names them: whole
     objects dedupe by their key at publish, but a pack's key is random, and a
@@ -99,11 +66,11 @@ def stage_files(
         group.clear()
 
     try:
-        for f in files:
+        for source in sources:
             try:
-                src = io.FileIO(f.source)
+                src = io.FileIO(source)
             except OSError as exc:
-                raise InvalidInput(f"cannot read {f.source}: {exc.strerror}") from exc
+                raise InvalidInput(f"cannot read {source}: {exc.strerror}") from exc
             with src:
                 got = batch.ingest_file(src, progress)
             if isinstance(got, SmallBlob):

@@ -1,47 +1,34 @@
 """Blob uploads: one-shot streams and resumable sessions (tus 1.0 underneath).
 
-Sessions live in the ``upload_sessions`` table and their bytes in the
-backend's staging capability, so a session survives a restart and can be
-continued by another replica. The rules that make that safe:
-
-* An append first *claims* the session (a short-lived lease in its row), so
-  two concurrent appends to one session never interleave bytes; the loser
-  gets ``UploadBusy``. The holder renews the lease every ``CLAIM_RENEW``
-  seconds from a keeper thread for as long as its request runs, so a claim
-  left by a killed process lapses within ``CLAIM_SECONDS`` and the client
-  can resume soon after a crash.
-* The new offset is recorded only after the appended bytes are durable;
-  bytes past the recorded offset are discarded by the next append.
-* Completion hashes the staged bytes (reusing the in-memory hasher when this
-  process saw every byte in order, else re-reading them), renews the GC lease,
-  promotes the staged object to its content address with a rename, and only
-  then records ``blob.stored``.
+This service composes the session rows (``controlplane/uploads.py``, which
+states the claim and offset rules), the staged bytes (``dataplane/uploads.py``)
+and the recording of finished blobs. Completion hashes the staged bytes,
+renews the GC lease, marks the session completed, promotes the staged object
+to its content address with a rename, and only then records ``blob.stored``.
+Concurrent uploads share their lease and record transactions (group commit).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import secrets
 import threading
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection
 
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import namespaces
-from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane import uploads as sessions
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.db.group import GroupCommit
-from artifactstore.controlplane.eventlog import utc_iso
+from artifactstore.controlplane.uploads import UploadSession
 from artifactstore.dataplane.blobs import BlobIngest, DataPlane, IngestBatch, Placement
-from artifactstore.dataplane.digests import DualHasher
-from artifactstore.dataplane.staging import StagedAppend, Staging
+from artifactstore.dataplane.staging import Staging
+from artifactstore.dataplane.uploads import SessionHashers, StagedBody
 from artifactstore.errors import (
     ChecksumMismatch,
     DigestMismatch,
@@ -50,52 +37,15 @@ from artifactstore.errors import (
     MissingBlobs,
     QuotaExceeded,
     StorageError,
-    UploadBusy,
-    UploadClosed,
-    UploadNotFound,
     UploadOffsetMismatch,
 )
+from artifactstore.model.clock import Clock, held_since
 from artifactstore.model.identity import BlobDigests, Digest
 
 __all__ = ["BlobUpload", "SessionAppend", "UploadService", "UploadSession"]
 
-CLAIM_SECONDS = 15.0
-"""Lease of a claim; renewed while its request runs, so only a dead holder's claim lapses."""
 CLAIM_RENEW = 3.0
 """How often a live claim is renewed."""
-
-
-@dataclass(frozen=True, slots=True)
-class UploadSession:
-    id: str
-    namespace: str | None
-    actor: str
-    created_at: float
-    expires_at: float
-    offset: int
-    length: int | None
-    metadata: dict[str, str]
-    state: str
-    digest: str | None
-
-    @property
-    def complete(self) -> bool:
-        return self.state == "completed"
-
-
-def _session(row: Any) -> UploadSession:
-    return UploadSession(
-        id=row.id,
-        namespace=row.namespace,
-        actor=row.actor,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        offset=row.offset,
-        length=row.length,
-        metadata=json.loads(row.upload_metadata),
-        state=row.state,
-        digest=row.digest,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,48 +146,30 @@ class _ClaimKeeper:
 
 
 class SessionAppend:
-    """One request's bytes appended to a session; see the module docstring."""
+    """One request's bytes appended to a session, its claim renewed meanwhile."""
 
-    def __init__(
-        self,
-        service: UploadService,
-        session: UploadSession,
-        sink: StagedAppend,
-        hasher: DualHasher | None,
-        checksum: tuple[str, bytes] | None,
-    ) -> None:
+    def __init__(self, service: UploadService, session: UploadSession, body: StagedBody) -> None:
         self._service = service
         self.session = session
-        self._sink = sink
-        self._hasher = hasher
-        self._checksum = checksum
-        self._body_hash = hashlib.new(checksum[0]) if checksum else None
-        self.written = 0
-        self._limit = session.length if session.length is not None else service.max_upload_bytes
+        self._body = body
         self._keeper = _ClaimKeeper(service, session.id, self)
 
+    @property
+    def written(self) -> int:
+        return self._body.written
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self.session.offset + self.written + len(data) > self._limit:
-            raise LimitExceeded(
-                f"appending {len(data)} bytes at offset {self.session.offset + self.written} "
-                f"passes the upload's length of {self._limit} bytes"
-            )
-        self._sink.write(data)
-        if self._hasher is not None:
-            self._hasher.update(bytes(data))
-        if self._body_hash is not None:
-            self._body_hash.update(data)
-        self.written += len(data)
+        self._body.write(data)
 
     def finish(self) -> UploadSession:
         """Flush, check the body checksum, record the new offset; complete when full."""
         self._keeper.stop()
-        size = self._sink.close()
-        checksum, body_hash = self._checksum, self._body_hash
-        if checksum is not None and body_hash is not None and body_hash.digest() != checksum[1]:
+        size = self._body.close()
+        if not self._body.checksum_ok():
             self._service.release(self.session.id, self.session.offset, drop_hasher=True)
             raise ChecksumMismatch(
-                f"the request body does not match its {checksum[0]} Upload-Checksum; "
+                f"the request body does not match its {self._body.checksum_algorithm} "
+                "Upload-Checksum; "
                 f"the upload stays at offset {self.session.offset}"
             )
         session = self._service.release(self.session.id, size)
@@ -250,10 +182,10 @@ class SessionAppend:
         """The request broke off: keep (and acknowledge) what arrived, as tus asks."""
         self._keeper.stop()
         try:
-            size = self._sink.abort()
+            size = self._body.abort()
         except StorageError:
             return self._service.release(self.session.id, self.session.offset, drop_hasher=True)
-        drop = self._checksum is not None  # unverifiable partial body: discard it
+        drop = self._body.checksum_algorithm is not None  # unverifiable partial body: discard it
         return self._service.release(
             self.session.id, self.session.offset if drop else size, drop_hasher=drop
         )
@@ -270,18 +202,19 @@ class UploadService:
         ttl: float,
         max_upload_bytes: int,
         grace: float,
+        clock: Clock,
         on_stored: Callable[[BlobDigests, str], None] = lambda _d, _k: None,
     ) -> None:
         self.db = db
         self.grace = grace
+        self.clock = clock
         self._on_stored = on_stored  # told of every blob an upload recorded
         self.plane = plane
         self.staging = staging
         self.actor = actor
         self.ttl = ttl
         self.max_upload_bytes = max_upload_bytes
-        self._hashers: dict[str, DualHasher] = {}
-        self._lock = threading.Lock()
+        self._hashers = SessionHashers(plane.pool)
         self._leases = GroupCommit(self._lease_batch)
         self._recorder = GroupCommit(self._record_batch)
 
@@ -303,7 +236,7 @@ class UploadService:
         return BlobUpload(self, self.max_upload_bytes, actor, namespace)
 
     def _since(self) -> str:
-        return utc_iso(time.time() - self.grace)
+        return held_since(self.clock(), self.grace)
 
     def check_room(self, namespace: str | None, length: int | None) -> None:
         """Refuse a declared ``length`` that cannot fit the namespace's quota."""
@@ -333,7 +266,7 @@ class UploadService:
             errors: list[BaseException | None] = [
                 _refusal(self._check_quota, conn, rec.namespace, [rec.digests]) for rec in batch
             ]
-            blob_records.touch(conn, [r.key for r in batch], time.time())
+            blob_records.touch(conn, [r.key for r in batch], self.clock())
         return errors
 
     def _record(self, rec: _Recording) -> None:
@@ -379,7 +312,7 @@ class UploadService:
             self.plane.backend.properties.name,
             actor,
             exists=self._stored,
-            now=time.time(),
+            now=self.clock(),
             namespace=namespace,
         )
 
@@ -398,67 +331,32 @@ class UploadService:
             )
         self.check_room(namespace, length)
         upload_id = secrets.token_urlsafe(24)
-        now = time.time()
         with self.db.write() as conn:
-            conn.execute(
-                insert(t.upload_sessions).values(
-                    id=upload_id,
-                    namespace=namespace,
-                    actor=actor,
-                    created_at=now,
-                    expires_at=now + self.ttl,
-                    offset=0,
-                    length=length,
-                    upload_metadata=json.dumps(metadata, sort_keys=True),
-                    state="open",
-                    claimed_until=0.0,
-                    digest=None,
-                )
+            sessions.create(
+                conn,
+                upload_id,
+                namespace=namespace,
+                actor=actor,
+                now=self.clock(),
+                ttl=self.ttl,
+                length=length,
+                metadata=metadata,
             )
         # The row exists before the staged object: expire() relies on that order.
         self.staging.create(upload_id)
-        with self._lock:
-            self._hashers[upload_id] = DualHasher(self.plane.pool)
+        self._hashers.start(upload_id)
         return self.get(upload_id)
 
     def get(self, upload_id: str) -> UploadSession:
         with self.db.read() as conn:
-            row = conn.execute(
-                select(t.upload_sessions).where(t.upload_sessions.c.id == upload_id)
-            ).first()
-        if row is None or row.expires_at < time.time():
-            raise UploadNotFound(f"upload {upload_id[:64]} does not exist, was aborted or expired")
-        return _session(row)
+            return sessions.get(conn, upload_id, self.clock())
 
     def begin_append(
         self, upload_id: str, offset: int, checksum: tuple[str, bytes] | None = None
     ) -> SessionAppend:
         """Claim the session for one request's bytes at ``offset``."""
-        now = time.time()
         with self.db.write() as conn:
-            row = conn.execute(
-                select(t.upload_sessions)
-                .where(t.upload_sessions.c.id == upload_id)
-                .with_for_update()
-            ).first()
-            if row is None or row.expires_at < now:
-                raise UploadNotFound(
-                    f"upload {upload_id[:64]} does not exist, was aborted or expired"
-                )
-            if row.state != "open":
-                raise UploadClosed(f"upload {upload_id} is already completed")
-            if row.claimed_until > now:
-                raise UploadBusy(f"another request is appending to upload {upload_id}: retry later")
-            if row.offset != offset:
-                raise UploadOffsetMismatch(
-                    f"upload {upload_id} is at offset {row.offset}, not {offset}", row.offset
-                )
-            conn.execute(
-                update(t.upload_sessions)
-                .where(t.upload_sessions.c.id == upload_id)
-                .values(claimed_until=now + CLAIM_SECONDS)
-            )
-            session = _session(row)
+            session = sessions.claim(conn, upload_id, offset, self.clock())
         try:
             if offset == 0 and self.staging.staged_size(upload_id) is None:
                 # A crash between committing the session row and creating its
@@ -468,12 +366,15 @@ class UploadService:
         except BaseException:
             self.release(upload_id, offset)
             raise
-        with self._lock:
-            hasher = self._hashers.get(upload_id)
-            if hasher is not None and hasher.size != offset:
-                hasher = None
-                self._hashers.pop(upload_id, None)
-        return SessionAppend(self, session, sink, hasher, checksum)
+        limit = session.length if session.length is not None else self.max_upload_bytes
+        body = StagedBody(
+            sink,
+            offset=offset,
+            limit=limit,
+            hasher=self._hashers.at(upload_id, offset),
+            checksum=checksum,
+        )
+        return SessionAppend(self, session, body)
 
     def declare_length(self, upload_id: str, length: int) -> None:
         """Fix a deferred length (tus ``Upload-Length`` on a later PATCH); once only."""
@@ -488,35 +389,19 @@ class UploadService:
             )
         self.check_room(session.namespace, length)
         with self.db.write() as conn:
-            conn.execute(
-                update(t.upload_sessions)
-                .where(t.upload_sessions.c.id == upload_id, t.upload_sessions.c.length.is_(None))
-                .values(length=length)
-            )
+            sessions.set_length(conn, upload_id, length)
 
     def renew_claim(self, upload_id: str) -> None:
         """Extend a held claim's lease (a released claim stays released)."""
         with self.db.write() as conn:
-            conn.execute(
-                update(t.upload_sessions)
-                .where(
-                    t.upload_sessions.c.id == upload_id,
-                    t.upload_sessions.c.claimed_until > 0,
-                )
-                .values(claimed_until=time.time() + CLAIM_SECONDS)
-            )
+            sessions.renew_claim(conn, upload_id, self.clock())
 
     def release(self, upload_id: str, offset: int, *, drop_hasher: bool = False) -> UploadSession:
         """Record the durable offset and end the claim."""
         if drop_hasher:
-            with self._lock:
-                self._hashers.pop(upload_id, None)
+            self._hashers.drop([upload_id])
         with self.db.write() as conn:
-            conn.execute(
-                update(t.upload_sessions)
-                .where(t.upload_sessions.c.id == upload_id)
-                .values(offset=offset, claimed_until=0.0)
-            )
+            sessions.release(conn, upload_id, offset)
         return self.get(upload_id)
 
     def complete(self, upload_id: str, expected: Digest | None = None) -> BlobDigests:
@@ -543,17 +428,7 @@ class UploadService:
                 f"upload {upload_id} has {session.offset} of its {session.length} bytes",
                 session.offset,
             )
-        with self._lock:
-            hasher = self._hashers.pop(upload_id, None)
-        if hasher is None or hasher.size != session.offset:
-            hasher = DualHasher(self.plane.pool)
-            for chunk in self.staging.read_staged(upload_id):
-                hasher.update(chunk)
-        digests = hasher.result()
-        if digests.size != session.offset:
-            raise StorageError(
-                f"upload {upload_id} staged {digests.size} bytes but acknowledged {session.offset}"
-            )
+        digests = self._hashers.digests(self.staging, upload_id, session.offset)
         if expected is not None and not digests.matches(expected):
             raise DigestMismatch(
                 f"uploaded bytes hash to {digests.get(expected.algorithm)}, expected {expected}"
@@ -562,15 +437,8 @@ class UploadService:
         with self.db.write() as conn:
             # Over the quota: the session stays open and its bytes staged (abort it).
             self._check_quota(conn, session.namespace, [digests])
-            blob_records.touch(conn, [key], time.time())
-            # Closed before the staged bytes move: a crash after this leaves a
-            # completed session (the client starts a new one), never an open
-            # session whose staged bytes were already renamed away.
-            conn.execute(
-                update(t.upload_sessions)
-                .where(t.upload_sessions.c.id == upload_id)
-                .values(state="completed", length=session.offset, digest=str(digests.blake3))
-            )
+            blob_records.touch(conn, [key], self.clock())
+            sessions.mark_completed(conn, upload_id, session.offset, str(digests.blake3))
         self.staging.promote(upload_id, key)
         # Over the quota here (a concurrent upload won the room), the session
         # stays completed without a blob.
@@ -580,47 +448,27 @@ class UploadService:
     def abort(self, upload_id: str) -> None:
         self.get(upload_id)
         with self.db.write() as conn:
-            conn.execute(delete(t.upload_sessions).where(t.upload_sessions.c.id == upload_id))
-        with self._lock:
-            self._hashers.pop(upload_id, None)
+            sessions.delete_session(conn, upload_id)
+        self._hashers.drop([upload_id])
         self.staging.discard(upload_id)
 
     def expire(self, now: float | None = None) -> int:
         """Drop expired sessions and staged bytes no session owns; returns how many."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         # List staged objects before reading the sessions: a session's row is
         # committed before its staged object exists, so nothing listed here
         # can belong to a session the query below misses.
         staged = list(self.staging.staged_ids())
         with self.db.write() as conn:
-            expired = [
-                r.id
-                for r in conn.execute(
-                    select(t.upload_sessions.c.id).where(t.upload_sessions.c.expires_at < now)
-                )
-            ]
-            if expired:
-                conn.execute(delete(t.upload_sessions).where(t.upload_sessions.c.id.in_(expired)))
-            open_ids = {
-                r.id
-                for r in conn.execute(
-                    select(t.upload_sessions.c.id).where(t.upload_sessions.c.state == "open")
-                )
-            }
+            expired, open_ids = sessions.expire(conn, now)
         removed = 0
         for upload_id in staged:
             if upload_id not in open_ids:
                 self.staging.discard(upload_id)
                 removed += 1
-        with self._lock:
-            for upload_id in expired:
-                self._hashers.pop(upload_id, None)
+        self._hashers.drop(expired)
         return max(removed, len(expired))
 
     def open_count(self) -> int:
         with self.db.read() as conn:
-            return len(
-                conn.execute(
-                    select(t.upload_sessions.c.id).where(t.upload_sessions.c.state == "open")
-                ).all()
-            )
+            return sessions.open_count(conn)

@@ -1,0 +1,127 @@
+"""The values a store's verbs return, each with its one JSON form.
+
+The server answers with these forms and the HTTP client parses them back, so
+local and remote callers get the same types (``model/api.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypedDict, TypeVar
+
+from artifactstore.model.paths import PackagePath
+
+__all__ = [
+    "LocalFile",
+    "Paged",
+    "Progress",
+    "PushArgs",
+    "QueryArgs",
+    "VerifyReport",
+    "no_progress",
+    "pages",
+    "query_params",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A file of the caller's to push: its path in the package, where it is, its size."""
+
+    path: PackagePath
+    #: A plain string: a ``Path`` per file cost a 10,000-file push a tenth of its walk.
+    source: str
+    size: int
+
+
+class PushArgs(TypedDict, total=False):
+    """The options of a push beyond its reference and paths (SPEC sections 5 and 6)."""
+
+    metadata: Mapping[str, Any] | None
+    #: a registered metadata schema id the metadata is validated against
+    variant: str | None
+    annotations: Mapping[str, str] | None
+    producer: str
+    #: push what symlinks leaving the tree point to (refused otherwise)
+    follow_symlinks: bool
+    progress: Progress
+    #: the walk of ``paths`` (``client.files.collect_files``) when the caller has it
+    walked: Sequence[LocalFile] | None
+
+
+class QueryArgs(TypedDict, total=False):
+    """What a query of live versions may filter on (SPEC section 4, ``GET /v1/packages``).
+
+    Declared once: the library's ``query``, the control plane's SQL, the
+    server's route and the HTTP client all take these keywords.
+    """
+
+    namespace: str | None
+    name: str | None
+    variant: str | None
+    #: metadata key -> value, all of which must match (``meta.KEY=VALUE``)
+    where: Mapping[str, str] | None
+    created_after: str | None
+    created_before: str | None
+    limit: int
+    cursor: str | None
+
+
+def query_params(args: QueryArgs) -> dict[str, str]:
+    """The query as the HTTP route's parameters."""
+    params = {k: str(v) for k, v in args.items() if k != "where" and v is not None}
+    params.update({f"meta.{k}": v for k, v in (args.get("where") or {}).items()})
+    return params
+
+
+#: Called with the number of bytes just transferred (drives progress bars).
+Progress = Callable[[int], None]
+
+
+def no_progress(_n: int) -> None:
+    """The default progress callback: nothing to show."""
+    return None
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` checked and what it found damaged (empty ``damaged`` means clean)."""
+
+    blobs_checked: int = 0
+    bytes_checked: int = 0
+    damaged: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "blobs_checked": self.blobs_checked,
+            "bytes_checked": self.bytes_checked,
+            "damaged": self.damaged,
+        }
+
+
+T = TypeVar("T", covariant=True)
+
+
+class Paged(Protocol[T]):
+    """One page of a listing: its items and the cursor of the next page (None: last)."""
+
+    @property
+    def items(self) -> Sequence[T]: ...
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+def pages(fetch: Callable[[str | None], Paged[T]], cursor: str | None = None) -> Iterator[T]:
+    """Every item of every page ``fetch(cursor)`` returns, following ``next_cursor``."""
+    while True:
+        page = fetch(cursor)
+        yield from page.items
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor

@@ -1,0 +1,98 @@
+"""A store's verbs, one service per group, over one shared :class:`~.core.Core`.
+
+``Store`` (``artifactstore/store.py``) is the facade that delegates to these;
+the services are where the verbs' work is written. Each uses the control
+plane's modules for rows and events and the data plane for bytes.
+
+==============  ==================================================
+``push``        publish staged files, record them, commit versions
+``pull``        versions, blobs by digest, files, pulls
+``query``       queries and metadata schemas
+``retention``   deletion, retention policies, legal holds
+``tiers``       storage tiers and restores
+``access``      tokens and namespace settings
+``maintenance`` verify, the event log, rebuild, GC, health
+``uploads``     HTTP uploads: one-shot and resumable sessions
+==============  ==================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from artifactstore.config import Settings
+from artifactstore.controlplane.db.engine import Database
+from artifactstore.dataplane.blobs import DataPlane
+from artifactstore.dataplane.staging import Staging
+from artifactstore.errors import InvalidInput
+from artifactstore.model.clock import Clock
+from artifactstore.services.access import AccessService
+from artifactstore.services.core import Core
+from artifactstore.services.maintenance import MaintenanceService
+from artifactstore.services.pull import PullService
+from artifactstore.services.push import PushService
+from artifactstore.services.query import QueryService
+from artifactstore.services.retention import RetentionService
+from artifactstore.services.tiers import TierService
+from artifactstore.services.uploads import UploadService
+
+__all__ = ["Services", "open_services"]
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    core: Core
+    push: PushService
+    pull: PullService
+    query: QueryService
+    retention: RetentionService
+    tiers: TierService
+    access: AccessService
+    maintenance: MaintenanceService
+    uploads: UploadService
+
+    def close(self) -> None:
+        self.core.db.dispose()
+
+
+def open_services(
+    settings: Settings, plane: DataPlane, staging: Staging, *, create: bool, clock: Clock
+) -> Services:
+    """Open the database (migrating a new one when ``create``) and wire every service."""
+    if settings.database_url.startswith("sqlite:///"):
+        db_path = Path(settings.database_url.removeprefix("sqlite:///"))
+        if not db_path.exists() and not create:
+            raise InvalidInput(f"no store at {settings.home} (it has no database yet)")
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    try:
+        db.ensure_migrated(create=create)
+    except BaseException:
+        db.dispose()
+        raise
+    core = Core(settings, db, plane, staging, clock)
+    tiers = TierService(core)
+    pull = PullService(core, tiers)
+    uploads = UploadService(
+        db,
+        plane,
+        staging,
+        actor=settings.actor,
+        ttl=settings.upload_ttl,
+        max_upload_bytes=settings.max_upload_bytes,
+        grace=settings.gc_grace,
+        clock=clock,
+        on_stored=pull.note_stored,
+    )
+    return Services(
+        core=core,
+        push=PushService(core),
+        pull=pull,
+        query=QueryService(core),
+        retention=RetentionService(core),
+        tiers=tiers,
+        access=AccessService(core),
+        maintenance=MaintenanceService(core, uploads),
+        uploads=uploads,
+    )

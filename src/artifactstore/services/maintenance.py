@@ -1,0 +1,98 @@
+"""Integrity and housekeeping: verify, the event log, rebuild, GC, health and figures."""
+
+from __future__ import annotations
+
+from artifactstore.controlplane import gc as gc_mod
+from artifactstore.controlplane import leases, packages, views
+from artifactstore.controlplane import verify as checks
+from artifactstore.controlplane.blobs import placement
+from artifactstore.controlplane.eventlog import Event, iter_events, verify_chain
+from artifactstore.dataplane.blobs import Placement
+from artifactstore.errors import CorruptBlob
+from artifactstore.model.identity import Reference
+from artifactstore.model.records import VerifyReport
+from artifactstore.services.core import Core
+from artifactstore.services.uploads import UploadService
+
+__all__ = ["MaintenanceService"]
+
+
+class MaintenanceService:
+    def __init__(self, core: Core, uploads: UploadService) -> None:
+        self._core = core
+        self._uploads = uploads
+
+    def verify(self, ref: Reference | None = None) -> VerifyReport:
+        """Re-read and re-hash stored bytes (all blobs, or one version's); report damage."""
+        report = VerifyReport()
+        with self._core.db.read() as conn:
+            if ref is None:
+                wanted = None
+                for blake3, version in checks.unrecorded_references(conn):
+                    problem = f"referenced by {version} but not recorded"
+                    report.damaged.append({"digest": blake3, "problem": problem})
+            else:
+                record = packages.get(conn, ref)
+                wanted = sorted({str(f.blake3) for f in record.manifest.files})
+            rows = checks.blobs_to_check(conn, wanted)
+        for missing in sorted(set(wanted or ()) - {str(r.digests.blake3) for r in rows}):
+            report.damaged.append({"digest": missing, "problem": "not recorded"})
+        for row in rows:
+            report.blobs_checked += 1
+            digest = str(row.digests.blake3)
+            if row.key is None:
+                report.damaged.append({"digest": digest, "problem": "no storage location"})
+                continue
+            place: Placement = placement(row.key, row.pack_offset, row.digests.size)
+            try:
+                self._core.plane.verify(place, row.digests, row.backend)
+                report.bytes_checked += row.digests.size
+            except CorruptBlob as exc:
+                report.damaged.append({"digest": digest, "problem": exc.detail})
+        return report
+
+    def events(self, after: int = 0, limit: int | None = None) -> list[Event]:
+        with self._core.db.read() as conn:
+            return list(iter_events(conn, after, limit))
+
+    def verify_chain(self) -> int:
+        """Number of events verified; raises ChainBroken at the first bad one."""
+        with self._core.db.read() as conn:
+            return verify_chain(conn)
+
+    def rebuild(self) -> int:
+        """Empty every view and replay the whole log into it; returns events replayed."""
+        with self._core.db.write() as conn:
+            return views.rebuild(conn)
+
+    def gc(
+        self, *, dry_run: bool = False, grace: float | None = None, actor: str | None = None
+    ) -> gc_mod.GcReport:
+        core = self._core
+        report = gc_mod.collect(
+            core.db,
+            core.plane,
+            grace=core.settings.gc_grace if grace is None else grace,
+            dry_run=dry_run,
+            actor=actor or core.actor,
+            now=core.clock,
+        )
+        if not dry_run:
+            core.recent.clear()
+            self._uploads.expire()
+        return report
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return leases.acquire(self._core.db, name, holder, ttl, self._core.clock())
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        return leases.release(self._core.db, name, holder)
+
+    def stats(self) -> dict[str, int]:
+        with self._core.db.read() as conn:
+            return views.stats(conn)
+
+    def health(self) -> None:
+        with self._core.db.read() as conn:
+            views.ping(conn)
+        self._core.plane.health()

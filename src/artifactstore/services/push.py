@@ -1,0 +1,168 @@
+"""Push: publish a push's staged files, record them and commit the version.
+
+A push reaches this service with its files already hashed and staged
+(``dataplane/files.py``; the ``Store`` stages them while the control plane
+opens). Then, per ``controlplane/gc.py``: lease every key in a committed
+transaction, commit the write batch (bytes durable, then visible), and in
+one transaction record the blobs, re-check under lock that every blob the
+manifest references is recorded, and append ``package.committed``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from artifactstore.client.files import LocalFile, manifest_for
+from artifactstore.controlplane import blobs as blob_records
+from artifactstore.controlplane import gc as gc_mod
+from artifactstore.controlplane import namespaces, packages
+from artifactstore.dataplane.blobs import Placement
+from artifactstore.dataplane.files import StagedFiles
+from artifactstore.errors import MissingBlobs
+from artifactstore.model.clock import utc_now
+from artifactstore.model.identity import BlobDigests, Reference
+from artifactstore.model.manifest import Manifest
+from artifactstore.services.core import Core
+
+__all__ = ["PUSH_ATTEMPTS", "PushResult", "PushService"]
+
+#: How often a push re-ingests bytes that GC collected under it (grace shorter than a push).
+PUSH_ATTEMPTS = 5
+
+Ingested = list[tuple[BlobDigests, Placement | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    record: packages.VersionRecord
+    created: bool
+    blobs_stored: int
+
+
+class PushService:
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    def known_blobs(self, blake3s: list[str]) -> set[str]:
+        """Which of these blobs the store has recorded (a push skips their bytes)."""
+        with self._core.db.read() as conn:
+            return blob_records.recorded(conn, blake3s)
+
+    def push(
+        self,
+        reference: Reference,
+        files: Sequence[LocalFile],
+        staged: StagedFiles,
+        restage: Callable[[], StagedFiles],
+        *,
+        metadata: Mapping[str, Any],
+        variant: str | None,
+        annotations: Mapping[str, str] | None,
+        producer: str,
+    ) -> PushResult:
+        """Commit the staged ``files`` as version ``reference``.
+
+        ``restage`` stages the files again, every one of them, for when GC
+        collected bytes between publishing and recording them (only with a
+        grace period shorter than the push). Should this fail, the caller
+        cancels what is still staged.
+        """
+        core = self._core
+        core.check_file_count(len(files))
+        core.check_metadata(metadata, variant)
+        namespace = str(reference.namespace)
+        created = utc_now()
+        for attempt in range(PUSH_ATTEMPTS):
+            if attempt:
+                staged = restage()
+            ingested = self._publish(staged, namespace)
+            manifest = manifest_for(
+                reference,
+                files,
+                [d for d, _ in ingested],
+                metadata=metadata,
+                variant=variant,
+                annotations=annotations,
+                producer=producer,
+                created=created,
+            )
+            try:
+                with core.db.write() as conn:
+                    namespaces.check_quota(conn, namespace, _sizes(ingested), core.held_since())
+                    stored = blob_records.record_stored(
+                        conn,
+                        ingested,
+                        core.plane.backend.properties.name,
+                        core.actor,
+                        exists=core.stored,
+                        now=core.clock(),
+                        namespace=namespace,
+                    )
+                    result = packages.commit(
+                        conn,
+                        manifest,
+                        core.actor,
+                        held_since=core.held_since(),
+                        recorded_here=set(stored),
+                    )
+            except MissingBlobs:
+                if attempt == PUSH_ATTEMPTS - 1:
+                    raise
+                continue
+            self._drop_unused_packs(ingested, set(stored))
+            return PushResult(result.record, result.created, len(stored))
+        raise AssertionError("unreachable")
+
+    def _publish(self, staged: StagedFiles, namespace: str) -> Ingested:
+        """Lease, then publish the staged files (gc.py, step 1: lease first).
+
+        A push over the namespace's quota is refused here, while the bytes are
+        only staged: nothing is stored (the recording transaction checks again).
+        """
+        core = self._core
+        with staged.batch, core.db.write() as conn:
+            namespaces.check_quota(conn, namespace, _sizes(staged.blobs), core.held_since())
+            staged_keys = (place.key for _, place in staged.blobs if place is not None)
+            blob_records.touch(conn, staged_keys, core.clock())
+        return staged.blobs
+
+    def _drop_unused_packs(self, ingested: Ingested, stored: set[str]) -> None:
+        """Delete this push's packs that hold only blobs the store already had.
+
+        A pack's key is random and known only to this push, so one that no
+        recorded location names is garbage at once: an identical re-push
+        leaves nothing behind, instead of a copy that waits out the grace
+        period for GC's orphan pass.
+        """
+        packs = {p.key for _, p in ingested if p is not None and p.offset is not None}
+        packs -= {p.key for d, p in ingested if p is not None and str(d.blake3) in stored}
+        for key in sorted(packs):
+            with self._core.db.write() as conn:
+                gc_mod.unlink_if_untouched(conn, self._core.plane, key, math.inf)
+
+    def commit_manifest(
+        self, manifest: Manifest, actor: str | None = None, *, require_held: bool = False
+    ) -> packages.CommitResult:
+        """Commit a manifest whose blobs were uploaded separately (the HTTP path).
+
+        ``require_held``: every blob must be held by the manifest's namespace
+        (the caller is not a global admin, so it must have sent the bytes).
+        """
+        core = self._core
+        core.check_file_count(len(manifest.files))
+        core.check_metadata(manifest.metadata, manifest.variant)
+        with core.db.write() as conn:
+            return packages.commit(
+                conn,
+                manifest,
+                actor or core.actor,
+                held_since=core.held_since(),
+                require_held=require_held,
+            )
+
+
+def _sizes(blobs: Ingested) -> list[tuple[str, int]]:
+    return [(str(d.blake3), d.size) for d, _ in blobs]

@@ -1,0 +1,38 @@
+"""Queries over live versions, and the metadata schemas they are validated against."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from typing_extensions import Unpack
+
+from artifactstore.controlplane import packages, schemas
+from artifactstore.model.records import QueryArgs
+from artifactstore.services.core import Core
+
+__all__ = ["QueryService"]
+
+
+class QueryService:
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    def query(
+        self, readable: Collection[str] | None = None, **args: Unpack[QueryArgs]
+    ) -> packages.Page:
+        """Live versions, newest first; ``readable`` limits them to those namespaces."""
+        with self._core.db.read() as conn:
+            return packages.query(conn, namespaces=readable, **args)
+
+    def register_schema(self, variant: str, schema: Any, actor: str | None = None) -> bool:
+        with self._core.db.write() as conn:
+            return schemas.register(conn, variant, schema, actor or self._core.actor)
+
+    def get_schema(self, variant: str) -> dict[str, Any]:
+        with self._core.db.read() as conn:
+            return schemas.get(conn, variant)
+
+    def list_schemas(self) -> list[dict[str, str]]:
+        with self._core.db.read() as conn:
+            return schemas.list_ids(conn)
