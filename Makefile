@@ -52,7 +52,10 @@ bench-deps:
 
 bench: bytecode bench-deps
 	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/http.py
+	$(BIN)/python bench/http_large.py
+	$(BIN)/python bench/http_small.py
+	$(BIN)/python bench/http_load.py
+	$(BIN)/python bench/http_rss.py
 	$(BIN)/python bench/retention.py
 
 clean:

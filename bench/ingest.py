@@ -45,17 +45,16 @@ from bench._common import (
     MiB,
     Series,
     TreeInfo,
+    add_scratch_and_json,
     check_free_space,
     child_env,
     command_line,
     compile_package,
     fmt_num,
-    format_machine,
-    load_average,
-    machine_info,
     make_small_tree,
     pick_scratch_parent,
     prefault_page_cache,
+    print_header,
     probe_cli,
     read_through,
     remove,
@@ -65,6 +64,8 @@ from bench._common import (
     scratch_dir,
     settle,
     venv_cli,
+    verdict,
+    warn_if_busy,
     write_json,
     write_random_file,
 )
@@ -91,8 +92,6 @@ Path(out).write_text(repr(seconds))
 """
 
 RESTIC_PASSWORD = "bench-ingest-not-a-secret"
-BUSY_WARN_PCT = 15.0
-"""Share of the CPUs used by other processes above which the run is flagged."""
 
 
 @dataclass(frozen=True)
@@ -124,13 +123,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="comma list of: limits (sha256 + fdatasync), big (our large-file push, "
         "both fsync modes), tree (our small-tree push), restic, ours (= big,tree), all",
     )
-    p.add_argument(
-        "--scratch",
-        type=Path,
-        help="parent dir for the GBs of temporary data (default $TMPDIR if it is on "
-        "the repo's disk); everything is removed at the end",
-    )
-    p.add_argument("--json", type=Path, dest="json_path", help="also write figures here")
+    add_scratch_and_json(p)
     p.add_argument(
         "--no-prime",
         dest="prime",
@@ -579,18 +572,12 @@ def _lower(a: float | None, b: float | None) -> float | None:
 def _target(
     name: str, value: float | None, target: float, higher_is_better: bool
 ) -> dict[str, Any]:
-    if value is None:
-        status = "pending"
-    elif (value >= target) if higher_is_better else (value < target):
-        status = "PASS"
-    else:
-        status = "FAIL"
     return {
         "name": name,
         "value": value,
         "target": target,
         "higher_is_better": higher_is_better,
-        "status": status,
+        "status": verdict(value, target, higher_is_better, missing="pending"),
     }
 
 
@@ -603,12 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     # big file + dd copy + one store of it + tree, its store and restic's repo, + slack
     check_free_space(parent, 3 * cfg.size + 4 * cfg.files * 17 * 1024 + 1024 * MiB)
     with scratch_dir(parent, "bench-ingest-") as work:
-        info = machine_info(work)
-        print("Ingest benchmark (issue 3)")
-        print(f"command:  {command_line()}")
-        print(format_machine(info))
-        print(f"revision: {repo_revision()}")
-        print(f"load:     {load_average()} (1/5/15 min) at start")
+        info = print_header("Ingest benchmark (issue 3)", work)
         run_meter = CpuMeter()
         bench = IngestBench(cfg, work)
         bench.find_tools()
@@ -632,11 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\nother processes used {share.others_pct:.0f}% of the CPUs during the run "
             f"(steal {share.steal_pct:.0f}%); per-trial shares above"
         )
-        if share.others_pct > BUSY_WARN_PCT:
-            print(
-                "WARNING: the machine was busy with other work; CPU-bound figures and "
-                "ratios are unreliable. Rerun when `uptime` shows a load near 0."
-            )
+        warn_if_busy(share.others_pct)
         print(f"units: MB/GB = 10^6/10^9 bytes; wall time of the whole run {elapsed:.0f} s")
         if cfg.json_path is not None:
             write_json(
