@@ -58,10 +58,12 @@ from bench._common import (
 
 from artifactstore.config import Settings
 from artifactstore.controlplane import packages
-from artifactstore.controlplane.retention import RetentionPolicy
 from artifactstore.model.identity import Namespace, PackageName, Version
 from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.model.paths import PackagePath
+from artifactstore.model.retention import (
+    RetentionPolicy,
+)
 from artifactstore.store import Store
 
 NAMESPACES = 5

@@ -24,9 +24,11 @@ import pytest
 
 from artifactstore.controlplane.eventlog import event_hash
 from artifactstore.controlplane.projection import EVENT_TYPES, stored_blobs
-from artifactstore.controlplane.retention_rules import RetentionPolicy
 from artifactstore.dataplane.layout import database_path
 from artifactstore.errors import ChainBroken
+from artifactstore.model.retention import (
+    RetentionPolicy,
+)
 from artifactstore.store import Store
 from tests.conftest import Cli, make_tree
 

@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 from artifactstore.config import Settings
 from artifactstore.controlplane.db.tables import VIEW_TABLES
-from artifactstore.controlplane.retention import RetentionPolicy
 from artifactstore.errors import (
     Conflict,
     HoldNotFound,
@@ -25,6 +24,9 @@ from artifactstore.errors import (
     SchemaExists,
     SchemaNotFound,
     VersionExists,
+)
+from artifactstore.model.retention import (
+    RetentionPolicy,
 )
 from artifactstore.store import Store
 from tests.conftest import make_tree

@@ -36,32 +36,32 @@ from artifactstore.model.clock import Clock
 from artifactstore.model.identity import BlobDigests, Digest, Reference
 from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.model.records import (
+    BlobTier,
+    GcReport,
+    Hold,
     Progress,
     PushArgs,
     QueryArgs,
+    TierReport,
+    TokenInfo,
     VerifyReport,
     no_progress,
     pages,
 )
+from artifactstore.model.retention import (
+    RetentionPolicy,
+    RetentionReport,
+    RetentionSettings,
+    VersionRetention,
+)
+from artifactstore.model.versions import CommitResult, Page, PushResult, VersionRecord
 
 if TYPE_CHECKING:
     from artifactstore.controlplane.blobs import BlobRecord
     from artifactstore.controlplane.db.engine import Database
     from artifactstore.controlplane.eventlog import Event
-    from artifactstore.controlplane.gc import GcReport
-    from artifactstore.controlplane.holds import Hold
-    from artifactstore.controlplane.packages import CommitResult, Page, VersionRecord
-    from artifactstore.controlplane.retention import (
-        RetentionPolicy,
-        RetentionReport,
-        RetentionSettings,
-        VersionRetention,
-    )
-    from artifactstore.controlplane.tiers import BlobTier, TierReport
-    from artifactstore.controlplane.tokens import TokenInfo
     from artifactstore.controlplane.uploads import UploadSession
     from artifactstore.services import Services
-    from artifactstore.services.push import PushResult
     from artifactstore.services.uploads import BlobUpload, SessionAppend
 
 __all__ = ["Progress", "Store", "VerifyReport", "no_progress"]
@@ -181,7 +181,7 @@ class Store:
 
     def push(
         self, ref: str | Reference, paths: Sequence[str | Path], **args: Unpack[PushArgs]
-    ) -> PushResult:
+    ) -> PushResult[VersionRecord]:
         """Ingest the files under ``paths`` and commit them as version ``ref``.
 
         The files are hashed and staged while the control plane opens; the
@@ -238,14 +238,16 @@ class Store:
     def show(self, ref: str | Reference) -> VersionRecord:
         return self._s.pull.show(_ref(ref))
 
-    def query(self, readable: Collection[str] | None = None, **args: Unpack[QueryArgs]) -> Page:
+    def query(
+        self, readable: Collection[str] | None = None, **args: Unpack[QueryArgs]
+    ) -> Page[VersionRecord]:
         """One page of live versions, newest first; ``readable`` limits the namespaces."""
         return self._s.query.query(readable, **args)
 
     def iter_query(self, **args: Unpack[QueryArgs]) -> Iterator[VersionRecord]:
         """Every matching live version, newest first, paging under the hood."""
 
-        def page(cursor: str | None) -> Page:
+        def page(cursor: str | None) -> Page[VersionRecord]:
             at = args.copy()
             at["cursor"] = cursor
             return self.query(**at)

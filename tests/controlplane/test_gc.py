@@ -22,6 +22,7 @@ from artifactstore.dataplane.layout import blob_key, storage_root
 from artifactstore.dataplane.protocol import Backend, BackendProperties, WriteBatch, Writer
 from artifactstore.errors import CorruptBlob, MissingBlobs
 from artifactstore.model.identity import Digest
+from artifactstore.model.records import GcReport
 from artifactstore.store import Store
 from tests.conftest import Cli, make_tree
 
@@ -58,7 +59,7 @@ def event_count(store: Store) -> int:
         return int(conn.execute(select(func.count()).select_from(t.events)).scalar_one())
 
 
-def run_gc(store: Store, *, grace: float, at: float, dry_run: bool = False) -> gc.GcReport:
+def run_gc(store: Store, *, grace: float, at: float, dry_run: bool = False) -> GcReport:
     """One GC run whose clock reads ``at``."""
     return gc.collect(
         store.db, store.plane, grace=grace, dry_run=dry_run, actor="test:gc", now=lambda: at
@@ -235,7 +236,7 @@ def test_crash_between_decision_and_unlink_leaves_an_orphan_the_next_run_removes
     store.delete("gc/a:1")
     touched = lease(store, data)
     assert touched is not None
-    report = gc.GcReport(dry_run=False, grace_seconds=0)
+    report = GcReport(dry_run=False, grace_seconds=0)
     with store.db.write() as conn:  # step 2 only: then the "crash"
         keys = gc.decide(conn, store.plane, report, cutoff=touched + 1, actor="test:gc")
     assert keys == [(blob_key(digest_of(data)), "local")]
@@ -329,7 +330,7 @@ def test_ingest_renewing_the_lease_after_the_decision_keeps_its_bytes(
     tree = {"x": b"content pushed again while GC collects it", "y": b"nobody wants this"}
     store.push("gc/a:1", [make_tree(tmp_path / "a", tree)])
     store.delete("gc/a:1")
-    report = gc.GcReport(dry_run=False, grace_seconds=0)
+    report = GcReport(dry_run=False, grace_seconds=0)
     decided_at = time.time()
     with other.db.write() as conn:
         keys = gc.decide(conn, other.plane, report, cutoff=decided_at, actor="test:gc")

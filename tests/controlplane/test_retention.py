@@ -25,8 +25,6 @@ from artifactstore.config import Settings
 from artifactstore.controlplane import retention
 from artifactstore.controlplane.eventlog import utc_iso
 from artifactstore.controlplane.retention import (
-    NO_RULE,
-    RetentionPolicy,
     VersionFacts,
     evaluate,
 )
@@ -38,6 +36,10 @@ from artifactstore.errors import (
     Locked,
     PackageNotFound,
     RetentionLocked,
+)
+from artifactstore.model.retention import (
+    NO_RULE,
+    RetentionPolicy,
 )
 from artifactstore.store import Store
 from tests.conftest import make_tree

@@ -13,6 +13,7 @@ from artifactstore.controlplane import gc, tiers
 from artifactstore.dataplane.layout import blob_key
 from artifactstore.errors import CorruptBlob, InvalidInput, RestoreRequired
 from artifactstore.model.identity import Digest
+from artifactstore.model.records import GcReport
 from tests.conftest import make_tree, read_tree
 from tests.test_rebuild import dump_views
 
@@ -181,7 +182,7 @@ def test_move_racing_gc_never_records_missing_bytes(
     decided: list[str] = []
 
     def collect() -> None:
-        report = gc.GcReport(dry_run=False, grace_seconds=0)
+        report = GcReport(dry_run=False, grace_seconds=0)
         decided_at = time.time() + 1
         with store.db.write() as conn:
             keys = gc.decide(conn, store.plane, report, cutoff=decided_at, actor="gc")

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -36,31 +35,33 @@ from artifactstore.client.files import (
     version_reference,
 )
 from artifactstore.controlplane.eventlog import GENESIS, Event, event_hash
-from artifactstore.controlplane.gc import GcReport
-from artifactstore.controlplane.holds import Hold
-from artifactstore.controlplane.retention import (
-    RetentionPolicy,
-    RetentionReport,
-    RetentionSettings,
-)
-from artifactstore.controlplane.tiers import BlobTier, TierReport
-from artifactstore.controlplane.tokens import TokenInfo
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import ArtifactStoreError, ChainBroken, DigestMismatch, InvalidInput
 from artifactstore.model.clock import utc_now
-from artifactstore.model.identity import BlobDigests, Digest, Reference
+from artifactstore.model.identity import BlobDigests, Reference
 from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.model.records import (
+    BlobTier,
+    GcReport,
+    Hold,
     Progress,
     PushArgs,
     QueryArgs,
+    TierReport,
+    TokenInfo,
     VerifyReport,
     no_progress,
     pages,
     query_params,
 )
+from artifactstore.model.retention import (
+    RetentionPolicy,
+    RetentionReport,
+    RetentionSettings,
+)
+from artifactstore.model.versions import Page, PushResult, VersionListing
 
-__all__ = ["RemotePush", "RemoteStore", "RemoteVersion"]
+__all__ = ["RemoteStore"]
 
 CHUNK = 1 << 20
 SESSION_THRESHOLD = 8 * 1024 * 1024  # larger files go through resumable sessions
@@ -73,57 +74,6 @@ _CODES: dict[str, type[ArtifactStoreError]] = {
     for cls in vars(errors).values()
     if isinstance(cls, type) and issubclass(cls, ArtifactStoreError)
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteVersion:
-    """A version as the server describes it (the manifest only when asked for one)."""
-
-    reference: Reference
-    digest: Digest
-    sha256: Digest
-    committed_at: str
-    actor: str
-    size: int
-    file_count: int
-    raw: dict[str, Any]
-    manifest: Manifest | None = None
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> RemoteVersion:
-        manifest = Manifest.from_map(body["manifest"]) if "manifest" in body else None
-        return cls(
-            reference=Reference.parse(body["reference"]),
-            digest=Digest.parse(body["digest"]),
-            sha256=Digest.parse(body["sha256"]),
-            committed_at=body["committed_at"],
-            actor=body["actor"],
-            size=body["size"],
-            file_count=body["file_count"],
-            raw={k: v for k, v in body.items() if k != "manifest"},
-            manifest=manifest,
-        )
-
-    def summary(self) -> dict[str, Any]:
-        return dict(self.raw)
-
-    def require_manifest(self) -> Manifest:
-        if self.manifest is None:
-            raise InvalidInput(f"{self.reference}: the server sent no manifest")
-        return self.manifest
-
-
-@dataclass(frozen=True, slots=True)
-class RemotePage:
-    items: list[RemoteVersion]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RemotePush:
-    record: RemoteVersion
-    created: bool
-    blobs_stored: int
 
 
 #: Requests that change nothing, so repeating one after a dropped connection is safe.
@@ -282,22 +232,22 @@ class RemoteStore:
 
     # --- read -----------------------------------------------------------------------------
 
-    def show(self, ref: str | Reference) -> RemoteVersion:
+    def show(self, ref: str | Reference) -> VersionListing:
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         if r.version is None:
             raise InvalidInput("remote mode addresses versions as NS/NAME:VERSION")
-        return RemoteVersion.from_json(self._request("GET", self._path(r)).json())
+        return VersionListing.from_json(self._request("GET", self._path(r)).json())
 
-    def query(self, **args: Unpack[QueryArgs]) -> RemotePage:
+    def query(self, **args: Unpack[QueryArgs]) -> Page[VersionListing]:
         """One page of live versions, newest first."""
         body = self._request("GET", "/v1/packages", params=query_params(args)).json()
-        items = [RemoteVersion.from_json(item) for item in body["items"]]
-        return RemotePage(items, body.get("next_cursor") or None)
+        items = [VersionListing.from_json(item) for item in body["items"]]
+        return Page(items, body.get("next_cursor") or None)
 
-    def iter_query(self, **args: Unpack[QueryArgs]) -> Iterator[RemoteVersion]:
+    def iter_query(self, **args: Unpack[QueryArgs]) -> Iterator[VersionListing]:
         """Every matching live version, newest first, paging under the hood."""
 
-        def page(cursor: str | None) -> RemotePage:
+        def page(cursor: str | None) -> Page[VersionListing]:
             at = args.copy()
             at.setdefault("limit", 1000)
             at["cursor"] = cursor
@@ -333,7 +283,7 @@ class RemoteStore:
 
     def pull(
         self, ref: str | Reference, dest: str | Path, *, progress: Progress = no_progress
-    ) -> RemoteVersion:
+    ) -> VersionListing:
         record = self.show(ref)
         pull_into(Path(dest), record.require_manifest(), self.stream_entry, progress)
         return record
@@ -355,7 +305,7 @@ class RemoteStore:
 
     # --- write ----------------------------------------------------------------------------
 
-    def delete(self, ref: str | Reference) -> RemoteVersion:
+    def delete(self, ref: str | Reference) -> VersionListing:
         record = self.show(ref)
         self._request("DELETE", self._path(record.reference))
         return record
@@ -522,7 +472,7 @@ class RemoteStore:
 
     def push(
         self, ref: str | Reference, paths: Sequence[str | Path], **args: Unpack[PushArgs]
-    ) -> RemotePush:
+    ) -> PushResult[VersionListing]:
         """Upload what the server lacks, then commit the manifest (retrying once if GC raced)."""
         progress = args.get("progress", no_progress)
         walked = args.get("walked")
@@ -555,7 +505,7 @@ class RemoteStore:
             uploaded += self._upload_missing(str(r.namespace), wanted, no_progress, check=False)
             response = self._commit(manifest)
         body = response.json()
-        return RemotePush(RemoteVersion.from_json(body), body["created_now"], uploaded)
+        return PushResult(VersionListing.from_json(body), body["created_now"], uploaded)
 
     def _commit(self, manifest: Manifest) -> httpx.Response:
         return self._request(

@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import Connection, delete, exists, select
 
@@ -55,6 +53,7 @@ from artifactstore.controlplane.eventlog import append
 from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.layout import BLOB_PREFIX, PACK_PREFIX
 from artifactstore.errors import CorruptBlob
+from artifactstore.model.records import GcReport
 
 __all__ = [
     "STAGING_MIN_AGE",
@@ -68,26 +67,6 @@ __all__ = [
 #: Staging files younger than this are never swept, whatever the grace period: they may
 #: belong to an upload in progress, which holds no lease until its bytes are all staged.
 STAGING_MIN_AGE = 3600.0
-
-
-@dataclass
-class GcReport:
-    dry_run: bool
-    grace_seconds: float
-    collected: list[str] = field(default_factory=list)
-    bytes_freed: int = 0
-    orphans_removed: int = 0
-    protected_by_grace: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "grace_seconds": self.grace_seconds,
-            "collected": self.collected,
-            "bytes_freed": self.bytes_freed,
-            "orphans_removed": self.orphans_removed,
-            "protected_by_grace": self.protected_by_grace,
-        }
 
 
 def _check_live_references(conn: Connection, plane: DataPlane) -> None:

@@ -11,7 +11,6 @@ when and why, because a hold's history is what an auditor asks for.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -19,65 +18,17 @@ from sqlalchemy import Connection, select
 from artifactstore.controlplane import packages
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.eventlog import append
-from artifactstore.controlplane.protection import serialise
+from artifactstore.controlplane.protection import (
+    serialise,
+)
 from artifactstore.errors import Conflict, HoldNotFound, InvalidInput
 from artifactstore.model.identity import Reference
+from artifactstore.model.records import Hold
 
 __all__ = ["MAX_REASON", "Hold", "check_reason", "list_holds", "place", "release"]
 
 #: Longest reason accepted, in characters (a ticket reference and a sentence fit).
 MAX_REASON = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """One legal hold, active or released."""
-
-    id: int
-    reference: str
-    version_id: int
-    reason: str
-    actor: str
-    placed_at: str
-    released_at: str | None = None
-    released_by: str | None = None
-    release_reason: str | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.released_at is None
-
-    @property
-    def namespace(self) -> str:
-        return self.reference.partition("/")[0]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "reference": self.reference,
-            "version_id": self.version_id,
-            "reason": self.reason,
-            "actor": self.actor,
-            "placed_at": self.placed_at,
-            "active": self.active,
-            "released_at": self.released_at,
-            "released_by": self.released_by,
-            "release_reason": self.release_reason,
-        }
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> Hold:
-        return cls(
-            id=int(body["id"]),
-            reference=str(body["reference"]),
-            version_id=int(body["version_id"]),
-            reason=str(body["reason"]),
-            actor=str(body["actor"]),
-            placed_at=str(body["placed_at"]),
-            released_at=body.get("released_at"),
-            released_by=body.get("released_by"),
-            release_reason=body.get("release_reason"),
-        )
 
 
 def check_reason(reason: object) -> str:

@@ -34,7 +34,9 @@ from artifactstore.controlplane.blobs import not_held
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches
 from artifactstore.controlplane.eventlog import append
-from artifactstore.controlplane.protection import serialise
+from artifactstore.controlplane.protection import (
+    serialise,
+)
 from artifactstore.errors import InvalidInput, QuotaExceeded
 from artifactstore.model.identity import Namespace, Version
 

@@ -15,7 +15,10 @@ from artifactstore.controlplane.blobs import dereference, not_held
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, values_in
 from artifactstore.controlplane.eventlog import append, append_many
-from artifactstore.controlplane.protection import check_deletable, serialise
+from artifactstore.controlplane.protection import (
+    check_deletable,
+    serialise,
+)
 from artifactstore.errors import (
     InvalidInput,
     InvalidManifest,
@@ -26,6 +29,7 @@ from artifactstore.errors import (
 from artifactstore.model.identity import Digest, Namespace, PackageName, Reference
 from artifactstore.model.manifest import Manifest
 from artifactstore.model.records import QueryArgs
+from artifactstore.model.versions import CommitResult, Page, VersionRecord
 
 __all__ = [
     "CommitResult",
@@ -40,55 +44,6 @@ __all__ = [
     "get_keys",
     "query",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class VersionRecord:
-    """A live version as the views hold it."""
-
-    id: int
-    reference: Reference
-    digest: Digest
-    sha256: Digest
-    manifest: Manifest
-    manifest_cbor: bytes
-    committed_at: str
-    actor: str
-    size: int
-    file_count: int
-
-    def require_manifest(self) -> Manifest:
-        """The manifest (always present locally; remote listings may lack it)."""
-        return self.manifest
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "reference": str(self.reference),
-            "namespace": str(self.reference.namespace),
-            "name": str(self.reference.name),
-            "version": str(self.reference.version),
-            "digest": str(self.digest),
-            "sha256": str(self.sha256),
-            "variant": self.manifest.variant,
-            "metadata": self.manifest.metadata,
-            "created": self.manifest.created,
-            "committed_at": self.committed_at,
-            "actor": self.actor,
-            "size": self.size,
-            "file_count": self.file_count,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    record: VersionRecord
-    created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[VersionRecord]
-    next_cursor: str | None
 
 
 def _record(r: Any) -> VersionRecord:
@@ -316,7 +271,7 @@ def file_blobs(conn: Connection, version_ids: Collection[int]) -> set[str]:
 
 def query(
     conn: Connection, namespaces: Collection[str] | None = None, **args: Unpack[QueryArgs]
-) -> Page:
+) -> Page[VersionRecord]:
     """Live versions, newest first, keyset-paginated on the version id.
 
     ``namespaces`` restricts the answer to those the caller may read (None: all).

@@ -21,32 +21,23 @@ the live check, the plan and a replay agree to the microsecond.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import Connection, select
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches
-from artifactstore.controlplane.eventlog import utc_iso
 from artifactstore.errors import LegalHold, RetentionLocked
 from artifactstore.model.identity import Reference
+from artifactstore.model.retention import days_text, locked_until, younger_than
 
 __all__ = [
-    "DAY",
     "Deletable",
     "active_holds",
     "check_deletable",
-    "days_text",
-    "fmt_days",
     "lock_days",
-    "locked_until",
     "serialise",
-    "younger_than",
 ]
-
-DAY = 86400.0
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 class Deletable(Protocol):
@@ -60,27 +51,6 @@ class Deletable(Protocol):
 
     @property
     def committed_at(self) -> str: ...
-
-
-def fmt_days(days: float) -> str:
-    """``30`` rather than ``30.0``: days as people write them."""
-    return str(int(days)) if float(days).is_integer() else str(days)
-
-
-def days_text(days: float) -> str:
-    """``1 day``, ``30 days``, ``0.5 days``."""
-    return f"{fmt_days(days)} day" + ("" if days == 1 else "s")
-
-
-def younger_than(committed_at: str, days: float, now: float) -> bool:
-    """Whether a version committed at ``committed_at`` is younger than ``days`` at ``now``."""
-    return committed_at > utc_iso(now - days * DAY)
-
-
-def locked_until(committed_at: str, days: float) -> str:
-    """When a version committed at ``committed_at`` leaves a lock of ``days``."""
-    start = datetime.strptime(committed_at, _TIME_FORMAT).replace(tzinfo=UTC)
-    return (start + timedelta(days=days)).strftime(_TIME_FORMAT)
 
 
 def serialise(conn: Connection) -> None:

@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, func, select
 
@@ -51,36 +49,32 @@ from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import append, utc_iso
 from artifactstore.controlplane.protection import (
     active_holds,
-    days_text,
     lock_days,
-    locked_until,
     serialise,
 )
 from artifactstore.controlplane.retention_rules import (
-    MAX_DAYS,
-    NO_RULE,
-    Decision,
-    PackageKey,
-    RetentionPolicy,
     VersionFacts,
-    check_days,
-    days_json,
     decide,
-    effective_policy,
     evaluate,
 )
 from artifactstore.errors import RetentionLocked
 from artifactstore.model.identity import Namespace, PackageName
+from artifactstore.model.retention import (
+    Decision,
+    PackageKey,
+    RetentionPolicy,
+    RetentionReport,
+    RetentionSettings,
+    VersionRetention,
+    check_days,
+    days_json,
+    days_text,
+    effective_policy,
+)
+from artifactstore.model.versions import VersionRecord
 
-__all__ = [  # the rules' names too: callers need one import for retention
-    "MAX_DAYS",
-    "NO_RULE",
-    "Decision",
-    "RetentionPolicy",
-    "RetentionReport",
-    "RetentionSettings",
+__all__ = [
     "VersionFacts",
-    "VersionRetention",
     "apply",
     "decide",
     "evaluate",
@@ -180,41 +174,6 @@ def plan(
 # --- apply ------------------------------------------------------------------------------------
 
 
-@dataclass
-class RetentionReport:
-    """What a run decided (dry run) or did: every live version's decision."""
-
-    dry_run: bool
-    evaluated_at: str
-    decisions: list[Decision]
-
-    @property
-    def deleted(self) -> list[Decision]:
-        return [d for d in self.decisions if not d.keep]
-
-    @property
-    def kept(self) -> list[Decision]:
-        return [d for d in self.decisions if d.keep]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "evaluated_at": self.evaluated_at,
-            "versions": len(self.decisions),
-            "kept": len(self.kept),
-            "deleted": len(self.deleted),
-            "decisions": [d.to_json() for d in self.decisions],
-        }
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> RetentionReport:
-        return cls(
-            dry_run=bool(body["dry_run"]),
-            evaluated_at=str(body["evaluated_at"]),
-            decisions=[Decision.from_json(d) for d in body["decisions"]],
-        )
-
-
 def _groups(doomed: Mapping[PackageKey, int], batch: int) -> list[list[PackageKey]]:
     """Whole packages per group, about ``batch`` deletions (and 200 packages) at most."""
     groups: list[list[PackageKey]] = []
@@ -279,48 +238,6 @@ def apply(
 
 
 # --- policy and lock management ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RetentionSettings:
-    """A namespace's default policy, its packages' policies and its lock."""
-
-    namespace: str
-    default: RetentionPolicy | None
-    packages: dict[str, RetentionPolicy]
-    lock_days: float | None
-    locked_at: str | None
-
-    def effective(self, name: str) -> tuple[RetentionPolicy | None, str | None]:
-        policies = {(self.namespace, k): p for k, p in self.packages.items()}
-        if self.default is not None:
-            policies[(self.namespace, "")] = self.default
-        return effective_policy(policies, self.namespace, name)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "default": None if self.default is None else self.default.to_json(),
-            "packages": {k: p.to_json() for k, p in sorted(self.packages.items())},
-            "lock": None
-            if self.lock_days is None
-            else {"keep_days": days_json(self.lock_days), "locked_at": self.locked_at},
-        }
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> RetentionSettings:
-        lock = body.get("lock")
-        return cls(
-            namespace=str(body["namespace"]),
-            default=None
-            if body.get("default") is None
-            else RetentionPolicy.from_json(body["default"]),
-            packages={
-                k: RetentionPolicy.from_json(p) for k, p in (body.get("packages") or {}).items()
-            },
-            lock_days=None if lock is None else float(lock["keep_days"]),
-            locked_at=None if lock is None else lock.get("locked_at"),
-        )
 
 
 def settings(conn: Connection, namespace: str) -> RetentionSettings:
@@ -400,33 +317,7 @@ def lock(conn: Connection, namespace: str, keep_days: float, actor: str) -> Rete
     return settings(conn, namespace)
 
 
-@dataclass(frozen=True, slots=True)
-class VersionRetention:
-    """One version's retention state, as the version detail shows it."""
-
-    decision: Decision
-    policy: RetentionPolicy | None
-    lock_days: float | None
-
-    def to_json(self) -> dict[str, Any]:
-        d = self.decision
-        return {
-            "held": d.held,
-            "locked": d.locked,
-            "locked_until": locked_until(d.committed_at, self.lock_days)
-            if self.lock_days is not None
-            else None,
-            "policy": None if self.policy is None else self.policy.to_json(),
-            "policy_scope": d.policy_scope,
-            "action": d.action,
-            "rules": list(d.rules),
-            "reason": d.reason,
-        }
-
-
-def version_retention(
-    conn: Connection, record: packages.VersionRecord, now: float
-) -> VersionRetention:
+def version_retention(conn: Connection, record: VersionRecord, now: float) -> VersionRetention:
     """The decision retention would make for one version now, at the cost of a few lookups."""
     ns, name = str(record.reference.namespace), str(record.reference.name)
     current = settings(conn, ns)

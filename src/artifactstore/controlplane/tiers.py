@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -50,6 +49,7 @@ from artifactstore.controlplane.eventlog import append, utc_iso
 from artifactstore.dataplane.blobs import DataPlane, Placement
 from artifactstore.errors import CorruptBlob, InvalidInput, RestoreRequired, StorageError
 from artifactstore.model.identity import BlobDigests, Digest
+from artifactstore.model.records import AVAILABLE, BlobTier, TierReport
 
 __all__ = [
     "AVAILABLE",
@@ -63,58 +63,9 @@ __all__ = [
     "status",
 ]
 
-#: The tiers this build can store in, and the restore status of a readable blob.
+#: The tiers this build can store in.
 TIERS = ("hot", "cold")
-AVAILABLE = "available"
 _STATUS_IN = {"hot": AVAILABLE, "cold": "archived"}
-
-
-@dataclass(frozen=True, slots=True)
-class BlobTier:
-    """Where one blob is and whether it can be read now."""
-
-    digest: str
-    size: int
-    tier: str
-    restore_status: str
-    restore_ready_at: str | None
-
-    @property
-    def available(self) -> bool:
-        return self.restore_status == AVAILABLE
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "digest": self.digest,
-            "size": self.size,
-            "tier": self.tier,
-            "restore_status": self.restore_status,
-            "restore_ready_at": self.restore_ready_at,
-        }
-
-
-@dataclass
-class TierReport:
-    """What a move or restore did, and where each blob is afterwards."""
-
-    changed: list[str] = field(default_factory=list)
-    bytes_changed: int = 0
-    blobs: list[BlobTier] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "changed": self.changed,
-            "bytes_changed": self.bytes_changed,
-            "blobs": [b.to_json() for b in self.blobs],
-        }
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> TierReport:
-        return cls(
-            changed=list(body["changed"]),
-            bytes_changed=int(body["bytes_changed"]),
-            blobs=[BlobTier(**b) for b in body["blobs"]],
-        )
 
 
 def _rows(conn: Connection, blake3s: Iterable[str]) -> list[Any]:

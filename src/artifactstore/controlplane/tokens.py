@@ -18,7 +18,6 @@ import hmac
 import json
 import re
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select
@@ -26,6 +25,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.eventlog import append, utc_now
 from artifactstore.errors import InvalidInput, NotFound
+from artifactstore.model.records import TokenInfo
 
 __all__ = [
     "TOKEN_PREFIX",
@@ -45,39 +45,6 @@ _ID_LEN = 16
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 _SCOPE = re.compile(r"admin|[a-z0-9]+(?:[._-][a-z0-9]+)*:(?:read|write|delete|admin)")
 _TOKEN = re.compile(rf"{TOKEN_PREFIX}([a-z2-7]{{{_ID_LEN}}})_([A-Za-z0-9_-]{{43}})")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenInfo:
-    """A token as listed: never its secret."""
-
-    id: str
-    name: str
-    scopes: tuple[str, ...]
-    created_at: str
-    created_by: str
-    expires_at: str | None
-    revoked_at: str | None
-    last_used_at: float | None = None
-
-    def active(self, now: str) -> bool:
-        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
-
-    @property
-    def actor(self) -> str:
-        return f"token:{self.name}#{self.id}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "scopes": list(self.scopes),
-            "created_at": self.created_at,
-            "created_by": self.created_by,
-            "expires_at": self.expires_at,
-            "revoked_at": self.revoked_at,
-            "last_used_at": self.last_used_at,
-        }
 
 
 def _hash(secret: str) -> str:

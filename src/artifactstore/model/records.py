@@ -8,16 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypedDict, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypedDict, TypeVar
 
+from artifactstore.model import jsonform
 from artifactstore.model.paths import PackagePath
 
 __all__ = [
+    "AVAILABLE",
+    "BlobTier",
+    "GcReport",
+    "Hold",
+    "JsonForm",
     "LocalFile",
     "Paged",
     "Progress",
     "PushArgs",
     "QueryArgs",
+    "TierReport",
+    "TokenInfo",
     "VerifyReport",
     "no_progress",
     "pages",
@@ -84,9 +92,25 @@ def no_progress(_n: int) -> None:
     return None
 
 
+class JsonForm:
+    """A value whose JSON is its fields plus ``JSON_COMPUTED`` (``model/jsonform.py``)."""
+
+    JSON_COMPUTED: ClassVar[tuple[str, ...]] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = jsonform.to_json(self)
+        return body
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Self:
+        return jsonform.from_json(cls, body)
+
+
 @dataclass
-class VerifyReport:
+class VerifyReport(JsonForm):
     """What ``verify`` checked and what it found damaged (empty ``damaged`` means clean)."""
+
+    JSON_COMPUTED = ("ok",)
 
     blobs_checked: int = 0
     bytes_checked: int = 0
@@ -96,13 +120,91 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.damaged
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "blobs_checked": self.blobs_checked,
-            "bytes_checked": self.bytes_checked,
-            "damaged": self.damaged,
-        }
+
+@dataclass
+class GcReport(JsonForm):
+    """What a GC run collected (or, in a dry run, would collect)."""
+
+    dry_run: bool
+    grace_seconds: float
+    collected: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    orphans_removed: int = 0
+    protected_by_grace: int = 0
+
+
+#: A blob's restore status when it can be read now.
+AVAILABLE = "available"
+
+
+@dataclass(frozen=True, slots=True)
+class BlobTier(JsonForm):
+    """Where one blob is and whether it can be read now."""
+
+    digest: str
+    size: int
+    tier: str
+    restore_status: str
+    restore_ready_at: str | None
+
+    @property
+    def available(self) -> bool:
+        return self.restore_status == AVAILABLE
+
+
+@dataclass
+class TierReport(JsonForm):
+    """What a move or restore did, and where each blob is afterwards."""
+
+    changed: list[str] = field(default_factory=list)
+    bytes_changed: int = 0
+    blobs: list[BlobTier] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold(JsonForm):
+    """One legal hold, active or released."""
+
+    JSON_COMPUTED = ("active",)
+
+    id: int
+    reference: str
+    version_id: int
+    reason: str
+    actor: str
+    placed_at: str
+    released_at: str | None = None
+    released_by: str | None = None
+    release_reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.released_at is None
+
+    @property
+    def namespace(self) -> str:
+        return self.reference.partition("/")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo(JsonForm):
+    """A token as listed: never its secret."""
+
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    revoked_at: str | None
+    last_used_at: float | None = None
+
+    def active(self, now: str) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    @property
+    def actor(self) -> str:
+        return f"token:{self.name}#{self.id}"
 
 
 T = TypeVar("T", covariant=True)

@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from artifactstore.controlplane.blobs import BlobRecord
-from artifactstore.controlplane.tiers import AVAILABLE
 from artifactstore.errors import RestoreRequired
+from artifactstore.model.records import AVAILABLE
 from artifactstore.server.bodies import parse_range
 from artifactstore.server.problems import Problem
 from artifactstore.store import Store

@@ -7,6 +7,7 @@ from typing import Any
 
 from artifactstore.controlplane import namespaces, tokens
 from artifactstore.model.clock import utc_iso
+from artifactstore.model.records import TokenInfo
 from artifactstore.services.core import Core
 
 __all__ = ["AccessService"]
@@ -27,7 +28,7 @@ class AccessService:
         *,
         expires_in: float | None = None,
         actor: str | None = None,
-    ) -> tuple[tokens.TokenInfo, str]:
+    ) -> tuple[TokenInfo, str]:
         """A new API token and its secret, which is shown once and never stored."""
         core = self._core
         expires_at = utc_iso(core.clock() + expires_in) if expires_in is not None else None
@@ -36,15 +37,15 @@ class AccessService:
                 conn, name=name, scopes=scopes, expires_at=expires_at, actor=actor or core.actor
             )
 
-    def list_tokens(self) -> list[tokens.TokenInfo]:
+    def list_tokens(self) -> list[TokenInfo]:
         with self._core.db.read() as conn:
             return tokens.list_tokens(conn)
 
-    def revoke_token(self, token_id: str, actor: str | None = None) -> tokens.TokenInfo:
+    def revoke_token(self, token_id: str, actor: str | None = None) -> TokenInfo:
         with self._core.db.write() as conn:
             return tokens.revoke(conn, token_id, actor or self._core.actor)
 
-    def authenticate(self, presented: str) -> tokens.TokenInfo | None:
+    def authenticate(self, presented: str) -> TokenInfo | None:
         """The active token ``presented`` names, or None; records its last use."""
         with self._core.db.read() as conn:
             info = tokens.verify(conn, presented)

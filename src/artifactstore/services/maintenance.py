@@ -10,7 +10,7 @@ from artifactstore.controlplane.eventlog import Event, iter_events, verify_chain
 from artifactstore.dataplane.blobs import Placement
 from artifactstore.errors import CorruptBlob
 from artifactstore.model.identity import Reference
-from artifactstore.model.records import VerifyReport
+from artifactstore.model.records import GcReport, VerifyReport
 from artifactstore.services.core import Core
 from artifactstore.services.uploads import UploadService
 
@@ -67,7 +67,7 @@ class MaintenanceService:
 
     def gc(
         self, *, dry_run: bool = False, grace: float | None = None, actor: str | None = None
-    ) -> gc_mod.GcReport:
+    ) -> GcReport:
         core = self._core
         report = gc_mod.collect(
             core.db,

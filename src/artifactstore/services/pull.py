@@ -20,7 +20,8 @@ from artifactstore.model.clock import utc_iso
 from artifactstore.model.identity import BlobDigests, Digest, Reference
 from artifactstore.model.manifest import FileEntry
 from artifactstore.model.paths import PackagePath
-from artifactstore.model.records import Progress
+from artifactstore.model.records import AVAILABLE, Progress
+from artifactstore.model.versions import VersionRecord
 from artifactstore.services.core import Core
 from artifactstore.services.tiers import TierService
 
@@ -32,7 +33,7 @@ class PullService:
         self._core = core
         self._tiers = tiers
 
-    def show(self, ref: Reference) -> packages.VersionRecord:
+    def show(self, ref: Reference) -> VersionRecord:
         with self._core.db.read() as conn:
             return packages.get(conn, ref)
 
@@ -74,7 +75,7 @@ class PullService:
         now = core.clock()
         core.note_lease(key, now)
         record = blob_records.BlobRecord(
-            digests, Placement(key), core.plane.backend.properties.name, "hot", tiers.AVAILABLE
+            digests, Placement(key), core.plane.backend.properties.name, "hot", AVAILABLE
         )
         core.recent.put(record, now)
 
@@ -85,7 +86,7 @@ class PullService:
         if rec is None:
             raise BlobNotFound(f"blob {digest} is not in the store")
         rec = self._complete_if_due(rec)
-        if rec.restore_status != tiers.AVAILABLE:
+        if rec.restore_status != AVAILABLE:
             with self._core.db.read() as conn:
                 tiers.require_available(conn, [str(rec.digests.blake3)])
         return rec
@@ -133,7 +134,7 @@ class PullService:
                 f"{entry.path.value}: stored bytes hash to {actual.blake3}, expected {entry.blake3}"
             )
 
-    def pull(self, ref: Reference, dest: Path, progress: Progress) -> packages.VersionRecord:
+    def pull(self, ref: Reference, dest: Path, progress: Progress) -> VersionRecord:
         """Write every file under ``dest``, verifying each digest; all or nothing."""
         record = self.show(ref)
         self._tiers.require_available(sorted({str(f.blake3) for f in record.manifest.files}))

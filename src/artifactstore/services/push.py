@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from artifactstore.client.files import LocalFile, manifest_for
@@ -25,21 +24,15 @@ from artifactstore.errors import MissingBlobs
 from artifactstore.model.clock import utc_now
 from artifactstore.model.identity import BlobDigests, Reference
 from artifactstore.model.manifest import Manifest
+from artifactstore.model.versions import CommitResult, PushResult, VersionRecord
 from artifactstore.services.core import Core
 
-__all__ = ["PUSH_ATTEMPTS", "PushResult", "PushService"]
+__all__ = ["PUSH_ATTEMPTS", "PushService"]
 
 #: How often a push re-ingests bytes that GC collected under it (grace shorter than a push).
 PUSH_ATTEMPTS = 5
 
 Ingested = list[tuple[BlobDigests, Placement | None]]
-
-
-@dataclass(frozen=True, slots=True)
-class PushResult:
-    record: packages.VersionRecord
-    created: bool
-    blobs_stored: int
 
 
 class PushService:
@@ -62,7 +55,7 @@ class PushService:
         variant: str | None,
         annotations: Mapping[str, str] | None,
         producer: str,
-    ) -> PushResult:
+    ) -> PushResult[VersionRecord]:
         """Commit the staged ``files`` as version ``reference``.
 
         ``restage`` stages the files again, every one of them, for when GC
@@ -145,7 +138,7 @@ class PushService:
 
     def commit_manifest(
         self, manifest: Manifest, actor: str | None = None, *, require_held: bool = False
-    ) -> packages.CommitResult:
+    ) -> CommitResult:
         """Commit a manifest whose blobs were uploaded separately (the HTTP path).
 
         ``require_held``: every blob must be held by the manifest's namespace

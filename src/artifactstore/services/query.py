@@ -9,6 +9,7 @@ from typing_extensions import Unpack
 
 from artifactstore.controlplane import packages, schemas
 from artifactstore.model.records import QueryArgs
+from artifactstore.model.versions import Page, VersionRecord
 from artifactstore.services.core import Core
 
 __all__ = ["QueryService"]
@@ -20,7 +21,7 @@ class QueryService:
 
     def query(
         self, readable: Collection[str] | None = None, **args: Unpack[QueryArgs]
-    ) -> packages.Page:
+    ) -> Page[VersionRecord]:
         """Live versions, newest first; ``readable`` limits them to those namespaces."""
         with self._core.db.read() as conn:
             return packages.query(conn, namespaces=readable, **args)

@@ -11,6 +11,14 @@ from collections.abc import Collection
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import holds, packages, retention
 from artifactstore.model.identity import Reference
+from artifactstore.model.records import Hold
+from artifactstore.model.retention import (
+    RetentionPolicy,
+    RetentionReport,
+    RetentionSettings,
+    VersionRetention,
+)
+from artifactstore.model.versions import VersionRecord
 from artifactstore.services.core import Core
 
 __all__ = ["RetentionService"]
@@ -20,7 +28,7 @@ class RetentionService:
     def __init__(self, core: Core) -> None:
         self._core = core
 
-    def delete(self, ref: Reference, actor: str | None = None) -> packages.VersionRecord:
+    def delete(self, ref: Reference, actor: str | None = None) -> VersionRecord:
         """Tombstone a version; raises LegalHold or RetentionLocked if it is protected."""
         core = self._core
         now = core.clock()
@@ -33,27 +41,25 @@ class RetentionService:
         self,
         namespace: str,
         package: str | None,
-        policy: retention.RetentionPolicy | None,
+        policy: RetentionPolicy | None,
         actor: str | None = None,
-    ) -> retention.RetentionSettings:
+    ) -> RetentionSettings:
         """Set (None: clear) the namespace default (``package`` None) or a package's policy."""
         with self._core.db.write() as conn:
             return retention.set_policy(conn, namespace, package, policy, actor or self._core.actor)
 
-    def settings(self, namespace: str) -> retention.RetentionSettings:
+    def settings(self, namespace: str) -> RetentionSettings:
         with self._core.db.read() as conn:
             return retention.settings(conn, namespace)
 
-    def lock(
-        self, namespace: str, keep_days: float, actor: str | None = None
-    ) -> retention.RetentionSettings:
+    def lock(self, namespace: str, keep_days: float, actor: str | None = None) -> RetentionSettings:
         """Set or extend the namespace's retention lock; it can never shrink or go away."""
         with self._core.db.write() as conn:
             return retention.lock(conn, namespace, keep_days, actor or self._core.actor)
 
     def apply(
         self, namespace: str | None = None, *, dry_run: bool = False, actor: str | None = None
-    ) -> retention.RetentionReport:
+    ) -> RetentionReport:
         """Delete (tombstone) what the policies release, never a held or locked version.
 
         Always evaluated at the current time: taking a time from the caller
@@ -64,14 +70,14 @@ class RetentionService:
             core.db, core.clock(), actor or core.actor, namespace, dry_run=dry_run
         )
 
-    def place_hold(self, ref: Reference, reason: str, actor: str | None = None) -> holds.Hold:
+    def place_hold(self, ref: Reference, reason: str, actor: str | None = None) -> Hold:
         """Place a legal hold: the version cannot be deleted by anyone until it is released."""
         with self._core.db.write() as conn:
             return holds.place(conn, ref, reason, actor or self._core.actor)
 
     def release_hold(
         self, ref: Reference, reason: str, *, hold_id: int | None = None, actor: str | None = None
-    ) -> holds.Hold:
+    ) -> Hold:
         """Release the version's only active hold, or the one ``hold_id`` names."""
         with self._core.db.write() as conn:
             return holds.release(conn, ref, reason, actor or self._core.actor, hold_id=hold_id)
@@ -82,7 +88,7 @@ class RetentionService:
         *,
         include_released: bool = False,
         readable: Collection[str] | None = None,
-    ) -> list[holds.Hold]:
+    ) -> list[Hold]:
         """Active holds of one version or of every version (``include_released``: released
         ones too, with who released them and why); ``readable`` limits the namespaces."""
         with self._core.db.read() as conn:
@@ -90,9 +96,7 @@ class RetentionService:
                 conn, ref=ref, namespaces=readable, include_released=include_released
             )
 
-    def version_retention(
-        self, record: packages.VersionRecord
-    ) -> tuple[list[holds.Hold], retention.VersionRetention]:
+    def version_retention(self, record: VersionRecord) -> tuple[list[Hold], VersionRetention]:
         """A version's active holds and retention state (for the version detail)."""
         with self._core.db.read() as conn:
             active = [h for h in holds.list_holds(conn, ref=record.reference) if h.active]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from artifactstore.controlplane import tiers
+from artifactstore.model.records import BlobTier, TierReport
 from artifactstore.services.core import Core
 
 __all__ = ["TierService"]
@@ -14,20 +15,20 @@ class TierService:
     def __init__(self, core: Core) -> None:
         self._core = core
 
-    def status(self, blake3s: list[str]) -> list[tiers.BlobTier]:
+    def status(self, blake3s: list[str]) -> list[BlobTier]:
         """Where each blob is, and whether it can be read now (restores whose time has
         come complete first)."""
         self.complete_restores(blake3s)
         with self._core.db.read() as conn:
             return tiers.status(conn, blake3s)
 
-    def move(self, blake3s: list[str], to: str, actor: str | None = None) -> tiers.TierReport:
+    def move(self, blake3s: list[str], to: str, actor: str | None = None) -> TierReport:
         """Move blobs to tier ``to`` (``hot`` or ``cold``), synchronously."""
         core = self._core
         core.recent.clear()
         return tiers.move(core.db, core.plane, blake3s, to, actor or core.actor)
 
-    def restore(self, blake3s: Sequence[str], actor: str | None = None) -> tiers.TierReport:
+    def restore(self, blake3s: Sequence[str], actor: str | None = None) -> TierReport:
         """Start restoring cold blobs; readable after ``restore_delay`` (no delay: at once)."""
         core = self._core
         now = core.clock()
@@ -46,7 +47,7 @@ class TierService:
         *,
         now: float | None = None,
         actor: str = "system:restore",
-    ) -> tiers.TierReport:
+    ) -> TierReport:
         """Finish the restores whose time has come (of ``blake3s``, or every one)."""
         core = self._core
         report = tiers.complete_due(

@@ -8,10 +8,14 @@ import click
 
 from artifactstore.cli.context import CliContext
 from artifactstore.cli.output import emit_json, note
-from artifactstore.controlplane.holds import Hold
-from artifactstore.controlplane.protection import days_text
-from artifactstore.controlplane.retention import MAX_DAYS, RetentionPolicy, RetentionSettings
 from artifactstore.model.identity import Namespace, PackageName, Reference
+from artifactstore.model.records import Hold
+from artifactstore.model.retention import (
+    MAX_DAYS,
+    RetentionPolicy,
+    RetentionSettings,
+    days_text,
+)
 
 __all__ = ["COMMANDS"]
 

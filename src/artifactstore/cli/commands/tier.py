@@ -8,8 +8,9 @@ import click
 
 from artifactstore.cli.context import CliContext
 from artifactstore.cli.output import emit_json, human_size, note
-from artifactstore.controlplane.tiers import TIERS, BlobTier, TierReport
+from artifactstore.controlplane.tiers import TIERS
 from artifactstore.model.identity import Reference
+from artifactstore.model.records import BlobTier, TierReport
 
 __all__ = ["COMMANDS"]
 

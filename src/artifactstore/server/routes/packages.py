@@ -11,7 +11,6 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from artifactstore.controlplane.packages import VersionRecord
 from artifactstore.errors import (
     InvalidManifest,
     InvalidPath,
@@ -21,6 +20,7 @@ from artifactstore.errors import (
 from artifactstore.model.identity import Namespace, PackageName, Reference, Version
 from artifactstore.model.manifest import Manifest
 from artifactstore.model.paths import PackagePath
+from artifactstore.model.versions import VersionRecord
 from artifactstore.server.auth import readable_scope
 from artifactstore.server.bodies import declared_over, feed
 from artifactstore.server.params import (

@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from artifactstore.controlplane.retention import RetentionPolicy
 from artifactstore.errors import InvalidInput
+from artifactstore.model.retention import (
+    RetentionPolicy,
+)
 from artifactstore.server.auth import readable_scope
 from artifactstore.server.params import Name, NamespaceQuery, Ns, Ver, json_body
 from artifactstore.server.problems import Problem
