@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from artifactstore.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from artifactstore.client.remote import RemoteStore
+    from artifactstore.model.api import StoreAPI
     from artifactstore.store import Store
 
 __all__ = ["CliContext"]
@@ -28,13 +28,13 @@ class CliContext:
         self.server = server
         self.token = token
         self.parallel = parallel
-        self._store: Store | RemoteStore | None = None
+        self._store: StoreAPI | None = None
 
     @property
     def remote(self) -> bool:
         return bool(self.server)
 
-    def store(self, *, create: bool = True) -> Store | RemoteStore:
+    def store(self, *, create: bool = True) -> StoreAPI:
         """The store the command works on: remote when a server URL is set."""
         if self._store is None:
             if self.server:

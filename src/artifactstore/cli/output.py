@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from artifactstore.store import Progress as ProgressFn
+    from artifactstore.model.records import Progress as ProgressFn
 
 __all__ = ["emit_json", "human_size", "note", "progress_bar"]
 
