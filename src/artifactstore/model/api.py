@@ -1,4 +1,4 @@
-"""``StoreAPI``: what a store offers, whether it is local (``Store``) or over HTTP (``RemoteStore``).
+"""``StoreAPI``: what a store offers, local (``Store``) or over HTTP (``RemoteStore``).
 
 The CLI types its store as this protocol and so has one code path per
 command for both modes. A verb that only makes sense where the data lives
