@@ -141,6 +141,20 @@ class Store:
                 raise
         return store
 
+    @staticmethod
+    def migrate(settings: Settings) -> tuple[str | None, str | None]:
+        """Apply pending database migrations (``artifactstore migrate``): the revision
+        before (None: an empty database) and after."""
+        from artifactstore.controlplane.db.engine import Database
+
+        if settings.database_url.startswith("sqlite:///"):
+            settings.home.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.database_url)
+        try:
+            return db.migrate()
+        finally:
+            db.dispose()
+
     def close(self) -> None:
         self._opening.join()
         if self._opened.exception() is None:

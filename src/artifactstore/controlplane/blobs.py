@@ -10,7 +10,6 @@ GC's final check before unlinking bytes always sees it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Select, select
@@ -21,6 +20,7 @@ from artifactstore.controlplane.eventlog import append, append_many
 from artifactstore.dataplane.blobs import Placement
 from artifactstore.errors import MissingBlobs
 from artifactstore.model.identity import BlobDigests, Digest
+from artifactstore.model.records import BlobRecord
 
 __all__ = [
     "BlobRecord",
@@ -36,16 +36,6 @@ __all__ = [
     "touch",
     "visible_to",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class BlobRecord:
-    digests: BlobDigests
-    place: Placement
-    backend: str
-    retrieval_tier: str
-    restore_status: str
-    restore_ready_at: str | None = None
 
 
 class RecentBlobs:

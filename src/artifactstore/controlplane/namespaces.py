@@ -24,8 +24,7 @@ are also refused at creation, before any byte arrives.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, func, select, union
@@ -37,8 +36,9 @@ from artifactstore.controlplane.eventlog import append
 from artifactstore.controlplane.protection import (
     serialise,
 )
-from artifactstore.errors import InvalidInput, QuotaExceeded
-from artifactstore.model.identity import Namespace, Version
+from artifactstore.errors import QuotaExceeded
+from artifactstore.model.identity import Namespace
+from artifactstore.model.records import MAX_MOVABLE_TAGS, NamespaceSettings
 
 __all__ = [
     "MAX_MOVABLE_TAGS",
@@ -52,45 +52,6 @@ __all__ = [
     "usage",
     "usage_by_namespace",
 ]
-
-MAX_MOVABLE_TAGS = 64
-
-
-@dataclass(frozen=True, slots=True)
-class NamespaceSettings:
-    anonymous_read: bool = False
-    quota_bytes: int | None = None
-    movable_tags: tuple[str, ...] = ()
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> NamespaceSettings:
-        """Validate a settings document; anything unknown or mistyped is refused."""
-        unknown = set(body) - {"anonymous_read", "quota_bytes", "movable_tags"}
-        if unknown:
-            raise InvalidInput(f"unknown namespace setting(s): {', '.join(sorted(unknown))}")
-        anonymous_read = body.get("anonymous_read", False)
-        if not isinstance(anonymous_read, bool):
-            raise InvalidInput("anonymous_read must be true or false")
-        quota = body.get("quota_bytes")
-        if quota is not None and (
-            isinstance(quota, bool) or not isinstance(quota, int) or not 0 <= quota < 2**63
-        ):
-            raise InvalidInput("quota_bytes must be null or a whole number of bytes >= 0")
-        tags = body.get("movable_tags", [])
-        if not isinstance(tags, list) or not all(isinstance(x, str) for x in tags):
-            raise InvalidInput("movable_tags must be a list of version names")
-        if len(tags) > MAX_MOVABLE_TAGS:
-            raise InvalidInput(f"at most {MAX_MOVABLE_TAGS} movable tags per namespace")
-        for tag in tags:
-            Version(tag)
-        return cls(anonymous_read, quota, tuple(sorted(set(tags))))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "anonymous_read": self.anonymous_read,
-            "quota_bytes": self.quota_bytes,
-            "movable_tags": list(self.movable_tags),
-        }
 
 
 def _all(conn: Connection, names: Iterable[str] | None = None) -> dict[str, NamespaceSettings]:

@@ -49,7 +49,7 @@ from artifactstore.controlplane.eventlog import append, utc_iso
 from artifactstore.dataplane.blobs import DataPlane, Placement
 from artifactstore.errors import CorruptBlob, InvalidInput, RestoreRequired, StorageError
 from artifactstore.model.identity import BlobDigests, Digest
-from artifactstore.model.records import AVAILABLE, BlobTier, TierReport
+from artifactstore.model.records import AVAILABLE, TIERS, BlobTier, TierReport
 
 __all__ = [
     "AVAILABLE",
@@ -63,8 +63,6 @@ __all__ = [
     "status",
 ]
 
-#: The tiers this build can store in.
-TIERS = ("hot", "cold")
 _STATUS_IN = {"hot": AVAILABLE, "cold": "archived"}
 
 

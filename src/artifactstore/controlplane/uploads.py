@@ -21,13 +21,13 @@ the data plane's (``dataplane/staging.py``, ``dataplane/uploads.py``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.errors import UploadBusy, UploadClosed, UploadNotFound, UploadOffsetMismatch
+from artifactstore.model.records import UploadSession
 
 __all__ = [
     "CLAIM_SECONDS",
@@ -48,24 +48,6 @@ CLAIM_SECONDS = 15.0
 """Lease of a claim; renewed while its request runs, so only a dead holder's claim lapses."""
 
 _S = t.upload_sessions
-
-
-@dataclass(frozen=True, slots=True)
-class UploadSession:
-    id: str
-    namespace: str | None
-    actor: str
-    created_at: float
-    expires_at: float
-    offset: int
-    length: int | None
-    metadata: dict[str, str]
-    state: str
-    digest: str | None
-
-    @property
-    def complete(self) -> bool:
-        return self.state == "completed"
 
 
 def _session(row: Any) -> UploadSession:

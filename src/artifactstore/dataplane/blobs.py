@@ -22,6 +22,7 @@ from artifactstore.dataplane.digests import DualHasher
 from artifactstore.dataplane.protocol import Backend, WriteBatch, Writer
 from artifactstore.errors import BlobNotFound, CorruptBlob, DigestMismatch, StorageError
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
+from artifactstore.model.records import Placement
 
 __all__ = ["BlobIngest", "DataPlane", "IngestBatch", "Placement", "Readable", "SmallBlob"]
 
@@ -42,29 +43,6 @@ PACK_MAX_BLOB = 256 << 10
 #: A pack grows to about this size before the batch starts another.
 PACK_TARGET = 64 << 20
 _PACK_WRITE = 1 << 20  # appended blobs reach the backend in writes this large
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where a blob's bytes lie in a backend: the whole object at ``key``, or
-    ``length`` bytes from ``offset`` of the pack object at ``key``."""
-
-    key: str
-    offset: int | None = None
-    length: int = 0
-
-    @property
-    def representation(self) -> str:
-        return "whole" if self.offset is None else "packed"
-
-    def span(self, offset: int = 0, length: int | None = None) -> tuple[int, int | None]:
-        """The object's span of ``length`` bytes (None: the rest) from the blob's ``offset``."""
-        if self.offset is None:
-            return offset, length
-        if offset < 0:
-            raise ValueError("a read cannot start before its blob")  # its neighbour's bytes
-        rest = max(self.length - offset, 0)
-        return self.offset + offset, rest if length is None else min(length, rest)
 
 
 @dataclass(frozen=True, slots=True)

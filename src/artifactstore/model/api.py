@@ -27,6 +27,7 @@ from artifactstore.model.records import (
     QueryArgs,
     TierReport,
     TokenInfo,
+    UploadSession,
     VerifyReport,
 )
 from artifactstore.model.retention import RetentionPolicy, RetentionReport, RetentionSettings
@@ -34,7 +35,7 @@ from artifactstore.model.retention import RetentionPolicy, RetentionReport, Rete
 if TYPE_CHECKING:  # TODO(merge typed-events): model/events.py
     from artifactstore.controlplane.eventlog import Event
 
-__all__ = ["Pushed", "StoreAPI", "Version"]
+__all__ = ["Pushed", "StoreAPI", "UploadAppend", "Version"]
 
 
 class Version(Protocol):
@@ -145,3 +146,20 @@ class StoreAPI(Protocol):
         """Events verified; ChainBroken at the first that does not verify."""
 
     def gc(self, *, dry_run: bool = False, grace: float | None = None) -> GcReport: ...
+
+
+class UploadAppend(Protocol):
+    """One request's bytes being appended to an upload session (the server's PATCH)."""
+
+    @property
+    def session(self) -> UploadSession: ...
+    @property
+    def written(self) -> int: ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def finish(self) -> UploadSession:
+        """Make the bytes durable and record the new offset; completes a full session."""
+
+    def abort(self) -> UploadSession:
+        """The request broke off: keep what arrived (tus), unless a checksum was sent."""

@@ -10,22 +10,30 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self, TypedDict, TypeVar
 
+from artifactstore.errors import InvalidInput
 from artifactstore.model import jsonform
+from artifactstore.model.identity import BlobDigests, Version
 from artifactstore.model.paths import PackagePath
 
 __all__ = [
     "AVAILABLE",
+    "MAX_MOVABLE_TAGS",
+    "TIERS",
+    "BlobRecord",
     "BlobTier",
     "GcReport",
     "Hold",
     "JsonForm",
     "LocalFile",
+    "NamespaceSettings",
     "Paged",
+    "Placement",
     "Progress",
     "PushArgs",
     "QueryArgs",
     "TierReport",
     "TokenInfo",
+    "UploadSession",
     "VerifyReport",
     "no_progress",
     "pages",
@@ -227,3 +235,98 @@ def pages(fetch: Callable[[str | None], Paged[T]], cursor: str | None = None) ->
         if page.next_cursor is None:
             return
         cursor = page.next_cursor
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a blob's bytes lie in a backend: the whole object at ``key``, or
+    ``length`` bytes from ``offset`` of the pack object at ``key``."""
+
+    key: str
+    offset: int | None = None
+    length: int = 0
+
+    @property
+    def representation(self) -> str:
+        return "whole" if self.offset is None else "packed"
+
+    def span(self, offset: int = 0, length: int | None = None) -> tuple[int, int | None]:
+        """The object's span of ``length`` bytes (None: the rest) from the blob's ``offset``."""
+        if self.offset is None:
+            return offset, length
+        if offset < 0:
+            raise ValueError("a read cannot start before its blob")  # its neighbour's bytes
+        rest = max(self.length - offset, 0)
+        return self.offset + offset, rest if length is None else min(length, rest)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRecord:
+    digests: BlobDigests
+    place: Placement
+    backend: str
+    retrieval_tier: str
+    restore_status: str
+    restore_ready_at: str | None = None
+
+
+MAX_MOVABLE_TAGS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceSettings:
+    anonymous_read: bool = False
+    quota_bytes: int | None = None
+    movable_tags: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> NamespaceSettings:
+        """Validate a settings document; anything unknown or mistyped is refused."""
+        unknown = set(body) - {"anonymous_read", "quota_bytes", "movable_tags"}
+        if unknown:
+            raise InvalidInput(f"unknown namespace setting(s): {', '.join(sorted(unknown))}")
+        anonymous_read = body.get("anonymous_read", False)
+        if not isinstance(anonymous_read, bool):
+            raise InvalidInput("anonymous_read must be true or false")
+        quota = body.get("quota_bytes")
+        if quota is not None and (
+            isinstance(quota, bool) or not isinstance(quota, int) or not 0 <= quota < 2**63
+        ):
+            raise InvalidInput("quota_bytes must be null or a whole number of bytes >= 0")
+        tags = body.get("movable_tags", [])
+        if not isinstance(tags, list) or not all(isinstance(x, str) for x in tags):
+            raise InvalidInput("movable_tags must be a list of version names")
+        if len(tags) > MAX_MOVABLE_TAGS:
+            raise InvalidInput(f"at most {MAX_MOVABLE_TAGS} movable tags per namespace")
+        for tag in tags:
+            Version(tag)
+        return cls(anonymous_read, quota, tuple(sorted(set(tags))))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "anonymous_read": self.anonymous_read,
+            "quota_bytes": self.quota_bytes,
+            "movable_tags": list(self.movable_tags),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSession:
+    id: str
+    namespace: str | None
+    actor: str
+    created_at: float
+    expires_at: float
+    offset: int
+    length: int | None
+    metadata: dict[str, str]
+    state: str
+    digest: str | None
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "completed"
+
+
+#: The tiers this build can store in.
+TIERS = ("hot", "cold")

@@ -8,9 +8,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
-from artifactstore.controlplane.blobs import BlobRecord
 from artifactstore.errors import RestoreRequired
-from artifactstore.model.records import AVAILABLE
+from artifactstore.model.records import AVAILABLE, BlobRecord
 from artifactstore.server.bodies import parse_range
 from artifactstore.server.problems import Problem
 from artifactstore.store import Store

@@ -110,18 +110,12 @@ def rebuild(ctx: CliContext) -> None:
 def migrate(ctx: CliContext) -> None:
     """Apply pending database migrations."""
     from artifactstore.config import Settings
-    from artifactstore.controlplane.db.engine import Database
+    from artifactstore.store import Store
 
     if ctx.remote:
         raise InvalidInput("migrate works on the database: run it on the server host")
     settings = Settings.load(home=ctx.home)
-    if settings.database_url.startswith("sqlite:///"):
-        settings.home.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url)
-    try:
-        before, after = db.migrate()
-    finally:
-        db.dispose()
+    before, after = Store.migrate(settings)
     note(f"database {settings.redacted_database_url()}: {before or 'empty'} -> {after}")
 
 

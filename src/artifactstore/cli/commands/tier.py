@@ -8,9 +8,8 @@ import click
 
 from artifactstore.cli.context import CliContext
 from artifactstore.cli.output import emit_json, human_size, note
-from artifactstore.controlplane.tiers import TIERS
 from artifactstore.model.identity import Reference
-from artifactstore.model.records import BlobTier, TierReport
+from artifactstore.model.records import TIERS, BlobTier, TierReport
 
 __all__ = ["COMMANDS"]
 

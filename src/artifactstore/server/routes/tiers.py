@@ -12,10 +12,9 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from artifactstore.controlplane.tiers import TIERS
 from artifactstore.errors import BlobNotFound, InvalidInput
 from artifactstore.model.identity import Digest
-from artifactstore.model.records import TierReport
+from artifactstore.model.records import TIERS, TierReport
 from artifactstore.server.auth import readable_scope
 from artifactstore.server.params import DigestParam, Name, NamespaceQuery, Ns, Ver, json_body
 from artifactstore.server.problems import Problem

@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from artifactstore.config import MAX_SIZE
-from artifactstore.controlplane.namespaces import MAX_MOVABLE_TAGS
 from artifactstore.errors import Forbidden, InvalidInput
 from artifactstore.model.jsonio import strict_json_loads
+from artifactstore.model.records import MAX_MOVABLE_TAGS
 from artifactstore.server.params import Ns
 from artifactstore.server.problems import Problem
 from artifactstore.server.routes.packages import _read_body

@@ -18,14 +18,14 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from artifactstore.controlplane.uploads import UploadSession
 from artifactstore.errors import InvalidInput, UploadNotFound
+from artifactstore.model.api import UploadAppend
 from artifactstore.model.identity import Digest, Namespace
+from artifactstore.model.records import UploadSession
 from artifactstore.server.auth import authorize, upload_namespace
 from artifactstore.server.bodies import feed
 from artifactstore.server.params import DigestQuery, NamespaceQuery, UploadId
 from artifactstore.server.problems import Problem, plain_problem
-from artifactstore.services.uploads import SessionAppend
 from artifactstore.store import Store
 
 router = APIRouter(tags=["uploads"])
@@ -156,7 +156,7 @@ def _parse_checksum(header: str | None) -> tuple[str, bytes] | None:
         raise InvalidInput("Upload-Checksum value is not base64") from None
 
 
-async def _append(request: Request, store: Store, handle: SessionAppend) -> UploadSession:
+async def _append(request: Request, store: Store, handle: UploadAppend) -> UploadSession:
     """Stream the body into the session; a broken-off body keeps what arrived."""
     limits = request.app.state.limits
     remaining = (
