@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -88,6 +89,19 @@ class Cli:
         assert result.code == code, (args, result)
         assert result.stderr.strip(), (args, "no message on stderr")
         return result
+
+
+class FakeClock:
+    """An injected clock (``Store.open(clock=...)``) that tests move instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @pytest.fixture

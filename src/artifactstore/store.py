@@ -36,6 +36,7 @@ from artifactstore.model.clock import Clock
 from artifactstore.model.identity import BlobDigests, Digest, Reference
 from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.model.records import (
+    BlobRecord,
     BlobTier,
     GcReport,
     Hold,
@@ -44,6 +45,7 @@ from artifactstore.model.records import (
     QueryArgs,
     TierReport,
     TokenInfo,
+    UploadSession,
     VerifyReport,
     no_progress,
     pages,
@@ -57,10 +59,8 @@ from artifactstore.model.retention import (
 from artifactstore.model.versions import CommitResult, Page, PushResult, VersionRecord
 
 if TYPE_CHECKING:
-    from artifactstore.controlplane.blobs import BlobRecord
     from artifactstore.controlplane.db.engine import Database
     from artifactstore.controlplane.eventlog import Event
-    from artifactstore.controlplane.uploads import UploadSession
     from artifactstore.services import Services
     from artifactstore.services.uploads import BlobUpload, SessionAppend
 

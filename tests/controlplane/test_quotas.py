@@ -11,7 +11,6 @@ a legal hold or the retention lock covers the version it would replace.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from artifactstore.errors import (
 )
 from artifactstore.services.uploads import _Recording
 from artifactstore.store import Store
-from tests.conftest import make_tree
+from tests.conftest import FakeClock, make_tree
 from tests.test_rebuild import dump_views
 
 #: A grace period long enough that every upload of a test still counts.
@@ -175,34 +174,24 @@ def test_a_blob_another_namespace_holds_counts_here_once_pushed_here(
     assert [e.payload["namespace"] for e in claims] == ["ci"]
 
 
-@pytest.fixture
-def store3(clean_env: None, tmp_path: Path) -> Iterator[Store]:
-    """A store whose grace period is 3 s: long enough to observe, short enough to wait out."""
-    s = _store(tmp_path, 3.0)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def test_deleting_versions_frees_quota_once_the_grace_period_passes(
-    store3: Store, trees: Trees
+    clean_env: None, tmp_path: Path, trees: Trees
 ) -> None:
-    store, grace = store3, store3.settings.gc_grace
-    set_quota(store, "ci", 1000)
-    started = time.monotonic()
-    store.push("ci/app:1", [trees({"a.bin": fill(800, "a")})])
-    store.delete("ci/app:1")
-    # Uploaded within the grace period: the bytes still count (a commit may yet use them).
-    assert used(store, "ci") == 800
-    with pytest.raises(QuotaExceeded):
+    clock, grace = FakeClock(), 3600.0
+    with Store.open(tmp_path / "home", gc_grace=grace, clock=clock) as store:
+        set_quota(store, "ci", 1000)
+        store.push("ci/app:1", [trees({"a.bin": fill(800, "a")})])
+        store.delete("ci/app:1")
+        # Uploaded within the grace period: the bytes still count (a commit may yet use them).
+        clock.advance(grace - 60)
+        assert used(store, "ci") == 800
+        with pytest.raises(QuotaExceeded):
+            store.push("ci/app:2", [trees({"b.bin": fill(800, "b")})])
+        clock.advance(120)
+        assert used(store, "ci") == 0
         store.push("ci/app:2", [trees({"b.bin": fill(800, "b")})])
-    assert time.monotonic() - started < grace, "too slow to observe the grace period"
-    time.sleep(grace - (time.monotonic() - started) + 0.2)
-    assert used(store, "ci") == 0
-    store.push("ci/app:2", [trees({"b.bin": fill(800, "b")})])
-    assert used(store, "ci") == 800
-    assert store.gc().bytes_freed == 800  # the deleted version's bytes go for good
+        assert used(store, "ci") == 800
+        assert store.gc().bytes_freed == 800  # the deleted version's bytes go for good
 
 
 def test_deleting_frees_at_once_without_a_grace_period(store0: Store, trees: Trees) -> None:

@@ -14,7 +14,7 @@ from artifactstore.dataplane.layout import blob_key
 from artifactstore.errors import CorruptBlob, InvalidInput, RestoreRequired
 from artifactstore.model.identity import Digest
 from artifactstore.model.records import GcReport
-from tests.conftest import make_tree, read_tree
+from tests.conftest import FakeClock, make_tree, read_tree
 from tests.test_rebuild import dump_views
 
 FILES = {"a.txt": "alpha", "b/c.bin": "x" * 100_000}
@@ -70,10 +70,10 @@ def test_restore_without_delay_is_immediate(pushed: Store, tmp_path: Path) -> No
 
 
 def test_restore_completes_after_the_delay(clean_env: None, tmp_path: Path) -> None:
-    with Store.open(tmp_path / "home", restore_delay=0.6) as store:
+    clock = FakeClock()
+    with Store.open(tmp_path / "home", restore_delay=600, clock=clock) as store:
         store.push("ci/app:1", [make_tree(tmp_path / "dist", FILES)])
         store.tier_move("ci/app:1", "cold")
-        started = time.time()
         report = store.tier_restore("ci/app:1")
         assert {b.restore_status for b in report.blobs} == {"restoring"}
         assert all(b.restore_ready_at for b in report.blobs)
@@ -84,7 +84,10 @@ def test_restore_completes_after_the_delay(clean_env: None, tmp_path: Path) -> N
         # Asking again does not push the ready time back.
         again = store.tier_restore("ci/app:1")
         assert again.changed == [] and again.blobs == report.blobs
-        time.sleep(max(0.0, started + 0.7 - time.time()))
+        clock.advance(599)
+        with pytest.raises(RestoreRequired):
+            store.pull("ci/app:1", tmp_path / "still-early")
+        clock.advance(2)
         store.pull("ci/app:1", tmp_path / "out")  # the first read completes the restore
         assert {b.tier for b in store.tier_status("ci/app:1")} == {"hot"}
         kinds = [e.type for e in store.events()]
@@ -93,12 +96,13 @@ def test_restore_completes_after_the_delay(clean_env: None, tmp_path: Path) -> N
 
 
 def test_background_completion_finishes_due_restores(clean_env: None, tmp_path: Path) -> None:
-    with Store.open(tmp_path / "home", restore_delay=0.2) as store:
+    clock = FakeClock()
+    with Store.open(tmp_path / "home", restore_delay=600, clock=clock) as store:
         store.push("ci/app:1", [make_tree(tmp_path / "dist", FILES)])
         store.tier_move("ci/app:1", "cold")
         store.tier_restore("ci/app:1")
         assert store.complete_restores().changed == []  # not yet due
-        time.sleep(0.3)
+        clock.advance(601)
         assert len(store.complete_restores().changed) == 2
         assert store.complete_restores().changed == []
 
