@@ -8,8 +8,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from artifactstore.model.records import GcReport
 from artifactstore.server.problems import Problem
+from artifactstore.server.shapes import shape
 from artifactstore.store import Store
+
+GcOut = shape(GcReport)
 
 router = APIRouter()
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
@@ -29,15 +33,6 @@ class EventOut(BaseModel):
 class EventPage(BaseModel):
     events: list[EventOut]
     next_after: int
-
-
-class GcOut(BaseModel):
-    dry_run: bool
-    grace_seconds: float
-    collected: list[str]
-    bytes_freed: int
-    orphans_removed: int
-    protected_by_grace: int
 
 
 @router.get(

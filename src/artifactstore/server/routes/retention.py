@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from artifactstore.errors import InvalidInput
+from artifactstore.model.records import Hold
 from artifactstore.model.retention import (
     RetentionPolicy,
 )
@@ -25,28 +26,14 @@ from artifactstore.server.params import Name, NamespaceQuery, Ns, Ver, json_body
 from artifactstore.server.problems import Problem
 from artifactstore.server.routes.packages import _ref
 from artifactstore.server.routes.tokens import _json_object
+from artifactstore.server.shapes import items_of, shape
 from artifactstore.store import Store
 
 router = APIRouter()
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 HOLDS = "/v1/packages/{ns}/{name}/{version}/holds"
-
-
-class HoldOut(BaseModel):
-    id: int
-    reference: str
-    version_id: int
-    reason: str
-    actor: str
-    placed_at: str
-    active: bool
-    released_at: str | None
-    released_by: str | None
-    release_reason: str | None
-
-
-class HoldList(BaseModel):
-    items: list[HoldOut]
+HoldOut = shape(Hold)
+HoldList = items_of(Hold)
 
 
 class RetentionPolicyModel(BaseModel):

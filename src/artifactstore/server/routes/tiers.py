@@ -8,7 +8,6 @@ routes (``.../{version}/tier`` and ``.../{version}/restore``) are what the
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
@@ -20,25 +19,13 @@ from artifactstore.server.params import DigestParam, Name, NamespaceQuery, Ns, V
 from artifactstore.server.problems import Problem
 from artifactstore.server.routes.packages import _ref
 from artifactstore.server.routes.tokens import _json_object
+from artifactstore.server.shapes import shape
 from artifactstore.store import Store
 
 router = APIRouter(tags=["tiers"])
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 VERSION = "/v1/packages/{ns}/{name}/{version}"
-
-
-class BlobTierOut(BaseModel):
-    digest: str
-    size: int
-    tier: str
-    restore_status: str
-    restore_ready_at: str | None
-
-
-class TierReportOut(BaseModel):
-    changed: list[str]
-    bytes_changed: int
-    blobs: list[BlobTierOut]
+TierReportOut = shape(TierReport)
 
 
 def _answer(report: TierReport) -> JSONResponse:

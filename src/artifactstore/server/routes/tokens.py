@@ -6,17 +6,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from artifactstore.config import MAX_SIZE
 from artifactstore.errors import Forbidden, InvalidInput
 from artifactstore.model.jsonio import strict_json_loads
-from artifactstore.model.records import MAX_MOVABLE_TAGS
+from artifactstore.model.records import MAX_MOVABLE_TAGS, TokenInfo
 from artifactstore.server.params import Ns
 from artifactstore.server.problems import Problem
 from artifactstore.server.routes.packages import _read_body
+from artifactstore.server.shapes import items_of, shape
 from artifactstore.store import Store
 
 router = APIRouter()
@@ -24,24 +25,13 @@ PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 MAX_BODY = 64 * 1024
 
 
-class TokenOut(BaseModel):
-    id: str
-    name: str
-    scopes: list[str]
-    created_at: str
-    created_by: str
-    expires_at: str | None
-    revoked_at: str | None
-    last_used_at: float | None
-
-
-class TokenCreated(TokenOut):
-    secret: str = Field(description="Shown once; store it now.")
-
-
-class TokenList(BaseModel):
-    items: list[TokenOut]
-
+TokenOut = shape(TokenInfo)
+TokenCreated = create_model(
+    "TokenCreated",
+    __base__=TokenOut,
+    secret=(str, Field(description="Shown once; store it now.")),
+)
+TokenList = items_of(TokenInfo)
 
 #: A movable tag is a version name (SPEC section 2).
 _Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")]
