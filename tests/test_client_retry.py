@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from artifactstore.client.remote import UPLOAD_ATTEMPTS, RemoteStore
+from artifactstore.client.http import HttpClient
+from artifactstore.client.remote import RemoteStore
+from artifactstore.client.uploads import UPLOAD_ATTEMPTS, Uploader
 from artifactstore.errors import MissingBlobs, StorageError
 from artifactstore.model.identity import BlobDigests
 from artifactstore.model.paths import PackagePath
@@ -162,13 +164,13 @@ def _upload(tmp_path: Path, server: ScriptedServer, data: bytes) -> list[int]:
     source = tmp_path / "f.bin"
     source.write_bytes(data)
     digests = BlobDigests.of(data)
-    client = RemoteStore(server.url, state_path=tmp_path / "state.json", timeout=10)
+    http = HttpClient(server.url, token=None, timeout=10, connections=2)
     advanced: list[int] = []
     try:
         file = LocalFile(PackagePath("f.bin"), str(source), len(data))
-        client._upload_again("ci", file, digests, advanced.append)
+        Uploader(http, 1, tmp_path / "state.json").upload("ci", file, digests, advanced.append)
     finally:
-        client.close()
+        http.close()
         server.close()
     return advanced
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from artifactstore.client.remote import SESSION_THRESHOLD
+from artifactstore.client.uploads import SESSION_THRESHOLD
 from tests.conftest import ARTIFACTSTORE, CliResult, make_tree, read_tree
 from tests.server.conftest import Server, digests_of
 

@@ -55,7 +55,8 @@ from pathlib import Path
 import blake3
 import pytest
 
-from artifactstore.client.remote import SESSION_THRESHOLD, RemoteStore
+from artifactstore.client.remote import RemoteStore
+from artifactstore.client.uploads import SESSION_THRESHOLD
 from artifactstore.errors import PackageNotFound
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE, make_tree, read_tree

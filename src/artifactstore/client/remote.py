@@ -14,9 +14,6 @@ server's offsets instead of starting again.
 from __future__ import annotations
 
 import json
-import os
-import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,17 +25,18 @@ from typing_extensions import Unpack
 
 from artifactstore import errors
 from artifactstore.client.files import (
-    LocalFile,
     collect_files,
     manifest_for,
     pull_into,
     version_reference,
 )
+from artifactstore.client.http import HttpClient
+from artifactstore.client.uploads import Uploader, hash_file
 from artifactstore.controlplane.eventlog import GENESIS, Event, event_hash
 from artifactstore.dataplane.digests import DualHasher
-from artifactstore.errors import ArtifactStoreError, ChainBroken, DigestMismatch, InvalidInput
+from artifactstore.errors import ChainBroken, DigestMismatch, InvalidInput
 from artifactstore.model.clock import utc_now
-from artifactstore.model.identity import BlobDigests, Reference
+from artifactstore.model.identity import Reference
 from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.model.records import (
     BlobTier,
@@ -64,113 +62,6 @@ from artifactstore.model.versions import Page, PushResult, VersionListing
 __all__ = ["RemoteStore"]
 
 CHUNK = 1 << 20
-SESSION_THRESHOLD = 8 * 1024 * 1024  # larger files go through resumable sessions
-PATCH_SIZE = 64 * 1024 * 1024
-BUSY_WAIT = 60.0  # seconds a resumed session may stay claimed by a crashed request
-UPLOAD_ATTEMPTS = 3  # an upload answered missing_blobs is sent again (see _upload_again)
-
-_CODES: dict[str, type[ArtifactStoreError]] = {
-    cls.code: cls
-    for cls in vars(errors).values()
-    if isinstance(cls, type) and issubclass(cls, ArtifactStoreError)
-}
-
-
-#: Requests that change nothing, so repeating one after a dropped connection is safe.
-_RETRY_ONCE = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def _error_from(response: httpx.Response) -> ArtifactStoreError:
-    try:
-        body = response.json()
-        code, detail = str(body.get("code", "")), str(body.get("detail", response.reason_phrase))
-    except (ValueError, AttributeError):
-        code, detail = "", f"HTTP {response.status_code} {response.reason_phrase}"
-    cls = _CODES.get(code)
-    if cls is errors.MissingBlobs:
-        return errors.MissingBlobs(detail, body.get("missing", []))
-    if cls is errors.InvalidMetadata:
-        return errors.InvalidMetadata(detail, body.get("pointer", ""))
-    if cls is errors.UploadOffsetMismatch:
-        return errors.UploadOffsetMismatch(detail, int(body.get("offset", 0)))
-    if cls is errors.ChainBroken:
-        return errors.ChainBroken(detail, 0)
-    if cls is errors.LegalHold:
-        return errors.LegalHold(detail, body.get("holds") or [])
-    if cls is errors.RetentionLocked:
-        return errors.RetentionLocked(detail, body.get("locked_until"))
-    if cls is errors.QuotaExceeded:
-        return errors.QuotaExceeded(
-            detail, int(body.get("quota_bytes", 0)), int(body.get("used_bytes", 0))
-        )
-    if cls is errors.RestoreRequired:
-        return errors.RestoreRequired(
-            detail, body.get("missing") or [], str(body.get("restore_status", ""))
-        )
-    if cls is not None:
-        return cls(detail)
-    if response.status_code == 404:
-        return errors.NotFound(detail)
-    return ArtifactStoreError(f"server answered {response.status_code}: {detail}")
-
-
-def _file_chunks(path: str, offset: int, length: int, progress: Progress) -> Iterator[bytes]:
-    """The body of an upload, streamed in 1 MiB slices (never one large bytes object)."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        remaining = length
-        while remaining > 0:
-            chunk = f.read(min(CHUNK, remaining))
-            if not chunk:
-                raise InvalidInput(f"{path} shrank while it was being pushed")
-            remaining -= len(chunk)
-            progress(len(chunk))
-            yield chunk
-
-
-def _hash_file(path: str) -> BlobDigests:
-    hasher = DualHasher(None)
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(CHUNK)
-        while n := f.readinto(buf):
-            hasher.update(memoryview(buf)[:n])
-    return hasher.result()
-
-
-class _SessionState:
-    """Upload URLs of unfinished pushes, so a rerun resumes them (thread-safe)."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._lock = threading.Lock()
-
-    def _load(self) -> dict[str, str]:
-        try:
-            data = json.loads(self._path.read_text())
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            return {}
-
-    def get(self, key: str) -> str | None:
-        with self._lock:
-            return self._load().get(key)
-
-    def put(self, key: str, url: str | None) -> None:
-        with self._lock:
-            data = self._load()
-            if url is None:
-                data.pop(key, None)
-            else:
-                data[key] = url
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data))
-            os.replace(tmp, self._path)
-
-
-def _state_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "artifactstore" / "upload-sessions.json"
 
 
 class RemoteStore:
@@ -185,18 +76,10 @@ class RemoteStore:
         timeout: float = 300.0,
         state_path: Path | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
-        headers = {"User-Agent": "artifactstore-cli"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=parallel + 2),
-        )
+        self._http = HttpClient(url, token=token, timeout=timeout, connections=parallel + 2)
+        self.url = self._http.url
         self.parallel = parallel
-        self._sessions = _SessionState(state_path or _state_path())
+        self._uploads = Uploader(self._http, parallel, state_path)
 
     def close(self) -> None:
         self._http.close()
@@ -210,21 +93,7 @@ class RemoteStore:
     # --- plumbing -------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        try:
-            try:
-                response = self._http.request(method, path, **kw)
-            except (httpx.ReadError, httpx.RemoteProtocolError):
-                if method not in _RETRY_ONCE:
-                    raise
-                # A pooled keep-alive connection the server closed (idle timeout,
-                # restart) just as we reused it: a read answers nothing, so ask again
-                # once, on a fresh connection.
-                response = self._http.request(method, path, **kw)
-        except httpx.TransportError as exc:
-            raise errors.StorageError(f"cannot reach {self.url}: {exc}") from exc
-        if response.status_code >= 400:
-            raise _error_from(response)
-        return response
+        return self._http.request(method, path, **kw)
 
     @staticmethod
     def _path(ref: Reference) -> str:
@@ -258,16 +127,10 @@ class RemoteStore:
     def stream_entry(self, entry: FileEntry) -> Iterator[bytes]:
         """A file's bytes by digest; raises DigestMismatch after the last chunk if wrong."""
         hasher = DualHasher(None)
-        try:
-            with self._http.stream("GET", f"/v1/blobs/{entry.blake3}") as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise _error_from(response)
-                for chunk in response.iter_bytes(CHUNK):
-                    hasher.update(chunk)
-                    yield chunk
-        except httpx.TransportError as exc:
-            raise errors.StorageError(f"download from {self.url} failed: {exc}") from exc
+        with self._http.stream("GET", f"/v1/blobs/{entry.blake3}") as response:
+            for chunk in response.iter_bytes(CHUNK):
+                hasher.update(chunk)
+                yield chunk
         actual = hasher.result()
         if (actual.blake3, actual.sha256, actual.size) != (entry.blake3, entry.sha256, entry.size):
             raise DigestMismatch(
@@ -484,7 +347,7 @@ class RemoteStore:
             else collect_files([Path(p) for p in paths], follow_external_symlinks=follow_symlinks)
         )
         with ThreadPoolExecutor(self.parallel) as pool:
-            digests = list(pool.map(lambda f: _hash_file(f.source), files))
+            digests = list(pool.map(lambda f: hash_file(f.source), files))
         manifest = manifest_for(
             r,
             files,
@@ -496,13 +359,15 @@ class RemoteStore:
             created=utc_now(),
         )
         by_digest = {str(d.blake3): (f, d) for f, d in zip(files, digests, strict=True)}
-        uploaded = self._upload_missing(str(r.namespace), by_digest, progress, check=True)
+        uploaded = self._uploads.upload_missing(str(r.namespace), by_digest, progress, check=True)
         try:
             response = self._commit(manifest)
         except errors.MissingBlobs as exc:  # collected between our HEAD and the commit
             # The progress bar counted these bytes once already.
             wanted = {d: by_digest[d] for d in exc.digests if d in by_digest}
-            uploaded += self._upload_missing(str(r.namespace), wanted, no_progress, check=False)
+            uploaded += self._uploads.upload_missing(
+                str(r.namespace), wanted, no_progress, check=False
+            )
             response = self._commit(manifest)
         body = response.json()
         return PushResult(VersionListing.from_json(body), body["created_now"], uploaded)
@@ -514,114 +379,3 @@ class RemoteStore:
             content=manifest.to_cbor(),
             headers={"Content-Type": "application/cbor"},
         )
-
-    def _upload_missing(
-        self,
-        namespace: str,
-        blobs: Mapping[str, tuple[LocalFile, BlobDigests]],
-        progress: Progress,
-        *,
-        check: bool,
-    ) -> int:
-        def present(digest: str) -> bool:
-            try:
-                self._request("HEAD", f"/v1/blobs/{digest}", params={"namespace": namespace})
-            except errors.NotFound:
-                return False
-            return True
-
-        with ThreadPoolExecutor(self.parallel) as pool:
-            names = list(blobs)
-            have = list(pool.map(present, names)) if check else [False] * len(names)
-            todo = [n for n, ok in zip(names, have, strict=True) if not ok]
-            for n, ok in zip(names, have, strict=True):
-                if ok:
-                    progress(blobs[n][1].size)
-            list(pool.map(lambda n: self._upload_again(namespace, *blobs[n], progress), todo))
-        return len(todo)
-
-    def _upload_again(
-        self, namespace: str, file: LocalFile, digests: BlobDigests, progress: Progress
-    ) -> None:
-        """Upload, and upload again if the server answers missing_blobs.
-
-        A server whose GC grace period is shorter than an upload may collect
-        the bytes between publishing and recording them (SPEC section 9); it
-        then refuses the upload and asks for the bytes again. The progress bar
-        counts them once.
-        """
-        for attempt in range(UPLOAD_ATTEMPTS):
-            try:
-                self._upload(namespace, file, digests, progress if not attempt else no_progress)
-                return
-            except errors.MissingBlobs:
-                if attempt == UPLOAD_ATTEMPTS - 1:
-                    raise
-                self._sessions.put(self._session_key(digests), None)  # start a new session
-
-    def _session_key(self, digests: BlobDigests) -> str:
-        return f"{self.url} {digests.blake3}"
-
-    def _upload(
-        self, namespace: str, file: LocalFile, digests: BlobDigests, progress: Progress
-    ) -> None:
-        if digests.size < SESSION_THRESHOLD:
-            self._request(
-                "POST",
-                "/v1/blobs",
-                params={"namespace": namespace, "digest": str(digests.blake3)},
-                content=_file_chunks(file.source, 0, digests.size, progress),
-                headers={
-                    "Content-Length": str(digests.size),
-                    "Content-Type": "application/octet-stream",
-                },
-            )
-            return
-        key = self._session_key(digests)
-        url = self._sessions.get(key)
-        offset = 0
-        if url is not None:
-            try:
-                state = self._request("GET", url).json()
-            except errors.NotFound:
-                state = {}
-            if state.get("state") == "open":
-                offset = int(state["offset"])
-            else:
-                url = None
-        if url is None:
-            response = self._request(
-                "POST",
-                "/v1/uploads",
-                params={"namespace": namespace},
-                headers={"Upload-Length": str(digests.size)},
-            )
-            url = response.headers["Location"]
-            self._sessions.put(key, url)
-        progress(offset)
-        busy_until = time.monotonic() + BUSY_WAIT
-        while offset < digests.size:
-            length = min(PATCH_SIZE, digests.size - offset)
-            try:
-                response = self._request(
-                    "PATCH",
-                    url,
-                    content=_file_chunks(file.source, offset, length, progress),
-                    headers={
-                        "Content-Type": "application/offset+octet-stream",
-                        "Content-Length": str(length),
-                        "Upload-Offset": str(offset),
-                    },
-                )
-            except errors.UploadBusy:
-                # A request cut off by a crash still holds its short claim: wait it out.
-                if time.monotonic() > busy_until:
-                    raise
-                time.sleep(1.0)
-                continue
-            except errors.UploadOffsetMismatch as exc:
-                offset = exc.offset  # the server kept a different prefix: continue from it
-                continue
-            offset = int(response.headers["Upload-Offset"])
-        self._request("POST", f"{url}/complete", params={"digest": str(digests.blake3)})
-        self._sessions.put(key, None)
