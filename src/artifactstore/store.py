@@ -32,24 +32,10 @@ from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.files import StagedFiles, stage_files
 from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import InvalidInput
+from artifactstore.model import records
 from artifactstore.model.clock import Clock
 from artifactstore.model.identity import BlobDigests, Digest, Reference
 from artifactstore.model.manifest import FileEntry, Manifest
-from artifactstore.model.records import (
-    BlobRecord,
-    BlobTier,
-    GcReport,
-    Hold,
-    Progress,
-    PushArgs,
-    QueryArgs,
-    TierReport,
-    TokenInfo,
-    UploadSession,
-    VerifyReport,
-    no_progress,
-    pages,
-)
 from artifactstore.model.retention import (
     RetentionPolicy,
     RetentionReport,
@@ -64,7 +50,7 @@ if TYPE_CHECKING:
     from artifactstore.services import Services
     from artifactstore.services.uploads import BlobUpload, SessionAppend
 
-__all__ = ["Progress", "Store", "VerifyReport", "no_progress"]
+__all__ = ["Store"]
 
 
 def _ref(ref: str | Reference) -> Reference:
@@ -194,7 +180,7 @@ class Store:
     # --- push (services/push.py) -----------------------------------------------------
 
     def push(
-        self, ref: str | Reference, paths: Sequence[str | Path], **args: Unpack[PushArgs]
+        self, ref: str | Reference, paths: Sequence[str | Path], **args: Unpack[records.PushArgs]
     ) -> PushResult[VersionRecord]:
         """Ingest the files under ``paths`` and commit them as version ``ref``.
 
@@ -214,12 +200,12 @@ class Store:
         )
         sources = [f.source for f in files]
         staged = stage_files(
-            self._plane, sources, args.get("progress", no_progress), self.known_blobs
+            self._plane, sources, args.get("progress", records.no_progress), self.known_blobs
         )
         current: list[StagedFiles] = [staged]
 
         def restage() -> StagedFiles:
-            current[0] = stage_files(self._plane, sources, no_progress)
+            current[0] = stage_files(self._plane, sources, records.no_progress)
             return current[0]
 
         try:
@@ -253,12 +239,12 @@ class Store:
         return self._s.pull.show(_ref(ref))
 
     def query(
-        self, readable: Collection[str] | None = None, **args: Unpack[QueryArgs]
+        self, readable: Collection[str] | None = None, **args: Unpack[records.QueryArgs]
     ) -> Page[VersionRecord]:
         """One page of live versions, newest first; ``readable`` limits the namespaces."""
         return self._s.query.query(readable, **args)
 
-    def iter_query(self, **args: Unpack[QueryArgs]) -> Iterator[VersionRecord]:
+    def iter_query(self, **args: Unpack[records.QueryArgs]) -> Iterator[VersionRecord]:
         """Every matching live version, newest first, paging under the hood."""
 
         def page(cursor: str | None) -> Page[VersionRecord]:
@@ -266,25 +252,25 @@ class Store:
             at["cursor"] = cursor
             return self.query(**at)
 
-        return pages(page)
+        return records.pages(page)
 
     def find_blob(
         self, digest: Digest, readable: Collection[str] | None = None, *, head: bool = False
-    ) -> BlobRecord | None:
+    ) -> records.BlobRecord | None:
         """A blob by either digest, if ``readable`` (None: any) holds it; renews its lease."""
         return self._s.pull.find_blob(digest, readable, head=head)
 
-    def blob_location(self, digest: Digest) -> BlobRecord:
+    def blob_location(self, digest: Digest) -> records.BlobRecord:
         """A blob's record for reading: RestoreRequired unless its bytes are hot."""
         return self._s.pull.location(digest)
 
     def read_blob(
-        self, record: BlobRecord, offset: int = 0, length: int | None = None
+        self, record: records.BlobRecord, offset: int = 0, length: int | None = None
     ) -> Iterator[bytes]:
         """A blob's bytes (a span of them), unverified: for ranges the server serves."""
         return self._plane.read(record.place, offset, length, record.backend)
 
-    def local_path(self, record: BlobRecord) -> Path | None:
+    def local_path(self, record: records.BlobRecord) -> Path | None:
         """The file holding a whole blob, where its backend keeps plain files (zero-copy)."""
         root = self._plane.named(record.backend).properties.local_root
         if root is None or record.place.offset is not None:
@@ -300,7 +286,11 @@ class Store:
         return self._s.pull.stream_entry(entry)
 
     def pull(
-        self, ref: str | Reference, dest: str | Path, *, progress: Progress = no_progress
+        self,
+        ref: str | Reference,
+        dest: str | Path,
+        *,
+        progress: records.Progress = records.no_progress,
     ) -> VersionRecord:
         """Write every file under ``dest``, verifying each digest; all or nothing."""
         return self._s.pull.pull(_ref(ref), Path(dest), progress)
@@ -334,7 +324,7 @@ class Store:
         actor: str | None = None,
     ) -> RetentionSettings:
         """Set (None: clear) the namespace default (``package`` None) or a package's policy."""
-        return self._s.retention.set_policy(namespace, package, policy, actor)
+        return self._s.retention.set_policy((namespace, package), policy, actor or self.actor)
 
     def retention_settings(self, namespace: str) -> RetentionSettings:
         return self._s.retention.settings(namespace)
@@ -355,7 +345,9 @@ class Store:
         """Delete (tombstone) what the policies release, never a held or locked version."""
         return self._s.retention.apply(namespace, dry_run=dry_run, actor=actor)
 
-    def place_hold(self, ref: str | Reference, reason: str, actor: str | None = None) -> Hold:
+    def place_hold(
+        self, ref: str | Reference, reason: str, actor: str | None = None
+    ) -> records.Hold:
         """Place a legal hold: the version cannot be deleted by anyone until it is released."""
         return self._s.retention.place_hold(_ref(ref), reason, actor)
 
@@ -366,7 +358,7 @@ class Store:
         *,
         hold_id: int | None = None,
         actor: str | None = None,
-    ) -> Hold:
+    ) -> records.Hold:
         """Release the version's only active hold, or the one ``hold_id`` names."""
         return self._s.retention.release_hold(_ref(ref), reason, hold_id=hold_id, actor=actor)
 
@@ -376,14 +368,16 @@ class Store:
         *,
         include_released: bool = False,
         readable: Collection[str] | None = None,
-    ) -> list[Hold]:
+    ) -> list[records.Hold]:
         """Active holds of one version or of all (``include_released``: released ones too)."""
         target = None if ref is None else _ref(ref)
         return self._s.retention.list_holds(
             target, include_released=include_released, readable=readable
         )
 
-    def version_retention(self, record: VersionRecord) -> tuple[list[Hold], VersionRetention]:
+    def version_retention(
+        self, record: VersionRecord
+    ) -> tuple[list[records.Hold], VersionRetention]:
         """A version's active holds and retention state (for the version detail)."""
         return self._s.retention.version_retention(record)
 
@@ -392,19 +386,21 @@ class Store:
     def _version_blobs(self, ref: str | Reference) -> list[str]:
         return sorted({str(f.blake3) for f in self.show(ref).manifest.files})
 
-    def tier_status(self, ref: str | Reference) -> list[BlobTier]:
+    def tier_status(self, ref: str | Reference) -> list[records.BlobTier]:
         """Where each blob of a version is, and whether it can be read now."""
         return self._s.tiers.status(self._version_blobs(ref))
 
-    def tier_move(self, ref: str | Reference, to: str, actor: str | None = None) -> TierReport:
+    def tier_move(
+        self, ref: str | Reference, to: str, actor: str | None = None
+    ) -> records.TierReport:
         """Move a version's blobs to tier ``to`` (``hot`` or ``cold``), synchronously."""
         return self._s.tiers.move(self._version_blobs(ref), to, actor)
 
-    def tier_restore(self, ref: str | Reference, actor: str | None = None) -> TierReport:
+    def tier_restore(self, ref: str | Reference, actor: str | None = None) -> records.TierReport:
         """Start restoring a version's cold blobs; readable after ``restore_delay``."""
         return self._s.tiers.restore(self._version_blobs(ref), actor)
 
-    def restore_blobs(self, blake3s: Sequence[str], actor: str | None = None) -> TierReport:
+    def restore_blobs(self, blake3s: Sequence[str], actor: str | None = None) -> records.TierReport:
         return self._s.tiers.restore(blake3s, actor)
 
     def complete_restores(
@@ -413,9 +409,9 @@ class Store:
         *,
         now: float | None = None,
         actor: str = "system:restore",
-    ) -> TierReport:
+    ) -> records.TierReport:
         """Finish the restores whose time has come (of ``blake3s``, or every one)."""
-        return self._s.tiers.complete_restores(blake3s, now=now, actor=actor)
+        return self._s.tiers.complete_restores(blake3s, now, actor)
 
     # --- tokens and namespaces (services/access.py) --------------------------------------
 
@@ -426,17 +422,17 @@ class Store:
         *,
         expires_in: float | None = None,
         actor: str | None = None,
-    ) -> tuple[TokenInfo, str]:
+    ) -> tuple[records.TokenInfo, str]:
         """A new API token and its secret, which is shown once and never stored."""
-        return self._s.access.create_token(name, scopes, expires_in=expires_in, actor=actor)
+        return self._s.access.create_token(name, scopes, expires_in, actor or self.actor)
 
-    def list_tokens(self) -> list[TokenInfo]:
+    def list_tokens(self) -> list[records.TokenInfo]:
         return self._s.access.list_tokens()
 
-    def revoke_token(self, token_id: str, actor: str | None = None) -> TokenInfo:
+    def revoke_token(self, token_id: str, actor: str | None = None) -> records.TokenInfo:
         return self._s.access.revoke_token(token_id, actor)
 
-    def authenticate(self, presented: str) -> TokenInfo | None:
+    def authenticate(self, presented: str) -> records.TokenInfo | None:
         """The active token ``presented`` names, or None; records its last use."""
         return self._s.access.authenticate(presented)
 
@@ -473,13 +469,13 @@ class Store:
 
     def create_upload(
         self, *, namespace: str | None, length: int | None, metadata: dict[str, str], actor: str
-    ) -> UploadSession:
+    ) -> records.UploadSession:
         """Open a resumable upload session."""
         return self._s.uploads.create(
             namespace=namespace, length=length, metadata=metadata, actor=actor
         )
 
-    def upload_session(self, upload_id: str) -> UploadSession:
+    def upload_session(self, upload_id: str) -> records.UploadSession:
         return self._s.uploads.get(upload_id)
 
     def append_upload(
@@ -505,7 +501,7 @@ class Store:
 
     # --- integrity and housekeeping (services/maintenance.py) ---------------------------
 
-    def verify(self, ref: str | Reference | None = None) -> VerifyReport:
+    def verify(self, ref: str | Reference | None = None) -> records.VerifyReport:
         """Re-read and re-hash stored bytes (all blobs, or one version's); report damage."""
         return self._s.maintenance.verify(None if ref is None else _ref(ref))
 
@@ -522,7 +518,7 @@ class Store:
 
     def gc(
         self, *, dry_run: bool = False, grace: float | None = None, actor: str | None = None
-    ) -> GcReport:
+    ) -> records.GcReport:
         return self._s.maintenance.gc(dry_run=dry_run, grace=grace, actor=actor)
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:

@@ -35,23 +35,10 @@ from artifactstore.client.uploads import Uploader, hash_file
 from artifactstore.controlplane.eventlog import GENESIS, Event, event_hash
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import ChainBroken, DigestMismatch, InvalidInput
+from artifactstore.model import records
 from artifactstore.model.clock import utc_now
 from artifactstore.model.identity import Reference
 from artifactstore.model.manifest import FileEntry, Manifest
-from artifactstore.model.records import (
-    BlobTier,
-    GcReport,
-    Hold,
-    Progress,
-    PushArgs,
-    QueryArgs,
-    TierReport,
-    TokenInfo,
-    VerifyReport,
-    no_progress,
-    pages,
-    query_params,
-)
 from artifactstore.model.retention import (
     RetentionPolicy,
     RetentionReport,
@@ -107,13 +94,13 @@ class RemoteStore:
             raise InvalidInput("remote mode addresses versions as NS/NAME:VERSION")
         return VersionListing.from_json(self._request("GET", self._path(r)).json())
 
-    def query(self, **args: Unpack[QueryArgs]) -> Page[VersionListing]:
+    def query(self, **args: Unpack[records.QueryArgs]) -> Page[VersionListing]:
         """One page of live versions, newest first."""
-        body = self._request("GET", "/v1/packages", params=query_params(args)).json()
+        body = self._request("GET", "/v1/packages", params=records.query_params(args)).json()
         items = [VersionListing.from_json(item) for item in body["items"]]
         return Page(items, body.get("next_cursor") or None)
 
-    def iter_query(self, **args: Unpack[QueryArgs]) -> Iterator[VersionListing]:
+    def iter_query(self, **args: Unpack[records.QueryArgs]) -> Iterator[VersionListing]:
         """Every matching live version, newest first, paging under the hood."""
 
         def page(cursor: str | None) -> Page[VersionListing]:
@@ -122,7 +109,7 @@ class RemoteStore:
             at["cursor"] = cursor
             return self.query(**at)
 
-        return pages(page)
+        return records.pages(page)
 
     def stream_entry(self, entry: FileEntry) -> Iterator[bytes]:
         """A file's bytes by digest; raises DigestMismatch after the last chunk if wrong."""
@@ -145,17 +132,21 @@ class RemoteStore:
         return self.stream_entry(entry)
 
     def pull(
-        self, ref: str | Reference, dest: str | Path, *, progress: Progress = no_progress
+        self,
+        ref: str | Reference,
+        dest: str | Path,
+        *,
+        progress: records.Progress = records.no_progress,
     ) -> VersionListing:
         record = self.show(ref)
         pull_into(Path(dest), record.require_manifest(), self.stream_entry, progress)
         return record
 
-    def verify(self, ref: str | Reference | None = None) -> VerifyReport:
+    def verify(self, ref: str | Reference | None = None) -> records.VerifyReport:
         """Download and re-hash one version's bytes (``--all`` runs on the server host)."""
         if ref is None:
             raise InvalidInput("verify --all re-reads storage and runs on the server host")
-        report = VerifyReport()
+        report = records.VerifyReport()
         for entry in self.show(ref).require_manifest().files:
             report.blobs_checked += 1
             try:
@@ -189,42 +180,42 @@ class RemoteStore:
 
     def create_token(
         self, name: str, scopes: list[str], *, expires_in: float | None = None
-    ) -> tuple[TokenInfo, str]:
+    ) -> tuple[records.TokenInfo, str]:
         body = self._request(
             "POST", "/v1/tokens", json={"name": name, "scopes": scopes, "expires_in": expires_in}
         ).json()
         secret = body.pop("secret")
-        return TokenInfo(**{**body, "scopes": tuple(body["scopes"])}), secret
+        return records.TokenInfo(**{**body, "scopes": tuple(body["scopes"])}), secret
 
-    def list_tokens(self) -> list[TokenInfo]:
+    def list_tokens(self) -> list[records.TokenInfo]:
         items = self._request("GET", "/v1/tokens").json()["items"]
-        return [TokenInfo(**{**i, "scopes": tuple(i["scopes"])}) for i in items]
+        return [records.TokenInfo(**{**i, "scopes": tuple(i["scopes"])}) for i in items]
 
-    def revoke_token(self, token_id: str) -> TokenInfo:
+    def revoke_token(self, token_id: str) -> records.TokenInfo:
         body = self._request("DELETE", f"/v1/tokens/{quote(token_id, safe='')}").json()
-        return TokenInfo(**{**body, "scopes": tuple(body["scopes"])})
+        return records.TokenInfo(**{**body, "scopes": tuple(body["scopes"])})
 
-    def gc(self, *, dry_run: bool = False, grace: float | None = None) -> GcReport:
+    def gc(self, *, dry_run: bool = False, grace: float | None = None) -> records.GcReport:
         if grace is not None:
             raise InvalidInput("--grace is the server's setting; remote gc uses it as configured")
         body = self._request(
             "POST", "/v1/admin/gc", params={"dry_run": str(dry_run).lower()}
         ).json()
-        return GcReport(**body)
+        return records.GcReport(**body)
 
     # --- storage tiers -------------------------------------------------------------------
 
-    def tier_status(self, ref: str | Reference) -> list[BlobTier]:
+    def tier_status(self, ref: str | Reference) -> list[records.BlobTier]:
         body = self._request("GET", self._version_path(ref) + "/tier").json()
-        return TierReport.from_json(body).blobs
+        return records.TierReport.from_json(body).blobs
 
-    def tier_move(self, ref: str | Reference, to: str) -> TierReport:
+    def tier_move(self, ref: str | Reference, to: str) -> records.TierReport:
         path = self._version_path(ref) + "/tier"
-        return TierReport.from_json(self._request("POST", path, json={"to": to}).json())
+        return records.TierReport.from_json(self._request("POST", path, json={"to": to}).json())
 
-    def tier_restore(self, ref: str | Reference) -> TierReport:
+    def tier_restore(self, ref: str | Reference) -> records.TierReport:
         path = self._version_path(ref) + "/restore"
-        return TierReport.from_json(self._request("POST", path).json())
+        return records.TierReport.from_json(self._request("POST", path).json())
 
     # --- retention and legal holds ----------------------------------------------------------
 
@@ -268,28 +259,28 @@ class RemoteStore:
             raise InvalidInput("remote mode addresses versions as NS/NAME:VERSION")
         return self._path(r)
 
-    def place_hold(self, ref: str | Reference, reason: str) -> Hold:
+    def place_hold(self, ref: str | Reference, reason: str) -> records.Hold:
         body = self._request(
             "POST", self._version_path(ref) + "/holds", json={"reason": reason}
         ).json()
-        return Hold.from_json(body)
+        return records.Hold.from_json(body)
 
     def release_hold(
         self, ref: str | Reference, reason: str, *, hold_id: int | None = None
-    ) -> Hold:
+    ) -> records.Hold:
         payload: dict[str, Any] = {"reason": reason}
         if hold_id is not None:
             payload["id"] = hold_id
         body = self._request("DELETE", self._version_path(ref) + "/holds", json=payload).json()
-        return Hold.from_json(body)
+        return records.Hold.from_json(body)
 
     def list_holds(
         self, ref: str | Reference | None = None, *, include_released: bool = False
-    ) -> list[Hold]:
+    ) -> list[records.Hold]:
         params = {"all": str(include_released).lower()}
         path = "/v1/holds" if ref is None else self._version_path(ref) + "/holds"
         items = self._request("GET", path, params=params).json()["items"]
-        return [Hold.from_json(i) for i in items]
+        return [records.Hold.from_json(i) for i in items]
 
     def events(self, after: int = 0, limit: int | None = None) -> list[Event]:
         out: list[Event] = []
@@ -334,10 +325,10 @@ class RemoteStore:
         return body
 
     def push(
-        self, ref: str | Reference, paths: Sequence[str | Path], **args: Unpack[PushArgs]
+        self, ref: str | Reference, paths: Sequence[str | Path], **args: Unpack[records.PushArgs]
     ) -> PushResult[VersionListing]:
         """Upload what the server lacks, then commit the manifest (retrying once if GC raced)."""
-        progress = args.get("progress", no_progress)
+        progress = args.get("progress", records.no_progress)
         walked = args.get("walked")
         follow_symlinks = args.get("follow_symlinks", False)
         r = version_reference(ref)
@@ -366,7 +357,7 @@ class RemoteStore:
             # The progress bar counted these bytes once already.
             wanted = {d: by_digest[d] for d in exc.digests if d in by_digest}
             uploaded += self._uploads.upload_missing(
-                str(r.namespace), wanted, no_progress, check=False
+                str(r.namespace), wanted, records.no_progress, check=False
             )
             response = self._commit(manifest)
         body = response.json()

@@ -19,13 +19,11 @@ plane's modules for rows and events and the data plane for bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from artifactstore.config import Settings
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.staging import Staging
-from artifactstore.errors import InvalidInput
 from artifactstore.model.clock import Clock
 from artifactstore.services.access import AccessService
 from artifactstore.services.core import Core
@@ -60,11 +58,6 @@ def open_services(
     settings: Settings, plane: DataPlane, staging: Staging, *, create: bool, clock: Clock
 ) -> Services:
     """Open the database (migrating a new one when ``create``) and wire every service."""
-    if settings.database_url.startswith("sqlite:///"):
-        db_path = Path(settings.database_url.removeprefix("sqlite:///"))
-        if not db_path.exists() and not create:
-            raise InvalidInput(f"no store at {settings.home} (it has no database yet)")
-        db_path.parent.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     try:
         db.ensure_migrated(create=create)

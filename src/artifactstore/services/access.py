@@ -22,20 +22,13 @@ class AccessService:
         self._used: dict[str, float] = {}
 
     def create_token(
-        self,
-        name: str,
-        scopes: list[str],
-        *,
-        expires_in: float | None = None,
-        actor: str | None = None,
+        self, name: str, scopes: list[str], expires_in: float | None, actor: str
     ) -> tuple[TokenInfo, str]:
         """A new API token and its secret, which is shown once and never stored."""
         core = self._core
         expires_at = utc_iso(core.clock() + expires_in) if expires_in is not None else None
         with core.db.write() as conn:
-            return tokens.create(
-                conn, name=name, scopes=scopes, expires_at=expires_at, actor=actor or core.actor
-            )
+            return tokens.create(conn, name=name, scopes=scopes, expires_at=expires_at, actor=actor)
 
     def list_tokens(self) -> list[TokenInfo]:
         with self._core.db.read() as conn:

@@ -38,15 +38,11 @@ class RetentionService:
         return record
 
     def set_policy(
-        self,
-        namespace: str,
-        package: str | None,
-        policy: RetentionPolicy | None,
-        actor: str | None = None,
+        self, scope: tuple[str, str | None], policy: RetentionPolicy | None, actor: str
     ) -> RetentionSettings:
-        """Set (None: clear) the namespace default (``package`` None) or a package's policy."""
+        """Set (None: clear) the policy of ``scope``: (namespace, package or None)."""
         with self._core.db.write() as conn:
-            return retention.set_policy(conn, namespace, package, policy, actor or self._core.actor)
+            return retention.set_policy(conn, *scope, policy, actor)
 
     def settings(self, namespace: str) -> RetentionSettings:
         with self._core.db.read() as conn:

@@ -8,7 +8,10 @@ from artifactstore.controlplane import tiers
 from artifactstore.model.records import BlobTier, TierReport
 from artifactstore.services.core import Core
 
-__all__ = ["TierService"]
+__all__ = ["RESTORER", "TierService"]
+
+#: The actor of restores completed because their time came.
+RESTORER = "system:restore"
 
 
 class TierService:
@@ -36,27 +39,18 @@ class TierService:
         report = tiers.request_restore(
             core.db, blake3s, who, delay=core.settings.restore_delay, now=now
         )
-        if self.complete_restores(blake3s, now=now, actor=who).changed:
+        if self.complete_restores(blake3s, now, who).changed:
             with core.db.read() as conn:
                 report.blobs = tiers.status(conn, blake3s)
         return report
 
     def complete_restores(
-        self,
-        blake3s: Sequence[str] | None = None,
-        *,
-        now: float | None = None,
-        actor: str = "system:restore",
+        self, blake3s: Sequence[str] | None, now: float | None = None, actor: str = RESTORER
     ) -> TierReport:
         """Finish the restores whose time has come (of ``blake3s``, or every one)."""
         core = self._core
-        report = tiers.complete_due(
-            core.db,
-            core.plane,
-            actor,
-            now=core.clock() if now is None else now,
-            blake3s=blake3s,
-        )
+        when = core.clock() if now is None else now
+        report = tiers.complete_due(core.db, core.plane, actor, now=when, blake3s=blake3s)
         if report.changed:
             core.recent.clear()
         return report
