@@ -17,11 +17,10 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
 import httpx
-from typing_extensions import Unpack
 
 from artifactstore import errors
 from artifactstore.client.files import (

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence, Set
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Connection, and_, exists, select
-from typing_extensions import Unpack
 
 from artifactstore.controlplane import namespaces
 from artifactstore.controlplane.blobs import dereference, not_held

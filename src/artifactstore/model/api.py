@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-
-from typing_extensions import Unpack
+from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
 from artifactstore.model.identity import Digest, Reference
 from artifactstore.model.manifest import Manifest

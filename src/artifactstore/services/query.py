@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
-
-from typing_extensions import Unpack
+from typing import Any, Unpack
 
 from artifactstore.controlplane import packages, schemas
 from artifactstore.model.records import QueryArgs
