@@ -36,6 +36,7 @@ from artifactstore.controlplane.db.bulk import in_batches
 from artifactstore.controlplane.eventlog import append
 from artifactstore.controlplane.protection import serialise
 from artifactstore.errors import InvalidInput, QuotaExceeded
+from artifactstore.model.events import NamespaceUpdated
 from artifactstore.model.identity import Namespace, Version
 
 __all__ = [
@@ -109,13 +110,7 @@ def put(
     conn: Connection, namespace: str, settings: NamespaceSettings, actor: str
 ) -> NamespaceSettings:
     Namespace(namespace)
-    append(
-        conn,
-        "namespace.updated",
-        namespace,
-        {"namespace": namespace, "settings": settings.to_json()},
-        actor,
-    )
+    append(conn, NamespaceUpdated(namespace, settings.to_json()), actor)
     return settings
 
 

@@ -28,9 +28,9 @@ from sqlalchemy import Connection, select
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches
-from artifactstore.controlplane.eventlog import utc_iso
 from artifactstore.errors import LegalHold, RetentionLocked
 from artifactstore.model.identity import Reference
+from artifactstore.model.times import TIME_FORMAT, utc_iso
 
 __all__ = [
     "DAY",
@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 DAY = 86400.0
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 class Deletable(Protocol):
@@ -79,8 +78,8 @@ def younger_than(committed_at: str, days: float, now: float) -> bool:
 
 def locked_until(committed_at: str, days: float) -> str:
     """When a version committed at ``committed_at`` leaves a lock of ``days``."""
-    start = datetime.strptime(committed_at, _TIME_FORMAT).replace(tzinfo=UTC)
-    return (start + timedelta(days=days)).strftime(_TIME_FORMAT)
+    start = datetime.strptime(committed_at, TIME_FORMAT).replace(tzinfo=UTC)
+    return (start + timedelta(days=days)).strftime(TIME_FORMAT)
 
 
 def serialise(conn: Connection) -> None:
