@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from pathlib import Path
 
 import click
@@ -11,7 +12,9 @@ import click
 from artifactstore import errors
 from artifactstore.cli.main import cli
 from artifactstore.config import Settings
-from artifactstore.controlplane.projection import EVENT_TYPES
+from artifactstore.model import events
+from artifactstore.model.events import EVENT_CLASSES
+from tests.model.test_events import SAMPLES
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -56,9 +59,24 @@ def test_every_error_code_is_documented() -> None:
 
 
 def test_every_event_type_is_documented() -> None:
-    text = _text("events.md")
-    for kind in EVENT_TYPES:
-        assert f"`{kind}`" in text, f"event type {kind} is missing from docs/events.md"
+    """Each event class has its row in docs/events.md, naming every key of its payload."""
+    rows = {
+        m.group(1): line
+        for line in _text("events.md").splitlines()
+        if (m := re.match(r"\| `([a-z_]+\.[a-z_]+)` \|", line))
+    }
+    declared = {  # every event class in model/events.py, listed in the table or not
+        kind: c.__name__
+        for _, c in inspect.getmembers(events, inspect.isclass)
+        if dataclasses.is_dataclass(c) and isinstance(kind := getattr(c, "type", None), str)
+    }
+    for kind, name in declared.items():
+        assert kind in rows, f"event type {kind} is missing from docs/events.md"
+        assert kind in EVENT_CLASSES, f"{name} is missing from EVENT_CLASSES"
+    for kind, row in rows.items():
+        assert kind in EVENT_CLASSES, f"docs/events.md documents {kind}, which no class is"
+        for key in SAMPLES[kind].to_payload():
+            assert f"`{key}`" in row, f"payload key {key} of {kind} is missing from its row"
 
 
 def test_readme_quick_start() -> None:

@@ -22,10 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from artifactstore.controlplane.eventlog import event_hash
-from artifactstore.controlplane.projection import EVENT_TYPES, stored_blobs
 from artifactstore.dataplane.layout import database_path
 from artifactstore.errors import ChainBroken
+from artifactstore.model.events import (
+    EVENT_CLASSES,
+    BlobsStored,
+    BlobStored,
+    event_hash,
+    stored_blobs,
+)
 from artifactstore.model.retention import (
     RetentionPolicy,
 )
@@ -170,7 +175,7 @@ def test_every_event_type_is_recorded_with_its_actor(robot_store: Store, tmp_pat
     two = store.push("ev/app:2", [make_tree(tmp_path / "e", {"p": "4", "q": "5"})]).record
 
     events = store.events()
-    assert {e.type for e in events} == set(EVENT_TYPES), "a type the store writes is untested"
+    assert {e.type for e in events} == set(EVENT_CLASSES), "a type the store writes is untested"
     assert {e.actor for e in events} == {"ci:robot"}
     (blob,) = pushed.manifest.files
     assert [(e.type, e.subject) for e in events] == [
@@ -202,11 +207,20 @@ def test_every_event_type_is_recorded_with_its_actor(robot_store: Store, tmp_pat
         ("blobs.stored", "ev"),  # several blobs in one transaction: one event
         ("package.committed", "ev/app:2"),
     ]
-    batch = events[-2].payload["blobs"]
-    assert sorted(b["blake3"] for b in batch) == sorted(str(f.blake3) for f in two.manifest.files)
-    assert stored_blobs(events[1]) == [events[1].payload] and stored_blobs(events[2]) == []
-    assert stored_blobs(events[-2]) == batch
-    assert {b["namespace"] for b in batch} == {"ev"}
+    batch = events[-2].typed()
+    assert isinstance(batch, BlobsStored)
+    assert [b.to_payload() for b in batch.blobs] == events[-2].payload["blobs"]
+    assert sorted(b.blake3 for b in batch.blobs) == sorted(
+        str(f.blake3) for f in two.manifest.files
+    )
+    single = events[1].typed()
+    assert isinstance(single, BlobStored) and single.to_payload() == events[1].payload
+    assert stored_blobs(single) == (single,) and stored_blobs(events[2].typed()) == ()
+    assert stored_blobs(batch) == batch.blobs
+    assert {b.namespace for b in batch.blobs} == {"ev"}
+    for e in events:  # what was logged is what the typed event builds, byte for byte
+        typed = e.typed()
+        assert (typed.type, typed.subject, typed.to_payload()) == (e.type, e.subject, e.payload)
     assert events[3].payload == {"blake3": str(blob.blake3), "namespace": "qa"}
     logged = json.dumps([e.to_json() for e in events])
     assert secret not in logged and secret[21:] not in logged  # not even the secret part

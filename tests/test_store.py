@@ -9,7 +9,6 @@ from pathlib import Path
 import blake3
 import pytest
 
-from artifactstore.controlplane.eventlog import Event
 from artifactstore.dataplane.layout import blob_key, storage_root
 from artifactstore.errors import (
     InvalidInput,
@@ -20,6 +19,7 @@ from artifactstore.errors import (
     SchemaNotFound,
     VersionExists,
 )
+from artifactstore.model.events import Event
 from artifactstore.model.identity import Digest
 from artifactstore.store import Store
 from tests.conftest import make_tree, read_tree

@@ -44,7 +44,7 @@ from artifactstore.model.versions import CommitResult, Page, PushResult, Version
 
 if TYPE_CHECKING:
     from artifactstore.controlplane.db.engine import Database
-    from artifactstore.controlplane.eventlog import Event
+    from artifactstore.model.events import Event
     from artifactstore.services import Services
     from artifactstore.services.uploads import BlobUpload, SessionAppend
 

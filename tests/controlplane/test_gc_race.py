@@ -30,9 +30,9 @@ from sqlalchemy import func, select
 
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane.db import tables as t
-from artifactstore.controlplane.projection import stored_blobs
 from artifactstore.dataplane.layout import storage_root
 from artifactstore.errors import CorruptBlob, MissingBlobs, PackageNotFound
+from artifactstore.model.events import stored_blobs
 from artifactstore.store import Store
 from tests.conftest import stored_objects
 
@@ -219,10 +219,10 @@ def test_gc_races_pushes_reusing_blobs(tmp_path: Path) -> None:
         events = store.events()
         collected_at = {e.subject: e.seq for e in events if e.type == "blob.collected"}
         restored = {
-            b["blake3"]
+            b.blake3
             for e in events
-            for b in stored_blobs(e)
-            if collected_at.get(b["blake3"], e.seq) < e.seq
+            for b in stored_blobs(e.typed())
+            if collected_at.get(b.blake3, e.seq) < e.seq
         }
         assert restored, f"no blob was stored again after being collected ({summary})"
 

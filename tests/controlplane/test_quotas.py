@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from artifactstore.controlplane.projection import stored_blobs
 from artifactstore.errors import (
     LegalHold,
     PackageNotFound,
@@ -24,6 +23,7 @@ from artifactstore.errors import (
     RetentionLocked,
     VersionExists,
 )
+from artifactstore.model.events import BlobClaimed, TagMoved, stored_blobs
 from artifactstore.services.uploads import _Recording
 from artifactstore.store import Store
 from tests.conftest import FakeClock, make_tree
@@ -170,8 +170,8 @@ def test_a_blob_another_namespace_holds_counts_here_once_pushed_here(
     assert store.push("ci/app:1", [trees({"s.bin": shared})]).blobs_stored == 0
     assert (used(store, "ci"), used(store, "qa")) == (500, 500)
     assert blob_files(store) == files  # stored once for both
-    claims = [e for e in store.events() if e.type == "blob.claimed"]
-    assert [e.payload["namespace"] for e in claims] == ["ci"]
+    claims = [e for e in (e.typed() for e in store.events()) if isinstance(e, BlobClaimed)]
+    assert [e.namespace for e in claims] == ["ci"]
 
 
 def test_deleting_versions_frees_quota_once_the_grace_period_passes(
@@ -241,7 +241,7 @@ def test_concurrent_pushes_commit_exactly_what_fits(store: Store, trees: Trees) 
     assert peak[0] <= 1000 and used(store, "ci") == 900
     live = {str(r.reference) for r in store.iter_query(namespace="ci")}
     assert live == {f"ci/app:{i}" for i in committed}
-    stored = [b for e in store.events() for b in stored_blobs(e)]
+    stored = [b for e in store.events() for b in stored_blobs(e.typed())]
     assert len(stored) == 3
 
 
@@ -276,8 +276,11 @@ def test_pushing_a_movable_tag_again_moves_it(store0: Store, trees: Trees) -> No
     event = store0.events()[-1]
     assert event.type == "tag.moved" and event.subject == "ci/app:latest"
     assert event.payload["previous"] == {"version_id": first.id, "digest": str(first.digest)}
-    assert event.payload["digest"] == str(moved.record.digest)
-    assert event.payload["manifest"]["package"]["version"] == "latest"
+    tag = event.typed()
+    assert isinstance(tag, TagMoved)
+    assert (tag.previous_version_id, tag.previous_digest) == (first.id, str(first.digest))
+    assert tag.digest == str(moved.record.digest)
+    assert tag.manifest["package"]["version"] == "latest"
     shown = store0.show("ci/app:latest")
     assert [f.path.value for f in shown.manifest.files] == ["new.txt"]
     assert shown.digest == moved.record.digest

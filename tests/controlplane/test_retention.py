@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from artifactstore.config import Settings
 from artifactstore.controlplane import retention
-from artifactstore.controlplane.eventlog import utc_iso
 from artifactstore.controlplane.retention import (
     VersionFacts,
     evaluate,
@@ -37,6 +36,7 @@ from artifactstore.errors import (
     PackageNotFound,
     RetentionLocked,
 )
+from artifactstore.model.clock import utc_iso
 from artifactstore.model.retention import (
     NO_RULE,
     RetentionPolicy,

@@ -30,6 +30,7 @@ import blake3
 import httpx
 import pytest
 
+from artifactstore.model.events import Event
 from artifactstore.model.identity import Digest, Namespace, PackageName, Version
 from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.server.auth import ROUTE_SCOPES
@@ -951,6 +952,10 @@ def test_events_paging(http: httpx.Client) -> None:
     assert [e["seq"] for e in everything] == list(range(1, len(everything) + 1))
     for before, after in itertools.pairwise(everything):
         assert after["prev_hash"] == before["hash"]
+    for served in everything:  # the Event's one JSON form: it parses, types and verifies
+        event = Event.from_json(served)
+        assert event.to_json() == served and event.computed_hash() == served["hash"]
+        assert event.typed().type == served["type"]
     assert any(
         e["type"] == "package.committed" and "events/app" in e["subject"] for e in everything
     )

@@ -13,7 +13,6 @@ server's offsets instead of starting again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,11 +30,11 @@ from artifactstore.client.files import (
 )
 from artifactstore.client.http import HttpClient
 from artifactstore.client.uploads import Uploader, hash_file
-from artifactstore.controlplane.eventlog import GENESIS, Event, event_hash
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import ChainBroken, DigestMismatch, InvalidInput
 from artifactstore.model import records
 from artifactstore.model.clock import utc_now
+from artifactstore.model.events import GENESIS, Event
 from artifactstore.model.identity import Reference
 from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.model.retention import (
@@ -286,7 +285,12 @@ class RemoteStore:
         while limit is None or len(out) < limit:
             page = min(1000, limit - len(out)) if limit is not None else 1000
             body = self._request("GET", "/v1/events", params={"after": after, "limit": page}).json()
-            batch = [Event(**e) for e in body["events"]]
+            try:
+                batch = [Event.from_json(e) for e in body["events"]]
+            except ValueError as exc:
+                raise errors.ArtifactStoreError(
+                    f"the server sent a malformed event: {exc}"
+                ) from exc
             out.extend(batch)
             if len(batch) < page:
                 break
@@ -299,12 +303,7 @@ class RemoteStore:
         for e in self.events():
             if e.seq != expected:
                 raise ChainBroken(f"event {expected} is missing", expected)
-            text = json.dumps(e.payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            if (
-                e.prev_hash != prev
-                or event_hash(e.seq, e.time, e.actor, e.type, e.subject, text, e.prev_hash)
-                != e.hash
-            ):
+            if e.prev_hash != prev or e.computed_hash() != e.hash:
                 raise ChainBroken(f"event {e.seq} does not verify", e.seq)
             prev, expected = e.hash, expected + 1
         return expected - 1

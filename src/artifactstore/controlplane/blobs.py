@@ -19,6 +19,7 @@ from artifactstore.controlplane.db.bulk import in_batches, values_in
 from artifactstore.controlplane.eventlog import append, append_many
 from artifactstore.dataplane.blobs import Placement
 from artifactstore.errors import MissingBlobs
+from artifactstore.model.events import BlobClaimed, BlobsStored, BlobStored, Location
 from artifactstore.model.identity import BlobDigests, Digest
 from artifactstore.model.records import BlobRecord
 
@@ -94,18 +95,9 @@ def placement(key: str, pack_offset: int | None, size: int) -> Placement:
     return Placement(key) if pack_offset is None else Placement(key, pack_offset, size)
 
 
-def location(backend: str, place: Placement, tier: str, status: str) -> dict[str, Any]:
+def location(backend: str, place: Placement, tier: str, status: str) -> Location:
     """A storage location as events carry it; ``offset`` only for a packed blob."""
-    loc: dict[str, Any] = {
-        "backend": backend,
-        "key": place.key,
-        "representation": place.representation,
-        "retrieval_tier": tier,
-        "restore_status": status,
-    }
-    if place.offset is not None:
-        loc["offset"] = place.offset
-    return loc
+    return Location(backend, place.key, place.representation, tier, status, place.offset)
 
 
 def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord | None:
@@ -205,33 +197,27 @@ def record_stored(
             vanished,
         )
     entries = [
-        {
-            "blake3": name,
-            "sha256": str(wanted[name][0].sha256),
-            "size": wanted[name][0].size,
-            "locations": [location(backend, places[name], "hot", "available")],
-            "namespace": namespace,
-        }
+        BlobStored(
+            name,
+            str(wanted[name][0].sha256),
+            wanted[name][0].size,
+            (location(backend, places[name], "hot", "available"),),
+            namespace,
+        )
         for name in added
     ]
     if len(entries) == 1:
-        append(conn, "blob.stored", added[0], entries[0], actor)
+        append(conn, entries[0], actor)
     elif entries:
         # One event for a push's blobs: 10,000 events cost a 10,000-file push a
         # quarter of its recording time and 6 MB of log (BENCHMARKS.md).
-        append(conn, "blobs.stored", namespace or "", {"blobs": entries}, actor)
+        append(conn, BlobsStored(tuple(entries)), actor)
     if namespace is not None:
         existing = sorted(present)
         nb = t.namespace_blobs
         held = values_in(conn, nb.c.blake3, nb.c.blake3, existing, nb.c.namespace == namespace)
         append_many(
-            conn,
-            [
-                ("blob.claimed", name, {"blake3": name, "namespace": namespace})
-                for name in existing
-                if name not in held
-            ],
-            actor,
+            conn, [BlobClaimed(name, namespace) for name in existing if name not in held], actor
         )
     return added
 

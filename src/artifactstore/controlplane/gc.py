@@ -53,6 +53,7 @@ from artifactstore.controlplane.eventlog import append
 from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.layout import BLOB_PREFIX, PACK_PREFIX
 from artifactstore.errors import CorruptBlob
+from artifactstore.model.events import BlobCollected
 from artifactstore.model.records import GcReport
 
 __all__ = [
@@ -167,7 +168,7 @@ def decide(
         ).first()
         if still is None:
             continue
-        append(conn, "blob.collected", blake3, {"blake3": blake3, "size": size}, actor)
+        append(conn, BlobCollected(blake3, size), actor)
         report.collected.append(blake3)
         report.bytes_freed += size
         decided.append((key, backend))

@@ -22,6 +22,7 @@ from artifactstore.controlplane.protection import (
     serialise,
 )
 from artifactstore.errors import Conflict, HoldNotFound, InvalidInput
+from artifactstore.model.events import HoldPlaced, HoldReleased
 from artifactstore.model.identity import Reference
 from artifactstore.model.records import Hold
 
@@ -80,13 +81,7 @@ def place(conn: Connection, ref: Reference, reason: str, actor: str) -> Hold:
     text = check_reason(reason)
     serialise(conn)
     record = packages.get(conn, ref)
-    event = append(
-        conn,
-        "hold.placed",
-        str(record.reference),
-        {"version_id": record.id, "reference": str(record.reference), "reason": text},
-        actor,
-    )
+    event = append(conn, HoldPlaced(record.id, str(record.reference), text), actor)
     return _get(conn, event.seq)
 
 
@@ -119,13 +114,7 @@ def release(
         )
     else:
         chosen = active[0]
-    append(
-        conn,
-        "hold.released",
-        str(record.reference),
-        {"hold_id": chosen.id, "reference": str(record.reference), "reason": text},
-        actor,
-    )
+    append(conn, HoldReleased(chosen.id, str(record.reference), text), actor)
     return _get(conn, chosen.id)
 
 

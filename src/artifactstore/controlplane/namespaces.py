@@ -37,6 +37,7 @@ from artifactstore.controlplane.protection import (
     serialise,
 )
 from artifactstore.errors import QuotaExceeded
+from artifactstore.model.events import NamespaceUpdated
 from artifactstore.model.identity import Namespace
 from artifactstore.model.records import MAX_MOVABLE_TAGS, NamespaceSettings
 
@@ -72,13 +73,7 @@ def put(
     conn: Connection, namespace: str, settings: NamespaceSettings, actor: str
 ) -> NamespaceSettings:
     Namespace(namespace)
-    append(
-        conn,
-        "namespace.updated",
-        namespace,
-        {"namespace": namespace, "settings": settings.to_json()},
-        actor,
-    )
+    append(conn, NamespaceUpdated(namespace, settings.to_json()), actor)
     return settings
 
 

@@ -25,6 +25,7 @@ from artifactstore.errors import (
     PackageNotFound,
     VersionExists,
 )
+from artifactstore.model.events import PackageCommitted, PackageDeleted, TagMoved
 from artifactstore.model.identity import Digest, Namespace, PackageName, Reference
 from artifactstore.model.manifest import Manifest
 from artifactstore.model.records import QueryArgs
@@ -157,17 +158,14 @@ def commit(
             f"{len(missing)} referenced blob(s) are not in the store: upload them first", missing
         )
     namespaces.check_quota(conn, ns, [(d, present[d][1]) for d in wanted], held_since)
-    payload: dict[str, Any] = {
-        "manifest": manifest.to_map(),
-        "digest": str(manifest.digests().blake3),
-    }
+    # The logged subject is the manifest's own reference (``NS/NAME:VERSION``), as ``ref``.
+    body, digest = manifest.to_map(), str(manifest.digests().blake3)
     if existing is None:
-        event = append(conn, "package.committed", str(ref), payload, actor)
+        event = append(conn, PackageCommitted(body, digest), actor)
     else:
         now = time.time()
         check_deletable(conn, [existing], now)
-        payload["previous"] = {"version_id": existing.id, "digest": str(existing.digest)}
-        event = append(conn, "tag.moved", str(ref), payload, actor)
+        event = append(conn, TagMoved(body, digest, existing.id, str(existing.digest)), actor)
         dereference(conn, (str(f.blake3) for f in existing.manifest.files), now)
     # What the projection just wrote, without reading and parsing it back.
     digests = manifest.digests()
@@ -221,17 +219,9 @@ def delete_many(
     the payload (``"retention"`` for deletions by retention apply).
     """
     check_deletable(conn, records, now)
-    extra = {} if cause is None else {"cause": cause}
     append_many(
         conn,
-        [
-            (
-                "package.deleted",
-                str(r.reference),
-                {"version_id": r.id, "digest": str(r.digest), **extra},
-            )
-            for r in records
-        ],
+        [PackageDeleted(str(r.reference), r.id, str(r.digest), cause) for r in records],
         actor,
     )
 

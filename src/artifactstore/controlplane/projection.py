@@ -1,74 +1,104 @@
 """Projection: how each event changes the views.
 
 This is the only code that writes view tables. Live mutations run it inside
-the transaction that appends the event (``eventlog.append``); ``rebuild``
-empties the views and runs it again over the whole log. So it must depend on
-nothing but the event: no clock, no storage, no other tables than views.
+the transaction that appends the event (``eventlog.append``, which hands over
+the typed events it logged); ``rebuild`` empties the views and runs it again
+over the whole log (:func:`project`, which parses each logged payload into its
+type). So it must depend on nothing but the event: no clock, no storage, no
+other tables than views. It imports only the database tables and the model:
+the control plane's modules that append events import the log, which imports
+this, never the other way round.
+
+Handlers take the event's record (``seq``, ``time``, ``actor``) and its typed
+value; :data:`_PROJECTIONS` is the table from event type to handler.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
-from artifactstore.controlplane.blobs import recorded
 from artifactstore.controlplane.db import tables as t
-from artifactstore.controlplane.db.bulk import in_batches, insert_rows
+from artifactstore.controlplane.db.bulk import in_batches, insert_rows, values_in
 from artifactstore.model.cbor import dumps_validated
+from artifactstore.model.events import (
+    BlobClaimed,
+    BlobCollected,
+    BlobRestoreRequested,
+    BlobsStored,
+    BlobStored,
+    BlobTiered,
+    Event,
+    HoldPlaced,
+    HoldReleased,
+    JsonObject,
+    Location,
+    NamespaceUpdated,
+    PackageCommitted,
+    PackageDeleted,
+    RetentionLocked,
+    RetentionSet,
+    SchemaRegistered,
+    TagMoved,
+    TokenCreated,
+    TokenRevoked,
+    TypedEvent,
+    stored_blobs,
+)
 from artifactstore.model.identity import BlobDigests
 
-__all__ = ["EVENT_TYPES", "project", "stored_blobs"]
+__all__ = ["PROJECTED_TYPES", "Recorded", "project", "project_recorded"]
+
+#: An event's record in the log and its typed value.
+Recorded = tuple[Event, TypedEvent]
+
+E = TypeVar("E", bound=TypedEvent)
 
 
-def _location_row(blake3: str, loc: dict[str, Any]) -> dict[str, Any]:
+def _location_row(blake3: str, loc: Location) -> dict[str, Any]:
     """A ``storage_locations`` row from a location as events carry it."""
     return {
         "blake3": blake3,
-        "backend": loc["backend"],
-        "key": loc["key"],
-        "representation": loc["representation"],
-        "retrieval_tier": loc["retrieval_tier"],
-        "restore_status": loc["restore_status"],
+        "backend": loc.backend,
+        "key": loc.key,
+        "representation": loc.representation,
+        "retrieval_tier": loc.retrieval_tier,
+        "restore_status": loc.restore_status,
         "restore_ready_at": None,
-        "pack_offset": loc.get("offset"),
+        "pack_offset": loc.offset,
     }
 
 
-def stored_blobs(event: Any) -> list[dict[str, Any]]:
-    """The ``blob.stored`` payloads an event stands for: its own, a ``blobs.stored``
-    event's list (a push's blobs, recorded in one transaction), or none."""
-    if event.type == "blobs.stored":
-        return list(event.payload["blobs"])
-    return [event.payload] if event.type == "blob.stored" else []
+def _recorded(conn: Connection, blake3s: Iterable[str]) -> set[str]:
+    """Which of these blobs have a row."""
+    return values_in(conn, t.blobs.c.blake3, t.blobs.c.blake3, blake3s)
 
 
-def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
+def _blobs_stored(conn: Connection, items: Sequence[Recorded]) -> None:
     """Batch handler: a push records thousands of blobs in one transaction."""
-    # By digest: the seq and time of the event that recorded it, and its payload.
-    payloads = {p["blake3"]: ((e.seq, e.time), p) for e in events for p in stored_blobs(e)}
+    # By digest: the record of the event that recorded it, and the blob.
+    stored = {b.blake3: (at, b) for at, e in items for b in stored_blobs(e)}
     # A blobs.stored event lists only blobs that had no row (record_stored), so
     # only single blob.stored events need the lookup; a row that exists after
     # all fails the insert below rather than passing unnoticed.
-    present = recorded(conn, (e.payload["blake3"] for e in events if e.type == "blob.stored"))
+    present = _recorded(conn, (e.blake3 for _, e in items if isinstance(e, BlobStored)))
     new_blobs = [
         {
             "blake3": name,
-            "sha256": p["sha256"],
-            "size": p["size"],
-            "stored_seq": seq,
-            "stored_at": time,
+            "sha256": b.sha256,
+            "size": b.size,
+            "stored_seq": at.seq,
+            "stored_at": at.time,
         }
-        for name, ((seq, time), p) in payloads.items()
+        for name, (at, b) in stored.items()
         if name not in present
     ]
     if new_blobs:
         insert_rows(conn, t.blobs, new_blobs)
-    locations = [
-        _location_row(name, loc) for name, (_e, p) in payloads.items() for loc in p["locations"]
-    ]
+    locations = [_location_row(name, loc) for name, (_, b) in stored.items() for loc in b.locations]
     for name in present:  # re-recorded content: its locations are replaced
         conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == name))
     if locations:
@@ -76,15 +106,15 @@ def _blobs_stored(conn: Connection, events: Sequence[Any]) -> None:
     # A blob is stored (recorded) only while it has no row, and collecting a row
     # drops its holdings: the holdings of a new blob are new rows, inserted at once.
     holdings = [
-        {"namespace": p["namespace"], "blake3": name, "held_seq": seq, "held_at": time}
-        for name, ((seq, time), p) in payloads.items()
-        if p.get("namespace") and name not in present
+        {"namespace": b.namespace, "blake3": name, "held_seq": at.seq, "held_at": at.time}
+        for name, (at, b) in stored.items()
+        if b.namespace and name not in present
     ]
     if holdings:
         insert_rows(conn, t.namespace_blobs, holdings)
-    for name, ((seq, time), p) in payloads.items():
-        if p.get("namespace") and name in present:
-            _hold(conn, p["namespace"], name, seq, time)
+    for name, (at, b) in stored.items():
+        if b.namespace and name in present:
+            _hold(conn, b.namespace, name, at.seq, at.time)
 
 
 def _hold(conn: Connection, namespace: str, blake3: str, seq: int, time: str) -> None:
@@ -101,63 +131,61 @@ def _hold(conn: Connection, namespace: str, blake3: str, seq: int, time: str) ->
     )
 
 
-def _blob_claimed(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
-    _hold(conn, p["namespace"], p["blake3"], seq, time)
+def _blob_claimed(conn: Connection, at: Event, e: BlobClaimed) -> None:
+    _hold(conn, e.namespace, e.blake3, at.seq, at.time)
 
 
-def _token_created(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+def _token_created(conn: Connection, at: Event, e: TokenCreated) -> None:
     conn.execute(
         insert(t.tokens).values(
-            id=p["id"],
-            name=p["name"],
-            secret_hash=p["secret_hash"],
-            scopes=json.dumps(p["scopes"]),
-            created_at=time,
-            created_by=actor,
-            expires_at=p["expires_at"],
+            id=e.id,
+            name=e.name,
+            secret_hash=e.secret_hash,
+            scopes=json.dumps(list(e.scopes)),
+            created_at=at.time,
+            created_by=at.actor,
+            expires_at=e.expires_at,
             revoked_at=None,
             revoked_by=None,
         )
     )
 
 
-def _token_revoked(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+def _token_revoked(conn: Connection, at: Event, e: TokenRevoked) -> None:
     conn.execute(
-        update(t.tokens).where(t.tokens.c.id == p["id"]).values(revoked_at=time, revoked_by=actor)
+        update(t.tokens)
+        .where(t.tokens.c.id == e.id)
+        .values(revoked_at=at.time, revoked_by=at.actor)
     )
 
 
-def _namespace_updated(
-    conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]
-) -> None:
-    conn.execute(delete(t.namespaces).where(t.namespaces.c.name == p["namespace"]))
+def _namespace_updated(conn: Connection, at: Event, e: NamespaceUpdated) -> None:
+    conn.execute(delete(t.namespaces).where(t.namespaces.c.name == e.namespace))
     conn.execute(
         insert(t.namespaces).values(
-            name=p["namespace"],
-            settings=json.dumps(p["settings"], sort_keys=True),
-            updated_seq=seq,
+            name=e.namespace,
+            settings=json.dumps(dict(e.settings), sort_keys=True),
+            updated_seq=at.seq,
         )
     )
 
 
-def _blob_collected(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
-    conn.execute(delete(t.namespace_blobs).where(t.namespace_blobs.c.blake3 == p["blake3"]))
-    conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == p["blake3"]))
-    conn.execute(delete(t.blobs).where(t.blobs.c.blake3 == p["blake3"]))
+def _blob_collected(conn: Connection, at: Event, e: BlobCollected) -> None:
+    conn.execute(delete(t.namespace_blobs).where(t.namespace_blobs.c.blake3 == e.blake3))
+    conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == e.blake3))
+    conn.execute(delete(t.blobs).where(t.blobs.c.blake3 == e.blake3))
 
 
-def _blob_tiered(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
-    conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == p["blake3"]))
-    conn.execute(insert(t.storage_locations).values(_location_row(p["blake3"], p["location"])))
+def _blob_tiered(conn: Connection, at: Event, e: BlobTiered) -> None:
+    conn.execute(delete(t.storage_locations).where(t.storage_locations.c.blake3 == e.blake3))
+    conn.execute(insert(t.storage_locations).values(_location_row(e.blake3, e.location)))
 
 
-def _blob_restore_requested(
-    conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]
-) -> None:
+def _blob_restore_requested(conn: Connection, at: Event, e: BlobRestoreRequested) -> None:
     conn.execute(
         update(t.storage_locations)
-        .where(t.storage_locations.c.blake3 == p["blake3"])
-        .values(restore_status="restoring", restore_ready_at=p["ready_at"])
+        .where(t.storage_locations.c.blake3 == e.blake3)
+        .values(restore_status="restoring", restore_ready_at=e.ready_at)
     )
 
 
@@ -170,15 +198,14 @@ def _scalar_text(value: object) -> str | None:
     return None
 
 
-def _package_committed(
-    conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]
-) -> None:
+def _commit(conn: Connection, at: Event, m: JsonObject) -> None:
+    """The rows of a committed manifest (``package.committed``, ``tag.moved``)."""
     # The map is read as it stands, not parsed into a Manifest again: only
     # manifests validated by ``Manifest.from_map`` (or built by it) are ever
     # appended, and the chain proves the log unaltered since. Parsing 10,000
     # entries again took a quarter of a 10,000-file push's commit.
-    m = p["manifest"]
-    cbor = dumps_validated(m)
+    seq = at.seq
+    cbor = dumps_validated(dict(m))
     digests = BlobDigests.of(cbor)
     package, files = m["package"], m["files"]
     ns, name, ver = package["namespace"], package["name"], package["version"]
@@ -195,7 +222,7 @@ def _package_committed(
         is None
     ):
         conn.execute(
-            insert(t.packages).values(namespace=ns, name=name, created_seq=seq, created_at=time)
+            insert(t.packages).values(namespace=ns, name=name, created_seq=seq, created_at=at.time)
         )
     conn.execute(
         insert(t.versions).values(
@@ -208,8 +235,8 @@ def _package_committed(
             manifest=cbor,
             variant=m["variant"],
             created=m["created"],
-            committed_at=time,
-            actor=actor,
+            committed_at=at.time,
+            actor=at.actor,
             size=sum(f["size"] for f in files),
             file_count=len(files),
             deleted_seq=None,
@@ -241,17 +268,21 @@ def _package_committed(
         conn.execute(insert(t.version_meta), meta)
 
 
-def _tag_moved(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+def _package_committed(conn: Connection, at: Event, e: PackageCommitted) -> None:
+    _commit(conn, at, e.manifest)
+
+
+def _tag_moved(conn: Connection, at: Event, e: TagMoved) -> None:
     """The previous version under a movable tag goes (as a deletion would) and the new comes."""
-    previous = p["previous"]["version_id"]
+    previous = e.previous_version_id
     conn.execute(delete(t.files).where(t.files.c.version_id == previous))
     conn.execute(delete(t.version_meta).where(t.version_meta.c.version_id == previous))
-    _package_committed(conn, seq, time, actor, p)
+    _commit(conn, at, e.manifest)
 
 
-def _packages_deleted(conn: Connection, events: Sequence[Any]) -> None:
+def _packages_deleted(conn: Connection, items: Sequence[tuple[Event, PackageDeleted]]) -> None:
     """Batch handler: retention apply tombstones thousands of versions in one transaction."""
-    ids = [e.payload["version_id"] for e in events]
+    ids = [e.version_id for _, e in items]
     for chunk in in_batches(ids):
         conn.execute(delete(t.files).where(t.files.c.version_id.in_(chunk)))
         conn.execute(delete(t.version_meta).where(t.version_meta.c.version_id.in_(chunk)))
@@ -259,19 +290,19 @@ def _packages_deleted(conn: Connection, events: Sequence[Any]) -> None:
         update(t.versions)
         .where(t.versions.c.id == bindparam("b_id"))
         .values(deleted_seq=bindparam("b_seq"), deleted_at=bindparam("b_at")),
-        [{"b_id": e.payload["version_id"], "b_seq": e.seq, "b_at": e.time} for e in events],
+        [{"b_id": e.version_id, "b_seq": at.seq, "b_at": at.time} for at, e in items],
     )
 
 
-def _hold_placed(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+def _hold_placed(conn: Connection, at: Event, e: HoldPlaced) -> None:
     conn.execute(
         insert(t.holds).values(
-            id=seq,
-            version_id=p["version_id"],
-            reference=p["reference"],
-            reason=p["reason"],
-            actor=actor,
-            placed_at=time,
+            id=at.seq,
+            version_id=e.version_id,
+            reference=e.reference,
+            reason=e.reason,
+            actor=at.actor,
+            placed_at=at.time,
             released_seq=None,
             released_at=None,
             release_reason=None,
@@ -280,11 +311,16 @@ def _hold_placed(conn: Connection, seq: int, time: str, actor: str, p: dict[str,
     )
 
 
-def _hold_released(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+def _hold_released(conn: Connection, at: Event, e: HoldReleased) -> None:
     conn.execute(
         update(t.holds)
-        .where(t.holds.c.id == p["hold_id"])
-        .values(released_seq=seq, released_at=time, release_reason=p["reason"], released_by=actor)
+        .where(t.holds.c.id == e.hold_id)
+        .values(
+            released_seq=at.seq,
+            released_at=at.time,
+            release_reason=e.reason,
+            released_by=at.actor,
+        )
     )
 
 
@@ -295,11 +331,13 @@ def _policy_row(conn: Connection, namespace: str, package: str) -> Any:
     ).first()
 
 
-def _retention_set(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+def _retention_set(conn: Connection, at: Event, e: RetentionSet) -> None:
     """A policy replaces the row's policy; a null policy removes it (a lock stays)."""
     rp = t.retention_policies
-    ns, package, policy = p["namespace"], p["package"], p["policy"]
-    text = None if policy is None else json.dumps(policy, sort_keys=True, separators=(",", ":"))
+    ns, package, policy = e.namespace, e.package, e.policy
+    text = (
+        None if policy is None else json.dumps(dict(policy), sort_keys=True, separators=(",", ":"))
+    )
     row = _policy_row(conn, ns, package)
     key = (rp.c.namespace == ns) & (rp.c.package == package)
     if row is None:
@@ -310,7 +348,7 @@ def _retention_set(conn: Connection, seq: int, time: str, actor: str, p: dict[st
                     package=package,
                     policy=text,
                     locked=False,
-                    updated_seq=seq,
+                    updated_seq=at.seq,
                     lock_days=None,
                     locked_at=None,
                 )
@@ -318,12 +356,12 @@ def _retention_set(conn: Connection, seq: int, time: str, actor: str, p: dict[st
     elif text is None and not row.locked:
         conn.execute(delete(rp).where(key))
     else:
-        conn.execute(update(rp).where(key).values(policy=text, updated_seq=seq))
+        conn.execute(update(rp).where(key).values(policy=text, updated_seq=at.seq))
 
 
-def _retention_locked(conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]) -> None:
+def _retention_locked(conn: Connection, at: Event, e: RetentionLocked) -> None:
     rp = t.retention_policies
-    ns = p["namespace"]
+    ns = e.namespace
     if _policy_row(conn, ns, "") is None:
         conn.execute(
             insert(rp).values(
@@ -331,102 +369,109 @@ def _retention_locked(conn: Connection, seq: int, time: str, actor: str, p: dict
                 package="",
                 policy=None,
                 locked=True,
-                updated_seq=seq,
-                lock_days=p["keep_days"],
-                locked_at=time,
+                updated_seq=at.seq,
+                lock_days=e.keep_days,
+                locked_at=at.time,
             )
         )
     else:
         conn.execute(
             update(rp)
             .where(rp.c.namespace == ns, rp.c.package == "")
-            .values(locked=True, lock_days=p["keep_days"], locked_at=time, updated_seq=seq)
+            .values(locked=True, lock_days=e.keep_days, locked_at=at.time, updated_seq=at.seq)
         )
 
 
-def _schema_registered(
-    conn: Connection, seq: int, time: str, actor: str, p: dict[str, Any]
-) -> None:
+def _schema_registered(conn: Connection, at: Event, e: SchemaRegistered) -> None:
     conn.execute(
         insert(t.schemas).values(
-            id=p["id"],
+            id=e.id,
             schema=json.dumps(
-                p["schema"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+                dict(e.schema), sort_keys=True, separators=(",", ":"), ensure_ascii=False
             ),
-            digest=p["digest"],
-            registered_seq=seq,
-            registered_at=time,
+            digest=e.digest,
+            registered_seq=at.seq,
+            registered_at=at.time,
         )
     )
 
 
-_Handler = Callable[[Connection, int, str, str, dict[str, Any]], None]
+#: A handler of a run of consecutive events of one type.
+_Apply = Callable[[Connection, Sequence[Recorded]], None]
 
-#: Handlers that take a run of consecutive events of their type at once.
-_BATCH_HANDLERS: dict[str, Callable[[Connection, Sequence[Any]], None]] = {
-    "blob.stored": _blobs_stored,
-    "blobs.stored": _blobs_stored,
-    "package.deleted": _packages_deleted,
+
+def _each(cls: type[E], handler: Callable[[Connection, Event, E], None]) -> _Apply:
+    """A handler of one event of type ``cls``, applied to each event of a run in turn."""
+
+    def run(conn: Connection, items: Sequence[Recorded]) -> None:
+        for at, e in items:
+            if not isinstance(e, cls):
+                raise TypeError(f"event {at.seq} is {type(e).__name__}, not {cls.__name__}")
+            handler(conn, at, e)
+
+    return run
+
+
+def _batch(
+    cls: type[E], handler: Callable[[Connection, Sequence[tuple[Event, E]]], None]
+) -> _Apply:
+    """A handler that takes a whole run of events of type ``cls`` at once."""
+
+    def run(conn: Connection, items: Sequence[Recorded]) -> None:
+        typed: list[tuple[Event, E]] = []
+        for at, e in items:
+            if not isinstance(e, cls):
+                raise TypeError(f"event {at.seq} is {type(e).__name__}, not {cls.__name__}")
+            typed.append((at, e))
+        handler(conn, typed)
+
+    return run
+
+
+#: Every event type and how it changes the views. Runs of consecutive events of one
+#: type go to their handler together (a push's blobs, retention's deletions).
+_PROJECTIONS: dict[str, _Apply] = {
+    BlobStored.type: _blobs_stored,
+    BlobsStored.type: _blobs_stored,
+    BlobClaimed.type: _each(BlobClaimed, _blob_claimed),
+    BlobCollected.type: _each(BlobCollected, _blob_collected),
+    BlobTiered.type: _each(BlobTiered, _blob_tiered),
+    BlobRestoreRequested.type: _each(BlobRestoreRequested, _blob_restore_requested),
+    TokenCreated.type: _each(TokenCreated, _token_created),
+    TokenRevoked.type: _each(TokenRevoked, _token_revoked),
+    NamespaceUpdated.type: _each(NamespaceUpdated, _namespace_updated),
+    PackageCommitted.type: _each(PackageCommitted, _package_committed),
+    TagMoved.type: _each(TagMoved, _tag_moved),
+    PackageDeleted.type: _batch(PackageDeleted, _packages_deleted),
+    SchemaRegistered.type: _each(SchemaRegistered, _schema_registered),
+    HoldPlaced.type: _each(HoldPlaced, _hold_placed),
+    HoldReleased.type: _each(HoldReleased, _hold_released),
+    RetentionSet.type: _each(RetentionSet, _retention_set),
+    RetentionLocked.type: _each(RetentionLocked, _retention_locked),
 }
 
-_HANDLERS: dict[str, _Handler] = {
-    "blob.claimed": _blob_claimed,
-    "blob.collected": _blob_collected,
-    "blob.tiered": _blob_tiered,
-    "blob.restore_requested": _blob_restore_requested,
-    "token.created": _token_created,
-    "token.revoked": _token_revoked,
-    "namespace.updated": _namespace_updated,
-    "package.committed": _package_committed,
-    "tag.moved": _tag_moved,
-    "schema.registered": _schema_registered,
-    "hold.placed": _hold_placed,
-    "hold.released": _hold_released,
-    "retention.set": _retention_set,
-    "retention.locked": _retention_locked,
-}
-
-#: Every event type the log may hold, with what it means (documented in docs/events.md).
-EVENT_TYPES = {
-    "blob.stored": "bytes became durable and were recorded with both digests and a location",
-    "blobs.stored": "several blobs were recorded in one transaction (a push): a list of "
-    "blob.stored payloads, projected as that many blob.stored events",
-    "blob.collected": "garbage collection removed an unreferenced blob",
-    "blob.tiered": "a blob's bytes moved to another storage tier (hot or cold), or a restore "
-    "completed",
-    "blob.restore_requested": "a restore of a blob from the cold tier started; it completes at "
-    "ready_at",
-    "blob.claimed": "a namespace proved possession of bytes the store already held",
-    "token.created": "an API token was created (its secret's hash only)",
-    "token.revoked": "an API token was revoked",
-    "namespace.updated": "a namespace's settings changed (anonymous read, quota, movable tags)",
-    "package.committed": "a package version (manifest) was committed",
-    "tag.moved": "a movable tag (e.g. latest) now names a new manifest; the previous one is gone",
-    "package.deleted": "a package version was deleted (tombstone); its bytes wait for GC",
-    "schema.registered": "a metadata JSON Schema was registered for a variant id",
-    "hold.placed": "a legal hold was placed on a version (its id is the event's seq)",
-    "hold.released": "a legal hold was released",
-    "retention.set": "a namespace's or package's retention policy was set or cleared",
-    "retention.locked": "a namespace's retention lock (minimum keep-days) was set or extended",
-}
+#: The event types the projection knows (a test holds it equal to ``EVENT_CLASSES``).
+PROJECTED_TYPES = frozenset(_PROJECTIONS)
 
 
-def project(conn: Connection, events: Sequence[Any]) -> None:
-    """Apply events, in order, to the views. Unknown types are refused, never skipped."""
+def project_recorded(conn: Connection, items: Sequence[Recorded]) -> None:
+    """Apply typed events, in order, to the views. Unknown types are refused, never skipped."""
     i = 0
-    while i < len(events):
-        kind = events[i].type
-        batch = _BATCH_HANDLERS.get(kind)
-        if batch is not None:
-            j = i
-            while j < len(events) and events[j].type == kind:
-                j += 1
-            batch(conn, events[i:j])
-            i = j
-            continue
-        handler = _HANDLERS.get(kind)
+    while i < len(items):
+        kind = items[i][1].type
+        handler = _PROJECTIONS.get(kind)
         if handler is None:
-            raise ValueError(f"no projection for event type {kind!r} (seq {events[i].seq})")
-        e = events[i]
-        handler(conn, e.seq, e.time, e.actor, e.payload)
-        i += 1
+            raise ValueError(f"no projection for event type {kind!r} (seq {items[i][0].seq})")
+        j = i + 1
+        while j < len(items) and items[j][1].type == kind:
+            j += 1
+        handler(conn, items[i:j])
+        i = j
+
+
+def project(conn: Connection, events: Sequence[Event]) -> None:
+    """Replay logged events (``rebuild``): parse each payload into its type, then apply it.
+
+    An unknown type or a payload that does not parse raises ValueError naming the seq.
+    """
+    project_recorded(conn, [(e, e.typed()) for e in events])

@@ -46,7 +46,7 @@ from artifactstore.controlplane import namespaces, packages
 from artifactstore.controlplane.blobs import dereference
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
-from artifactstore.controlplane.eventlog import append, utc_iso
+from artifactstore.controlplane.eventlog import append
 from artifactstore.controlplane.protection import (
     active_holds,
     lock_days,
@@ -58,6 +58,8 @@ from artifactstore.controlplane.retention_rules import (
     evaluate,
 )
 from artifactstore.errors import RetentionLocked
+from artifactstore.model import events
+from artifactstore.model.clock import utc_iso
 from artifactstore.model.identity import Namespace, PackageName
 from artifactstore.model.retention import (
     Decision,
@@ -67,7 +69,6 @@ from artifactstore.model.retention import (
     RetentionSettings,
     VersionRetention,
     check_days,
-    days_json,
     days_text,
     effective_policy,
 )
@@ -277,17 +278,9 @@ def set_policy(
     current = settings(conn, namespace)
     existing = current.default if package is None else current.packages.get(package)
     if existing != policy:
-        append(
-            conn,
-            "retention.set",
-            namespace if package is None else f"{namespace}/{package}",
-            {
-                "namespace": namespace,
-                "package": package or "",
-                "policy": None if policy is None else policy.to_json(),
-            },
-            actor,
-        )
+        # Subject ``NS`` for the namespace default (package ""), ``NS/NAME`` for a package.
+        document = None if policy is None else policy.to_json()
+        append(conn, events.RetentionSet(namespace, package or "", document), actor)
     return settings(conn, namespace)
 
 
@@ -307,13 +300,7 @@ def lock(conn: Connection, namespace: str, keep_days: float, actor: str) -> Rete
             f"a lock can only grow, so {days_text(days)} is refused"
         )
     if current != days:
-        append(
-            conn,
-            "retention.locked",
-            namespace,
-            {"namespace": namespace, "keep_days": days_json(days)},
-            actor,
-        )
+        append(conn, events.RetentionLocked(namespace, days), actor)
     return settings(conn, namespace)
 
 

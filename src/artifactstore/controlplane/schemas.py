@@ -18,6 +18,7 @@ from artifactstore.errors import (
     SchemaExists,
     SchemaNotFound,
 )
+from artifactstore.model.events import SchemaRegistered
 
 __all__ = ["get", "list_ids", "register", "validate_metadata", "validate_variant_id"]
 
@@ -65,13 +66,7 @@ def register(conn: Connection, variant: str, schema: Any, actor: str) -> bool:
             "immutable: register the new one under a new id (e.g. bump the version suffix)"
         )
     digest = "blake3:" + blake3.blake3(text.encode()).hexdigest()
-    append(
-        conn,
-        "schema.registered",
-        variant,
-        {"id": variant, "schema": schema, "digest": digest},
-        actor,
-    )
+    append(conn, SchemaRegistered(variant, schema, digest), actor)
     return True
 
 

@@ -45,9 +45,11 @@ from artifactstore.controlplane.blobs import located
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches
 from artifactstore.controlplane.db.engine import Database
-from artifactstore.controlplane.eventlog import append, utc_iso
+from artifactstore.controlplane.eventlog import append
 from artifactstore.dataplane.blobs import DataPlane, Placement
 from artifactstore.errors import CorruptBlob, InvalidInput, RestoreRequired, StorageError
+from artifactstore.model.clock import utc_iso
+from artifactstore.model.events import BlobRestoreRequested, BlobTiered
 from artifactstore.model.identity import BlobDigests, Digest
 from artifactstore.model.records import AVAILABLE, TIERS, BlobTier, TierReport
 
@@ -152,17 +154,8 @@ def move(
                     f"the copy of {row.blake3} vanished before it was recorded "
                     "(GC with a grace period shorter than the move?): run the move again"
                 )
-            append(
-                conn,
-                "blob.tiered",
-                row.blake3,
-                {
-                    "blake3": row.blake3,
-                    "from": row.backend,
-                    "location": blob_records.location(target, copy, to, _STATUS_IN[to]),
-                },
-                actor,
-            )
+            place = blob_records.location(target, copy, to, _STATUS_IN[to])
+            append(conn, BlobTiered(row.blake3, row.backend, place), actor)
         if source.offset is None:
             plane.delete(row.key, row.backend)
         # else the pack's other blobs still live there: GC removes it once none does.
@@ -183,13 +176,7 @@ def request_restore(
         for row in _rows(conn, blake3s):
             if row.restore_status != "archived":
                 continue
-            append(
-                conn,
-                "blob.restore_requested",
-                row.blake3,
-                {"blake3": row.blake3, "ready_at": ready_at},
-                actor,
-            )
+            append(conn, BlobRestoreRequested(row.blake3, ready_at), actor)
             report.changed.append(row.blake3)
             report.bytes_changed += row.size
         report.blobs = status(conn, blake3s)

@@ -23,8 +23,10 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select
 
 from artifactstore.controlplane.db import tables as t
-from artifactstore.controlplane.eventlog import append, utc_now
+from artifactstore.controlplane.eventlog import append
 from artifactstore.errors import InvalidInput, NotFound
+from artifactstore.model.clock import utc_now
+from artifactstore.model.events import TokenCreated, TokenRevoked
 from artifactstore.model.records import TokenInfo
 
 __all__ = [
@@ -76,19 +78,7 @@ def create(
     checked = check_scopes(scopes)
     token_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LEN))
     secret = secrets.token_urlsafe(32)  # 256 bits, 43 characters
-    append(
-        conn,
-        "token.created",
-        token_id,
-        {
-            "id": token_id,
-            "name": name,
-            "secret_hash": _hash(secret),
-            "scopes": list(checked),
-            "expires_at": expires_at,
-        },
-        actor,
-    )
+    append(conn, TokenCreated(token_id, name, _hash(secret), tuple(checked), expires_at), actor)
     info = find(conn, token_id)
     assert info is not None
     return info, f"{TOKEN_PREFIX}{token_id}_{secret}"
@@ -123,7 +113,7 @@ def revoke(conn: Connection, token_id: str, actor: str) -> TokenInfo:
     if info is None:
         raise NotFound(f"no token {token_id[:40]!r}: see 'artifactstore token list'")
     if info.revoked_at is None:
-        append(conn, "token.revoked", token_id, {"id": token_id}, actor)
+        append(conn, TokenRevoked(token_id), actor)
     revoked = find(conn, token_id)
     assert revoked is not None
     return revoked

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Unpack
+from typing import Any, Protocol, Unpack
 
+from artifactstore.model.events import Event
 from artifactstore.model.identity import Digest, Reference
 from artifactstore.model.manifest import Manifest
 from artifactstore.model.records import (
@@ -29,9 +30,6 @@ from artifactstore.model.records import (
     VerifyReport,
 )
 from artifactstore.model.retention import RetentionPolicy, RetentionReport, RetentionSettings
-
-if TYPE_CHECKING:  # TODO(merge typed-events): model/events.py
-    from artifactstore.controlplane.eventlog import Event
 
 __all__ = ["Pushed", "StoreAPI", "UploadAppend", "Version"]
 

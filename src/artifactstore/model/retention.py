@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from artifactstore.errors import InvalidInput
-from artifactstore.model.clock import utc_iso
+from artifactstore.model.clock import TIME_FORMAT, utc_iso
 
 __all__ = [
     "DAY",
@@ -37,9 +37,6 @@ __all__ = [
 
 
 DAY = 86400.0
-
-
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 #: What a deleted version's explanation says.
@@ -76,8 +73,8 @@ def younger_than(committed_at: str, days: float, now: float) -> bool:
 
 def locked_until(committed_at: str, days: float) -> str:
     """When a version committed at ``committed_at`` leaves a lock of ``days``."""
-    start = datetime.strptime(committed_at, _TIME_FORMAT).replace(tzinfo=UTC)
-    return (start + timedelta(days=days)).strftime(_TIME_FORMAT)
+    start = datetime.strptime(committed_at, TIME_FORMAT).replace(tzinfo=UTC)
+    return (start + timedelta(days=days)).strftime(TIME_FORMAT)
 
 
 def check_days(value: object, what: str = "keep_days") -> float:

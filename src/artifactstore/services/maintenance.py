@@ -6,9 +6,10 @@ from artifactstore.controlplane import gc as gc_mod
 from artifactstore.controlplane import leases, packages, views
 from artifactstore.controlplane import verify as checks
 from artifactstore.controlplane.blobs import placement
-from artifactstore.controlplane.eventlog import Event, iter_events, verify_chain
+from artifactstore.controlplane.eventlog import iter_events, verify_chain
 from artifactstore.dataplane.blobs import Placement
 from artifactstore.errors import CorruptBlob
+from artifactstore.model.events import Event
 from artifactstore.model.identity import Reference
 from artifactstore.model.records import GcReport, VerifyReport
 from artifactstore.services.core import Core
