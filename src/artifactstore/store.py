@@ -32,7 +32,7 @@ from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import InvalidInput
 from artifactstore.model import records
 from artifactstore.model.clock import Clock
-from artifactstore.model.identity import BlobDigests, Digest, Reference
+from artifactstore.model.identity import BlobDigests, Digest, Namespace, PackageName, Reference
 from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.model.retention import (
     RetentionPolicy,
@@ -322,16 +322,17 @@ class Store:
         actor: str | None = None,
     ) -> RetentionSettings:
         """Set (None: clear) the namespace default (``package`` None) or a package's policy."""
-        return self._s.retention.set_policy((namespace, package), policy, actor or self.actor)
+        scope = (Namespace(namespace), None if package is None else PackageName(package))
+        return self._s.retention.set_policy(scope, policy, actor or self.actor)
 
     def retention_settings(self, namespace: str) -> RetentionSettings:
-        return self._s.retention.settings(namespace)
+        return self._s.retention.settings(Namespace(namespace))
 
     def lock_retention(
         self, namespace: str, keep_days: float, actor: str | None = None
     ) -> RetentionSettings:
         """Set or extend the namespace's retention lock; it can never shrink or go away."""
-        return self._s.retention.lock(namespace, keep_days, actor)
+        return self._s.retention.lock(Namespace(namespace), keep_days, actor or self.actor)
 
     def retention_plan(self, namespace: str | None = None) -> RetentionReport:
         """What ``apply_retention`` would do now: every live version's decision and rule."""
@@ -439,13 +440,15 @@ class Store:
 
     def namespace_settings(self, namespace: str) -> dict[str, Any]:
         """The namespace's settings and ``used_bytes`` (what its quota counts)."""
-        return self._s.access.namespace_settings(namespace)
+        return self._s.access.namespace_settings(Namespace(namespace))
 
     def set_namespace_settings(
         self, namespace: str, settings: Mapping[str, Any], actor: str | None = None
     ) -> dict[str, Any]:
         """Replace a namespace's settings; ``used_bytes`` (read-only) is ignored."""
-        return self._s.access.set_namespace_settings(namespace, settings, actor)
+        return self._s.access.set_namespace_settings(
+            Namespace(namespace), settings, actor or self.actor
+        )
 
     def anonymous_namespaces(self) -> set[str]:
         """Namespaces whose packages anyone may read."""

@@ -64,16 +64,15 @@ def _all(conn: Connection, names: Iterable[str] | None = None) -> dict[str, Name
     }
 
 
-def get(conn: Connection, namespace: str) -> NamespaceSettings:
-    Namespace(namespace)
-    return _all(conn, [namespace]).get(namespace, NamespaceSettings())
+def get(conn: Connection, namespace: Namespace) -> NamespaceSettings:
+    name = str(namespace)
+    return _all(conn, [name]).get(name, NamespaceSettings())
 
 
 def put(
-    conn: Connection, namespace: str, settings: NamespaceSettings, actor: str
+    conn: Connection, namespace: Namespace, settings: NamespaceSettings, actor: str
 ) -> NamespaceSettings:
-    Namespace(namespace)
-    append(conn, NamespaceUpdated(namespace, settings.to_json()), actor)
+    append(conn, NamespaceUpdated(str(namespace), settings.to_json()), actor)
     return settings
 
 
@@ -102,14 +101,14 @@ def _held(held_since: str) -> Any:
     return union(live, recent).subquery()
 
 
-def usage(conn: Connection, namespace: str, held_since: str) -> int:
+def usage(conn: Connection, namespace: Namespace, held_since: str) -> int:
     """Bytes of the distinct blobs ``namespace`` holds (see the module docstring)."""
     held = _held(held_since)
     total = conn.execute(
         select(func.coalesce(func.sum(t.blobs.c.size), 0))
         .select_from(held)
         .join(t.blobs, t.blobs.c.blake3 == held.c.blake3)
-        .where(held.c.namespace == namespace)
+        .where(held.c.namespace == str(namespace))
     ).scalar_one()
     return int(total)
 
@@ -133,7 +132,7 @@ def usage_by_namespace(conn: Connection, held_since: str) -> dict[str, tuple[int
     }
 
 
-def _refuse(namespace: str, quota: int, used: int, adding: int) -> QuotaExceeded:
+def _refuse(namespace: Namespace, quota: int, used: int, adding: int) -> QuotaExceeded:
     return QuotaExceeded(
         f"namespace {namespace} holds {used} of its {quota} bytes; {adding} more would exceed "
         "its quota: delete versions (then 'artifactstore gc') or raise the quota with "
@@ -143,7 +142,7 @@ def _refuse(namespace: str, quota: int, used: int, adding: int) -> QuotaExceeded
     )
 
 
-def check_room(conn: Connection, namespace: str, adding: int, held_since: str) -> None:
+def check_room(conn: Connection, namespace: Namespace, adding: int, held_since: str) -> None:
     """Refuse ``adding`` more bytes when they cannot fit (an upload's declared length)."""
     quota = get(conn, namespace).quota_bytes
     if quota is None or adding == 0:
@@ -154,7 +153,7 @@ def check_room(conn: Connection, namespace: str, adding: int, held_since: str) -
 
 
 def check_quota(
-    conn: Connection, namespace: str, blobs: Sequence[tuple[str, int]], held_since: str
+    conn: Connection, namespace: Namespace, blobs: Sequence[tuple[str, int]], held_since: str
 ) -> None:
     """Inside a write transaction: refuse if holding ``blobs`` (blake3, size) would exceed
     the quota. Blobs the namespace already holds add nothing, each blob counts once."""
@@ -170,7 +169,7 @@ def check_quota(
             select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)).with_for_update(read=True)
         ).all()
     serialise(conn)
-    adding = sum(sizes[b] for b in not_held(conn, namespace, sizes, held_since))
+    adding = sum(sizes[b] for b in not_held(conn, str(namespace), sizes, held_since))
     if adding == 0:
         return
     used = usage(conn, namespace, held_since)

@@ -136,7 +136,7 @@ def commit(
     if existing is not None:
         if existing.manifest.same_content(manifest):
             return CommitResult(existing, created=False)
-        if str(ref.version) not in namespaces.get(conn, ns).movable_tags:
+        if str(ref.version) not in namespaces.get(conn, manifest.namespace).movable_tags:
             raise VersionExists(
                 f"{ref} already exists with different content (digest {existing.digest}); "
                 "versions are immutable: push under a new version"
@@ -157,7 +157,9 @@ def commit(
         raise MissingBlobs(
             f"{len(missing)} referenced blob(s) are not in the store: upload them first", missing
         )
-    namespaces.check_quota(conn, ns, [(d, present[d][1]) for d in wanted], held_since)
+    namespaces.check_quota(
+        conn, manifest.namespace, [(d, present[d][1]) for d in wanted], held_since
+    )
     # The logged subject is the manifest's own reference (``NS/NAME:VERSION``), as ``ref``.
     body, digest = manifest.to_map(), str(manifest.digests().blake3)
     if existing is None:

@@ -241,10 +241,9 @@ def apply(
 # --- policy and lock management ---------------------------------------------------------------
 
 
-def settings(conn: Connection, namespace: str) -> RetentionSettings:
-    Namespace(namespace)
+def settings(conn: Connection, namespace: Namespace) -> RetentionSettings:
     rp = t.retention_policies
-    rows = conn.execute(select(rp).where(rp.c.namespace == namespace)).all()
+    rows = conn.execute(select(rp).where(rp.c.namespace == str(namespace))).all()
     default: RetentionPolicy | None = None
     by_package: dict[str, RetentionPolicy] = {}
     days: float | None = None
@@ -257,13 +256,13 @@ def settings(conn: Connection, namespace: str) -> RetentionSettings:
                 days, locked_at = float(r.lock_days), r.locked_at
         elif policy is not None:
             by_package[r.package] = policy
-    return RetentionSettings(namespace, default, by_package, days, locked_at)
+    return RetentionSettings(str(namespace), default, by_package, days, locked_at)
 
 
 def set_policy(
     conn: Connection,
-    namespace: str,
-    package: str | None,
+    namespace: Namespace,
+    package: PackageName | None,
     policy: RetentionPolicy | None,
     actor: str,
 ) -> RetentionSettings:
@@ -272,42 +271,39 @@ def set_policy(
     Never touches the retention lock: a policy may keep less than the lock,
     and the lock still keeps every version younger than it.
     """
-    Namespace(namespace)
-    if package is not None:
-        PackageName(package)
     current = settings(conn, namespace)
-    existing = current.default if package is None else current.packages.get(package)
+    existing = current.default if package is None else current.packages.get(str(package))
     if existing != policy:
         # Subject ``NS`` for the namespace default (package ""), ``NS/NAME`` for a package.
         document = None if policy is None else policy.to_json()
-        append(conn, events.RetentionSet(namespace, package or "", document), actor)
+        name = "" if package is None else str(package)
+        append(conn, events.RetentionSet(str(namespace), name, document), actor)
     return settings(conn, namespace)
 
 
-def lock(conn: Connection, namespace: str, keep_days: float, actor: str) -> RetentionSettings:
+def lock(conn: Connection, namespace: Namespace, keep_days: float, actor: str) -> RetentionSettings:
     """Set or extend a namespace's retention lock; a shorter one raises RetentionLocked.
 
     There is no unlock: the lock is compliance mode, and the point of it is
     that nobody, admins included, can take it back through artifact-store.
     """
-    Namespace(namespace)
     days = check_days(keep_days)
     serialise(conn)
-    current = lock_days(conn, [namespace]).get(namespace)
+    current = lock_days(conn, [str(namespace)]).get(str(namespace))
     if current is not None and days < current:
         raise RetentionLocked(
             f"namespace {namespace} has a retention lock of {days_text(current)}; "
             f"a lock can only grow, so {days_text(days)} is refused"
         )
     if current != days:
-        append(conn, events.RetentionLocked(namespace, days), actor)
+        append(conn, events.RetentionLocked(str(namespace), days), actor)
     return settings(conn, namespace)
 
 
 def version_retention(conn: Connection, record: VersionRecord, now: float) -> VersionRetention:
     """The decision retention would make for one version now, at the cost of a few lookups."""
     ns, name = str(record.reference.namespace), str(record.reference.name)
-    current = settings(conn, ns)
+    current = settings(conn, record.reference.namespace)
     policy, scope = current.effective(name)
     v = t.versions
     rank = conn.execute(

@@ -7,6 +7,7 @@ from typing import Any
 
 from artifactstore.controlplane import namespaces, tokens
 from artifactstore.model.clock import utc_iso
+from artifactstore.model.identity import Namespace
 from artifactstore.model.records import TokenInfo
 from artifactstore.services.core import Core
 
@@ -59,7 +60,7 @@ class AccessService:
         with self._core.db.read() as conn:
             return tokens.count(conn)
 
-    def namespace_settings(self, namespace: str) -> dict[str, Any]:
+    def namespace_settings(self, namespace: Namespace) -> dict[str, Any]:
         """The namespace's settings and ``used_bytes`` (what its quota counts)."""
         with self._core.db.read() as conn:
             settings = namespaces.get(conn, namespace).to_json()
@@ -67,14 +68,14 @@ class AccessService:
         return settings
 
     def set_namespace_settings(
-        self, namespace: str, settings: Mapping[str, Any], actor: str | None = None
+        self, namespace: Namespace, settings: Mapping[str, Any], actor: str
     ) -> dict[str, Any]:
         """Replace a namespace's settings; ``used_bytes`` (read-only) is ignored."""
         parsed = namespaces.NamespaceSettings.from_json(
             {k: v for k, v in settings.items() if k != "used_bytes"}
         )
         with self._core.db.write() as conn:
-            namespaces.put(conn, namespace, parsed, actor or self._core.actor)
+            namespaces.put(conn, namespace, parsed, actor)
         return self.namespace_settings(namespace)
 
     def anonymous_namespaces(self) -> set[str]:

@@ -22,7 +22,7 @@ from artifactstore.dataplane.blobs import Placement
 from artifactstore.dataplane.files import StagedFiles
 from artifactstore.errors import MissingBlobs
 from artifactstore.model.clock import utc_now
-from artifactstore.model.identity import BlobDigests, Reference
+from artifactstore.model.identity import BlobDigests, Namespace, Reference
 from artifactstore.model.manifest import Manifest
 from artifactstore.model.versions import CommitResult, PushResult, VersionRecord
 from artifactstore.services.core import Core
@@ -66,7 +66,7 @@ class PushService:
         core = self._core
         core.check_file_count(len(files))
         core.check_metadata(metadata, variant)
-        namespace = str(reference.namespace)
+        namespace = reference.namespace
         created = utc_now()
         for attempt in range(PUSH_ATTEMPTS):
             if attempt:
@@ -92,7 +92,7 @@ class PushService:
                         core.actor,
                         exists=core.stored,
                         now=core.clock(),
-                        namespace=namespace,
+                        namespace=str(namespace),
                     )
                     result = packages.commit(
                         conn,
@@ -109,7 +109,7 @@ class PushService:
             return PushResult(result.record, result.created, len(stored))
         raise AssertionError("unreachable")
 
-    def _publish(self, staged: StagedFiles, namespace: str) -> Ingested:
+    def _publish(self, staged: StagedFiles, namespace: Namespace) -> Ingested:
         """Lease, then publish the staged files (gc.py, step 1: lease first).
 
         A push over the namespace's quota is refused here, while the bytes are

@@ -10,7 +10,7 @@ from collections.abc import Collection
 
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import holds, packages, retention
-from artifactstore.model.identity import Reference
+from artifactstore.model.identity import Namespace, PackageName, Reference
 from artifactstore.model.records import Hold
 from artifactstore.model.retention import (
     RetentionPolicy,
@@ -38,20 +38,23 @@ class RetentionService:
         return record
 
     def set_policy(
-        self, scope: tuple[str, str | None], policy: RetentionPolicy | None, actor: str
+        self,
+        scope: tuple[Namespace, PackageName | None],
+        policy: RetentionPolicy | None,
+        actor: str,
     ) -> RetentionSettings:
         """Set (None: clear) the policy of ``scope``: (namespace, package or None)."""
         with self._core.db.write() as conn:
             return retention.set_policy(conn, *scope, policy, actor)
 
-    def settings(self, namespace: str) -> RetentionSettings:
+    def settings(self, namespace: Namespace) -> RetentionSettings:
         with self._core.db.read() as conn:
             return retention.settings(conn, namespace)
 
-    def lock(self, namespace: str, keep_days: float, actor: str | None = None) -> RetentionSettings:
+    def lock(self, namespace: Namespace, keep_days: float, actor: str) -> RetentionSettings:
         """Set or extend the namespace's retention lock; it can never shrink or go away."""
         with self._core.db.write() as conn:
-            return retention.lock(conn, namespace, keep_days, actor or self._core.actor)
+            return retention.lock(conn, namespace, keep_days, actor)
 
     def apply(
         self, namespace: str | None = None, *, dry_run: bool = False, actor: str | None = None

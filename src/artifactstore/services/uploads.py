@@ -40,7 +40,7 @@ from artifactstore.errors import (
     UploadOffsetMismatch,
 )
 from artifactstore.model.clock import Clock, held_since
-from artifactstore.model.identity import BlobDigests, Digest
+from artifactstore.model.identity import BlobDigests, Digest, Namespace
 
 __all__ = ["BlobUpload", "SessionAppend", "UploadService", "UploadSession"]
 
@@ -242,15 +242,14 @@ class UploadService:
         """Refuse a declared ``length`` that cannot fit the namespace's quota."""
         if namespace is not None and length is not None:
             with self.db.read() as conn:
-                namespaces.check_room(conn, namespace, length, self._since())
+                namespaces.check_room(conn, Namespace(namespace), length, self._since())
 
     def _check_quota(
         self, conn: Connection, namespace: str | None, blobs: Sequence[BlobDigests]
     ) -> None:
         if namespace is not None:
-            namespaces.check_quota(
-                conn, namespace, [(str(d.blake3), d.size) for d in blobs], self._since()
-            )
+            sizes = [(str(d.blake3), d.size) for d in blobs]
+            namespaces.check_quota(conn, Namespace(namespace), sizes, self._since())
 
     def publish_batch(
         self, batch: Any, digests: BlobDigests, actor: str, namespace: str | None
