@@ -104,7 +104,7 @@ class InProcessServer:
 
     ``no_auth`` is ``serve --no-auth``; without it the first start creates the
     bootstrap admin token (:attr:`admin`) and writes the notice ``serve``
-    prints to the log, as a server process would.
+    prints to the log, as a server process's stderr would hold it.
     """
 
     base_url = "http://testserver"
@@ -117,13 +117,19 @@ class InProcessServer:
         self.env = {"ARTIFACTSTORE_HOME": str(home), **env}
         self.no_auth = no_auth
         self.log_path = workdir / "server.log"
-        self.admin: str | None = None
+        self._admin: str | None = None
         self.starts = 0
         self._running: TestClient | None = None
         self._logger = logging.getLogger(f"tests.inprocess.{next(_loggers)}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
         self._handler: logging.Handler | None = None
+
+    @property
+    def admin(self) -> str:
+        """The secret of the bootstrap admin token (authentication on)."""
+        assert self._admin is not None, "no admin token: the server runs --no-auth"
+        return self._admin
 
     @property
     def url(self) -> str:
@@ -154,7 +160,7 @@ class InProcessServer:
             finally:
                 store.close()
             if secret is not None:
-                self.admin = secret
+                self._admin = secret
                 self._logger.info(
                     "created the first admin token (shown only now; store it safely):\n"
                     f"  ARTIFACTSTORE_TOKEN={secret}"
