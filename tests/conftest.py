@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -10,12 +12,26 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+import httpx
 import pytest
 
 from artifactstore.store import Store
 
 #: The installed console script of this virtual environment.
 ARTIFACTSTORE = Path(sys.executable).parent / "artifactstore"
+
+
+@functools.cache
+def tls() -> ssl.SSLContext:
+    """The TLS context every httpx client of the tests shares (``verify=tls()``).
+
+    httpx builds a fresh one, loading the CA bundle, for each client it makes:
+    about 50 ms here, more than most HTTP tests take. Our servers speak plain
+    HTTP on loopback, so the context is never used; it is built once, with
+    httpx's defaults, so that nothing about verification changes.
+    """
+    return httpx.create_ssl_context()
+
 
 #: File contents by relative path; ``None`` makes an (empty) directory.
 Tree = Mapping[str, bytes | str | None]

@@ -1,9 +1,18 @@
-"""A real ``artifactstore serve --no-auth`` process on loopback, shared per test module.
+"""The server HTTP tests talk to, shared per test module.
 
-Each module gets one server (a start costs 1-2 s). A module changes the
-server's settings by overriding the ``server_env`` fixture. Tests that kill the
-server call :meth:`Server.restart`, which brings it back on the same port
-and data directory, so later tests of the module still have a server.
+``server`` is the app ``serve --no-auth`` runs, in this process
+(:class:`tests.server.inprocess.InProcessServer`): no socket, no process
+start. ``live_server`` is a real ``artifactstore serve --no-auth`` process on
+loopback (:class:`Server`), for what only a real server shows: raw sockets
+and request framing, slow clients, header bounds (``server/wire.py``),
+SIGKILL, zero-copy sends, and clients in other processes (the CLI, tuspy,
+RemoteStore). Both have the same interface, and both read the module's
+``server_env`` fixture (override it in a module to change the settings); a
+module that needs a real process for all its tests overrides ``server`` to
+return ``live_server``. Each is started once per module, the live one only
+if a test asks for it (a start costs 1-2 s). Tests that kill the server call
+:meth:`Server.restart`, which brings it back on the same port and data
+directory, so later tests of the module still have a server.
 """
 
 from __future__ import annotations
@@ -27,9 +36,11 @@ import pytest
 from artifactstore.model.identity import Digest, Reference
 from artifactstore.model.manifest import FileEntry, Manifest, media_type_for
 from artifactstore.model.paths import PackagePath
-from tests.conftest import ARTIFACTSTORE
+from tests.conftest import ARTIFACTSTORE, tls
+from tests.server.inprocess import InProcessServer
 
 __all__ = [
+    "InProcessServer",
     "Server",
     "assert_problem",
     "digests_of",
@@ -105,7 +116,8 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.base_url}/health", timeout=2.0).status_code == 200:
+                ready = httpx.get(f"{self.base_url}/health", timeout=2.0, verify=tls())
+                if ready.status_code == 200:
                     return
             time.sleep(0.05)
         raise RuntimeError(f"server did not answer /health within {START_TIMEOUT} s:\n{self.log()}")
@@ -142,7 +154,7 @@ class Server:
     # --- helpers --------------------------------------------------------------------------
 
     def client(self, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=60.0, **kw)
+        return httpx.Client(base_url=self.base_url, timeout=60.0, verify=tls(), **kw)
 
     def log(self) -> str:
         try:
@@ -203,15 +215,30 @@ def _complete(response: bytes) -> bool:
 
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
-    """Settings of this module's server (override in a module to change them)."""
+    """Settings of this module's servers (override in a module to change them)."""
     return {}
 
 
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]
-) -> Iterator[Server]:
+) -> Iterator[InProcessServer | Server]:
+    """The module's server, in this process (a module may return ``live_server`` instead)."""
     workdir = tmp_path_factory.mktemp("server")
+    srv = InProcessServer(workdir / "home", workdir, server_env)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]
+) -> Iterator[Server]:
+    """The module's real server process (its own data directory)."""
+    workdir = tmp_path_factory.mktemp("live-server")
     srv = Server(workdir / "home", workdir, server_env)
     srv.start()
     try:
@@ -221,8 +248,14 @@ def server(
 
 
 @pytest.fixture
-def http(server: Server) -> Iterator[httpx.Client]:
+def http(server: InProcessServer | Server) -> Iterator[httpx.Client]:
     with server.client() as client:
+        yield client
+
+
+@pytest.fixture
+def live_http(live_server: Server) -> Iterator[httpx.Client]:
+    with live_server.client() as client:
         yield client
 
 

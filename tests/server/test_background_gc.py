@@ -1,8 +1,10 @@
 """Background GC in ``serve``: collected on a schedule, by one replica at a time.
 
-Real server processes on a real SQLite database: a module server with GC every
-0.5 s and no grace period, two replicas sharing one data directory, and one
-server with background GC switched off. Nothing here calls GC by hand.
+On a real SQLite database: a module server with GC every 0.5 s and no grace
+period and one server with background GC switched off, both the served app in
+this process (its lifespan runs the periodic jobs), and two replicas sharing
+one data directory, which are real server processes: the lease is taken and
+handed over between processes. Nothing here calls GC by hand.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from artifactstore.model.manifest import Manifest
 from artifactstore.server.background import GC_ACTOR, Background, PeriodicJob, scheduled_jobs
 from artifactstore.store import Store
 from tests.server.conftest import (
+    InProcessServer,
     Server,
     assert_problem,
     digests_of,
@@ -105,7 +108,7 @@ def unique_files(n: int = 2) -> dict[str, bytes]:
     return {f"f{i}.bin": secrets.token_bytes(64 + i) for i in range(n)}
 
 
-def job_lines(server: Server, status: str | None = None) -> list[dict[str, Any]]:
+def job_lines(server: Server | InProcessServer, status: str | None = None) -> list[dict[str, Any]]:
     return [
         line
         for line in server.access_log()
@@ -140,9 +143,9 @@ def assert_never_collected_twice(events: list[dict[str, Any]]) -> None:
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[Server]]:
+def servers(tmp_path: Path) -> Iterator[list[Server | InProcessServer]]:
     """Servers a test starts itself (stopped at teardown even when the test fails)."""
-    started: list[Server] = []
+    started: list[Server | InProcessServer] = []
     try:
         yield started
     finally:
@@ -150,10 +153,25 @@ def servers(tmp_path: Path) -> Iterator[list[Server]]:
             srv.stop()
 
 
-def start_server(servers: list[Server], home: Path, name: str, env: Mapping[str, str]) -> Server:
+def start_server(
+    servers: list[Server | InProcessServer], home: Path, name: str, env: Mapping[str, str]
+) -> Server:
+    """A server process."""
     workdir = home.parent / name
     workdir.mkdir()
     srv = Server(home, workdir, env)
+    servers.append(srv)
+    srv.start()
+    return srv
+
+
+def start_in_process(
+    servers: list[Server | InProcessServer], home: Path, name: str, env: Mapping[str, str]
+) -> InProcessServer:
+    """The served app, in this process."""
+    workdir = home.parent / name
+    workdir.mkdir()
+    srv = InProcessServer(home, workdir, env)
     servers.append(srv)
     srv.start()
     return srv
@@ -163,7 +181,7 @@ def start_server(servers: list[Server], home: Path, name: str, env: Mapping[str,
 
 
 def test_deleted_package_blobs_are_collected_in_the_background(
-    server: Server, http: httpx.Client
+    server: InProcessServer, http: httpx.Client
 ) -> None:
     blobs = push_and_delete(http, "ci/bg-gc:1", unique_files())
     wait_for("the blobs' blob.collected events", lambda: blobs <= set(collected(http)))
@@ -183,7 +201,7 @@ def test_deleted_package_blobs_are_collected_in_the_background(
     assert name == "gc" and holder == line["holder"]
 
 
-def test_live_packages_are_kept(server: Server, http: httpx.Client) -> None:
+def test_live_packages_are_kept(server: InProcessServer, http: httpx.Client) -> None:
     files = unique_files()
     commit(http, "ci/bg-keep:1", files)
     runs = len(job_lines(server, "ok"))
@@ -197,7 +215,7 @@ def test_live_packages_are_kept(server: Server, http: httpx.Client) -> None:
 
 
 def test_two_replicas_one_collector_and_a_clean_handover(
-    tmp_path: Path, servers: list[Server]
+    tmp_path: Path, servers: list[Server | InProcessServer]
 ) -> None:
     home = tmp_path / "home"
     a = start_server(servers, home, "a", GC_ENV)
@@ -235,9 +253,11 @@ def test_two_replicas_one_collector_and_a_clean_handover(
 # --- switched off --------------------------------------------------------------------------
 
 
-def test_without_an_interval_nothing_runs(tmp_path: Path, servers: list[Server]) -> None:
+def test_without_an_interval_nothing_runs(
+    tmp_path: Path, servers: list[Server | InProcessServer]
+) -> None:
     home = tmp_path / "home"
-    srv = start_server(servers, home, "off", {"ARTIFACTSTORE_GC_GRACE": "0"})
+    srv = start_in_process(servers, home, "off", {"ARTIFACTSTORE_GC_GRACE": "0"})
     with srv.client() as client:
         blobs = push_and_delete(client, "ci/no-bg-gc:1", unique_files())
         time.sleep(2.0)  # four times the interval the other tests use

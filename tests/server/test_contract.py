@@ -1,7 +1,9 @@
-"""SPEC section 4 over real HTTP: every route the app serves, its statuses and headers.
+"""SPEC section 4 over HTTP: every route the app serves, its statuses and headers.
 
-One server process for the module (GC grace 0, so a collection needs no
-waiting). Each test uploads its own bytes, so the order of the tests and the
+The module's server (GC grace 0, so a collection needs no waiting) is the
+served app in this process; the tests that need a real server process use
+``live_server``: curl, request bodies streamed by two clients at once, and a
+SIGKILL. Each test uploads its own bytes, so the order of the tests and the
 GC test in the middle of them do not matter.
 """
 
@@ -13,6 +15,7 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import os
 import pathlib
 import re
@@ -34,9 +37,11 @@ from artifactstore.model.events import Event
 from artifactstore.model.identity import Digest, Namespace, PackageName, Version
 from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.server.auth import ROUTE_SCOPES
+from artifactstore.server.main import app_from_env
 from artifactstore.store import Store
 from tests.conftest import make_tree
 from tests.server.conftest import (
+    InProcessServer,
     Server,
     assert_problem,
     digests_of,
@@ -46,6 +51,7 @@ from tests.server.conftest import (
     put_manifest,
     upload_blob,
 )
+from tests.server.inprocess import serve_app
 
 TUS = {"Tus-Resumable": "1.0.0"}
 #: The SPEC section 4 routes this build must serve.
@@ -93,6 +99,47 @@ def http_date(value: str) -> float:
     parsed = email.utils.parsedate_to_datetime(value)
     assert parsed.tzinfo is not None
     return parsed.timestamp()
+
+
+# --- the in-process app -------------------------------------------------------------------
+
+
+def test_in_process_app_is_wired_like_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app an in-process server runs is the one ``serve`` runs for the same settings:
+    the worker factory ``app_from_env`` builds it from the environment ``run`` leaves."""
+    env = {
+        "ARTIFACTSTORE_GC_GRACE": "0",
+        "ARTIFACTSTORE_GC_INTERVAL": "1h",
+        "ARTIFACTSTORE_BODY_IDLE_TIMEOUT": "7s",
+        "ARTIFACTSTORE_BODY_TOTAL_TIMEOUT": "70s",
+    }
+    in_process = InProcessServer(tmp_path / "home", tmp_path, env)
+    Store.from_config(in_process.settings(), create=True).close()
+    for key in list(os.environ):
+        if key.startswith("ARTIFACTSTORE_"):
+            monkeypatch.delenv(key)
+    for key, value in in_process.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ARTIFACTSTORE_NO_AUTH", "1")
+    monkeypatch.chdir(tmp_path)
+    served = app_from_env()
+    ours = serve_app(in_process.settings(), logging.getLogger("test-wiring"))
+    try:
+        assert ours.state.store.settings == served.state.store.settings
+        assert type(ours.state.auth) is type(served.state.auth)
+        assert vars(ours.state.limits) == vars(served.state.limits)
+        assert served.state.limits.total_timeout == 70.0
+        assert set(vars(ours.state)["_state"]) == set(vars(served.state)["_state"])
+        assert [(m.cls, m.args, sorted(m.kwargs)) for m in ours.user_middleware] == [
+            (m.cls, m.args, sorted(m.kwargs)) for m in served.user_middleware
+        ]
+        assert ours.exception_handlers.keys() == served.exception_handlers.keys()
+        assert ours.openapi() == served.openapi()
+    finally:
+        ours.state.store.close()
+        served.state.store.close()
 
 
 # --- operations ------------------------------------------------------------------------
@@ -198,7 +245,7 @@ def test_every_route_answers(http: httpx.Client) -> None:
                 )
 
 
-def test_request_ids_and_access_log(server: Server, http: httpx.Client) -> None:
+def test_request_ids_and_access_log(server: InProcessServer, http: httpx.Client) -> None:
     ids = set()
     responses = [
         http.get("/health"),
@@ -232,7 +279,7 @@ def test_request_ids_and_access_log(server: Server, http: httpx.Client) -> None:
 
 @pytest.fixture(params=["uploaded", "packed"])
 def blob(
-    request: pytest.FixtureRequest, http: httpx.Client, server: Server, tmp_path: Path
+    request: pytest.FixtureRequest, http: httpx.Client, server: InProcessServer, tmp_path: Path
 ) -> tuple[bytes, dict[str, Any]]:
     """A 1,000-byte blob: uploaded over HTTP (a whole object), or pushed from a local
     tree between two other small files (a span in the middle of a pack)."""
@@ -267,9 +314,10 @@ def test_one_shot_upload(http: httpx.Client) -> None:
 
 
 def test_curl_upload_file_puts_a_one_shot_blob(
-    server: Server, tmp_path: pathlib.Path, http: httpx.Client
+    live_server: Server, tmp_path: pathlib.Path, live_http: httpx.Client
 ) -> None:
     """``curl -T big.iso URL/v1/blobs`` (the README's example) sends a PUT."""
+    server, http = live_server, live_http  # curl needs a socket to talk to
     curl = shutil.which("curl")
     if curl is None:
         pytest.skip("curl is not installed: apt-get install -y curl")
@@ -624,7 +672,10 @@ def test_tus_version_and_content_type(http: httpx.Client) -> None:
     assert offset_of(http, url) == 0
 
 
-def test_concurrent_patches_never_interleave(server: Server) -> None:
+def test_concurrent_patches_never_interleave(live_server: Server) -> None:
+    # Real sockets: in process a request body reaches the app only once it is all read,
+    # so the two slow bodies would not arrive at the same time.
+    server = live_server
     size = 4 * 1024 * 1024
     first, second = os.urandom(size), os.urandom(size)
     with server.client() as setup:
@@ -665,7 +716,8 @@ def test_concurrent_patches_never_interleave(server: Server) -> None:
         assert check.get(f"/v1/blobs/{status['digest']}").content == winner
 
 
-def test_session_survives_restart(server: Server) -> None:
+def test_session_survives_restart(live_server: Server) -> None:
+    server = live_server  # SIGKILL: a real process
     data = os.urandom(2 * 1024 * 1024 + 5)
     b3, sha = digests_of(data)
     half = len(data) // 2

@@ -1,8 +1,13 @@
-"""Hostile and malformed requests over real HTTP: always a 4xx problem, never a 5xx.
+"""Hostile and malformed requests: always a 4xx problem, never a 5xx.
 
-The module's server runs with small limits (64 MiB uploads, 1 MiB manifests,
+The module's servers run with small limits (64 MiB uploads, 1 MiB manifests,
 a 2 s body idle timeout and a 6 s total body timeout) so that the limits can
-be crossed quickly.
+be crossed quickly. Malformed identifiers, ranges, bodies and documents go to
+the served app in this process (``server``); what depends on the bytes on the
+wire goes to a real server process (``live_server``): raw request targets and
+heads, header values outside ASCII (the in-process transport re-encodes them
+as UTF-8), bodies streamed without a length (in process a body arrives whole),
+slow clients and huge headers.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import pytest
 
 from artifactstore.model.cbor import canonical_dumps
 from tests.server.conftest import (
+    InProcessServer,
     Server,
     assert_problem,
     digests_of,
@@ -51,14 +57,25 @@ def server_env() -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def stored(server: Server) -> dict[str, Any]:
-    """One committed package: a 1000-byte file and an empty one."""
+def store_package(server: InProcessServer | Server) -> dict[str, Any]:
+    """Commit one package: a 1000-byte file and an empty one."""
     data = bytes(range(250)) * 4
     with server.client() as http:
         _, body = push(http, "hostile/pkg:1.0", {"data.bin": data, "empty": b""})
     b3, sha = digests_of(data)
     return {"data": data, "blake3": b3, "sha256": sha, "package": body}
+
+
+@pytest.fixture(scope="module")
+def stored(server: InProcessServer) -> dict[str, Any]:
+    """The package on the in-process server."""
+    return store_package(server)
+
+
+@pytest.fixture(scope="module")
+def live_stored(live_server: Server) -> dict[str, Any]:
+    """The package on the server process."""
+    return store_package(live_server)
 
 
 def latin1(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
@@ -211,7 +228,8 @@ def test_range_of_empty_file(http: httpx.Client, stored: dict[str, Any], header:
         None,
     ],
 )
-def test_upload_offset_games(http: httpx.Client, offset: str | None) -> None:
+def test_upload_offset_games(live_http: httpx.Client, offset: str | None) -> None:
+    http = live_http  # header bytes outside ASCII, as sent
     r = http.post("/v1/uploads", headers={**TUS, "Upload-Length": "10"})
     url = r.headers["location"]
     headers = {**TUS, **OFFSET}
@@ -247,7 +265,8 @@ def test_content_range_games(http: httpx.Client, content_range: str) -> None:
 @pytest.mark.parametrize(
     "length", ["-1", "abc", "1.5", "\u00b2", "9" * 30, "", str(MAX_UPLOAD + 1), str(10 * 1024**3)]
 )
-def test_upload_length_games(http: httpx.Client, length: str) -> None:
+def test_upload_length_games(live_http: httpx.Client, length: str) -> None:
+    http = live_http  # header bytes outside ASCII, as sent
     r = http.post("/v1/uploads", headers=latin1({**TUS, "Upload-Length": length}))
     assert_status_in(r, 413, 422)
     if length.isascii() and length.isdigit() and len(length) < 19 and int(length) > MAX_UPLOAD:
@@ -291,7 +310,8 @@ def test_deferred_length_over_the_limit(http: httpx.Client) -> None:
         "namespace Li4vLi4v",
     ],
 )
-def test_upload_metadata_games(http: httpx.Client, metadata: str) -> None:
+def test_upload_metadata_games(live_http: httpx.Client, metadata: str) -> None:
+    http = live_http  # header bytes outside ASCII, as sent
     r = http.post(
         "/v1/uploads",
         headers=latin1({**TUS, "Upload-Length": "1", "Upload-Metadata": metadata}),
@@ -333,8 +353,9 @@ def test_declared_length_over_limit(http: httpx.Client) -> None:
     assert r.headers["tus-max-size"] == str(MAX_UPLOAD)
 
 
-def test_one_shot_over_limit_is_refused_before_the_body(server: Server) -> None:
+def test_one_shot_over_limit_is_refused_before_the_body(live_server: Server) -> None:
     """Only the headers are sent: the 413 must come without the server waiting for a body."""
+    server = live_server
     start = time.monotonic()
     response = raw_http(
         server.port,
@@ -348,7 +369,9 @@ def test_one_shot_over_limit_is_refused_before_the_body(server: Server) -> None:
     assert time.monotonic() - start < IDLE_TIMEOUT  # not a body timeout
 
 
-def test_one_shot_body_past_limit_without_length(http: httpx.Client) -> None:
+def test_one_shot_body_past_limit_without_length(live_http: httpx.Client) -> None:
+    http = live_http  # a body streamed without a length, cut off as it arrives
+
     def body() -> Any:
         chunk = b"\0" * MiB
         for _ in range(MAX_UPLOAD // MiB + 2):
@@ -393,8 +416,9 @@ SLOW_POST = (
 )
 
 
-def test_slow_loris_idle(server: Server) -> None:
+def test_slow_loris_idle(live_server: Server) -> None:
     """A byte every 3 s: past the 2 s idle timeout, so cut off after about 2 s."""
+    server = live_server
     answer, took = trickle(server.port, SLOW_POST, every=3.0, limit=20.0)
     assert took < IDLE_TIMEOUT + 4, took
     if answer:  # a 408 problem, or just the closed connection
@@ -402,15 +426,17 @@ def test_slow_loris_idle(server: Server) -> None:
         assert b"body_timeout" in answer
 
 
-def test_slow_loris_total(server: Server) -> None:
+def test_slow_loris_total(live_server: Server) -> None:
     """A byte every 0.5 s never trips the idle timeout; the total timeout ends it."""
+    server = live_server
     answer, took = trickle(server.port, SLOW_POST, every=0.5, limit=30.0)
     assert TOTAL_TIMEOUT - 1 < took < TOTAL_TIMEOUT + 4, took
     if answer:
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
 
 
-def test_slow_patch_keeps_what_arrived(server: Server, http: httpx.Client) -> None:
+def test_slow_patch_keeps_what_arrived(live_server: Server, live_http: httpx.Client) -> None:
+    server, http = live_server, live_http
     url = http.post("/v1/uploads", headers={**TUS, "Upload-Length": "1000"}).headers["location"]
     path = url.removeprefix(server.base_url)
     head = (
@@ -520,7 +546,8 @@ def test_broken_json(http: httpx.Client) -> None:
     assert put_raw(http, text.encode(), "application/json", "9.8").status_code == 201
 
 
-def test_manifest_over_the_size_limit(http: httpx.Client) -> None:
+def test_manifest_over_the_size_limit(live_http: httpx.Client) -> None:
+    http = live_http  # the last body is streamed without a length
     body = b'{"pad":"' + b"x" * (MAX_MANIFEST + 10) + b'"}'
     assert_problem(put_raw(http, body, "application/json"), 413, "limit_exceeded")
     # Ten megabytes of nesting is refused by size before anyone parses it.
@@ -610,8 +637,9 @@ TRAVERSALS = [
 
 @pytest.mark.parametrize("path", TRAVERSALS)
 def test_path_traversal_in_file_urls(
-    server: Server, http: httpx.Client, stored: dict[str, Any], path: str
+    live_server: Server, live_http: httpx.Client, live_stored: dict[str, Any], path: str
 ) -> None:
+    server, http, stored = live_server, live_http, live_stored  # raw request targets
     # Raw request target: no client-side normalisation of dot segments.
     target = f"/v1/packages/hostile/pkg/1.0/files/{path}"
     response = raw_http(
@@ -708,7 +736,8 @@ def test_hostile_schemas(http: httpx.Client) -> None:
 # --- protocol -------------------------------------------------------------------------
 
 
-def test_huge_header(server: Server, http: httpx.Client) -> None:
+def test_huge_header(live_server: Server, live_http: httpx.Client) -> None:
+    server, http = live_server, live_http  # the bounds of server/wire.py
     for head in (
         b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n",
         b"GET /health HTTP/1.1\r\nHost: t\r\n"
@@ -774,10 +803,19 @@ def test_wrong_method(http: httpx.Client, method: str, url: str, allowed: set[st
     assert method not in listed
 
 
-def test_server_survived(server: Server, http: httpx.Client) -> None:
-    """After all of the above: still alive, still ready, and no 5xx in its access log."""
-    assert server.process is not None and server.process.poll() is None
-    assert http.get("/ready").status_code == 200
-    errors = [line for line in server.access_log() if int(line.get("status", 0)) >= 500]
-    assert errors == [], errors[:5]
-    assert "Traceback" not in server.log()
+def test_server_survived(
+    server: InProcessServer,
+    http: httpx.Client,
+    live_server: Server,
+    live_http: httpx.Client,
+) -> None:
+    """After all of the above: still alive, still ready, and no 5xx in their access logs.
+
+    (In process, an exception of the app also fails the test that caused it.)"""
+    assert live_server.process is not None and live_server.process.poll() is None
+    assert server.running
+    for srv, client in ((server, http), (live_server, live_http)):
+        assert client.get("/ready").status_code == 200
+        errors = [line for line in srv.access_log() if int(line.get("status", 0)) >= 500]
+        assert errors == [], errors[:5]
+        assert "Traceback" not in srv.log()

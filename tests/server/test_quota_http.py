@@ -1,12 +1,14 @@
-"""Namespace quotas over HTTP, against real server processes (SPEC sections 4 and 9).
+"""Namespace quotas over HTTP (SPEC sections 4 and 9).
 
 Every way bytes reach a namespace is refused with 413 ``quota_exceeded`` when
 they cannot fit, before anything is stored: a declared upload length at
 creation (tus or plain), a one-shot body's Content-Length, a deferred length
 at completion, and a commit of blobs the namespace does not hold. The module's
-server runs ``--no-auth`` (every caller is a global admin) with the default
-grace period, so uploads keep counting for the whole module; a second server
-with authentication checks who may change a quota and who sees the gauges.
+server is the app ``serve --no-auth`` runs (every caller is a global admin), in
+this process, with the default grace period, so uploads keep counting for the
+whole module; concurrent pushes by RemoteStore clients go to a real server
+process (``live_server``), and so does the remote CLI: a second real server,
+with authentication, checks who may change a quota and who sees the gauges.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from artifactstore.client.remote import RemoteStore
 from artifactstore.errors import QuotaExceeded
 from tests.conftest import ARTIFACTSTORE, make_tree
 from tests.server.conftest import (
+    InProcessServer,
     Server,
     assert_problem,
     digests_of,
@@ -53,12 +56,12 @@ def used(http: httpx.Client, ns: str) -> int:
     return int(http.get(f"/v1/namespaces/{ns}").json()["used_bytes"])
 
 
-def stored_files(server: Server) -> set[Path]:
+def stored_files(server: Server | InProcessServer) -> set[Path]:
     """Every file of the storage directory: published blobs, staged and temporary bytes."""
     return {p for p in (server.home / "storage").rglob("*") if p.is_file()}
 
 
-def sessions(server: Server, ns: str) -> int:
+def sessions(server: Server | InProcessServer, ns: str) -> int:
     db = sqlite3.connect(f"file:{server.home / 'artifactstore.db'}?mode=ro", uri=True)
     try:
         row = db.execute("SELECT count(*) FROM upload_sessions WHERE namespace = ?", (ns,))
@@ -82,7 +85,7 @@ def refused(response: httpx.Response, quota: int, used_bytes: int) -> None:
 
 
 def test_upload_creation_over_the_remaining_quota_is_refused_before_any_byte(
-    server: Server, http: httpx.Client
+    server: InProcessServer, http: httpx.Client
 ) -> None:
     ns = "q-create"
     set_quota(http, ns, 1000)
@@ -110,7 +113,9 @@ def test_upload_creation_over_the_remaining_quota_is_refused_before_any_byte(
     assert sessions(server, ns) == 1
 
 
-def test_one_shot_upload_over_the_quota_is_refused(server: Server, http: httpx.Client) -> None:
+def test_one_shot_upload_over_the_quota_is_refused(
+    server: InProcessServer, http: httpx.Client
+) -> None:
     ns = "q-oneshot"
     set_quota(http, ns, 1000)
     before = stored_files(server)
@@ -132,7 +137,7 @@ def test_one_shot_upload_over_the_quota_is_refused(server: Server, http: httpx.C
 
 
 def test_deferred_length_upload_is_refused_at_completion(
-    server: Server, http: httpx.Client
+    server: InProcessServer, http: httpx.Client
 ) -> None:
     ns = "q-deferred"
     set_quota(http, ns, 1000)
@@ -169,7 +174,7 @@ def test_deferred_length_upload_is_refused_at_completion(
 
 
 def test_commit_of_blobs_the_namespace_does_not_hold_counts(
-    server: Server, http: httpx.Client
+    server: InProcessServer, http: httpx.Client
 ) -> None:
     ns = "q-commit"
     set_quota(http, ns, 500)
@@ -186,9 +191,10 @@ def test_commit_of_blobs_the_namespace_does_not_hold_counts(
 
 
 def test_concurrent_remote_pushes_never_exceed_the_quota(
-    server: Server, http: httpx.Client, tmp_path: Path
+    live_server: Server, live_http: httpx.Client, tmp_path: Path
 ) -> None:
     """Eight RemoteStore pushes of 300 new bytes each race for 1000 bytes: three commit."""
+    server, http = live_server, live_http  # RemoteStore makes its own HTTP connections
     ns = "q-race"
     set_quota(http, ns, 1000)
     trees = [make_tree(tmp_path / f"t{i}", {"f.bin": os.urandom(300)}) for i in range(8)]
@@ -230,7 +236,7 @@ def test_concurrent_remote_pushes_never_exceed_the_quota(
 
 
 def test_concurrent_session_completions_never_exceed_the_quota(
-    server: Server, http: httpx.Client
+    server: InProcessServer, http: httpx.Client
 ) -> None:
     """Eight sessions, opened while all of them fit, complete at once: three fit."""
     ns = "q-race-sessions"

@@ -72,6 +72,12 @@ def server_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def server(live_server: Server) -> Server:
+    """A real process: the CLI runs as a subprocess and talks to it over HTTP."""
+    return live_server
+
+
+@pytest.fixture(scope="module")
 def cli(server: Server, tmp_path_factory: pytest.TempPathFactory) -> RemoteCli:
     return RemoteCli(server, tmp_path_factory.mktemp("cli"))
 

@@ -23,6 +23,13 @@ def server_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def server(live_server: Server) -> Server:
+    """A real process: the tier command runs as a subprocess against it (the restore
+    flow could run in process, but a second server would only add a start)."""
+    return live_server
+
+
+@pytest.fixture(scope="module")
 def cli(server: Server, tmp_path_factory: pytest.TempPathFactory) -> RemoteCli:
     return RemoteCli(server, tmp_path_factory.mktemp("remote"))
 

@@ -126,3 +126,9 @@ def test_tuspy_resumes_after_server_crash(server: Server, tmp_path: Path) -> Non
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
     return {"ARTIFACTSTORE_FSYNC": "true"}
+
+
+@pytest.fixture(scope="module")
+def server(live_server: Server) -> Server:
+    """A real process: tuspy talks HTTP over sockets, and a test kills the server."""
+    return live_server

@@ -1,8 +1,12 @@
-"""Tokens and namespace permissions against a real server with authentication on.
+"""Tokens and namespace permissions against the server with authentication on.
 
-The permission matrix is generated from ``server.auth.ROUTE_SCOPES``: a route
-added without an entry fails ``create_app``, and an entry without a sample
-request here fails :func:`test_every_route_has_a_sample_request`.
+The module's server is the app ``serve`` runs, in this process
+(:class:`tests.server.inprocess.InProcessServer`, with its bootstrap admin
+token); the test that pushes with the CLI uses a real server process
+(``live_server``). The permission matrix is generated from
+``server.auth.ROUTE_SCOPES``: a route added without an entry fails
+``create_app``, and an entry without a sample request here fails
+:func:`test_every_route_has_a_sample_request`.
 """
 
 from __future__ import annotations
@@ -17,14 +21,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from artifactstore.server.auth import ROUTE_SCOPES
 from artifactstore.store import Store
-from tests.conftest import ARTIFACTSTORE
-from tests.server.conftest import free_port
+from tests.conftest import ARTIFACTSTORE, tls
+from tests.server.conftest import free_port, push
+from tests.server.inprocess import InProcessServer
 
 # --- the server ------------------------------------------------------------------------------
 
@@ -36,6 +42,9 @@ class AuthServer:
     log: Path
     process: subprocess.Popen[bytes]
     admin: str
+
+    def client(self, **kw: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, verify=tls(), **kw)
 
 
 def _start(home: Path, log: Path, extra_env: dict[str, str]) -> AuthServer:
@@ -54,7 +63,7 @@ def _start(home: Path, log: Path, extra_env: dict[str, str]) -> AuthServer:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/health", timeout=1, verify=tls()).status_code == 200:
                 break
         except httpx.TransportError:
             time.sleep(0.1)
@@ -66,28 +75,45 @@ def _start(home: Path, log: Path, extra_env: dict[str, str]) -> AuthServer:
     return AuthServer(url, home, log, process, match.group(1))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
-    root = tmp_path_factory.mktemp("authserver")
-    srv = _start(
-        root / "home",
-        root / "server.log",
-        {"ARTIFACTSTORE_AUTH_FAILURES_PER_MINUTE": "100000", "ARTIFACTSTORE_GC_GRACE": "1h"},
-    )
-    yield srv
-    os.killpg(srv.process.pid, signal.SIGTERM)
+SERVER_ENV = {"ARTIFACTSTORE_AUTH_FAILURES_PER_MINUTE": "100000", "ARTIFACTSTORE_GC_GRACE": "1h"}
+
+
+def _stop(server: AuthServer) -> None:
+    os.killpg(server.process.pid, signal.SIGTERM)
     try:
-        srv.process.wait(10)
+        server.process.wait(10)
     except subprocess.TimeoutExpired:
-        os.killpg(srv.process.pid, signal.SIGKILL)
+        os.killpg(server.process.pid, signal.SIGKILL)
 
 
-def _client(server: AuthServer, token: str | None) -> httpx.Client:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
+    root = tmp_path_factory.mktemp("authserver")
+    srv = InProcessServer(root / "home", root, SERVER_ENV, no_auth=False)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+    """A server process, for the CLI (its own data directory)."""
+    root = tmp_path_factory.mktemp("live-authserver")
+    srv = _start(root / "home", root / "server.log", SERVER_ENV)
+    yield srv
+    _stop(srv)
+
+
+def _client(server: AuthServer | InProcessServer, token: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=30)
+    return server.client(headers=headers, timeout=30)
 
 
-def _token(server: AuthServer, name: str, scopes: list[str], **extra: object) -> tuple[str, str]:
+def _token(
+    server: AuthServer | InProcessServer, name: str, scopes: list[str], **extra: object
+) -> tuple[str, str]:
     with _client(server, server.admin) as c:
         r = c.post("/v1/tokens", json={"name": name, "scopes": scopes, **extra})
         assert r.status_code == 201, r.text
@@ -142,12 +168,11 @@ PRINCIPALS = (
 
 
 @pytest.fixture(scope="module")
-def world(server: AuthServer, tmp_path_factory: pytest.TempPathFactory) -> World:
-    root = tmp_path_factory.mktemp("world")
+def world(server: InProcessServer) -> World:
     _, writer = _token(server, "setup", ["ci:write", "ci:read"])
-    for version in ("1", "2"):  # the matrix deletes version 2; version 1 stays for later tests
-        result = _push(server, writer, f"ci/app:{version}", _tree(root / "tree", {"a.txt": b"hi"}))
-        assert result.returncode == 0, result.stderr
+    with _client(server, writer) as c:
+        for version in ("1", "2"):  # the matrix deletes version 2; version 1 stays for later
+            push(c, f"ci/app:{version}", {"a.txt": b"hi"})  # the blob, then the manifest
     with _client(server, server.admin) as c:
         digest = c.get("/v1/packages/ci/app/1").json()["manifest"]["files"][0]["digests"]["blake3"]
         c.put("/v1/schemas/ci.build.v1", json={"type": "object"})
@@ -240,7 +265,7 @@ _ORDER = sorted(ROUTE_SCOPES, key=lambda k: (k[0] == "DELETE", k[0] != "GET", k)
 @pytest.mark.parametrize("principal", PRINCIPALS)
 @pytest.mark.parametrize(("method", "path"), _ORDER, ids=[f"{m} {p}" for m, p in _ORDER])
 def test_permission_matrix(
-    server: AuthServer, world: World, method: str, path: str, principal: str
+    server: InProcessServer, world: World, method: str, path: str, principal: str
 ) -> None:
     action, source = ROUTE_SCOPES[(method, path)]
     url, kwargs = _sample(method, path, world)
@@ -257,7 +282,7 @@ def test_permission_matrix(
         assert response.status_code in expected, (principal, response.text)
 
 
-def test_head_follows_get(server: AuthServer, world: World) -> None:
+def test_head_follows_get(server: InProcessServer, world: World) -> None:
     for principal in ("none", "read", "other_admin"):
         with _client(server, world.tokens[principal]) as c:
             get = c.get(f"/v1/blobs/{world.digest}?namespace=ci")
@@ -268,7 +293,8 @@ def test_head_follows_get(server: AuthServer, world: World) -> None:
 # --- blob visibility ------------------------------------------------------------------------------
 
 
-def test_a_digest_is_not_a_capability(server: AuthServer, tmp_path: Path) -> None:
+def test_a_digest_is_not_a_capability(live_server: AuthServer, tmp_path: Path) -> None:
+    server = live_server  # the pushes are the CLI's, in a process of their own
     _, a_token = _token(server, "a-bot", ["a:write", "a:read"])
     _, b_token = _token(server, "b-bot", ["b:write", "b:read"])
     secret_bytes = b"only b has these bytes " * 100
@@ -334,7 +360,7 @@ def test_a_digest_is_not_a_capability(server: AuthServer, tmp_path: Path) -> Non
     assert len(blob_files) == 1
 
 
-def test_revocation_is_effective_on_the_next_request(server: AuthServer) -> None:
+def test_revocation_is_effective_on_the_next_request(server: InProcessServer) -> None:
     token_id, secret = _token(server, "short-lived", ["ci:read"])
     with _client(server, secret) as c:
         assert c.get("/v1/packages?namespace=ci").status_code == 200
@@ -343,13 +369,14 @@ def test_revocation_is_effective_on_the_next_request(server: AuthServer) -> None
         assert c.get("/v1/packages?namespace=ci").status_code == 401
 
 
-def test_basic_auth_carries_the_token_as_password(server: AuthServer, world: World) -> None:
+def test_basic_auth_carries_the_token_as_password(server: InProcessServer, world: World) -> None:
     creds = base64.b64encode(f"anyone:{world.tokens['read']}".encode()).decode()
-    r = httpx.get(f"{server.url}/v1/packages/ci/app/1", headers={"Authorization": f"Basic {creds}"})
+    with _client(server, None) as c:
+        r = c.get("/v1/packages/ci/app/1", headers={"Authorization": f"Basic {creds}"})
     assert r.status_code == 200
 
 
-def test_no_existence_leak_to_callers_without_read(server: AuthServer, world: World) -> None:
+def test_no_existence_leak_to_callers_without_read(server: InProcessServer, world: World) -> None:
     with _client(server, world.tokens["other_admin"]) as c:
         real = c.get("/v1/packages/ci/app/1")
         missing = c.get("/v1/packages/ci/nothing/9")
@@ -359,8 +386,8 @@ def test_no_existence_leak_to_callers_without_read(server: AuthServer, world: Wo
     assert no_ns.status_code == 403
 
 
-def test_anonymous_read_when_the_namespace_allows_it(server: AuthServer, world: World) -> None:
-    anon = httpx.Client(base_url=server.url)
+def test_anonymous_read_when_the_namespace_allows_it(server: InProcessServer, world: World) -> None:
+    anon = _client(server, None)
     assert anon.get("/v1/packages/ci/app/1").status_code == 401
     with _client(server, server.admin) as admin:
         assert admin.put("/v1/namespaces/ci", json={"anonymous_read": True}).status_code == 200
@@ -373,14 +400,13 @@ def test_anonymous_read_when_the_namespace_allows_it(server: AuthServer, world: 
     assert anon.get("/v1/packages/ci/app/1").status_code == 401
 
 
-def test_actor_of_every_mutation_survives_rebuild(server: AuthServer, world: World) -> None:
+def test_actor_of_every_mutation_survives_rebuild(server: InProcessServer, world: World) -> None:
     with _client(server, server.admin) as c:
         events = c.get("/v1/events?limit=1000").json()["events"]
     assert all(e["actor"] for e in events)
     actors = {e["actor"] for e in events if e["type"] == "package.committed"}
     assert any(a.startswith("token:setup#") for a in actors)
-    os.killpg(server.process.pid, signal.SIGTERM)
-    server.process.wait(10)
+    server.stop()  # a clean shutdown, as SIGTERM
     try:
         with Store.open(server.home, create=False) as store:
             before = [(e.seq, e.actor) for e in store.events()]
@@ -390,14 +416,11 @@ def test_actor_of_every_mutation_survives_rebuild(server: AuthServer, world: Wor
             assert "ci/app:1" in {str(ref) for ref, _ in rebuilt}
             assert all(actor.startswith("token:") for _, actor in rebuilt)
     finally:
-        restarted = _start(
-            server.home, server.log, {"ARTIFACTSTORE_AUTH_FAILURES_PER_MINUTE": "100000"}
-        )
-        server.process, server.url = restarted.process, restarted.url
+        server.start()
 
 
 def test_secrets_never_reach_logs_errors_metrics_or_events(
-    server: AuthServer, world: World
+    server: InProcessServer, world: World
 ) -> None:
     secrets = [s for s in world.tokens.values() if s] + [server.admin]
     with _client(server, world.tokens["read"]) as c:
@@ -411,7 +434,7 @@ def test_secrets_never_reach_logs_errors_metrics_or_events(
         metrics = admin.get("/metrics").text
         events = json.dumps(admin.get("/v1/events?limit=1000").json())
         tokens = admin.get("/v1/tokens").text
-    log = server.log.read_text()
+    log = server.log()
     for secret in secrets:
         private = secret.split("_", 2)[2]
         assert private not in metrics and private not in events and private not in tokens
@@ -420,15 +443,16 @@ def test_secrets_never_reach_logs_errors_metrics_or_events(
 
 
 def test_failed_authentication_is_throttled(tmp_path: Path) -> None:
-    srv = _start(
-        tmp_path / "home", tmp_path / "log", {"ARTIFACTSTORE_AUTH_FAILURES_PER_MINUTE": "3"}
+    srv = InProcessServer(
+        tmp_path / "home", tmp_path, {"ARTIFACTSTORE_AUTH_FAILURES_PER_MINUTE": "3"}, no_auth=False
     )
+    srv.start()
     try:
         bad = {"Authorization": "Bearer ast_" + "z" * 16 + "_" + "q" * 43}
-        codes = [httpx.get(f"{srv.url}/v1/packages", headers=bad).status_code for _ in range(5)]
-        assert codes[:3] == [401, 401, 401] and codes[3:] == [429, 429]
-        r = httpx.get(f"{srv.url}/v1/packages", headers={"Authorization": f"Bearer {srv.admin}"})
-        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0  # per client address
+        with srv.client() as c:  # every request from one client address (127.0.0.1)
+            codes = [c.get("/v1/packages", headers=bad).status_code for _ in range(5)]
+            assert codes[:3] == [401, 401, 401] and codes[3:] == [429, 429]
+            r = c.get("/v1/packages", headers={"Authorization": f"Bearer {srv.admin}"})
+            assert r.status_code == 429 and int(r.headers["retry-after"]) > 0  # per address
     finally:
-        os.killpg(srv.process.pid, signal.SIGKILL)
-        srv.process.wait(10)
+        srv.stop()

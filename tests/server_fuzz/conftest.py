@@ -3,7 +3,9 @@
 The server runs as its own process group (``serve`` forks uvicorn), listens
 on a loopback port and logs one JSON line per request to a file, which the
 tests read back: the access log is the server's own count of what it was
-sent and what it answered.
+sent and what it answered. Tests that need no process (no fuzzer or CLI in
+another process, no kill) use ``in_process_store``, the served app in this
+process.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ARTIFACTSTORE
+from tests.conftest import ARTIFACTSTORE, tls
+from tests.server.inprocess import InProcessServer
 
 __all__ = ["ServerProcess", "access_log", "free_port", "server_env"]
 
@@ -101,7 +104,7 @@ class ServerProcess:
                 self._proc = None
                 raise AssertionError(f"server exited while starting:\n{tail}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                if httpx.get(f"{self.url}/health", timeout=1.0, verify=tls()).status_code == 200:
                     return time.monotonic() - began
             time.sleep(0.05)
         self.kill()
@@ -132,6 +135,18 @@ class ServerProcess:
 def served_store(tmp_path: Path) -> Iterator[ServerProcess]:
     """A started server over a fresh store in ``tmp_path/home``; stopped at teardown."""
     server = ServerProcess(tmp_path / "home", free_port(), tmp_path / "server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def in_process_store(tmp_path: Path) -> Iterator[InProcessServer]:
+    """The app ``serve --no-auth`` runs, in this process, over a fresh store in
+    ``tmp_path/home``; stopped at teardown."""
+    server = InProcessServer(tmp_path / "home", tmp_path, {})
     server.start()
     try:
         yield server

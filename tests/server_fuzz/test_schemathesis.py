@@ -43,6 +43,7 @@ import httpx
 import pytest
 
 from tests.conftest import ARTIFACTSTORE, make_tree
+from tests.server.inprocess import InProcessServer
 from tests.server_fuzz.conftest import ServerProcess, access_log, server_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -425,7 +426,9 @@ def test_schemathesis_against_the_served_openapi(
         assert hits[(route, method)] > 0, (route, method, hits)
 
 
-def test_commit_refuses_a_manifest_that_misstates_its_blobs(served_store: ServerProcess) -> None:
+def test_commit_refuses_a_manifest_that_misstates_its_blobs(
+    in_process_store: InProcessServer,
+) -> None:
     """A manifest must describe the blobs it names: their recorded size and sha256.
 
     Found by widening the fuzzed commits: the commit only checked that each
@@ -434,7 +437,7 @@ def test_commit_refuses_a_manifest_that_misstates_its_blobs(served_store: Server
     manifest, and its tar archive breaks off mid-stream (the header promises
     the manifest's size, the store holds another).
     """
-    with httpx.Client(base_url=served_store.url, timeout=30.0) as http:
+    with in_process_store.client(timeout=30.0) as http:
         r = http.post("/v1/blobs", params={"namespace": NS}, content=b"hello world")
         assert r.status_code == 201, r.text
         blob = r.json()

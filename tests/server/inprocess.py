@@ -1,0 +1,230 @@
+"""The app ``artifactstore serve`` runs, run in this process and reached without a socket.
+
+:class:`InProcessServer` has the interface of the real-process
+:class:`tests.server.conftest.Server` that HTTP tests use (``base_url``,
+``home``, ``client()``, ``log()``, ``access_log()``, ``start``/``stop``/
+``restart``), so a test body does not know which one it talks to. It builds
+the app as ``serve`` does (``server/main.py``): ``run()`` creates or migrates
+the store and, with authentication on, creates the first admin token;
+``app_from_env()`` opens the worker's Store from the settings and wires
+``create_app`` with ``LoopbackDevAuth`` (``--no-auth``) or token
+authentication, the body timeouts, the periodic jobs (background GC) and the
+upload-expiry task, and closes the store at shutdown. Settings come from the
+same ``ARTIFACTSTORE_*`` overrides a server process would be started with
+(``Settings.load`` on that mapping, never on this process's environment).
+
+Requests go through Starlette's TestClient transport: the real ASGI app, its
+lifespan and its middleware, with no TCP in between. What that transport does
+not reproduce stays on real server processes (see ``conftest.py``): request
+bodies arrive whole (so framing, streaming and timeouts of request bodies are
+not exercised), header bytes are re-encoded as UTF-8, there is no connection
+(keep-alive, close, SIGKILL) and no ``http.response.pathsend`` (whole files go
+out through FileResponse's chunked fallback; ``test_pathsend.py`` covers the
+zero-copy path on real servers).
+
+The one difference in wiring: each in-process server logs to a logger of its
+own, written to ``workdir/server.log`` as a server process's stderr is, so
+that two servers alive in one test process keep separate logs.
+:func:`test_in_process_app_is_wired_like_serve` (test_contract.py) compares
+the two wirings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import warnings
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from fastapi import FastAPI
+from starlette.exceptions import StarletteDeprecationWarning
+
+from artifactstore.config import Settings
+from artifactstore.server.app import ServerLimits, create_app
+from artifactstore.server.auth import LoopbackDevAuth
+from artifactstore.server.main import _expire_uploads, bootstrap_admin
+from artifactstore.store import Store
+
+with warnings.catch_warnings():
+    # Starlette 1.x prefers the httpx2 fork for its TestClient; httpx is what we
+    # install, and the TestClient works on it (it only warns at import).
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+__all__ = ["InProcessServer", "serve_app"]
+
+#: The peer address requests appear to come from (``serve --no-auth`` binds loopback).
+CLIENT_ADDRESS = ("127.0.0.1", 50000)
+
+_loggers = itertools.count()
+
+
+def serve_app(settings: Settings, logger: logging.Logger) -> FastAPI:
+    """``server.main.app_from_env`` for ``settings``, logging to ``logger``."""
+    store = Store.from_config(settings, create=False)
+    limits = ServerLimits(
+        idle_timeout=settings.body_idle_timeout, total_timeout=settings.body_total_timeout
+    )
+    auth = LoopbackDevAuth() if settings.no_auth else None  # None: token authentication
+    app = create_app(store, auth=auth, limits=limits, logger=logger)
+    jobs = app.router.lifespan_context  # create_app's: the periodic jobs (background GC)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
+        async with jobs(app_), anyio.create_task_group() as tg:
+            tg.start_soon(_expire_uploads, store)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+        store.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+class _Borrowed(httpx.BaseTransport):
+    """The running app's transport, for one more client; closing the client leaves it open."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.inner.handle_request(request)
+
+
+class InProcessServer:
+    """The served app over the store at ``home``; ``env`` holds its ARTIFACTSTORE_* settings.
+
+    ``no_auth`` is ``serve --no-auth``; without it the first start creates the
+    bootstrap admin token (:attr:`admin`) and writes the notice ``serve``
+    prints to the log, as a server process's stderr would hold it.
+    """
+
+    base_url = "http://testserver"
+
+    def __init__(
+        self, home: Path, workdir: Path, env: Mapping[str, str], *, no_auth: bool = True
+    ) -> None:
+        self.home = home
+        self.workdir = workdir
+        self.env = {"ARTIFACTSTORE_HOME": str(home), **env}
+        self.no_auth = no_auth
+        self.log_path = workdir / "server.log"
+        self._admin: str | None = None
+        self.starts = 0
+        self._running: TestClient | None = None
+        self._logger = logging.getLogger(f"tests.inprocess.{next(_loggers)}")
+        self._logger.propagate = False
+        self._logger.setLevel(logging.INFO)
+        self._handler: logging.Handler | None = None
+
+    @property
+    def admin(self) -> str:
+        """The secret of the bootstrap admin token (authentication on)."""
+        assert self._admin is not None, "no admin token: the server runs --no-auth"
+        return self._admin
+
+    @property
+    def url(self) -> str:
+        return self.base_url
+
+    @property
+    def running(self) -> bool:
+        return self._running is not None
+
+    def settings(self) -> Settings:
+        """What ``serve`` started with these ARTIFACTSTORE_* variables (in ``workdir``) reads."""
+        env = {"ARTIFACTSTORE_CONFIG": str(self.workdir / "artifactstore.toml"), **self.env}
+        return Settings.load(env, no_auth=True if self.no_auth else None)
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        assert self._running is None, "already running"
+        self.starts += 1
+        self._handler = logging.FileHandler(self.log_path)
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+        self._logger.addHandler(self._handler)
+        try:
+            settings = self.settings()
+            store = Store.from_config(settings, create=True)  # as run(): create or migrate
+            try:
+                secret = None if settings.no_auth else bootstrap_admin(store)
+            finally:
+                store.close()
+            if secret is not None:
+                self._admin = secret
+                self._logger.info(
+                    "created the first admin token (shown only now; store it safely):\n"
+                    f"  ARTIFACTSTORE_TOKEN={secret}"
+                )
+            client = TestClient(
+                serve_app(settings, self._logger),
+                base_url=self.base_url,
+                raise_server_exceptions=True,  # a server-side exception fails the test
+                follow_redirects=False,
+                client=CLIENT_ADDRESS,
+            )
+            client.__enter__()  # the lifespan: background jobs start
+        except BaseException:
+            self._drop_handler()
+            raise
+        self._running = client
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM to ``serve``): the lifespan ends, the store closes."""
+        client, self._running = self._running, None
+        if client is None:
+            return
+        try:
+            client.__exit__(None, None, None)
+        finally:
+            self._drop_handler()
+
+    def kill(self) -> None:
+        raise RuntimeError("SIGKILL needs a server process: use the live_server fixture")
+
+    def restart(self, *, hard: bool = True) -> None:
+        """Stop and start again over the same data directory (``hard``: not in process)."""
+        if hard:
+            self.kill()
+        self.stop()
+        self.start()
+
+    def _drop_handler(self) -> None:
+        handler, self._handler = self._handler, None
+        if handler is not None:
+            self._logger.removeHandler(handler)
+            handler.close()
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def client(self, **kw: Any) -> httpx.Client:
+        """An httpx client of the running app (several may be used at once, from threads)."""
+        assert self._running is not None, "not running"
+        kw.setdefault("timeout", 60.0)
+        return httpx.Client(
+            base_url=self.base_url, transport=_Borrowed(self._running._transport), **kw
+        )
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def access_log(self) -> list[dict[str, Any]]:
+        """The JSON lines the app logged so far (access log and background jobs)."""
+        out = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out
