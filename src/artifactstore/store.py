@@ -34,17 +34,17 @@ from artifactstore.model import records
 from artifactstore.model.clock import Clock
 from artifactstore.model.identity import BlobDigests, Digest, Namespace, PackageName, Reference
 from artifactstore.model.manifest import FileEntry, Manifest
-from artifactstore.model.retention import (
-    RetentionPolicy,
-    RetentionReport,
-    RetentionSettings,
-    VersionRetention,
-)
-from artifactstore.model.versions import CommitResult, Page, PushResult, VersionRecord
 
 if TYPE_CHECKING:
     from artifactstore.controlplane.db.engine import Database
     from artifactstore.model.events import Event
+    from artifactstore.model.retention import (
+        RetentionPolicy,
+        RetentionReport,
+        RetentionSettings,
+        VersionRetention,
+    )
+    from artifactstore.model.versions import CommitResult, Page, PushResult, VersionRecord
     from artifactstore.services import Services
     from artifactstore.services.uploads import BlobUpload, SessionAppend
 
