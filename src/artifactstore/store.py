@@ -129,15 +129,9 @@ class Store:
     def migrate(settings: Settings) -> tuple[str | None, str | None]:
         """Apply pending database migrations (``artifactstore migrate``): the revision
         before (None: an empty database) and after."""
-        from artifactstore.controlplane.db.engine import Database
+        from artifactstore.services import migrate
 
-        if settings.database_url.startswith("sqlite:///"):
-            settings.home.mkdir(parents=True, exist_ok=True)
-        db = Database(settings.database_url)
-        try:
-            return db.migrate()
-        finally:
-            db.dispose()
+        return migrate(settings)
 
     def close(self) -> None:
         self._opening.join()
@@ -198,7 +192,10 @@ class Store:
         )
         sources = [f.source for f in files]
         staged = stage_files(
-            self._plane, sources, args.get("progress", records.no_progress), self.known_blobs
+            self._plane,
+            sources,
+            args.get("progress", records.no_progress),
+            lambda blake3s: self._s.push.known_blobs(blake3s),  # waits for the control plane
         )
         current: list[StagedFiles] = [staged]
 
@@ -220,10 +217,6 @@ class Store:
         except BaseException:
             current[0].batch.cancel()  # what is still staged: nothing once published
             raise
-
-    def known_blobs(self, blake3s: list[str]) -> set[str]:
-        """Which of these blobs the store has recorded (a push skips their bytes)."""
-        return self._s.push.known_blobs(blake3s)
 
     def commit_manifest(
         self, manifest: Manifest, actor: str | None = None, *, require_held: bool = False
@@ -257,10 +250,6 @@ class Store:
     ) -> records.BlobRecord | None:
         """A blob by either digest, if ``readable`` (None: any) holds it; renews its lease."""
         return self._s.pull.find_blob(digest, readable, head=head)
-
-    def blob_location(self, digest: Digest) -> records.BlobRecord:
-        """A blob's record for reading: RestoreRequired unless its bytes are hot."""
-        return self._s.pull.location(digest)
 
     def read_blob(
         self, record: records.BlobRecord, offset: int = 0, length: int | None = None

@@ -35,7 +35,7 @@ from artifactstore.services.retention import RetentionService
 from artifactstore.services.tiers import TierService
 from artifactstore.services.uploads import UploadService
 
-__all__ = ["Services", "open_services"]
+__all__ = ["Services", "migrate", "open_services"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +89,14 @@ def open_services(
         maintenance=MaintenanceService(core, uploads),
         uploads=uploads,
     )
+
+
+def migrate(settings: Settings) -> tuple[str | None, str | None]:
+    """Apply pending migrations; the revision before (None: an empty database) and after."""
+    if settings.database_url.startswith("sqlite:///"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    try:
+        return db.migrate()
+    finally:
+        db.dispose()
