@@ -255,7 +255,7 @@ def test_query_keyset_pagination(store: Store, tmp_path: Path) -> None:
     assert pages == 3
     assert seen == [str(i) for i in reversed(range(25))]
     with pytest.raises(InvalidInput, match="cursor"):
-        store.query("ci", limit=10, cursor="garbage!")
+        store.query(namespace="ci", limit=10, cursor="garbage!")
 
 
 # --- schemas ------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from artifactstore.errors import InvalidInput
 from artifactstore.model import records
 from artifactstore.model.clock import Clock
 from artifactstore.model.identity import BlobDigests, Digest, Namespace, PackageName, Reference
+from artifactstore.model.jsonio import check_metadata_limits
 from artifactstore.model.manifest import FileEntry, Manifest
 
 if TYPE_CHECKING:
@@ -190,6 +191,11 @@ class Store:
                 max_files=self.settings.max_files,
             )
         )
+        # The checks that need no database, before hashing a byte (the walk stops past
+        # the file limit).
+        metadata = args.get("metadata") or {}
+        settings = self.settings
+        check_metadata_limits(metadata, settings.max_metadata_bytes, settings.max_metadata_depth)
         sources = [f.source for f in files]
         staged = stage_files(
             self._plane,
@@ -209,7 +215,7 @@ class Store:
                 files,
                 staged,
                 restage,
-                metadata=args.get("metadata") or {},
+                metadata=metadata,
                 variant=args.get("variant"),
                 annotations=args.get("annotations"),
                 producer=args.get("producer", "artifactstore"),
@@ -230,10 +236,10 @@ class Store:
         return self._s.pull.show(_ref(ref))
 
     def query(
-        self, readable: Collection[str] | None = None, **args: Unpack[records.QueryArgs]
+        self, *, readable: Collection[str] | None = None, **args: Unpack[records.QueryArgs]
     ) -> Page[VersionRecord]:
         """One page of live versions, newest first; ``readable`` limits the namespaces."""
-        return self._s.query.query(readable, **args)
+        return self._s.query.query(readable=readable, **args)
 
     def iter_query(self, **args: Unpack[records.QueryArgs]) -> Iterator[VersionRecord]:
         """Every matching live version, newest first, paging under the hood."""
@@ -372,7 +378,7 @@ class Store:
     # --- storage tiers (services/tiers.py) ---------------------------------------------
 
     def _version_blobs(self, ref: str | Reference) -> list[str]:
-        return sorted({str(f.blake3) for f in self.show(ref).manifest.files})
+        return self.show(ref).manifest.blob_ids()
 
     def tier_status(self, ref: str | Reference) -> list[records.BlobTier]:
         """Where each blob of a version is, and whether it can be read now."""

@@ -33,6 +33,7 @@ from artifactstore.controlplane.db import tables as t
 from artifactstore.dataplane.layout import storage_root
 from artifactstore.errors import CorruptBlob, MissingBlobs, PackageNotFound
 from artifactstore.model.events import stored_blobs
+from artifactstore.model.records import BlobRecord
 from artifactstore.store import Store
 from tests.conftest import stored_objects
 
@@ -259,7 +260,7 @@ def test_gc_races_pushes_reusing_blobs(tmp_path: Path) -> None:
         assert store.verify_chain() == after["events"]
 
 
-def _stored_size(store: Store, rec: blob_records.BlobRecord) -> int | None:
+def _stored_size(store: Store, rec: BlobRecord) -> int | None:
     """How many of the blob's bytes its storage location holds (None: no object)."""
     stored = store.plane.stat(rec.place.key, rec.backend)
     if stored is None or rec.place.offset is None:

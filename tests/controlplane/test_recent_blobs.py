@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from artifactstore.controlplane.blobs import BlobRecord, RecentBlobs
-from artifactstore.dataplane.blobs import Placement
+from artifactstore.controlplane.blobs import (
+    RecentBlobs,
+)
 from artifactstore.model.identity import BlobDigests, Digest
+from artifactstore.model.records import BlobRecord, Placement
 from artifactstore.store import Store
 from tests.conftest import make_tree
 

@@ -14,8 +14,13 @@ import pytest
 
 from artifactstore.dataplane.backends.local import LocalBackend
 from artifactstore.dataplane.backends.memory import MemoryBackend
-from artifactstore.dataplane.blobs import DataPlane, IngestBatch, Placement, SmallBlob
+from artifactstore.dataplane.blobs import (
+    DataPlane,
+    IngestBatch,
+    SmallBlob,
+)
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
+from artifactstore.model.records import Placement
 from artifactstore.testing.backend_contract import ContractTarget, local_target, memory_target
 
 

@@ -10,9 +10,15 @@ import pytest
 
 from artifactstore.dataplane import layout
 from artifactstore.dataplane.backends.local import LocalBackend
-from artifactstore.dataplane.blobs import CHUNK, FILE_CHUNK, PACK_MAX_BLOB, DataPlane, Placement
+from artifactstore.dataplane.blobs import (
+    CHUNK,
+    FILE_CHUNK,
+    PACK_MAX_BLOB,
+    DataPlane,
+)
 from artifactstore.errors import CorruptBlob, DigestMismatch
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
+from artifactstore.model.records import Placement
 from tests.dataplane.conftest import Harness, data_of, ingest_file, read_all, reference
 
 EMPTY_BLAKE3 = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"

@@ -10,9 +10,13 @@ from hypothesis import strategies as st
 
 from artifactstore.dataplane import blobs as blobs_mod
 from artifactstore.dataplane import layout
-from artifactstore.dataplane.blobs import PACK_MAX_BLOB, DataPlane, Placement
+from artifactstore.dataplane.blobs import (
+    PACK_MAX_BLOB,
+    DataPlane,
+)
 from artifactstore.errors import CorruptBlob
 from artifactstore.model.identity import BlobDigests
+from artifactstore.model.records import Placement
 from tests.dataplane.conftest import Harness, data_of, ingest_file, read_all, reference
 
 

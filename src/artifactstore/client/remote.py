@@ -183,15 +183,15 @@ class RemoteStore:
             "POST", "/v1/tokens", json={"name": name, "scopes": scopes, "expires_in": expires_in}
         ).json()
         secret = body.pop("secret")
-        return records.TokenInfo(**{**body, "scopes": tuple(body["scopes"])}), secret
+        return records.TokenInfo.from_json(body), secret
 
     def list_tokens(self) -> list[records.TokenInfo]:
         items = self._request("GET", "/v1/tokens").json()["items"]
-        return [records.TokenInfo(**{**i, "scopes": tuple(i["scopes"])}) for i in items]
+        return [records.TokenInfo.from_json(i) for i in items]
 
     def revoke_token(self, token_id: str) -> records.TokenInfo:
         body = self._request("DELETE", f"/v1/tokens/{quote(token_id, safe='')}").json()
-        return records.TokenInfo(**{**body, "scopes": tuple(body["scopes"])})
+        return records.TokenInfo.from_json(body)
 
     def gc(self, *, dry_run: bool = False, grace: float | None = None) -> records.GcReport:
         if grace is not None:
@@ -199,7 +199,7 @@ class RemoteStore:
         body = self._request(
             "POST", "/v1/admin/gc", params={"dry_run": str(dry_run).lower()}
         ).json()
-        return records.GcReport(**body)
+        return records.GcReport.from_json(body)
 
     # --- storage tiers -------------------------------------------------------------------
 

@@ -17,14 +17,12 @@ from sqlalchemy import Connection, Select, select
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, values_in
 from artifactstore.controlplane.eventlog import append, append_many
-from artifactstore.dataplane.blobs import Placement
 from artifactstore.errors import MissingBlobs
 from artifactstore.model.events import BlobClaimed, BlobsStored, BlobStored, Location
 from artifactstore.model.identity import BlobDigests, Digest
-from artifactstore.model.records import BlobRecord
+from artifactstore.model.records import BlobRecord, Placement
 
 __all__ = [
-    "BlobRecord",
     "RecentBlobs",
     "dereference",
     "find",

@@ -58,7 +58,6 @@ from artifactstore.model.records import GcReport
 
 __all__ = [
     "STAGING_MIN_AGE",
-    "GcReport",
     "collect",
     "collect_orphans",
     "decide",

@@ -26,7 +26,13 @@ from artifactstore.model.events import HoldPlaced, HoldReleased
 from artifactstore.model.identity import Reference
 from artifactstore.model.records import Hold
 
-__all__ = ["MAX_REASON", "Hold", "check_reason", "list_holds", "place", "release"]
+__all__ = [
+    "MAX_REASON",
+    "check_reason",
+    "list_holds",
+    "place",
+    "release",
+]
 
 #: Longest reason accepted, in characters (a ticket reference and a sentence fit).
 MAX_REASON = 1024

@@ -39,11 +39,9 @@ from artifactstore.controlplane.protection import (
 from artifactstore.errors import QuotaExceeded
 from artifactstore.model.events import NamespaceUpdated
 from artifactstore.model.identity import Namespace
-from artifactstore.model.records import MAX_MOVABLE_TAGS, NamespaceSettings
+from artifactstore.model.records import NamespaceSettings
 
 __all__ = [
-    "MAX_MOVABLE_TAGS",
-    "NamespaceSettings",
     "anonymous",
     "check_quota",
     "check_room",

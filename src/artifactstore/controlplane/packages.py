@@ -32,10 +32,7 @@ from artifactstore.model.records import QueryArgs
 from artifactstore.model.versions import CommitResult, Page, VersionRecord
 
 __all__ = [
-    "CommitResult",
-    "Page",
     "VersionKey",
-    "VersionRecord",
     "commit",
     "delete",
     "delete_many",

@@ -1,4 +1,6 @@
-"""Retention rules as pure values: policies, the facts about a version, decisions.
+"""The pure evaluation of retention: the facts about a version in, decisions out.
+
+The policies and decisions themselves are values of ``model/retention.py``.
 
 No database and no clock here: :func:`evaluate` is a function of the
 versions' facts, the policies, the namespaces' locks and movable tags and

@@ -46,18 +46,16 @@ from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import append
-from artifactstore.dataplane.blobs import DataPlane, Placement
+from artifactstore.dataplane.blobs import (
+    DataPlane,
+)
 from artifactstore.errors import CorruptBlob, InvalidInput, RestoreRequired, StorageError
 from artifactstore.model.clock import utc_iso
 from artifactstore.model.events import BlobRestoreRequested, BlobTiered
 from artifactstore.model.identity import BlobDigests, Digest
-from artifactstore.model.records import AVAILABLE, TIERS, BlobTier, TierReport
+from artifactstore.model.records import AVAILABLE, TIERS, BlobTier, Placement, TierReport
 
 __all__ = [
-    "AVAILABLE",
-    "TIERS",
-    "BlobTier",
-    "TierReport",
     "complete_due",
     "move",
     "request_restore",

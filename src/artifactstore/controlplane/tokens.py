@@ -31,7 +31,6 @@ from artifactstore.model.records import TokenInfo
 
 __all__ = [
     "TOKEN_PREFIX",
-    "TokenInfo",
     "check_scopes",
     "count",
     "create",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.errors import UploadBusy, UploadClosed, UploadNotFound, UploadOffsetMismatch
@@ -31,14 +31,12 @@ from artifactstore.model.records import UploadSession
 
 __all__ = [
     "CLAIM_SECONDS",
-    "UploadSession",
     "claim",
     "create",
     "delete_session",
     "expire",
     "get",
     "mark_completed",
-    "open_count",
     "release",
     "renew_claim",
     "set_length",
@@ -162,7 +160,3 @@ def expire(conn: Connection, now: float) -> tuple[list[str], set[str]]:
         conn.execute(delete(_S).where(_S.c.id.in_(expired)))
     open_ids = {r.id for r in conn.execute(select(_S.c.id).where(_S.c.state == "open"))}
     return expired, open_ids
-
-
-def open_count(conn: Connection) -> int:
-    return int(conn.execute(select(func.count()).where(_S.c.state == "open")).scalar_one())

@@ -24,7 +24,13 @@ from artifactstore.errors import BlobNotFound, CorruptBlob, DigestMismatch, Stor
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
 from artifactstore.model.records import Placement
 
-__all__ = ["BlobIngest", "DataPlane", "IngestBatch", "Placement", "Readable", "SmallBlob"]
+__all__ = [
+    "BlobIngest",
+    "DataPlane",
+    "IngestBatch",
+    "Readable",
+    "SmallBlob",
+]
 
 CHUNK = 1 << 20
 #: Pieces of a local file: each costs two thread hand-offs (one per hasher), so

@@ -12,9 +12,14 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from artifactstore.dataplane.blobs import DataPlane, IngestBatch, Placement, SmallBlob
+from artifactstore.dataplane.blobs import (
+    DataPlane,
+    IngestBatch,
+    SmallBlob,
+)
 from artifactstore.errors import InvalidInput
 from artifactstore.model.identity import BlobDigests
+from artifactstore.model.records import Placement
 
 __all__ = ["StagedFiles", "stage_files"]
 

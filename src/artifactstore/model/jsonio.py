@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
-from artifactstore.errors import InvalidInput, InvalidManifest
+from artifactstore.errors import InvalidInput, InvalidManifest, LimitExceeded
 
-__all__ = ["canonical_json_dumps", "strict_json_loads"]
+__all__ = ["canonical_json_dumps", "check_metadata_limits", "strict_json_loads"]
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
@@ -125,3 +126,21 @@ def canonical_json_dumps(obj: object, *, error: type[InvalidInput] = InvalidMani
         raise error("value nests too deeply (or refers to itself)") from None
     except ValueError as exc:  # e.g. an integer with more digits than str() allows
         raise error(f"value cannot be rendered as JSON: {exc}") from None
+
+
+def check_metadata_limits(metadata: Mapping[str, Any], max_bytes: int, max_depth: int) -> None:
+    """Refuse metadata larger than ``max_bytes`` as canonical JSON or nested deeper than
+    ``max_depth`` (SPEC section 7): LimitExceeded. Pure, so a push checks before hashing."""
+    size = len(canonical_json_dumps(dict(metadata)).encode())
+    if size > max_bytes:
+        raise LimitExceeded(f"metadata is {size} bytes, over the limit of {max_bytes}")
+    if _depth(metadata) > max_depth:
+        raise LimitExceeded(f"metadata nests deeper than {max_depth} levels")
+
+
+def _depth(value: object, level: int = 0) -> int:
+    if isinstance(value, Mapping):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list | tuple):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level

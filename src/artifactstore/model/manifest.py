@@ -439,6 +439,10 @@ class Manifest:
         """BLAKE3 (the package digest) and SHA-256 of :meth:`to_cbor`, and its size."""
         return BlobDigests.of(self.to_cbor())
 
+    def blob_ids(self) -> list[str]:
+        """The BLAKE3 digests of the manifest's blobs, each once, sorted."""
+        return sorted({str(f.blake3) for f in self.files})
+
     def same_content(self, other: Manifest) -> bool:
         """True if only ``created`` and ``producer`` differ: re-pushing it is a no-op."""
 

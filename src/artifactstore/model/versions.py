@@ -7,6 +7,7 @@ JSON form (``VersionRecord.summary``), as an HTTP client receives it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -69,6 +70,10 @@ class Page(Generic[V]):
 
     items: list[V]
     next_cursor: str | None
+
+    def __iter__(self) -> Iterator[V]:
+        """Iterating a page yields its versions (SPEC section 6)."""
+        return iter(self.items)
 
 
 @dataclass(frozen=True, slots=True)

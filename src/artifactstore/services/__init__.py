@@ -64,7 +64,7 @@ def open_services(
     except BaseException:
         db.dispose()
         raise
-    core = Core(settings, db, plane, staging, clock)
+    core = Core(settings, db, plane, clock)
     tiers = TierService(core)
     pull = PullService(core, tiers)
     uploads = UploadService(

@@ -8,7 +8,7 @@ from typing import Any
 from artifactstore.controlplane import namespaces, tokens
 from artifactstore.model.clock import utc_iso
 from artifactstore.model.identity import Namespace
-from artifactstore.model.records import TokenInfo
+from artifactstore.model.records import NamespaceSettings, TokenInfo
 from artifactstore.services.core import Core
 
 __all__ = ["AccessService"]
@@ -71,7 +71,7 @@ class AccessService:
         self, namespace: Namespace, settings: Mapping[str, Any], actor: str
     ) -> dict[str, Any]:
         """Replace a namespace's settings; ``used_bytes`` (read-only) is ignored."""
-        parsed = namespaces.NamespaceSettings.from_json(
+        parsed = NamespaceSettings.from_json(
             {k: v for k, v in settings.items() if k != "used_bytes"}
         )
         with self._core.db.write() as conn:

@@ -16,10 +16,9 @@ from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import schemas
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.dataplane.blobs import DataPlane
-from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import LimitExceeded
 from artifactstore.model.clock import Clock, held_since
-from artifactstore.model.jsonio import canonical_json_dumps
+from artifactstore.model.jsonio import check_metadata_limits
 
 __all__ = ["LEASE_RENEWAL", "Core"]
 
@@ -32,7 +31,6 @@ class Core:
     settings: Settings
     db: Database
     plane: DataPlane
-    staging: Staging
     clock: Clock
     recent: blob_records.RecentBlobs = field(default_factory=blob_records.RecentBlobs)
     _leases: dict[str, float] = field(default_factory=dict)
@@ -71,14 +69,8 @@ class Core:
 
     def check_metadata(self, metadata: Mapping[str, Any], variant: str | None) -> None:
         """Size and depth limits, then the variant's schema (SPEC section 7)."""
-        text = canonical_json_dumps(dict(metadata))
-        size, limit = len(text.encode()), self.settings.max_metadata_bytes
-        if size > limit:
-            raise LimitExceeded(f"metadata is {size} bytes, over the limit of {limit}")
-        if _depth(metadata) > self.settings.max_metadata_depth:
-            raise LimitExceeded(
-                f"metadata nests deeper than {self.settings.max_metadata_depth} levels"
-            )
+        settings = self.settings
+        check_metadata_limits(metadata, settings.max_metadata_bytes, settings.max_metadata_depth)
         if variant is not None:
             schemas.validate_variant_id(variant)
             with self.db.read() as conn:
@@ -90,11 +82,3 @@ class Core:
             raise LimitExceeded(
                 f"{count} files is more than the limit of {self.settings.max_files}"
             )
-
-
-def _depth(value: object, level: int = 0) -> int:
-    if isinstance(value, Mapping):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list | tuple):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level

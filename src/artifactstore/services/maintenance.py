@@ -7,11 +7,10 @@ from artifactstore.controlplane import leases, packages, views
 from artifactstore.controlplane import verify as checks
 from artifactstore.controlplane.blobs import placement
 from artifactstore.controlplane.eventlog import iter_events, verify_chain
-from artifactstore.dataplane.blobs import Placement
 from artifactstore.errors import CorruptBlob
 from artifactstore.model.events import Event
 from artifactstore.model.identity import Reference
-from artifactstore.model.records import GcReport, VerifyReport
+from artifactstore.model.records import GcReport, Placement, VerifyReport
 from artifactstore.services.core import Core
 from artifactstore.services.uploads import UploadService
 
@@ -34,7 +33,7 @@ class MaintenanceService:
                     report.damaged.append({"digest": blake3, "problem": problem})
             else:
                 record = packages.get(conn, ref)
-                wanted = sorted({str(f.blake3) for f in record.manifest.files})
+                wanted = record.manifest.blob_ids()
             rows = checks.blobs_to_check(conn, wanted)
         for missing in sorted(set(wanted or ()) - {str(r.digests.blake3) for r in rows}):
             report.damaged.append({"digest": missing, "problem": "not recorded"})

@@ -13,14 +13,13 @@ from pathlib import Path
 from artifactstore.client.files import pull_into
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import packages, tiers
-from artifactstore.dataplane.blobs import Placement
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import BlobNotFound, CorruptBlob, DigestMismatch, PackageNotFound
 from artifactstore.model.clock import utc_iso
 from artifactstore.model.identity import BlobDigests, Digest, Reference
 from artifactstore.model.manifest import FileEntry
 from artifactstore.model.paths import PackagePath
-from artifactstore.model.records import AVAILABLE, Progress
+from artifactstore.model.records import AVAILABLE, BlobRecord, Placement, Progress
 from artifactstore.model.versions import VersionRecord
 from artifactstore.services.core import Core
 from artifactstore.services.tiers import TierService
@@ -39,7 +38,7 @@ class PullService:
 
     def find_blob(
         self, digest: Digest, readable: Collection[str] | None = None, *, head: bool = False
-    ) -> blob_records.BlobRecord | None:
+    ) -> BlobRecord | None:
         """Look a blob up by either digest; a "present" answer renews its GC lease.
 
         With ``readable``, the blob is found only if one of those namespaces
@@ -74,12 +73,12 @@ class PullService:
         core = self._core
         now = core.clock()
         core.note_lease(key, now)
-        record = blob_records.BlobRecord(
+        record = BlobRecord(
             digests, Placement(key), core.plane.backend.properties.name, "hot", AVAILABLE
         )
         core.recent.put(record, now)
 
-    def location(self, digest: Digest) -> blob_records.BlobRecord:
+    def location(self, digest: Digest) -> BlobRecord:
         """A blob's record, for reading its bytes: RestoreRequired unless they are hot."""
         with self._core.db.read() as conn:
             rec = blob_records.find(conn, digest)
@@ -91,7 +90,7 @@ class PullService:
                 tiers.require_available(conn, [str(rec.digests.blake3)])
         return rec
 
-    def _complete_if_due(self, rec: blob_records.BlobRecord) -> blob_records.BlobRecord:
+    def _complete_if_due(self, rec: BlobRecord) -> BlobRecord:
         """Finish the blob's restore if its time has come (the first read does it)."""
         due = utc_iso(self._core.clock())
         if rec.restore_status != "restoring" or (rec.restore_ready_at or "~") > due:
@@ -100,7 +99,7 @@ class PullService:
         with self._core.db.read() as conn:
             return blob_records.find(conn, rec.digests.blake3) or rec
 
-    def read_blob(self, rec: blob_records.BlobRecord) -> Iterator[bytes]:
+    def read_blob(self, rec: BlobRecord) -> Iterator[bytes]:
         """The bytes of a blob ``location`` returned, unverified (the server's ranges)."""
         return self._core.plane.read(rec.place, backend=rec.backend)
 
@@ -137,6 +136,6 @@ class PullService:
     def pull(self, ref: Reference, dest: Path, progress: Progress) -> VersionRecord:
         """Write every file under ``dest``, verifying each digest; all or nothing."""
         record = self.show(ref)
-        self._tiers.require_available(sorted({str(f.blake3) for f in record.manifest.files}))
+        self._tiers.require_available(record.manifest.blob_ids())
         pull_into(dest, record.manifest, self.stream_entry, progress)
         return record

@@ -18,12 +18,12 @@ from artifactstore.client.files import LocalFile, manifest_for
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import gc as gc_mod
 from artifactstore.controlplane import namespaces, packages
-from artifactstore.dataplane.blobs import Placement
 from artifactstore.dataplane.files import StagedFiles
 from artifactstore.errors import MissingBlobs
 from artifactstore.model.clock import utc_now
 from artifactstore.model.identity import BlobDigests, Namespace, Reference
 from artifactstore.model.manifest import Manifest
+from artifactstore.model.records import Placement
 from artifactstore.model.versions import CommitResult, PushResult, VersionRecord
 from artifactstore.services.core import Core
 

@@ -18,7 +18,7 @@ class QueryService:
         self._core = core
 
     def query(
-        self, readable: Collection[str] | None = None, **args: Unpack[QueryArgs]
+        self, *, readable: Collection[str] | None = None, **args: Unpack[QueryArgs]
     ) -> Page[VersionRecord]:
         """Live versions, newest first; ``readable`` limits them to those namespaces."""
         with self._core.db.read() as conn:

@@ -25,8 +25,11 @@ from artifactstore.controlplane import namespaces
 from artifactstore.controlplane import uploads as sessions
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.db.group import GroupCommit
-from artifactstore.controlplane.uploads import UploadSession
-from artifactstore.dataplane.blobs import BlobIngest, DataPlane, IngestBatch, Placement
+from artifactstore.dataplane.blobs import (
+    BlobIngest,
+    DataPlane,
+    IngestBatch,
+)
 from artifactstore.dataplane.staging import Staging
 from artifactstore.dataplane.uploads import SessionHashers, StagedBody
 from artifactstore.errors import (
@@ -41,8 +44,13 @@ from artifactstore.errors import (
 )
 from artifactstore.model.clock import Clock, held_since
 from artifactstore.model.identity import BlobDigests, Digest, Namespace
+from artifactstore.model.records import Placement, UploadSession
 
-__all__ = ["BlobUpload", "SessionAppend", "UploadService", "UploadSession"]
+__all__ = [
+    "BlobUpload",
+    "SessionAppend",
+    "UploadService",
+]
 
 CLAIM_RENEW = 3.0
 """How often a live claim is renewed."""
@@ -56,6 +64,13 @@ class _Recording:
     key: str
     actor: str
     namespace: str | None
+
+
+def _checked(namespace: str | None) -> None:
+    """Refuse a malformed namespace before anything is written (InvalidName): every later
+    quota check parses it again and must not fail a group commit of others' uploads."""
+    if namespace is not None:
+        Namespace(namespace)
 
 
 def _refusal(check: Callable[..., None], *args: Any) -> BaseException | None:
@@ -233,6 +248,7 @@ class UploadService:
 
     def blob_upload(self, actor: str, namespace: str | None) -> BlobUpload:
         """A one-shot upload whose room the caller checked (``check_room``); no I/O yet."""
+        _checked(namespace)
         return BlobUpload(self, self.max_upload_bytes, actor, namespace)
 
     def _since(self) -> str:
@@ -240,6 +256,7 @@ class UploadService:
 
     def check_room(self, namespace: str | None, length: int | None) -> None:
         """Refuse a declared ``length`` that cannot fit the namespace's quota."""
+        _checked(namespace)
         if namespace is not None and length is not None:
             with self.db.read() as conn:
                 namespaces.check_room(conn, Namespace(namespace), length, self._since())
@@ -323,6 +340,7 @@ class UploadService:
     def create(
         self, *, namespace: str | None, length: int | None, metadata: dict[str, str], actor: str
     ) -> UploadSession:
+        _checked(namespace)
         if length is not None and not 0 <= length <= self.max_upload_bytes:
             limit = self.max_upload_bytes
             raise LimitExceeded(
@@ -467,7 +485,3 @@ class UploadService:
                 removed += 1
         self._hashers.drop(expired)
         return max(removed, len(expired))
-
-    def open_count(self) -> int:
-        with self.db.read() as conn:
-            return sessions.open_count(conn)

@@ -70,24 +70,24 @@ def push(
             raise InvalidInput("--meta-file must hold a JSON object")
         metadata.update(loaded)
     metadata.update(_pairs(meta, "--meta"))
+    # A push allocates hundreds of thousands of objects and no garbage in cycles: the
+    # cyclic collector's passes took an eighth of a 10,000-file push's CPU time
+    # (BENCHMARKS.md). This process ends with the command, so nothing accumulates.
+    gc.set_threshold(50_000, 20, 100)
+    store = ctx.store()  # a local store's control plane starts opening meanwhile
+    # The walk stops past the file limit (a symlink fan-out never runs away).
+    max_files = None if ctx.remote else Settings.load(home=ctx.home).max_files
+    files = collect_files(
+        list(paths), follow_external_symlinks=follow_symlinks, max_files=max_files
+    )
     options: PushArgs = {
         "metadata": metadata,
         "variant": variant,
         "annotations": _pairs(annotate, "--annotate"),
         "follow_symlinks": follow_symlinks,
-        # The walk stops past the file limit (a symlink fan-out never runs away).
-        "walked": collect_files(
-            list(paths),
-            follow_external_symlinks=follow_symlinks,
-            max_files=Settings.load(home=ctx.home).max_files,
-        ),
+        "walked": files,
     }
-    # A push allocates hundreds of thousands of objects and no garbage in cycles: the
-    # cyclic collector's passes took an eighth of a 10,000-file push's CPU time
-    # (BENCHMARKS.md). This process ends with the command, so nothing accumulates.
-    gc.set_threshold(50_000, 20, 100)
-    store = ctx.store()
-    with progress_bar(f"push {ref}", sum(f.size for f in options["walked"] or ())) as advance:
+    with progress_bar(f"push {ref}", sum(f.size for f in files)) as advance:
         options["progress"] = advance
         result = store.push(reference, list(paths), **options)
     rec = result.record

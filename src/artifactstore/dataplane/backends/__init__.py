@@ -51,9 +51,13 @@ def open_data_plane(settings: Settings) -> tuple[DataPlane, Staging]:
     cold = open_backend(
         settings.cold_storage_url, "COLD_STORAGE_URL", fsync=settings.fsync, name="cold"
     )
-    if hot.properties.local_root == cold.properties.local_root or (
-        settings.storage_url == settings.cold_storage_url
-    ):
+    hot_root, cold_root = hot.properties.local_root, cold.properties.local_root
+    same_dir = (
+        hot_root is not None
+        and cold_root is not None
+        and (hot_root.resolve() == cold_root.resolve())
+    )
+    if same_dir or settings.storage_url == settings.cold_storage_url:
         raise InvalidInput("COLD_STORAGE_URL must differ from STORAGE_URL")
     if not isinstance(hot, LocalBackend):  # S3 will stage in its bucket (issue 18)
         raise InvalidInput("upload staging needs a file:// STORAGE_URL in this build")
