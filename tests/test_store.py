@@ -13,6 +13,7 @@ from artifactstore.dataplane.layout import blob_key, storage_root
 from artifactstore.errors import (
     InvalidInput,
     InvalidMetadata,
+    InvalidName,
     InvalidPath,
     PackageNotFound,
     SchemaExists,
@@ -379,3 +380,28 @@ def test_store_survives_reopen(store: Store, tmp_path: Path) -> None:
 def test_open_without_create_refuses_missing_store(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="no store"):
         Store.open(tmp_path / "nothing", create=False)
+
+
+def test_a_page_iterates_its_versions_and_takes_filters_by_keyword_only(
+    store: Store, tmp_path: Path
+) -> None:
+    """SPEC section 6: ``store.query(...)`` is one page, and iterating it yields its versions.
+    A positional argument is refused: it once was the namespace, and read as the set of
+    readable namespaces it silently answered nothing."""
+    src = make_tree(tmp_path / "src", {"a.txt": "alpha"})
+    store.push("ci/app:1", [src])
+    store.push("qa/app:1", [src])
+    page = store.query(namespace="ci")
+    assert [str(v.reference) for v in page] == ["ci/app:1"]
+    with pytest.raises(TypeError):
+        store.query("ci")  # type: ignore[call-arg]
+
+
+def test_an_upload_into_a_malformed_namespace_is_refused_before_anything_is_written(
+    store: Store,
+) -> None:
+    with pytest.raises(InvalidName):
+        store.create_upload(namespace="Not/A Namespace", length=None, metadata={}, actor="t")
+    with pytest.raises(InvalidName):
+        store.blob_upload("t", "Not/A Namespace")
+    assert store.stats()["uploads_open"] == 0
