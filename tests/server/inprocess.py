@@ -36,19 +36,16 @@ import itertools
 import json
 import logging
 import warnings
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
 from artifactstore.config import Settings
-from artifactstore.server.app import ServerLimits, create_app
-from artifactstore.server.auth import LoopbackDevAuth
-from artifactstore.server.main import _expire_uploads, bootstrap_admin
+from artifactstore.server.main import app_for, bootstrap_admin
 from artifactstore.store import Store
 
 with warnings.catch_warnings():
@@ -66,27 +63,8 @@ _loggers = itertools.count()
 
 
 def serve_app(settings: Settings, logger: logging.Logger) -> FastAPI:
-    """``server.main.app_from_env`` for ``settings``, logging to ``logger``."""
-    store = Store.from_config(settings, create=False)
-    limits = ServerLimits(
-        idle_timeout=settings.body_idle_timeout, total_timeout=settings.body_total_timeout
-    )
-    auth = LoopbackDevAuth() if settings.no_auth else None  # None: token authentication
-    app = create_app(store, auth=auth, limits=limits, logger=logger)
-    jobs = app.router.lifespan_context  # create_app's: the periodic jobs (background GC)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
-        async with jobs(app_), anyio.create_task_group() as tg:
-            tg.start_soon(_expire_uploads, store)
-            try:
-                yield
-            finally:
-                tg.cancel_scope.cancel()
-        store.close()
-
-    app.router.lifespan_context = lifespan
-    return app
+    """The app ``serve`` runs for ``settings``, logging to ``logger``."""
+    return app_for(settings, logger)
 
 
 class _Borrowed(httpx.BaseTransport):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -24,20 +25,25 @@ from artifactstore.server.app import ServerLimits, create_app
 from artifactstore.server.auth import LoopbackDevAuth
 from artifactstore.store import Store
 
-__all__ = ["app_from_env", "check_bind", "run"]
+__all__ = ["app_for", "app_from_env", "check_bind", "run"]
 
 EXPIRY_INTERVAL = 300.0
 
 
 def app_from_env() -> FastAPI:
     """The worker's app: a Store from the environment, closed at shutdown."""
-    settings = Settings.load()
+    return app_for(Settings.load())
+
+
+def app_for(settings: Settings, logger: logging.Logger | None = None) -> FastAPI:
+    """The app ``serve`` runs for ``settings``: its Store, auth and limits, the periodic
+    jobs and the sweep of expired uploads, the Store closed at shutdown."""
     store = Store.from_config(settings, create=False)
     limits = ServerLimits(
         idle_timeout=settings.body_idle_timeout, total_timeout=settings.body_total_timeout
     )
     auth = LoopbackDevAuth() if settings.no_auth else None  # None: token authentication
-    app = create_app(store, auth=auth, limits=limits)
+    app = create_app(store, auth=auth, limits=limits, logger=logger)
     jobs = app.router.lifespan_context  # create_app's: the periodic jobs (background GC)
 
     @contextlib.asynccontextmanager
