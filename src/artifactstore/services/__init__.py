@@ -67,17 +67,7 @@ def open_services(
     core = Core(settings, db, plane, clock)
     tiers = TierService(core)
     pull = PullService(core, tiers)
-    uploads = UploadService(
-        db,
-        plane,
-        staging,
-        actor=settings.actor,
-        ttl=settings.upload_ttl,
-        max_upload_bytes=settings.max_upload_bytes,
-        grace=settings.gc_grace,
-        clock=clock,
-        on_stored=pull.note_stored,
-    )
+    uploads = UploadService(core, staging, on_stored=pull.note_stored)
     return Services(
         core=core,
         push=PushService(core),

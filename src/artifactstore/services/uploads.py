@@ -23,11 +23,9 @@ from sqlalchemy import Connection
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import namespaces
 from artifactstore.controlplane import uploads as sessions
-from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.db.group import GroupCommit
 from artifactstore.dataplane.blobs import (
     BlobIngest,
-    DataPlane,
     IngestBatch,
 )
 from artifactstore.dataplane.staging import Staging
@@ -42,9 +40,9 @@ from artifactstore.errors import (
     StorageError,
     UploadOffsetMismatch,
 )
-from artifactstore.model.clock import Clock, held_since
 from artifactstore.model.identity import BlobDigests, Digest, Namespace
 from artifactstore.model.records import Placement, UploadSession
+from artifactstore.services.core import Core
 
 __all__ = [
     "BlobUpload",
@@ -209,27 +207,17 @@ class SessionAppend:
 class UploadService:
     def __init__(
         self,
-        db: Database,
-        plane: DataPlane,
+        core: Core,
         staging: Staging,
-        *,
-        actor: str,
-        ttl: float,
-        max_upload_bytes: int,
-        grace: float,
-        clock: Clock,
         on_stored: Callable[[BlobDigests, str], None] = lambda _d, _k: None,
     ) -> None:
-        self.db = db
-        self.grace = grace
-        self.clock = clock
-        self._on_stored = on_stored  # told of every blob an upload recorded
-        self.plane = plane
+        self._core = core
+        self.db, self.plane, self.clock, self.actor = core.db, core.plane, core.clock, core.actor
         self.staging = staging
-        self.actor = actor
-        self.ttl = ttl
-        self.max_upload_bytes = max_upload_bytes
-        self._hashers = SessionHashers(plane.pool)
+        self.ttl = core.settings.upload_ttl
+        self.max_upload_bytes = core.settings.max_upload_bytes
+        self._on_stored = on_stored  # told of every blob an upload recorded
+        self._hashers = SessionHashers(core.plane.pool)
         self._leases = GroupCommit(self._lease_batch)
         self._recorder = GroupCommit(self._record_batch)
 
@@ -251,22 +239,19 @@ class UploadService:
         _checked(namespace)
         return BlobUpload(self, self.max_upload_bytes, actor, namespace)
 
-    def _since(self) -> str:
-        return held_since(self.clock(), self.grace)
-
     def check_room(self, namespace: str | None, length: int | None) -> None:
         """Refuse a declared ``length`` that cannot fit the namespace's quota."""
         _checked(namespace)
         if namespace is not None and length is not None:
             with self.db.read() as conn:
-                namespaces.check_room(conn, Namespace(namespace), length, self._since())
+                namespaces.check_room(conn, Namespace(namespace), length, self._core.held_since())
 
     def _check_quota(
         self, conn: Connection, namespace: str | None, blobs: Sequence[BlobDigests]
     ) -> None:
         if namespace is not None:
             sizes = [(str(d.blake3), d.size) for d in blobs]
-            namespaces.check_quota(conn, Namespace(namespace), sizes, self._since())
+            namespaces.check_quota(conn, Namespace(namespace), sizes, self._core.held_since())
 
     def publish_batch(
         self, batch: Any, digests: BlobDigests, actor: str, namespace: str | None
@@ -327,13 +312,10 @@ class UploadService:
             [(r.digests, Placement(r.key)) for r in recs],
             self.plane.backend.properties.name,
             actor,
-            exists=self._stored,
+            exists=self._core.stored,
             now=self.clock(),
             namespace=namespace,
         )
-
-    def _stored(self, key: str) -> bool:
-        return self.plane.stat(key) is not None
 
     # --- sessions -----------------------------------------------------------------------
 
