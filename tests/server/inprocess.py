@@ -22,11 +22,13 @@ not exercised), header bytes are re-encoded as UTF-8, there is no connection
 out through FileResponse's chunked fallback; ``test_pathsend.py`` covers the
 zero-copy path on real servers).
 
-The one difference in wiring: each in-process server logs to a logger of its
-own, written to ``workdir/server.log`` as a server process's stderr is, so
-that two servers alive in one test process keep separate logs.
-:func:`test_in_process_app_is_wired_like_serve` (test_contract.py) compares
-the two wirings.
+The app is built by ``server.main.app_for``, as ``serve``'s is; the one
+difference is that each in-process server logs to a logger of its own,
+written to ``workdir/server.log`` as a server process's stderr is, so that two
+servers alive in one test process keep separate logs.
+:func:`test_in_process_app_is_wired_like_serve` (test_contract.py) checks that
+the settings taken from a module's overrides build the app ``serve`` builds
+from the environment.
 """
 
 from __future__ import annotations

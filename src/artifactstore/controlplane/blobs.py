@@ -47,12 +47,18 @@ class RecentBlobs:
     just before a collection: its commit re-checks every blob and answers 409
     ``missing_blobs``, and the client uploads them. This process's own GC and
     tier moves clear it. Bounded: when full it starts over.
+
+    A clear also starts a new ``generation``: a lookup that read the database
+    before the clear passes the generation it began in to :meth:`put`, which
+    then caches nothing (GC clears right after it commits its decision, so a
+    HEAD racing it never caches a blob the decision removed).
     """
 
     def __init__(self, ttl: float = 30.0, max_entries: int = 100_000) -> None:
         self._ttl = ttl
         self._max = max_entries
         self._items: dict[str, tuple[float, BlobRecord]] = {}
+        self.generation = 0
 
     def get(self, digest: str, now: float) -> BlobRecord | None:
         hit = self._items.get(digest)
@@ -60,7 +66,10 @@ class RecentBlobs:
             return None
         return hit[1]
 
-    def put(self, record: BlobRecord, now: float) -> None:
+    def put(self, record: BlobRecord, now: float, generation: int | None = None) -> None:
+        """Cache ``record``; not if a clear came after ``generation`` (when the lookup began)."""
+        if generation is not None and generation != self.generation:
+            return
         if len(self._items) >= self._max:
             self._items.clear()
         entry = (now, record)
@@ -68,6 +77,7 @@ class RecentBlobs:
         self._items[str(record.digests.sha256)] = entry
 
     def clear(self) -> None:
+        self.generation += 1
         self._items.clear()
 
 

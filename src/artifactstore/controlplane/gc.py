@@ -182,14 +182,17 @@ def collect(
     dry_run: bool,
     actor: str,
     now: Callable[[], float] = time.time,
+    on_decided: Callable[[], None] = lambda: None,
 ) -> GcReport:
-    """Run the protocol of the module docstring once."""
+    """Run the protocol of the module docstring once; ``on_decided`` runs as soon as the
+    decision is committed (caches of "present" answers drop what it removed)."""
     report = GcReport(dry_run=dry_run, grace_seconds=grace)
     decided_at = now()
     with db.write() as conn:
         decided = decide(conn, plane, report, cutoff=decided_at - grace, actor=actor)
     if dry_run:
         return report
+    on_decided()
     for key, backend in decided:
         with db.write() as conn:
             unlink_if_untouched(conn, plane, key, decided_at, backend)

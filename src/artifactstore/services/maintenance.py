@@ -76,6 +76,7 @@ class MaintenanceService:
             dry_run=dry_run,
             actor=actor or core.actor,
             now=core.clock,
+            on_decided=core.recent.clear,
         )
         if not dry_run:
             core.recent.clear()

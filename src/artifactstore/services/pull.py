@@ -54,6 +54,7 @@ class PullService:
             if recent is not None:
                 core.renew_lease(recent.place.key)
                 return recent
+        generation = core.recent.generation
         with core.db.read() as conn:
             record = blob_records.find(conn, digest)
             if record is not None and readable is not None:
@@ -64,7 +65,7 @@ class PullService:
         if record is not None:
             core.renew_lease(record.place.key)
             record = self._complete_if_due(record)
-            core.recent.put(record, now)
+            core.recent.put(record, now, generation)
         return record
 
     def note_stored(self, digests: BlobDigests, key: str) -> None:
