@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -37,7 +36,7 @@ from artifactstore.model.identity import Digest, Reference
 from artifactstore.model.manifest import FileEntry, Manifest, media_type_for
 from artifactstore.model.paths import PackagePath
 from tests.conftest import ARTIFACTSTORE, tls
-from tests.server.inprocess import InProcessServer
+from tests.server.inprocess import InProcessServer, LogFile
 
 __all__ = [
     "InProcessServer",
@@ -63,7 +62,7 @@ def free_port() -> int:
         return port
 
 
-class Server:
+class Server(LogFile):
     """One server process: its URL, data directory, environment and stderr log."""
 
     def __init__(
@@ -155,21 +154,6 @@ class Server:
 
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=60.0, verify=tls(), **kw)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def access_log(self) -> list[dict[str, Any]]:
-        """The JSON access-log lines the server wrote to stderr so far."""
-        out = []
-        for line in self.log().splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    out.append(json.loads(line))
-        return out
 
 
 def assert_problem(

@@ -56,7 +56,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-__all__ = ["InProcessServer", "serve_app"]
+__all__ = ["InProcessServer", "LogFile", "serve_app"]
 
 #: The peer address requests appear to come from (``serve --no-auth`` binds loopback).
 CLIENT_ADDRESS = ("127.0.0.1", 50000)
@@ -79,7 +79,28 @@ class _Borrowed(httpx.BaseTransport):
         return self.inner.handle_request(request)
 
 
-class InProcessServer:
+class LogFile:
+    """A server's log file (a process's stderr, or an in-process app's logger)."""
+
+    log_path: Path
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def access_log(self) -> list[dict[str, Any]]:
+        """The JSON lines logged so far (access log and background jobs)."""
+        out = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out
+
+
+class InProcessServer(LogFile):
     """The served app over the store at ``home``; ``env`` holds its ARTIFACTSTORE_* settings.
 
     ``no_auth`` is ``serve --no-auth``; without it the first start creates the
@@ -193,18 +214,3 @@ class InProcessServer:
         return httpx.Client(
             base_url=self.base_url, transport=_Borrowed(self._running._transport), **kw
         )
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def access_log(self) -> list[dict[str, Any]]:
-        """The JSON lines the app logged so far (access log and background jobs)."""
-        out = []
-        for line in self.log().splitlines():
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    out.append(json.loads(line))
-        return out
