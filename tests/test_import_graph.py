@@ -142,5 +142,10 @@ def test_each_control_plane_module_imports_alone() -> None:
         "    for loaded in [m for m in sys.modules if m.startswith('artifactstore')]:\n"
         "        del sys.modules[loaded]\n"
         "    importlib.import_module(name)\n"
+        "    print(name)\n"
     )
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == names  # every module imported, none skipped
