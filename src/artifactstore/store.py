@@ -1,24 +1,17 @@
-"""The Store: the library's public face (SPEC section 6), a facade over the services.
-
-It wires one control plane (database, event log, views) to one data plane
-(hashing and a storage backend); each verb delegates to the service that
-owns it (``services/``). Every mutation is one event appended in the same
-transaction as its effect; bytes are durable before any event points at them.
+"""The Store: the library's public face, a facade whose verbs delegate to ``services/``.
 
 Opening a store does not wait for the control plane: its modules (SQLAlchemy
 alone takes a third of a second to import here) load and the database opens
-on a thread while the caller goes on. A push hashes and stages its files
-meanwhile, which is what makes a small push from the CLI start at once; every
-other verb waits for the control plane first. Errors of opening surface at
-the first verb that needs it (``wait=True`` surfaces them at once).
+on a thread. A push hashes and stages its files meanwhile, so a small CLI push
+starts at once; every other verb waits for the control plane first, and
+raises what opening raised (``wait=True`` raises it at once).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Unpack
@@ -27,7 +20,7 @@ from artifactstore.client.files import collect_files, version_reference
 from artifactstore.config import Settings
 from artifactstore.dataplane.backends import open_data_plane
 from artifactstore.dataplane.blobs import DataPlane
-from artifactstore.dataplane.files import StagedFiles, stage_files
+from artifactstore.dataplane.files import stage_files
 from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import InvalidInput
 from artifactstore.model import records
@@ -38,18 +31,21 @@ from artifactstore.model.manifest import FileEntry, Manifest
 
 if TYPE_CHECKING:
     from artifactstore.controlplane.db.engine import Database
+    from artifactstore.model import retention
     from artifactstore.model.events import Event
-    from artifactstore.model.retention import (
-        RetentionPolicy,
-        RetentionReport,
-        RetentionSettings,
-        VersionRetention,
-    )
     from artifactstore.model.versions import CommitResult, Page, PushResult, VersionRecord
     from artifactstore.services import Services
     from artifactstore.services.uploads import BlobUpload, SessionAppend
 
 __all__ = ["Store"]
+
+
+def _open_services(
+    settings: Settings, plane: DataPlane, staging: Staging, create: bool, clock: Clock
+) -> Services:
+    from artifactstore.services import open_services
+
+    return open_services(settings, plane, staging, create=create, clock=clock)
 
 
 def _ref(ref: str | Reference) -> Reference:
@@ -64,31 +60,9 @@ class Store:
     ) -> None:
         self.settings = settings
         self._plane = plane
-        self._opened: Future[Services] = Future()
-        self._opening = threading.Thread(
-            target=self._open_services,
-            args=(plane, staging, create, clock),
-            name="artifactstore-open",
-            daemon=True,
-        )
-        self._opening.start()
-
-    def _open_services(
-        self, plane: DataPlane, staging: Staging, create: bool, clock: Clock
-    ) -> None:
-        try:
-            from artifactstore.services import open_services
-
-            services = open_services(self.settings, plane, staging, create=create, clock=clock)
-        except BaseException as exc:
-            self._opened.set_exception(exc)
-        else:
-            self._opened.set_result(services)
-
-    @property
-    def _s(self) -> Services:
-        """The services, once the control plane is open (raises what opening raised)."""
-        return self._opened.result()
+        opener = ThreadPoolExecutor(1, thread_name_prefix="artifactstore-open")
+        self._opened = opener.submit(_open_services, settings, plane, staging, create, clock)
+        opener.shutdown(wait=False)  # the one task runs on
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -135,9 +109,8 @@ class Store:
         return migrate(settings)
 
     def close(self) -> None:
-        self._opening.join()
-        if self._opened.exception() is None:
-            self._s.close()
+        if self._opened.exception() is None:  # waits for the opening
+            self.services.close()
         self._plane.close()
 
     def __enter__(self) -> Store:
@@ -158,12 +131,13 @@ class Store:
     @property
     def db(self) -> Database:
         """The control plane's database (for maintenance tools and white-box tests)."""
-        return self._s.core.db
+        return self.services.core.db
 
     @property
     def services(self) -> Services:
-        """The services behind the verbs (for white-box tests and tools; use the verbs)."""
-        return self._s
+        """The services behind the verbs, once the control plane is open (raises what
+        opening raised)."""
+        return self._opened.result()
 
     @property
     def plane(self) -> DataPlane:
@@ -201,45 +175,40 @@ class Store:
             self._plane,
             sources,
             args.get("progress", records.no_progress),
-            lambda blake3s: self._s.push.known_blobs(blake3s),  # waits for the control plane
+            lambda blake3s: self.services.push.known_blobs(blake3s),  # waits for the control plane
         )
-        current: list[StagedFiles] = [staged]
-
-        def restage() -> StagedFiles:
-            current[0] = stage_files(self._plane, sources, records.no_progress)
-            return current[0]
-
         try:
-            return self._s.push.push(
-                reference,
-                files,
-                staged,
-                restage,
-                metadata=metadata,
-                variant=args.get("variant"),
-                annotations=args.get("annotations"),
-                producer=args.get("producer", "artifactstore"),
-            )
-        except BaseException:
-            current[0].batch.cancel()  # what is still staged: nothing once published
+            service = self.services.push
+        except BaseException:  # the control plane did not open
+            staged.batch.cancel()
             raise
+        return service.push(
+            reference,
+            files,
+            staged,
+            lambda: stage_files(self._plane, sources, records.no_progress),
+            metadata=metadata,
+            variant=args.get("variant"),
+            annotations=args.get("annotations"),
+            producer=args.get("producer", "artifactstore"),
+        )
 
     def commit_manifest(
         self, manifest: Manifest, actor: str | None = None, *, require_held: bool = False
     ) -> CommitResult:
         """Commit a manifest whose blobs were uploaded separately (the HTTP path)."""
-        return self._s.push.commit_manifest(manifest, actor, require_held=require_held)
+        return self.services.push.commit_manifest(manifest, actor, require_held=require_held)
 
     # --- read (services/pull.py, services/query.py) ------------------------------------
 
     def show(self, ref: str | Reference) -> VersionRecord:
-        return self._s.pull.show(_ref(ref))
+        return self.services.pull.show(_ref(ref))
 
     def query(
         self, *, readable: Collection[str] | None = None, **args: Unpack[records.QueryArgs]
     ) -> Page[VersionRecord]:
         """One page of live versions, newest first; ``readable`` limits the namespaces."""
-        return self._s.query.query(readable=readable, **args)
+        return self.services.query.query(readable=readable, **args)
 
     def iter_query(self, **args: Unpack[records.QueryArgs]) -> Iterator[VersionRecord]:
         """Every matching live version, newest first, paging under the hood."""
@@ -255,7 +224,7 @@ class Store:
         self, digest: Digest, readable: Collection[str] | None = None, *, head: bool = False
     ) -> records.BlobRecord | None:
         """A blob by either digest, if ``readable`` (None: any) holds it; renews its lease."""
-        return self._s.pull.find_blob(digest, readable, head=head)
+        return self.services.pull.find_blob(digest, readable, head=head)
 
     def read_blob(
         self, record: records.BlobRecord, offset: int = 0, length: int | None = None
@@ -272,11 +241,11 @@ class Store:
 
     def read_file(self, ref: str | Reference, path: str) -> Iterator[bytes]:
         """Stream one file; raises DigestMismatch after the last chunk if the bytes are damaged."""
-        return self._s.pull.read_file(_ref(ref), path)
+        return self.services.pull.read_file(_ref(ref), path)
 
     def stream_entry(self, entry: FileEntry) -> Iterator[bytes]:
         """One file's bytes; raises DigestMismatch after the last chunk if they are damaged."""
-        return self._s.pull.stream_entry(entry)
+        return self.services.pull.stream_entry(entry)
 
     def pull(
         self,
@@ -286,64 +255,64 @@ class Store:
         progress: records.Progress = records.no_progress,
     ) -> VersionRecord:
         """Write every file under ``dest``, verifying each digest; all or nothing."""
-        return self._s.pull.pull(_ref(ref), Path(dest), progress)
+        return self.services.pull.pull(_ref(ref), Path(dest), progress)
 
     def require_available(self, entries: Sequence[FileEntry]) -> None:
         """Raise RestoreRequired (naming every blob) unless all the files can be read now."""
-        self._s.tiers.require_available(sorted({str(f.blake3) for f in entries}))
+        self.services.tiers.require_available(sorted({str(f.blake3) for f in entries}))
 
     # --- schemas (services/query.py) -----------------------------------------------------
 
     def register_schema(self, variant: str, schema: Any, actor: str | None = None) -> bool:
-        return self._s.query.register_schema(variant, schema, actor)
+        return self.services.query.register_schema(variant, schema, actor)
 
     def get_schema(self, variant: str) -> dict[str, Any]:
-        return self._s.query.get_schema(variant)
+        return self.services.query.get_schema(variant)
 
     def list_schemas(self) -> list[dict[str, str]]:
-        return self._s.query.list_schemas()
+        return self.services.query.list_schemas()
 
     # --- delete, retention, legal holds (services/retention.py) ----------------------
 
     def delete(self, ref: str | Reference, actor: str | None = None) -> VersionRecord:
         """Tombstone a version; raises LegalHold or RetentionLocked if it is protected."""
-        return self._s.retention.delete(_ref(ref), actor)
+        return self.services.retention.delete(_ref(ref), actor)
 
     def set_retention(
         self,
         namespace: str,
         package: str | None,
-        policy: RetentionPolicy | None,
+        policy: retention.RetentionPolicy | None,
         actor: str | None = None,
-    ) -> RetentionSettings:
+    ) -> retention.RetentionSettings:
         """Set (None: clear) the namespace default (``package`` None) or a package's policy."""
         scope = (Namespace(namespace), None if package is None else PackageName(package))
-        return self._s.retention.set_policy(scope, policy, actor or self.actor)
+        return self.services.retention.set_policy(scope, policy, actor or self.actor)
 
-    def retention_settings(self, namespace: str) -> RetentionSettings:
-        return self._s.retention.settings(Namespace(namespace))
+    def retention_settings(self, namespace: str) -> retention.RetentionSettings:
+        return self.services.retention.settings(Namespace(namespace))
 
     def lock_retention(
         self, namespace: str, keep_days: float, actor: str | None = None
-    ) -> RetentionSettings:
+    ) -> retention.RetentionSettings:
         """Set or extend the namespace's retention lock; it can never shrink or go away."""
-        return self._s.retention.lock(Namespace(namespace), keep_days, actor or self.actor)
+        return self.services.retention.lock(Namespace(namespace), keep_days, actor or self.actor)
 
-    def retention_plan(self, namespace: str | None = None) -> RetentionReport:
+    def retention_plan(self, namespace: str | None = None) -> retention.RetentionReport:
         """What ``apply_retention`` would do now: every live version's decision and rule."""
         return self.apply_retention(namespace, dry_run=True)
 
     def apply_retention(
         self, namespace: str | None = None, *, dry_run: bool = False, actor: str | None = None
-    ) -> RetentionReport:
+    ) -> retention.RetentionReport:
         """Delete (tombstone) what the policies release, never a held or locked version."""
-        return self._s.retention.apply(namespace, dry_run=dry_run, actor=actor)
+        return self.services.retention.apply(namespace, dry_run=dry_run, actor=actor)
 
     def place_hold(
         self, ref: str | Reference, reason: str, actor: str | None = None
     ) -> records.Hold:
         """Place a legal hold: the version cannot be deleted by anyone until it is released."""
-        return self._s.retention.place_hold(_ref(ref), reason, actor)
+        return self.services.retention.place_hold(_ref(ref), reason, actor)
 
     def release_hold(
         self,
@@ -354,7 +323,7 @@ class Store:
         actor: str | None = None,
     ) -> records.Hold:
         """Release the version's only active hold, or the one ``hold_id`` names."""
-        return self._s.retention.release_hold(_ref(ref), reason, hold_id=hold_id, actor=actor)
+        return self.services.retention.release_hold(_ref(ref), reason, hold_id=hold_id, actor=actor)
 
     def list_holds(
         self,
@@ -365,15 +334,15 @@ class Store:
     ) -> list[records.Hold]:
         """Active holds of one version or of all (``include_released``: released ones too)."""
         target = None if ref is None else _ref(ref)
-        return self._s.retention.list_holds(
+        return self.services.retention.list_holds(
             target, include_released=include_released, readable=readable
         )
 
     def version_retention(
         self, record: VersionRecord
-    ) -> tuple[list[records.Hold], VersionRetention]:
+    ) -> tuple[list[records.Hold], retention.VersionRetention]:
         """A version's active holds and retention state (for the version detail)."""
-        return self._s.retention.version_retention(record)
+        return self.services.retention.version_retention(record)
 
     # --- storage tiers (services/tiers.py) ---------------------------------------------
 
@@ -382,30 +351,24 @@ class Store:
 
     def tier_status(self, ref: str | Reference) -> list[records.BlobTier]:
         """Where each blob of a version is, and whether it can be read now."""
-        return self._s.tiers.status(self._version_blobs(ref))
+        return self.services.tiers.status(self._version_blobs(ref))
 
     def tier_move(
         self, ref: str | Reference, to: str, actor: str | None = None
     ) -> records.TierReport:
         """Move a version's blobs to tier ``to`` (``hot`` or ``cold``), synchronously."""
-        return self._s.tiers.move(self._version_blobs(ref), to, actor)
+        return self.services.tiers.move(self._version_blobs(ref), to, actor)
 
     def tier_restore(self, ref: str | Reference, actor: str | None = None) -> records.TierReport:
         """Start restoring a version's cold blobs; readable after ``restore_delay``."""
-        return self._s.tiers.restore(self._version_blobs(ref), actor)
+        return self.services.tiers.restore(self._version_blobs(ref), actor)
 
     def restore_blobs(self, blake3s: Sequence[str], actor: str | None = None) -> records.TierReport:
-        return self._s.tiers.restore(blake3s, actor)
+        return self.services.tiers.restore(blake3s, actor)
 
-    def complete_restores(
-        self,
-        blake3s: Sequence[str] | None = None,
-        *,
-        now: float | None = None,
-        actor: str = "system:restore",
-    ) -> records.TierReport:
-        """Finish the restores whose time has come (of ``blake3s``, or every one)."""
-        return self._s.tiers.complete_restores(blake3s, now, actor)
+    def complete_restores(self) -> records.TierReport:
+        """Finish every restore whose time has come (``serve`` does it on a schedule)."""
+        return self.services.tiers.complete_restores(None)
 
     # --- tokens and namespaces (services/access.py) --------------------------------------
 
@@ -418,117 +381,117 @@ class Store:
         actor: str | None = None,
     ) -> tuple[records.TokenInfo, str]:
         """A new API token and its secret, which is shown once and never stored."""
-        return self._s.access.create_token(name, scopes, expires_in, actor or self.actor)
+        return self.services.access.create_token(name, scopes, expires_in, actor or self.actor)
 
     def list_tokens(self) -> list[records.TokenInfo]:
-        return self._s.access.list_tokens()
+        return self.services.access.list_tokens()
 
     def revoke_token(self, token_id: str, actor: str | None = None) -> records.TokenInfo:
-        return self._s.access.revoke_token(token_id, actor)
+        return self.services.access.revoke_token(token_id, actor)
 
     def authenticate(self, presented: str) -> records.TokenInfo | None:
         """The active token ``presented`` names, or None; records its last use."""
-        return self._s.access.authenticate(presented)
+        return self.services.access.authenticate(presented)
 
     def token_count(self) -> int:
-        return self._s.access.token_count()
+        return self.services.access.token_count()
 
     def namespace_settings(self, namespace: str) -> dict[str, Any]:
         """The namespace's settings and ``used_bytes`` (what its quota counts)."""
-        return self._s.access.namespace_settings(Namespace(namespace))
+        return self.services.access.namespace_settings(Namespace(namespace))
 
     def set_namespace_settings(
         self, namespace: str, settings: Mapping[str, Any], actor: str | None = None
     ) -> dict[str, Any]:
         """Replace a namespace's settings; ``used_bytes`` (read-only) is ignored."""
-        return self._s.access.set_namespace_settings(
+        return self.services.access.set_namespace_settings(
             Namespace(namespace), settings, actor or self.actor
         )
 
     def anonymous_namespaces(self) -> set[str]:
         """Namespaces whose packages anyone may read."""
-        return self._s.access.anonymous_namespaces()
+        return self.services.access.anonymous_namespaces()
 
     def namespace_usage(self) -> dict[str, tuple[int, int | None]]:
         """(used bytes, quota or None) per namespace, for /metrics."""
-        return self._s.access.namespace_usage()
+        return self.services.access.namespace_usage()
 
     # --- HTTP uploads (services/uploads.py) ---------------------------------------------
 
     def check_upload_room(self, namespace: str | None, length: int | None) -> None:
         """Refuse a declared ``length`` that cannot fit the namespace's quota."""
-        self._s.uploads.check_room(namespace, length)
+        self.services.uploads.check_room(namespace, length)
 
     def blob_upload(self, actor: str, namespace: str | None) -> BlobUpload:
         """A one-shot upload whose room the caller checked; does no I/O until written."""
-        return self._s.uploads.blob_upload(actor, namespace)
+        return self.services.uploads.blob_upload(actor, namespace)
 
     def create_upload(
         self, *, namespace: str | None, length: int | None, metadata: dict[str, str], actor: str
     ) -> records.UploadSession:
         """Open a resumable upload session."""
-        return self._s.uploads.create(
+        return self.services.uploads.create(
             namespace=namespace, length=length, metadata=metadata, actor=actor
         )
 
     def upload_session(self, upload_id: str) -> records.UploadSession:
-        return self._s.uploads.get(upload_id)
+        return self.services.uploads.get(upload_id)
 
     def append_upload(
         self, upload_id: str, offset: int, checksum: tuple[str, bytes] | None = None
     ) -> SessionAppend:
         """Claim a session for one request's bytes at ``offset``."""
-        return self._s.uploads.begin_append(upload_id, offset, checksum)
+        return self.services.uploads.begin_append(upload_id, offset, checksum)
 
     def declare_upload_length(self, upload_id: str, length: int) -> None:
         """Fix a deferred length (tus ``Upload-Length`` on a later PATCH); once only."""
-        self._s.uploads.declare_length(upload_id, length)
+        self.services.uploads.declare_length(upload_id, length)
 
     def complete_upload(self, upload_id: str, expected: Digest | None = None) -> BlobDigests:
         """Finalise a session into a blob (its digests); idempotent once completed."""
-        return self._s.uploads.complete(upload_id, expected)
+        return self.services.uploads.complete(upload_id, expected)
 
     def abort_upload(self, upload_id: str) -> None:
-        self._s.uploads.abort(upload_id)
+        self.services.uploads.abort(upload_id)
 
     def expire_uploads(self) -> int:
         """Drop expired sessions and staged bytes no session owns; returns how many."""
-        return self._s.uploads.expire()
+        return self.services.uploads.expire()
 
     # --- integrity and housekeeping (services/maintenance.py) ---------------------------
 
     def verify(self, ref: str | Reference | None = None) -> records.VerifyReport:
         """Re-read and re-hash stored bytes (all blobs, or one version's); report damage."""
-        return self._s.maintenance.verify(None if ref is None else _ref(ref))
+        return self.services.maintenance.verify(None if ref is None else _ref(ref))
 
     def events(self, after: int = 0, limit: int | None = None) -> list[Event]:
-        return self._s.maintenance.events(after, limit)
+        return self.services.maintenance.events(after, limit)
 
     def verify_chain(self) -> int:
         """Number of events verified; raises ChainBroken at the first bad one."""
-        return self._s.maintenance.verify_chain()
+        return self.services.maintenance.verify_chain()
 
     def rebuild(self) -> int:
         """Empty every view and replay the whole log into it; returns events replayed."""
-        return self._s.maintenance.rebuild()
+        return self.services.maintenance.rebuild()
 
     def gc(
         self, *, dry_run: bool = False, grace: float | None = None, actor: str | None = None
     ) -> records.GcReport:
-        return self._s.maintenance.gc(dry_run=dry_run, grace=grace, actor=actor)
+        return self.services.maintenance.gc(dry_run=dry_run, grace=grace, actor=actor)
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         """Take or renew lease ``name`` for ``ttl`` seconds: whether ``holder`` holds it now.
 
         Periodic jobs (background GC) run only on the replica holding their lease.
         """
-        return self._s.maintenance.acquire_lease(name, holder, ttl)
+        return self.services.maintenance.acquire_lease(name, holder, ttl)
 
     def release_lease(self, name: str, holder: str) -> bool:
-        return self._s.maintenance.release_lease(name, holder)
+        return self.services.maintenance.release_lease(name, holder)
 
     def stats(self) -> dict[str, int]:
-        return self._s.maintenance.stats()
+        return self.services.maintenance.stats()
 
     def health(self) -> None:
-        self._s.maintenance.health()
+        self.services.maintenance.health()

@@ -60,54 +60,68 @@ class PushService:
 
         ``restage`` stages the files again, every one of them, for when GC
         collected bytes between publishing and recording them (only with a
-        grace period shorter than the push). Should this fail, the caller
-        cancels what is still staged.
+        grace period shorter than the push). Whatever is still staged when
+        this fails is cancelled (nothing, once published).
         """
-        core = self._core
-        core.check_file_count(len(files))
-        core.check_metadata(metadata, variant)
-        namespace = reference.namespace
         created = utc_now()
-        for attempt in range(PUSH_ATTEMPTS):
-            if attempt:
-                staged = restage()
-            ingested = self._publish(staged, namespace)
-            manifest = manifest_for(
+
+        def manifest(digests: list[BlobDigests]) -> Manifest:
+            return manifest_for(
                 reference,
                 files,
-                [d for d, _ in ingested],
+                digests,
                 metadata=metadata,
                 variant=variant,
                 annotations=annotations,
                 producer=producer,
                 created=created,
             )
-            try:
-                with core.db.write() as conn:
-                    namespaces.check_quota(conn, namespace, _sizes(ingested), core.held_since())
-                    stored = blob_records.record_stored(
-                        conn,
-                        ingested,
-                        core.plane.backend.properties.name,
-                        core.actor,
-                        exists=core.stored,
-                        now=core.clock(),
-                        namespace=str(namespace),
-                    )
-                    result = packages.commit(
-                        conn,
-                        manifest,
-                        core.actor,
-                        held_since=core.held_since(),
-                        recorded_here=set(stored),
-                    )
-            except MissingBlobs:
-                if attempt == PUSH_ATTEMPTS - 1:
-                    raise
-                continue
-            self._drop_unused_packs(ingested, set(stored))
-            return PushResult(result.record, result.created, len(stored))
-        raise AssertionError("unreachable")
+
+        try:
+            self._core.check_file_count(len(files))
+            self._core.check_metadata(metadata, variant)
+            for attempt in range(PUSH_ATTEMPTS):
+                if attempt:
+                    staged = restage()
+                try:
+                    return self._commit(reference.namespace, staged, manifest)
+                except MissingBlobs:
+                    if attempt == PUSH_ATTEMPTS - 1:
+                        raise
+            raise AssertionError("unreachable")
+        except BaseException:
+            staged.batch.cancel()
+            raise
+
+    def _commit(
+        self,
+        namespace: Namespace,
+        staged: StagedFiles,
+        manifest: Callable[[list[BlobDigests]], Manifest],
+    ) -> PushResult[VersionRecord]:
+        """Publish, then record the blobs and commit the version in one transaction."""
+        core = self._core
+        ingested = self._publish(staged, namespace)
+        with core.db.write() as conn:
+            namespaces.check_quota(conn, namespace, _sizes(ingested), core.held_since())
+            stored = blob_records.record_stored(
+                conn,
+                ingested,
+                core.plane.backend.properties.name,
+                core.actor,
+                exists=core.stored,
+                now=core.clock(),
+                namespace=str(namespace),
+            )
+            result = packages.commit(
+                conn,
+                manifest([d for d, _ in ingested]),
+                core.actor,
+                held_since=core.held_since(),
+                recorded_here=set(stored),
+            )
+        self._drop_unused_packs(ingested, set(stored))
+        return PushResult(result.record, result.created, len(stored))
 
     def _publish(self, staged: StagedFiles, namespace: Namespace) -> Ingested:
         """Lease, then publish the staged files (gc.py, step 1: lease first).
