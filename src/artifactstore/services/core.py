@@ -71,6 +71,10 @@ class Core:
         """Size and depth limits, then the variant's schema (SPEC section 7)."""
         settings = self.settings
         check_metadata_limits(metadata, settings.max_metadata_bytes, settings.max_metadata_depth)
+        self.check_schema(metadata, variant)
+
+    def check_schema(self, metadata: Mapping[str, Any], variant: str | None) -> None:
+        """The metadata against its variant's registered schema (none: nothing to check)."""
         if variant is not None:
             schemas.validate_variant_id(variant)
             with self.db.read() as conn:

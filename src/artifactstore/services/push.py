@@ -79,7 +79,7 @@ class PushService:
 
         try:
             self._core.check_file_count(len(files))
-            self._core.check_metadata(metadata, variant)
+            self._core.check_schema(metadata, variant)  # the facade checked the limits
             for attempt in range(PUSH_ATTEMPTS):
                 if attempt:
                     staged = restage()
