@@ -226,6 +226,13 @@ class Store:
         """A blob by either digest, if ``readable`` (None: any) holds it; renews its lease."""
         return self.services.pull.find_blob(digest, readable, head=head)
 
+    def known_blob(
+        self, digest: Digest, readable: Collection[str] | None = None, *, head: bool = False
+    ) -> records.BlobRecord | None:
+        """``find_blob``'s answer if it needs no I/O (a lookup made since the last commit
+        to the database); None: call ``find_blob``."""
+        return self.services.pull.known_blob(digest, readable, head=head)
+
     def read_blob(
         self, record: records.BlobRecord, offset: int = 0, length: int | None = None
     ) -> Iterator[bytes]:
@@ -392,6 +399,11 @@ class Store:
     def authenticate(self, presented: str) -> records.TokenInfo | None:
         """The active token ``presented`` names, or None; records its last use."""
         return self.services.access.authenticate(presented)
+
+    def known_token(self, presented: str) -> records.TokenInfo | None:
+        """``authenticate``'s answer if this process gave it since the last commit to the
+        database (no I/O but a version probe); None: call ``authenticate``."""
+        return self.services.access.known_token(presented)
 
     def token_count(self) -> int:
         return self.services.access.token_count()

@@ -9,10 +9,11 @@ GC's final check before unlinking bytes always sees it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Row, Select, exists, func, select
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, values_in
@@ -20,12 +21,15 @@ from artifactstore.controlplane.eventlog import append, append_many
 from artifactstore.errors import MissingBlobs
 from artifactstore.model.events import BlobClaimed, BlobsStored, BlobStored, Location
 from artifactstore.model.identity import BlobDigests, Digest
-from artifactstore.model.records import BlobRecord, Placement
+from artifactstore.model.records import AVAILABLE, BlobRecord, Placement
 
 __all__ = [
     "RecentBlobs",
+    "SeenBlobs",
+    "Visible",
     "dereference",
     "find",
+    "find_visible",
     "located",
     "location",
     "not_held",
@@ -33,7 +37,6 @@ __all__ = [
     "record_stored",
     "recorded",
     "touch",
-    "visible_to",
 ]
 
 
@@ -81,6 +84,66 @@ class RecentBlobs:
         self._items.clear()
 
 
+@dataclass(frozen=True, slots=True)
+class Visible:
+    """A blob a lookup found, and until when the namespaces it looked through hold it.
+
+    ``held_at`` is None when the blob is held for as long as nothing changes
+    (a global admin's lookup, or a live version of one of the namespaces
+    references it); otherwise it is the latest upload into one of them, and
+    the blob is held while ``held_at >= held_since`` (the grace period).
+    """
+
+    record: BlobRecord
+    held_at: str | None = None
+
+    def held(self, held_since: str) -> bool:
+        return self.held_at is None or self.held_at >= held_since
+
+
+#: (the digest looked up, the namespaces looked through: None for all)
+LookupKey = tuple[str, frozenset[str] | None]
+
+
+class SeenBlobs:
+    """Blob lookups this process answered, each trusted only while the database's
+    ``data_version`` (``Database.data_version``) is what it was before the lookup.
+
+    An unchanged version means nothing at all was committed since the lookup's
+    snapshot, by any process: no GC, tier move, deletion, upload or namespace
+    change can have altered the answer. Only time can, and it is checked: the
+    grace period of an upload's holding (``Visible.held``). Only readable
+    (``available``) records are kept, since a restore completes by time.
+    Where there is no version (PostgreSQL) nothing is kept. Bounded: when full
+    or when the version moves on, it starts over.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._max = max_entries
+        self._version: int | None = None
+        self._items: dict[LookupKey, tuple[int, Visible]] = {}
+
+    def get(self, key: LookupKey, version: int | None, held_since: str) -> BlobRecord | None:
+        if version is None:
+            return None
+        if version != self._version:  # everything kept is stale: free it
+            self._items.clear()
+            self._version = version
+            return None
+        hit = self._items.get(key)
+        if hit is None or hit[0] != version or not hit[1].held(held_since):
+            return None
+        return hit[1].record
+
+    def put(self, key: LookupKey, found: Visible, version: int | None) -> None:
+        """Keep ``found``; ``version`` must have been read before the lookup's snapshot."""
+        if version is None or found.record.restore_status != AVAILABLE:
+            return
+        if len(self._items) >= self._max:
+            self._items.clear()
+        self._items[key] = (version, found)
+
+
 def located() -> Select[Any]:
     """Blobs joined with their storage location: every column either table has."""
     loc = t.storage_locations
@@ -115,8 +178,10 @@ def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord 
     if lock:
         query = query.with_for_update(read=True, of=t.blobs)
     row = conn.execute(query).first()
-    if row is None:
-        return None
+    return None if row is None else _record(row)
+
+
+def _record(row: Row[Any]) -> BlobRecord:
     return BlobRecord(
         BlobDigests(Digest.parse(row.blake3), Digest.parse(row.sha256), row.size),
         placement(row.key, row.pack_offset, row.size),
@@ -125,6 +190,45 @@ def find(conn: Connection, digest: Digest, *, lock: bool = False) -> BlobRecord 
         row.restore_status,
         row.restore_ready_at,
     )
+
+
+def find_visible(
+    conn: Connection, digest: Digest, readable: Collection[str] | None, held_since: str
+) -> Visible | None:
+    """A blob by either digest, if one of ``readable`` holds it (None: any blob).
+
+    One statement: the record, its location and whether the namespaces hold
+    it (SPEC section 4, blob visibility: a live version of theirs references
+    it, or bytes were uploaded into one of them at or after ``held_since``).
+    A digest is not a capability, so a blob they do not hold is absent.
+    """
+    col = t.blobs.c.blake3 if digest.algorithm == "blake3" else t.blobs.c.sha256
+    query = located().where(col == str(digest)).limit(1)
+    if readable is not None:
+        names = sorted(readable)
+        nb, files, versions = t.namespace_blobs, t.files, t.versions
+        upload = (
+            select(func.max(nb.c.held_at))
+            .where(
+                nb.c.blake3 == t.blobs.c.blake3,
+                nb.c.namespace.in_(names),
+                nb.c.held_at >= held_since,
+            )
+            .scalar_subquery()
+        )
+        live = exists().where(
+            files.c.blake3 == t.blobs.c.blake3,
+            versions.c.id == files.c.version_id,
+            versions.c.namespace.in_(names),
+            versions.c.deleted_seq.is_(None),
+        )
+        query = query.add_columns(upload.label("held_at"), live.label("live"))
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    if readable is None or row.live:
+        return Visible(_record(row))
+    return None if row.held_at is None else Visible(_record(row), row.held_at)
 
 
 def touch(conn: Connection, keys: Iterable[str], now: float) -> None:
@@ -270,8 +374,3 @@ def not_held(
             )
         )
     return [n for n in names if n not in held]
-
-
-def visible_to(conn: Connection, blake3: str, namespaces: Iterable[str], held_since: str) -> bool:
-    """Whether any of ``namespaces`` holds the blob."""
-    return any(not not_held(conn, ns, [blake3], held_since) for ns in namespaces)

@@ -78,8 +78,11 @@ async def guard(request: Request) -> None:
     if action == "public":  # health, metrics, the API document: credentials play no part
         request.state.principal = PUBLIC
         return
-    # Authentication reads the database: off the event loop.
-    principal = await run_in_threadpool(request.app.state.auth.authenticate, request)
+    # Authentication reads the database: off the event loop, unless the answer is known.
+    auth = request.app.state.auth
+    principal = auth.known(request)
+    if principal is None:
+        principal = await run_in_threadpool(auth.authenticate, request)
     authorize(principal, action, namespace)
     request.state.principal = principal
 

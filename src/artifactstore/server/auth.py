@@ -28,6 +28,7 @@ from typing import Literal, Protocol
 from starlette.requests import Request
 
 from artifactstore.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated
+from artifactstore.model.records import TokenInfo
 from artifactstore.store import Store
 
 __all__ = [
@@ -91,12 +92,18 @@ class Authenticator(Protocol):
     def authenticate(self, request: Request) -> Principal:
         """Identify the caller; raise Unauthenticated for bad credentials."""
 
+    def known(self, request: Request) -> Principal | None:
+        """The caller if telling needs no I/O (called on the event loop); None: authenticate."""
+
 
 class LoopbackDevAuth:
     """``serve --no-auth``: every caller is admin (the server binds loopback only)."""
 
     def authenticate(self, request: Request) -> Principal:
         return Principal(actor="anonymous@loopback", admin=True)
+
+    def known(self, request: Request) -> Principal | None:
+        return self.authenticate(request)
 
 
 @dataclass
@@ -131,8 +138,10 @@ class _Throttle:
 
 
 class TokenAuth:
-    """API tokens from the store; checked against the database on every request,
-    so a revocation is effective on the very next request on every replica."""
+    """API tokens from the store; checked against the database on every request
+    unless nothing was committed to it since this process last checked the token
+    (``known``), so a revocation is effective on the very next request on every
+    replica."""
 
     def __init__(self, store: Store, *, failure_limit: int = 10, window: float = 60.0) -> None:
         self._store = store
@@ -153,11 +162,25 @@ class TokenAuth:
         if info is None:
             self._throttle.fail(client)
             raise Unauthenticated("the token is unknown, expired or revoked")
-        return Principal(
-            actor=info.actor,
-            admin="admin" in info.scopes,
-            scopes=frozenset(s for s in info.scopes if s != "admin"),
-        )
+        return _token_principal(info)
+
+    def known(self, request: Request) -> Principal | None:
+        """A token this process verified with nothing committed to the database since
+        (``Store.known_token``); anything else (no or bad credentials): None."""
+        try:
+            presented = _credentials(request.headers.get("authorization"))
+        except Unauthenticated:
+            return None
+        info = None if presented is None else self._store.known_token(presented)
+        return None if info is None else _token_principal(info)
+
+
+def _token_principal(info: TokenInfo) -> Principal:
+    return Principal(
+        actor=info.actor,
+        admin="admin" in info.scopes,
+        scopes=frozenset(s for s in info.scopes if s != "admin"),
+    )
 
 
 def _credentials(header: str | None) -> str | None:

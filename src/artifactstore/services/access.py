@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from artifactstore.controlplane import namespaces, tokens
-from artifactstore.model.clock import utc_iso
+from artifactstore.model.clock import utc_iso, utc_now
 from artifactstore.model.identity import Namespace
 from artifactstore.model.records import NamespaceSettings, TokenInfo
 from artifactstore.services.core import Core
@@ -15,12 +17,28 @@ __all__ = ["AccessService"]
 
 #: A token's ``last_used_at`` (operational state) is written at most this often.
 USE_RECORDING = 60.0
+#: Verified tokens a process remembers (more: it starts over).
+VERIFIED_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token that verified, and the database's ``data_version`` read just before."""
+
+    info: TokenInfo
+    version: int
+
+
+def _cache_key(presented: str) -> bytes:
+    """What the cache of verified tokens is keyed by: a hash, so no secret stays in memory."""
+    return hashlib.sha256(presented.encode()).digest()
 
 
 class AccessService:
     def __init__(self, core: Core) -> None:
         self._core = core
         self._used: dict[str, float] = {}
+        self._verified: dict[bytes, _Verified] = {}
 
     def create_token(
         self, name: str, scopes: list[str], expires_in: float | None, actor: str
@@ -41,17 +59,45 @@ class AccessService:
 
     def authenticate(self, presented: str) -> TokenInfo | None:
         """The active token ``presented`` names, or None; records its last use."""
-        with self._core.db.read() as conn:
+        db = self._core.db
+        key = _cache_key(presented)
+        version = db.data_version()  # before the snapshot: see known_token
+        with db.read() as conn:
             info = tokens.verify(conn, presented)
-        if info is not None:
-            self._record_use(info.id)
+        if info is None:
+            self._verified.pop(key, None)
+            return None
+        self._record_use(info.id)
+        if version is not None:
+            if len(self._verified) >= VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[key] = _Verified(info, version)
         return info
 
-    def _record_use(self, token_id: str) -> None:
-        now = self._core.clock()
+    def known_token(self, presented: str) -> TokenInfo | None:
+        """The token ``presented`` names if :meth:`authenticate` found it active and
+        nothing at all was committed to the database since, so neither was it revoked,
+        by this process or another; None means "ask :meth:`authenticate`".
+
+        It reads nothing but SQLite's ``data_version`` (microseconds, no thread
+        needed), so a server asks it first. Any commit sends the next request of
+        every token to :meth:`authenticate` once: a revocation is seen on the very
+        next request. The expiry is checked here against the time, and a token
+        whose last use is due to be recorded (a write) is not answered either.
+        """
+        hit = self._verified.get(_cache_key(presented))
+        if hit is None or self._use_due(hit.info.id) or not hit.info.active(utc_now()):
+            return None
+        return hit.info if self._core.db.data_version() == hit.version else None
+
+    def _use_due(self, token_id: str) -> bool:
         last = self._used.get(token_id)
-        if last is not None and now - last < USE_RECORDING:
+        return last is None or self._core.clock() - last >= USE_RECORDING
+
+    def _record_use(self, token_id: str) -> None:
+        if not self._use_due(token_id):
             return
+        now = self._core.clock()
         self._used[token_id] = now
         with self._core.db.write() as conn:
             tokens.record_use(conn, token_id, now)

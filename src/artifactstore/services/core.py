@@ -54,12 +54,16 @@ class Core:
         collected blob and the client uploads it again.
         """
         now = self.clock()
-        last = self._leases.get(key)
-        if last is not None and now - last < LEASE_RENEWAL:
+        if self.lease_fresh(key, now):
             return
         with self.db.write(durable=False) as conn:
             blob_records.touch(conn, [key], now)
         self.note_lease(key, now)
+
+    def lease_fresh(self, key: str, now: float) -> bool:
+        """Whether this process renewed the lease of ``key`` lately (renewing it is a no-op)."""
+        last = self._leases.get(key)
+        return last is not None and now - last < LEASE_RENEWAL
 
     def note_lease(self, key: str, now: float) -> None:
         """A lease this process just renewed (an upload records one with its blob)."""

@@ -27,10 +27,15 @@ from artifactstore.services.tiers import TierService
 __all__ = ["PullService"]
 
 
+def _lookup_key(digest: Digest, readable: Collection[str] | None) -> blob_records.LookupKey:
+    return str(digest), None if readable is None else frozenset(readable)
+
+
 class PullService:
     def __init__(self, core: Core, tiers: TierService) -> None:
         self._core = core
         self._tiers = tiers
+        self._seen = blob_records.SeenBlobs()
 
     def show(self, ref: Reference) -> VersionRecord:
         with self._core.db.read() as conn:
@@ -55,17 +60,38 @@ class PullService:
                 core.renew_lease(recent.place.key)
                 return recent
         generation = core.recent.generation
+        version = core.db.data_version()  # before the snapshot (blobs.SeenBlobs)
         with core.db.read() as conn:
-            record = blob_records.find(conn, digest)
-            if record is not None and readable is not None:
-                held = blob_records.visible_to(
-                    conn, str(record.digests.blake3), readable, core.held_since()
-                )
-                record = record if held else None
-        if record is not None:
-            core.renew_lease(record.place.key)
-            record = self._complete_if_due(record)
-            core.recent.put(record, now, generation)
+            found = blob_records.find_visible(conn, digest, readable, core.held_since())
+        if found is None:
+            return None
+        core.renew_lease(found.record.place.key)
+        record = self._complete_if_due(found.record)
+        core.recent.put(record, now, generation)
+        if record is found.record:  # a restore that completed just now changed it
+            self._seen.put(_lookup_key(digest, readable), found, version)
+        return record
+
+    def known_blob(
+        self, digest: Digest, readable: Collection[str] | None = None, *, head: bool = False
+    ) -> BlobRecord | None:
+        """``find_blob``'s answer where it needs no I/O (a server asks on its event loop);
+        None means "call ``find_blob``", not absent.
+
+        That is a lookup this process made with nothing committed to the database
+        since (``blobs.SeenBlobs``), or for a global admin's ``head`` a record it
+        saw lately, and in both cases a lease renewed lately (renewing is a write).
+        """
+        core = self._core
+        now = core.clock()
+        if head and readable is None:
+            recent = core.recent.get(str(digest), now)
+            if recent is not None and core.lease_fresh(recent.place.key, now):
+                return recent
+        key = _lookup_key(digest, readable)
+        record = self._seen.get(key, core.db.data_version(), core.held_since())
+        if record is None or not core.lease_fresh(record.place.key, now):
+            return None
         return record
 
     def note_stored(self, digests: BlobDigests, key: str) -> None:

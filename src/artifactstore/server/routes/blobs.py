@@ -49,7 +49,10 @@ async def get_blob(
     wanted = Digest.parse(digest)
     readable = readable_scope(request.state.principal, namespace)
     head = request.method == "HEAD"
-    record = await run_in_threadpool(lambda: store.find_blob(wanted, readable, head=head))
+    # A lookup made since the last commit is answered without a thread hop.
+    record = store.known_blob(wanted, readable, head=head)
+    if record is None:
+        record = await run_in_threadpool(lambda: store.find_blob(wanted, readable, head=head))
     if record is None:
         raise BlobNotFound(f"blob {wanted} is not in the store")
     return send_blob(request, store, record, "application/octet-stream")
