@@ -97,7 +97,7 @@ class HttpBench(Generic[C]):
         self.skipped: dict[str, str] = {}
         """Why a target or a step is left out: 'registry' or a step name -> reason."""
         self.versions: dict[str, str] = {}
-        self.ours = [Ours(work, self.logs, s, cfg.workers) for s in cfg.servers]
+        self.ours = [Ours(work, self.logs, s, cfg.workers, auth=cfg.auth) for s in cfg.servers]
         self.registry: Registry | None = None
         self.reference: Target | None = None
         """A target shown in its own column but in no ratio (the raw sink)."""
@@ -343,7 +343,8 @@ class HttpBench(Generic[C]):
             if self.reference is not None:
                 header.insert(3, self.reference.label)
             header += ["target", ""]
-            out.append(f"ours = artifactstore serve {o.option} {o.key} --workers {o.workers}")
+            serve = f"artifactstore serve {o.option} {o.key} --workers {o.workers}"
+            out.append(f"ours = {serve} {o.auth_label}")
             out.append(render_table(header, self.summary_rows(o, ratios)))
             out.append("")
         out.extend(self.details())

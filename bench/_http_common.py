@@ -37,6 +37,8 @@ class HttpConfig:
     scratch: Path | None
     json_path: Path | None
     prefault: bool
+    auth: bool
+    """Whether our server checks a token on every request (the registry checks none)."""
 
     def to_json(self) -> dict[str, Any]:
         """The settings that shape the figures, for ``--json``."""
@@ -44,6 +46,7 @@ class HttpConfig:
             "trials": self.trials,
             "servers": list(self.servers),
             "workers": self.workers,
+            "auth": self.auth,
             "prefault": self.prefault,
         }
 
@@ -68,6 +71,13 @@ def http_parser(
         help="our ASGI servers to measure, comma list of uvicorn,granian (default both)",
     )
     p.add_argument("--workers", type=int, default=1, help="our server's --workers (1)")
+    p.add_argument(
+        "--no-auth",
+        dest="auth",
+        action="store_false",
+        help="our server without authentication (serve --no-auth; the figures before "
+        "2026-12-04); by default every request carries a token, as a user's would",
+    )
     p.add_argument("--no-peer", dest="peer", action="store_false", help="skip the registry")
     add_scratch_and_json(p)
     if prefault:
@@ -116,6 +126,7 @@ def common_options(p: argparse.ArgumentParser, a: argparse.Namespace) -> dict[st
         "scratch": a.scratch,
         "json_path": a.json_path,
         "prefault": a.prefault,
+        "auth": a.auth,
     }
 
 

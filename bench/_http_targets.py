@@ -17,7 +17,7 @@ import re
 import secrets
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -83,9 +83,12 @@ def check_status(r: httpx.Response, *expected: int) -> httpx.Response:
     return r
 
 
-def new_client() -> httpx.Client:
-    """The one client implementation for every target: httpx, HTTP/1.1 keep-alive."""
-    return httpx.Client(timeout=HTTP_TIMEOUT, trust_env=False, follow_redirects=False)
+def new_client(headers: Mapping[str, str] | None = None) -> httpx.Client:
+    """The one client implementation for every target: httpx, HTTP/1.1 keep-alive;
+    ``headers`` go with every request (a target's ``headers``: its credentials)."""
+    return httpx.Client(
+        timeout=HTTP_TIMEOUT, trust_env=False, follow_redirects=False, headers=headers
+    )
 
 
 def warm(client: httpx.Client, target: Target) -> None:
@@ -113,6 +116,8 @@ class Target:
         self.port = 0
         self.base = ""
         self.starts = 0
+        self.headers: dict[str, str] = {}
+        """Sent with every request to this target (our server's token)."""
 
     def measures(self, step: str) -> bool:
         """Whether this target takes part in ``step`` (every real server takes part in all)."""
@@ -234,23 +239,48 @@ class Target:
 
 
 class Ours(Target):
-    """``artifactstore serve --no-auth`` on a fresh ARTIFACTSTORE_HOME."""
+    """``artifactstore serve`` on a fresh ARTIFACTSTORE_HOME: every request carries the
+    admin token it prints on its first start (``auth``), or ``--no-auth``."""
 
     def __init__(
-        self, work: Path, logs: Path, server: str, workers: int, option: str = "--server"
+        self,
+        work: Path,
+        logs: Path,
+        server: str,
+        workers: int,
+        option: str = "--server",
+        *,
+        auth: bool = True,
     ) -> None:
         self.key = server
         self.label = f"ours ({server})"
         self.server = server
         self.workers = workers
         self.option = option
+        self.auth = auth
         super().__init__(work, logs)
+
+    @property
+    def auth_label(self) -> str:
+        return "(a token on every request)" if self.auth else "--no-auth"
+
+    def start(self) -> None:
+        """Start as every target does, then take the admin token it printed."""
+        self.headers = {}
+        super().start()
+        if not self.auth:
+            return
+        log = (self.logs / f"{self.key}.log").read_text(encoding="utf-8", errors="replace")
+        tokens = re.findall(r"ARTIFACTSTORE_TOKEN=(ast_\S+)", log)
+        if not tokens:
+            raise RuntimeError(f"{self.label} printed no admin token:\n{log[-2000:]}")
+        self.headers = {"Authorization": f"Bearer {tokens[-1]}"}
 
     def argv(self) -> list[str]:
         return [
             str(venv_cli("artifactstore")),
             "serve",
-            "--no-auth",
+            *([] if self.auth else ["--no-auth"]),
             "--host",
             "127.0.0.1",
             "--port",

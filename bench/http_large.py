@@ -296,7 +296,7 @@ class LargeBench(HttpBench[LargeConfig]):
                 continue
             self.big.stamp(nonce)
             self.prefault(size + 256 * MiB)
-            with new_client() as client:
+            with new_client(t.headers) as client:
                 warm(client, t)
 
                 def go(t: Target = t, client: httpx.Client = client) -> tuple[float, float]:
@@ -327,7 +327,7 @@ class LargeBench(HttpBench[LargeConfig]):
                 continue
             mode, ref = stored
             sha = None if isinstance(t, Sink) else self.contents[mode][1]
-            with new_client() as client:
+            with new_client(t.headers) as client:
                 warm(client, t)
 
                 def go(

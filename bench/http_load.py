@@ -24,7 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,10 +95,18 @@ def _run(argv: list[str], seconds: int) -> tuple[int, str]:
     return out.returncode, out.stdout + out.stderr
 
 
-def run_wrk(wrk: str, url: str, connections: int, seconds: int) -> LoadResult:
-    """``wrk -t2 -cN -dSs URL`` (GET); fails on any non-2xx/3xx response."""
+def header_args(headers: Mapping[str, str]) -> list[str]:
+    """``-H "Name: value"`` for each header (wrk and hey spell it alike)."""
+    return [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
+
+
+def run_wrk(
+    wrk: str, url: str, connections: int, seconds: int, headers: Mapping[str, str]
+) -> LoadResult:
+    """``wrk -t2 -cN -dSs [-H ...] URL`` (GET); fails on any non-2xx/3xx response."""
     threads = min(2, connections)
-    status, text = _run([wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", url], seconds)
+    argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", *header_args(headers), url]
+    status, text = _run(argv, seconds)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
     total = re.search(r"(\d+) requests in", text)
     if status != 0 or rate is None or total is None:
@@ -110,9 +118,12 @@ def run_wrk(wrk: str, url: str, connections: int, seconds: int) -> LoadResult:
     return LoadResult(float(rate.group(1)), int(total.group(1)), errors.group(1) if errors else "")
 
 
-def run_hey(hey: str, url: str, method: str, connections: int, seconds: int) -> LoadResult:
-    """``hey -c N -z Ss -m METHOD URL``; fails on any non-200 response."""
-    argv = [hey, "-c", str(connections), "-z", f"{seconds}s", "-m", method, url]
+def run_hey(
+    hey: str, url: str, method: str, connections: int, seconds: int, headers: Mapping[str, str]
+) -> LoadResult:
+    """``hey -c N -z Ss -m METHOD [-H ...] URL``; fails on any non-200 response."""
+    argv = [hey, "-c", str(connections), "-z", f"{seconds}s", "-m", method]
+    argv += [*header_args(headers), url]
     status, text = _run(argv, seconds)
     total = re.search(r"Total:\s+([\d.]+) secs", text)
     codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", text)}
@@ -176,27 +187,27 @@ class LoadBench(HttpBench[LoadConfig]):
         for step in steps:
             for t in order:
                 if t.key in urls:
-                    self.trial(t, step, functools.partial(self._load, step, urls[t.key]))
+                    self.trial(t, step, functools.partial(self._load, step, t, urls[t.key]))
 
     def _push_one(self, t: Target) -> str | None:
         """Push the blob (untimed); its URL, or None if the server would not take it."""
         data, sha = self.blob
         try:
-            with new_client() as client:
+            with new_client(t.headers) as client:
                 return t.blob_url(t.upload_small(client, data, sha))
         except (RuntimeError, httpx.HTTPError) as e:
             print(f"    {t.label}: could not push a small blob: {e}")
             return None
 
-    def _load(self, step: str, url: str) -> tuple[float, float]:
-        """One wrk GET or hey HEAD run against ``url``: (requests/s, requests)."""
+    def _load(self, step: str, t: Target, url: str) -> tuple[float, float]:
+        """One wrk GET or hey HEAD run against ``url`` of ``t``: (requests/s, requests)."""
         c, secs = self.cfg.concurrency, self.cfg.load_seconds
         if step == "wrk_get":
             assert self.wrk is not None
-            res = run_wrk(self.wrk, url, c, secs)
+            res = run_wrk(self.wrk, url, c, secs, t.headers)
         else:
             assert self.hey is not None
-            res = run_hey(self.hey, url, "HEAD", c, secs)
+            res = run_hey(self.hey, url, "HEAD", c, secs, t.headers)
         return res.rate, res.requests
 
 

@@ -168,7 +168,7 @@ class RssBench(HttpBench[RssConfig]):
         res.processes = len(pids)
         reset_hwm(pids)
         try:
-            with new_client() as client, PeakRssSampler(t.pid) as sampler:
+            with new_client(t.headers) as client, PeakRssSampler(t.pid) as sampler:
                 start = time.perf_counter()
                 if mode == "oneshot":
                     t.upload_oneshot(client, src, sha)

@@ -150,7 +150,7 @@ class SmallBench(HttpBench[SmallConfig]):
         self.step_reads(order, "GET")
 
     def _clients(self, t: Target) -> list[httpx.Client]:
-        clients = [new_client() for _ in range(self.cfg.concurrency)]
+        clients = [new_client(t.headers) for _ in range(self.cfg.concurrency)]
         for c in clients:
             warm(c, t)
         return clients

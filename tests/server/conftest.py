@@ -91,6 +91,8 @@ class Server(LogFile):
                     str(ARTIFACTSTORE),
                     "serve",
                     "--no-auth",
+                    "--workers",  # one process: tests read its metrics, logs and caches
+                    "1",
                     "--host",
                     "127.0.0.1",
                     "--port",

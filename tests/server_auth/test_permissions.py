@@ -53,7 +53,7 @@ def _start(home: Path, log: Path, extra_env: dict[str, str]) -> AuthServer:
     env.update({"ARTIFACTSTORE_HOME": str(home), **extra_env})
     out = log.open("ab")
     process = subprocess.Popen(
-        [str(ARTIFACTSTORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [str(ARTIFACTSTORE), "serve", "--workers", "1", "--host", "127.0.0.1", "--port", str(port)],
         stdout=out,
         stderr=out,
         env=env,

@@ -86,6 +86,8 @@ class ServerProcess:
                     str(ARTIFACTSTORE),
                     "serve",
                     "--no-auth",
+                    "--workers",  # one process: a kill takes the server down, not a worker
+                    "1",
                     "--host",
                     "127.0.0.1",
                     "--port",

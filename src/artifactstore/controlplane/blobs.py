@@ -126,10 +126,6 @@ class SeenBlobs:
     def get(self, key: LookupKey, version: int | None, held_since: str) -> BlobRecord | None:
         if version is None:
             return None
-        if version != self._version:  # everything kept is stale: free it
-            self._items.clear()
-            self._version = version
-            return None
         hit = self._items.get(key)
         if hit is None or hit[0] != version or not hit[1].held(held_since):
             return None
@@ -139,8 +135,9 @@ class SeenBlobs:
         """Keep ``found``; ``version`` must have been read before the lookup's snapshot."""
         if version is None or found.record.restore_status != AVAILABLE:
             return
-        if len(self._items) >= self._max:
+        if version != self._version or len(self._items) >= self._max:
             self._items.clear()
+            self._version = version
         self._items[key] = (version, found)
 
 

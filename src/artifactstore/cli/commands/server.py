@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from artifactstore.cli.context import CliContext
@@ -13,10 +15,27 @@ __all__ = ["COMMANDS"]
 pass_ctx = click.make_pass_decorator(CliContext)
 
 
+def default_workers() -> int:
+    """One worker per core this process may run on (its affinity, as a container's CPU
+    set limits it), at most 64: small requests are CPU-bound in Python, and one
+    process runs Python on one core at a time."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:  # macOS, Windows: no affinity to ask
+        cores = os.cpu_count() or 1
+    return max(1, min(64, cores))
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=default_workers,
+    show_default="the CPU cores this process may use",
+    help="Worker processes; each serves requests on its own core.",
+)
 @click.option(
     "--asgi",
     "server_impl",

@@ -1,0 +1,204 @@
+"""The per-process caches a server answers small requests from without the database.
+
+``Store.known_token`` and ``Store.known_blob`` repeat an answer this process
+gave only while SQLite's ``data_version`` has not moved (nothing was committed
+by any connection of any process) and the time has not changed it (a token's
+expiry, the grace period of an upload's holding). Each test takes two Stores on
+one database, as two server workers are, or moves the injected clock.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from artifactstore.controlplane.db.engine import Database
+from artifactstore.model.identity import Digest
+from artifactstore.store import Store
+from tests.conftest import FakeClock, make_tree
+
+GRACE = 30.0  # shorter than a lease renewal (60 s), which would hide an expiry
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def two(clean_env: None, tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Store, Store]]:
+    """Two Stores on one database and storage (two workers, or two replicas)."""
+    home = tmp_path / "home"
+    a = Store.open(home, clock=clock, gc_grace=GRACE, pack_max_bytes=0)
+    b = Store.open(home, create=False, clock=clock, gc_grace=GRACE, pack_max_bytes=0)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+# --- the probe ----------------------------------------------------------------------------------
+
+
+def test_data_version_moves_with_every_commit_of_any_connection(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    a, b = Database(url), Database(url)
+    try:
+        with a.write() as conn:
+            conn.execute(text("CREATE TABLE t (i INTEGER)"))
+        before = a.data_version()
+        with a.read() as conn:
+            conn.execute(text("SELECT * FROM t")).all()
+        assert a.data_version() == before  # reads change nothing
+        with b.write() as conn:  # another engine: another worker
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+        after_b = a.data_version()
+        assert after_b != before
+        with a.write() as conn:  # this engine's own pool: not the probe's connection
+            conn.execute(text("INSERT INTO t VALUES (2)"))
+        after_a = a.data_version()
+        assert after_a != after_b
+        script = (
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            "c.execute('INSERT INTO t VALUES (3)'); c.commit()"
+        )
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / "db.sqlite")], check=True)
+        assert a.data_version() != after_a  # another process
+    finally:
+        a.dispose()
+        b.dispose()
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+
+def _check(store: Store, secret: str) -> None:
+    """Verify a token so that the answer is kept: the first check of a token records its
+    use (a commit, which outdates the answer it gives), the second records nothing."""
+    for _ in range(2):
+        assert store.authenticate(secret) is not None
+    assert store.known_token(secret) is not None
+
+
+def test_a_token_revoked_by_another_store_is_refused_on_the_next_check(
+    two: tuple[Store, Store],
+) -> None:
+    a, b = two
+    info, secret = a.create_token("ci", ["ci:read"])
+    _check(a, secret)
+    assert a.known_token(secret) == a.authenticate(secret)
+    b.revoke_token(info.id)
+    assert a.known_token(secret) is None
+    assert a.authenticate(secret) is None
+    assert a.known_token(secret) is None
+
+
+def test_a_token_revoked_by_the_same_store_is_refused_on_the_next_check(
+    two: tuple[Store, Store],
+) -> None:
+    a, _ = two
+    info, secret = a.create_token("ci", ["ci:read"])
+    _check(a, secret)
+    a.revoke_token(info.id)
+    assert a.known_token(secret) is None
+    assert a.authenticate(secret) is None
+
+
+def test_an_expired_token_is_never_answered_from_the_cache(two: tuple[Store, Store]) -> None:
+    """Expiry involves no commit: the cached answer must check the time itself."""
+    a, _ = two
+    _info, secret = a.create_token("short", ["ci:read"], expires_in=1.0)
+    _check(a, secret)
+    time.sleep(1.1)
+    assert a.known_token(secret) is None
+    assert a.authenticate(secret) is None
+
+
+def test_only_the_exact_secret_is_known(two: tuple[Store, Store]) -> None:
+    a, _ = two
+    _info, secret = a.create_token("ci", ["ci:read"])
+    _check(a, secret)
+    wrong = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    assert a.known_token(wrong) is None
+    assert a.authenticate(wrong) is None
+
+
+# --- blob lookups -------------------------------------------------------------------------------
+
+
+def _find(store: Store, digest: Digest, readable: set[str] | None = None) -> None:
+    """Look a blob up so that the answer is kept: the first lookup in a minute renews the
+    blob's GC lease (a commit, which outdates the answer it gives), the second does not."""
+    for _ in range(2):
+        assert store.find_blob(digest, readable) is not None
+    assert store.known_blob(digest, readable) is not None
+
+
+def _upload(store: Store, namespace: str, data: bytes) -> Digest:
+    upload = store.blob_upload("test", namespace)
+    upload.write(data)
+    return upload.finish().blake3
+
+
+def test_a_lookup_is_known_only_for_the_namespaces_it_looked_through(
+    two: tuple[Store, Store],
+) -> None:
+    a, _ = two
+    digest = _upload(a, "ci", b"ci's bytes")
+    _find(a, digest, {"ci"})
+    assert a.known_blob(digest, {"qa"}) is None
+    assert a.find_blob(digest, {"qa"}) is None
+    assert a.known_blob(digest, {"qa"}) is None  # an absence is not remembered as presence
+
+
+def test_an_upload_holding_past_its_grace_is_not_served_from_the_cache(
+    two: tuple[Store, Store], clock: FakeClock
+) -> None:
+    """The holding ends by time alone, with nothing committed."""
+    a, _ = two
+    digest = _upload(a, "ci", b"held by an upload only")
+    _find(a, digest, {"ci"})
+    clock.advance(GRACE + 1)
+    assert a.known_blob(digest, {"ci"}) is None
+    assert a.find_blob(digest, {"ci"}) is None
+    assert a.find_blob(digest) is not None  # still stored: invisible, not gone
+
+
+def test_a_package_deleted_by_another_store_stops_serving_its_blob(
+    two: tuple[Store, Store], clock: FakeClock, tmp_path: Path
+) -> None:
+    a, b = two
+    record = a.push("ci/app:1", [make_tree(tmp_path / "d", {"f": "the package's bytes"})]).record
+    digest = record.manifest.files[0].blake3
+    clock.advance(GRACE + 1)  # only the live version holds it now
+    _find(a, digest, {"ci"})
+    assert a.known_blob(digest) is None  # an admin's lookup is another question
+    _find(a, digest)
+    b.delete("ci/app:1")
+    assert a.known_blob(digest, {"ci"}) is None
+    assert a.find_blob(digest, {"ci"}) is None
+    clock.advance(1)
+    assert b.gc(grace=0).collected
+    assert a.known_blob(digest) is None
+    assert a.find_blob(digest) is None
+
+
+def test_a_blob_moved_to_another_tier_is_looked_up_again(
+    two: tuple[Store, Store], tmp_path: Path
+) -> None:
+    a, b = two
+    record = a.push("ci/app:1", [make_tree(tmp_path / "d", {"f": "to be frozen"})]).record
+    digest = record.manifest.files[0].blake3
+    _find(a, digest)
+    b.tier_move("ci/app:1", "cold")
+    assert a.known_blob(digest) is None
+    moved = a.find_blob(digest)
+    assert moved is not None and moved.retrieval_tier == "cold"
+    assert a.known_blob(digest) is None  # not readable now: never kept
