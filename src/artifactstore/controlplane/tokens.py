@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select
 
 from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import append
 from artifactstore.errors import InvalidInput, NotFound
 from artifactstore.model.clock import utc_now
@@ -37,6 +38,7 @@ __all__ = [
     "find",
     "list_tokens",
     "record_use",
+    "revocation_stamp",
     "revoke",
     "verify",
 ]
@@ -129,6 +131,24 @@ def verify(conn: Connection, presented: str) -> TokenInfo | None:
         return None
     info = _info(row)
     return info if info.active(utc_now()) else None
+
+
+#: A token changes only when revoked, which sets ``revoked_at`` once and for good: so
+#: the number of revoked tokens grows with every revocation (and a creation, which
+#: cannot make a verified token invalid, leaves it alone).
+_STAMP = "SELECT count(revoked_at), max(revoked_at) FROM tokens"
+
+
+def revocation_stamp(db: Database) -> tuple[object, ...] | None:
+    """A value every revocation changes, read through the database's probe in
+    microseconds; None where there is no probe (no per-process cache then).
+
+    A process may trust a token it verified for as long as the stamp read just
+    before that verification is unchanged (``services/access.py``): unlike
+    ``Database.data_version``, the uploads and other commits of a busy server
+    leave it alone. (A rebuild replays the same log, so the same tokens.)
+    """
+    return db.probe(_STAMP)
 
 
 def record_use(conn: Connection, token_id: str, now: float) -> None:

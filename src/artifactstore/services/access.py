@@ -23,10 +23,10 @@ VERIFIED_MAX = 10_000
 
 @dataclass(frozen=True, slots=True)
 class _Verified:
-    """A token that verified, and the database's ``data_version`` read just before."""
+    """A token that verified, and the revocation stamp read just before."""
 
     info: TokenInfo
-    version: int
+    stamp: tuple[object, ...]
 
 
 def _cache_key(presented: str) -> bytes:
@@ -61,34 +61,35 @@ class AccessService:
         """The active token ``presented`` names, or None; records its last use."""
         db = self._core.db
         key = _cache_key(presented)
-        version = db.data_version()  # before the snapshot: see known_token
+        stamp = tokens.revocation_stamp(db)  # before the snapshot: see known_token
         with db.read() as conn:
             info = tokens.verify(conn, presented)
         if info is None:
             self._verified.pop(key, None)
             return None
         self._record_use(info.id)
-        if version is not None:
+        if stamp is not None:
             if len(self._verified) >= VERIFIED_MAX:
                 self._verified.clear()
-            self._verified[key] = _Verified(info, version)
+            self._verified[key] = _Verified(info, stamp)
         return info
 
     def known_token(self, presented: str) -> TokenInfo | None:
-        """The token ``presented`` names if :meth:`authenticate` found it active and
-        nothing at all was committed to the database since, so neither was it revoked,
-        by this process or another; None means "ask :meth:`authenticate`".
+        """The token ``presented`` names if :meth:`authenticate` found it active and no
+        token was revoked since, by this process or another; None means "ask
+        :meth:`authenticate`".
 
-        It reads nothing but SQLite's ``data_version`` (microseconds, no thread
-        needed), so a server asks it first. Any commit sends the next request of
-        every token to :meth:`authenticate` once: a revocation is seen on the very
-        next request. The expiry is checked here against the time, and a token
-        whose last use is due to be recorded (a write) is not answered either.
+        It reads nothing but the revocation stamp (``tokens.revocation_stamp``:
+        microseconds on the database's probe connection, no thread needed), so a
+        server asks it first. Any revocation sends the next request of every
+        token, in every process, to :meth:`authenticate`. The expiry is checked
+        here against the time, and a token whose last use is due to be recorded
+        (a write) is not answered either.
         """
         hit = self._verified.get(_cache_key(presented))
         if hit is None or self._use_due(hit.info.id) or not hit.info.active(utc_now()):
             return None
-        return hit.info if self._core.db.data_version() == hit.version else None
+        return hit.info if tokens.revocation_stamp(self._core.db) == hit.stamp else None
 
     def _use_due(self, token_id: str) -> bool:
         last = self._used.get(token_id)

@@ -100,18 +100,15 @@ class Database:
         with self.engine.connect() as conn, conn.begin():
             yield conn
 
-    def data_version(self) -> int | None:
-        """A number that changes whenever any connection, of this process or another, has
-        committed to the database since it was last read; None where no cheap probe exists
-        (PostgreSQL), so a cache keyed on it is never trusted there.
+    def probe(self, statement: str) -> tuple[Any, ...] | None:
+        """The one row of a tiny read-only ``statement`` (raw SQL), or None where no cheap
+        probe exists (PostgreSQL): per-process caches ask it on every request.
 
-        SQLite's ``PRAGMA data_version`` on a connection of its own, which never
-        writes (a connection's own commits do not change its value) and reads in
-        autocommit mode (no transaction stays open to pin an old snapshot). It
-        costs a few microseconds and no page read, against 150 µs or more for the
-        smallest statement through SQLAlchemy, so a per-process cache can ask it
-        on every request. Read it *before* the transaction whose result is cached:
-        an unchanged value later means nothing was committed since that snapshot.
+        It runs on a SQLite connection of its own, which never writes and reads in
+        autocommit mode (no transaction stays open to pin an old snapshot): a few
+        microseconds, against 150 µs or more for the smallest statement through
+        SQLAlchemy's pool and a transaction, so a server can ask it on its event
+        loop. Only the control plane writes the statements.
         """
         if not self.is_sqlite:
             return None
@@ -121,7 +118,20 @@ class Database:
                 probe = fairy.driver_connection
                 fairy.detach()  # ours for good: the pool neither reuses nor resets it
                 self._probe = probe
-            return int(self._probe.execute("PRAGMA data_version").fetchall()[0][0])
+            rows = self._probe.execute(statement).fetchall()  # all: the statement ends
+        return tuple(rows[0])
+
+    def data_version(self) -> int | None:
+        """A number that changes whenever any connection, of this process or another, has
+        committed to the database since it was last read (None: no cheap probe).
+
+        SQLite's ``PRAGMA data_version`` on the probe's connection, whose own
+        commits would not change it (it makes none). Read it *before* the
+        transaction whose result is cached: an unchanged value later means
+        nothing was committed since that snapshot.
+        """
+        row = self.probe("PRAGMA data_version")
+        return None if row is None else int(row[0])
 
     def dispose(self) -> None:
         with self._probe_lock:
