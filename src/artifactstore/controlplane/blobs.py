@@ -97,10 +97,6 @@ class Visible:
     record: BlobRecord
     held_at: str | None = None
 
-    def held(self, held_since: str) -> bool:
-        return self.held_at is None or self.held_at >= held_since
-
-
 #: (the digest looked up, the namespaces looked through: None for all)
 LookupKey = tuple[str, frozenset[str] | None]
 
@@ -123,13 +119,20 @@ class SeenBlobs:
         self._version: int | None = None
         self._items: dict[LookupKey, tuple[int, Visible]] = {}
 
-    def get(self, key: LookupKey, version: int | None, held_since: str) -> BlobRecord | None:
+    def get(
+        self, key: LookupKey, version: int | None, held_since: Callable[[], str]
+    ) -> BlobRecord | None:
+        """The record kept for ``key`` if ``version`` is still the database's and the
+        namespaces still hold it at ``held_since()`` (asked only if a holding ends)."""
         if version is None:
             return None
         hit = self._items.get(key)
-        if hit is None or hit[0] != version or not hit[1].held(held_since):
+        if hit is None or hit[0] != version:
             return None
-        return hit[1].record
+        found = hit[1]
+        if found.held_at is not None and found.held_at < held_since():
+            return None
+        return found.record
 
     def put(self, key: LookupKey, found: Visible, version: int | None) -> None:
         """Keep ``found``; ``version`` must have been read before the lookup's snapshot."""

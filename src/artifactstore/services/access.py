@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from artifactstore.controlplane import namespaces, tokens
-from artifactstore.model.clock import utc_iso, utc_now
+from artifactstore.model.clock import TIME_FORMAT, utc_iso
 from artifactstore.model.identity import Namespace
 from artifactstore.model.records import NamespaceSettings, TokenInfo
 from artifactstore.services.core import Core
@@ -23,10 +26,22 @@ VERIFIED_MAX = 10_000
 
 @dataclass(frozen=True, slots=True)
 class _Verified:
-    """A token that verified, and the revocation stamp read just before."""
+    """A token that verified, the revocation stamp read just before, and when it
+    expires (POSIX time; ``verify`` compares the same instant as text, which costs
+    a clock formatting per request)."""
 
     info: TokenInfo
     stamp: tuple[object, ...]
+    expires: float
+
+    def active(self) -> bool:
+        return time.time() < self.expires
+
+
+def _expiry(info: TokenInfo) -> float:
+    if info.expires_at is None:
+        return math.inf
+    return datetime.strptime(info.expires_at, TIME_FORMAT).replace(tzinfo=UTC).timestamp()
 
 
 def _cache_key(presented: str) -> bytes:
@@ -71,7 +86,7 @@ class AccessService:
         if stamp is not None:
             if len(self._verified) >= VERIFIED_MAX:
                 self._verified.clear()
-            self._verified[key] = _Verified(info, stamp)
+            self._verified[key] = _Verified(info, stamp, _expiry(info))
         return info
 
     def known_token(self, presented: str) -> TokenInfo | None:
@@ -87,7 +102,7 @@ class AccessService:
         (a write) is not answered either.
         """
         hit = self._verified.get(_cache_key(presented))
-        if hit is None or self._use_due(hit.info.id) or not hit.info.active(utc_now()):
+        if hit is None or self._use_due(hit.info.id) or not hit.active():
             return None
         return hit.info if tokens.revocation_stamp(self._core.db) == hit.stamp else None
 

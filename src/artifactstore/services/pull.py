@@ -89,7 +89,7 @@ class PullService:
             if recent is not None and core.lease_fresh(recent.place.key, now):
                 return recent
         key = _lookup_key(digest, readable)
-        record = self._seen.get(key, core.db.data_version(), core.held_since())
+        record = self._seen.get(key, core.db.data_version(), core.held_since)
         if record is None or not core.lease_fresh(record.place.key, now):
             return None
         return record
