@@ -9,11 +9,12 @@ GC's final check before unlinking bytes always sees it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, exists, func, select
+from sqlalchemy import BindParameter, Connection, Row, Select, bindparam, exists, func, select
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, values_in
@@ -96,6 +97,7 @@ class Visible:
 
     record: BlobRecord
     held_at: str | None = None
+
 
 #: (the digest looked up, the namespaces looked through: None for all)
 LookupKey = tuple[str, frozenset[str] | None]
@@ -202,33 +204,44 @@ def find_visible(
     it, or bytes were uploaded into one of them at or after ``held_since``).
     A digest is not a capability, so a blob they do not hold is absent.
     """
-    col = t.blobs.c.blake3 if digest.algorithm == "blake3" else t.blobs.c.sha256
-    query = located().where(col == str(digest)).limit(1)
+    query = _visible_query(digest.algorithm, scoped=readable is not None)
+    params: dict[str, Any] = {"digest": str(digest)}
     if readable is not None:
-        names = sorted(readable)
-        nb, files, versions = t.namespace_blobs, t.files, t.versions
-        upload = (
-            select(func.max(nb.c.held_at))
-            .where(
-                nb.c.blake3 == t.blobs.c.blake3,
-                nb.c.namespace.in_(names),
-                nb.c.held_at >= held_since,
-            )
-            .scalar_subquery()
-        )
-        live = exists().where(
-            files.c.blake3 == t.blobs.c.blake3,
-            versions.c.id == files.c.version_id,
-            versions.c.namespace.in_(names),
-            versions.c.deleted_seq.is_(None),
-        )
-        query = query.add_columns(upload.label("held_at"), live.label("live"))
-    row = conn.execute(query).first()
+        params.update(names=sorted(readable), held_since=held_since)
+    row = conn.execute(query, params).first()
     if row is None:
         return None
     if readable is None or row.live:
         return Visible(_record(row))
     return None if row.held_at is None else Visible(_record(row), row.held_at)
+
+
+@functools.cache
+def _visible_query(algorithm: str, *, scoped: bool) -> Select[Any]:
+    """``find_visible``'s statement, built once: building one costs more than running it
+    (SQLAlchemy's expression objects and cache key), and it is run on most reads."""
+    col = t.blobs.c.blake3 if algorithm == "blake3" else t.blobs.c.sha256
+    query = located().where(col == bindparam("digest")).limit(1)
+    if not scoped:
+        return query
+    nb, files, versions = t.namespace_blobs, t.files, t.versions
+    names: BindParameter[str] = bindparam("names", expanding=True)
+    upload = (
+        select(func.max(nb.c.held_at))
+        .where(
+            nb.c.blake3 == t.blobs.c.blake3,
+            nb.c.namespace.in_(names),
+            nb.c.held_at >= bindparam("held_since"),
+        )
+        .scalar_subquery()
+    )
+    live = exists().where(
+        files.c.blake3 == t.blobs.c.blake3,
+        versions.c.id == files.c.version_id,
+        versions.c.namespace.in_(names),
+        versions.c.deleted_seq.is_(None),
+    )
+    return query.add_columns(upload.label("held_at"), live.label("live"))
 
 
 def touch(conn: Connection, keys: Iterable[str], now: float) -> None:
