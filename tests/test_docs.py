@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from artifactstore import errors
 from artifactstore.cli.main import cli
@@ -87,6 +88,22 @@ def test_every_event_type_is_documented() -> None:
         assert kind in EVENT_CLASSES, f"docs/events.md documents {kind}, which no class is"
         for key in SAMPLES[kind].to_payload():
             assert f"`{key}`" in row, f"payload key {key} of {kind} is missing from its row"
+
+
+def test_docs_stand_on_their_own() -> None:
+    """README, docs/ and every command's help point only at what the repository holds."""
+    texts = {
+        p.name: p.read_text(encoding="utf-8")
+        for p in [DOCS.parent / "README.md", *DOCS.glob("*.md")]
+    }
+    runner = CliRunner()
+    for name in _commands(cli):
+        texts[f"{name} --help"] = runner.invoke(cli, [*name.split(), "--help"]).output
+    for where, text in texts.items():
+        for outside in ("SPEC", "shared/", "PERF-NOTES"):
+            assert outside not in text, (
+                f"{where} points at {outside}, which is not in the repository"
+            )
 
 
 def test_readme_quick_start() -> None:
@@ -186,6 +203,7 @@ def test_readme_walk_through(tmp_path: Path) -> None:
             timeout=300,
             check=False,
         )
+        openapi = httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=30).text
     finally:
         proc.terminate()
         proc.wait(30)
@@ -198,3 +216,4 @@ def test_readme_walk_through(tmp_path: Path) -> None:
     assert (work / "out/report/index.html").read_bytes() == page
     assert (work / "out-lib/report/index.html").read_bytes() == page
     assert "ci/lib:1.0 blake3:" in run.stdout
+    assert "SPEC" not in openapi  # the API's description stands on its own too

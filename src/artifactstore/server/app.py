@@ -191,7 +191,7 @@ def create_app(
     app = FastAPI(
         title="artifact-store",
         version="1",
-        description="Content-addressed registry for generated artifacts (SPEC section 4).",
+        description="Content-addressed registry for generated artifacts.",
         dependencies=[Depends(guard)],
         # A trailing slash is a different (absent) resource: answer 404, not a
         # redirect that re-sends a PATCH or POST body elsewhere.
