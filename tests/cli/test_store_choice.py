@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import os
 import pty
-import socket
 import subprocess
 from pathlib import Path
 
 from tests.conftest import ARTIFACTSTORE, Cli
+from tests.server.conftest import free_port
 
 
 def _closed_port_url() -> str:
     """A loopback URL nothing listens on: a remote command there fails at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def test_home_on_the_command_line_beats_the_url_variable(cli: Cli, tmp_path: Path) -> None:
