@@ -1,6 +1,6 @@
 """Local file-system backend: objects are files under one root directory.
 
-Durability protocol (SPEC section 11: bytes durable before metadata points at
+Durability protocol (docs/architecture.md: bytes durable before metadata points at
 them). A writer streams into ``tmp/<random>``; the batch commit then makes the
 data durable *before* any name points at it, and the names durable before it
 returns:
