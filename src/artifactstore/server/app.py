@@ -25,6 +25,7 @@ from artifactstore.errors import ArtifactStoreError
 from artifactstore.server.auth import (
     PUBLIC,
     ROUTE_SCOPES,
+    AmbiguousCredentials,
     Authenticator,
     TokenAuth,
     authorize,
@@ -66,16 +67,20 @@ class ServerLimits:
 
 async def guard(request: Request) -> None:
     """The one authorisation check: ``ROUTE_SCOPES`` says what each route needs."""
+    if len(request.headers.getlist("authorization")) > 1:
+        raise AmbiguousCredentials("send one Authorization header, not several")
     route = request.scope.get("route")
-    method = "GET" if request.method == "HEAD" else request.method
     path = getattr(route, "path", "")
+    method = request.method
+    if method == "HEAD" and (method, path) not in ROUTE_SCOPES:
+        method = "GET"  # HEAD shares GET's entry unless it has one of its own
     action, source = ROUTE_SCOPES[(method, path)]
     namespace: str | None = None
     if source == "path:ns":
         namespace = request.path_params.get("ns")
     elif source == "query:namespace":
         namespace = request.query_params.get("namespace")
-    if action == "public":  # health, metrics, the API document: credentials play no part
+    if action == "public":  # health, readiness, the API document: credentials play no part
         request.state.principal = PUBLIC
         return
     # Authentication reads the database: off the event loop.
@@ -200,7 +205,11 @@ def create_app(
     )
     app.state.store = store
     app.state.background = background
-    app.state.auth = auth or TokenAuth(store, failure_limit=store.settings.auth_failures_per_minute)
+    app.state.auth = auth or TokenAuth(
+        store,
+        failure_limit=store.settings.auth_failures_per_minute,
+        trusted_proxies=store.settings.trusted_networks(),
+    )
     app.state.limits = limits or ServerLimits()
     app.state.metrics = Metrics()
     for module in (health, blobs, uploads, packages, schemas, events, tokens, retention, tiers):
@@ -241,6 +250,10 @@ def create_app(
             f"the representation has {exc.size} bytes",
             {"Content-Range": f"bytes */{exc.size}"},
         )
+
+    @app.exception_handler(AmbiguousCredentials)
+    async def ambiguous_credentials(_request: Request, exc: AmbiguousCredentials) -> Response:
+        return plain_problem(400, "ambiguous_credentials", "Ambiguous credentials", str(exc))
 
     @app.exception_handler(ClientDisconnect)
     async def disconnected(_request: Request, _exc: ClientDisconnect) -> Response:
