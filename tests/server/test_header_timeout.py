@@ -25,6 +25,8 @@ SLACK = 10.0
 def slow_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
+    if request.param == "granian":
+        pytest.importorskip("granian", reason="granian is a dependency: pip install -e '.[dev]'")
     workdir = tmp_path_factory.mktemp(f"header-timeout-{request.param}")
     env = {"ARTIFACTSTORE_HEADER_TIMEOUT": str(TIMEOUT)}
     srv = Server(workdir / "home", workdir, env, ["--asgi", request.param])

@@ -12,13 +12,14 @@ token); the test that pushes with the CLI uses a real server process
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,15 +87,21 @@ def _stop(server: AuthServer) -> None:
         os.killpg(server.process.pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
-    root = tmp_path_factory.mktemp("authserver")
-    srv = InProcessServer(root / "home", root, SERVER_ENV, no_auth=False)
+@contextlib.contextmanager
+def in_process_server(root: Path, env: Mapping[str, str] = SERVER_ENV) -> Iterator[InProcessServer]:
+    """The app ``serve`` runs with authentication on, in this process, over ``root/home``."""
+    srv = InProcessServer(root / "home", root, env, no_auth=False)
     srv.start()
     try:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
+    with in_process_server(tmp_path_factory.mktemp("authserver")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -360,6 +367,32 @@ def test_a_digest_is_not_a_capability(live_server: AuthServer, tmp_path: Path) -
         )
     blob_files = list((server.home / "storage" / "blobs").rglob(blake.split(":")[1]))
     assert len(blob_files) == 1
+
+
+def test_a_write_only_token_pushes_with_the_cli(live_server: AuthServer, tmp_path: Path) -> None:
+    _, writer = _token(live_server, "ci-pusher", ["ci:write"])
+    files = {"bin/tool": b"tool " * 1000, "README": b"read me"}
+    first = _push(live_server, writer, "ci/tool:1", _tree(tmp_path / "one", files))
+    assert first.returncode == 0, first.stderr
+    # Again with the same bytes: the existence checks say "held" and nothing is re-sent.
+    uploads = _uploads(live_server)
+    assert uploads >= 2
+    second = _push(live_server, writer, "ci/tool:2", _tree(tmp_path / "two", files))
+    assert second.returncode == 0, second.stderr
+    assert _uploads(live_server) == uploads
+    with _client(live_server, live_server.admin) as admin:
+        for version in ("1", "2"):
+            assert admin.get(f"/v1/packages/ci/tool/{version}").status_code == 200
+
+
+def _uploads(server: AuthServer) -> int:
+    """Upload requests in the server's access log so far."""
+    lines = [json.loads(x) for x in server.log.read_text().splitlines() if x.startswith("{")]
+    return sum(
+        1
+        for e in lines
+        if e.get("method") == "POST" and e.get("route") in ("/v1/blobs", "/v1/uploads")
+    )
 
 
 def test_revocation_is_effective_on_the_next_request(server: InProcessServer) -> None:

@@ -7,15 +7,13 @@
   admin or a ``metrics`` token; any other token sees its namespaces' gauges.
 - A writer may ask (``HEAD /v1/blobs/{digest}?namespace=NS``) whether its own
   namespace holds a blob, which is what a push asks, and learns nothing about
-  other namespaces; a write-only token pushes with the CLI.
+  other namespaces (``test_permissions.py`` pushes with a write-only token).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,14 +21,9 @@ import pytest
 from tests.server.conftest import assert_problem, push, upload_blob
 from tests.server.inprocess import InProcessServer
 from tests.server_auth.test_permissions import (
-    SERVER_ENV,
-    AuthServer,
     _client,
-    _push,
-    _start,
-    _stop,
     _token,
-    _tree,
+    in_process_server,
 )
 
 A_BYTES = b"tenant a's file " * 64
@@ -50,10 +43,7 @@ class Tenants:
 
 @pytest.fixture(scope="module")
 def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
-    root = tmp_path_factory.mktemp("tenants")
-    srv = InProcessServer(root / "home", root, SERVER_ENV, no_auth=False)
-    srv.start()
-    try:
+    with in_process_server(tmp_path_factory.mktemp("tenants")) as srv:
         _, a_rw = _token(srv, "a-rw", ["a:read", "a:write"])
         _, b_rw = _token(srv, "b-rw", ["b:read", "b:write"])
         with _client(srv, a_rw) as a:
@@ -72,8 +62,6 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
             a_blob=a_blob["digests"]["blake3"],
             b_blob=b_blob["digests"]["blake3"],
         )
-    finally:
-        srv.stop()
 
 
 # --- cache headers ---------------------------------------------------------------------------
@@ -178,37 +166,3 @@ def test_a_writer_may_ask_whether_its_namespace_holds_a_blob(tenants: Tenants) -
         # After uploading b's bytes itself (proof of possession), a holds them too.
         upload_blob(c, B_BYTES, "a")
         assert c.head(f"/v1/blobs/{tenants.b_blob}?namespace=a").status_code == 200
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
-    root = tmp_path_factory.mktemp("live-tenants")
-    srv = _start(root / "home", root / "server.log", SERVER_ENV)
-    yield srv
-    _stop(srv)
-
-
-def test_a_write_only_token_pushes_with_the_cli(live: AuthServer, tmp_path: Path) -> None:
-    _, writer = _token(live, "ci-pusher", ["ci:write"])
-    files = {"bin/tool": b"tool " * 1000, "README": b"read me"}
-    first = _push(live, writer, "ci/tool:1", _tree(tmp_path / "one", files))
-    assert first.returncode == 0, first.stderr
-    # Again with the same bytes: the existence checks say "held" and nothing is re-sent.
-    uploads = _uploads(live)
-    assert uploads >= 2
-    second = _push(live, writer, "ci/tool:2", _tree(tmp_path / "two", files))
-    assert second.returncode == 0, second.stderr
-    assert _uploads(live) == uploads
-    with _client(live, live.admin) as admin:
-        for version in ("1", "2"):
-            assert admin.get(f"/v1/packages/ci/tool/{version}").status_code == 200
-
-
-def _uploads(server: AuthServer) -> int:
-    """Upload requests in the server's access log so far."""
-    lines = [json.loads(x) for x in server.log.read_text().splitlines() if x.startswith("{")]
-    return sum(
-        1
-        for e in lines
-        if e.get("method") == "POST" and e.get("route") in ("/v1/blobs", "/v1/uploads")
-    )

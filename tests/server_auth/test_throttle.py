@@ -20,35 +20,24 @@ from artifactstore.config import Settings
 from artifactstore.errors import InvalidInput
 from tests.server.conftest import assert_problem
 from tests.server.inprocess import InProcessServer
-from tests.server_auth.test_permissions import _start, _stop
+from tests.server_auth.test_permissions import _start, _stop, in_process_server
 
 BAD = "Bearer ast_" + "z" * 16 + "_" + "q" * 43
 LIMIT = 10  # the default ``auth_failures_per_minute``
 
 
-def _server(tmp_path: Path, **env: str) -> InProcessServer:
-    srv = InProcessServer(tmp_path / "home", tmp_path, env, no_auth=False)
-    srv.start()
-    return srv
-
-
 @pytest.fixture
 def srv(tmp_path: Path) -> Iterator[InProcessServer]:
-    server = _server(tmp_path)
-    try:
+    with in_process_server(tmp_path, {}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def behind_proxy(tmp_path: Path) -> Iterator[InProcessServer]:
     """A server behind a proxy on 127.0.0.1 and a proxy tier in 10.0.0.0/8."""
-    server = _server(tmp_path, ARTIFACTSTORE_TRUSTED_PROXIES="127.0.0.1, 10.0.0.0/8")
-    try:
+    env = {"ARTIFACTSTORE_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8"}
+    with in_process_server(tmp_path, env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _bad(c: httpx.Client, forwarded_for: str | None = None) -> httpx.Response:

@@ -41,13 +41,13 @@ from artifactstore.errors import Forbidden, InvalidInput, TooManyRequests, Unaut
 from artifactstore.store import Store
 
 __all__ = [
+    "METRICS_SCOPE",
     "PUBLIC",
     "ROUTE_SCOPES",
     "Action",
     "AmbiguousCredentials",
     "Authenticator",
     "LoopbackDevAuth",
-    "METRICS_SCOPE",
     "Principal",
     "TokenAuth",
     "authorize",

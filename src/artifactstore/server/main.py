@@ -128,7 +128,6 @@ def run(
     if server == "granian":
         from granian import Granian
         from granian.constants import Interfaces
-
         from granian.http import HTTP1Settings
 
         Granian(
