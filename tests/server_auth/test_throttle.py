@@ -106,8 +106,12 @@ def test_two_authorization_headers_are_refused(srv: InProcessServer) -> None:
         assert c.get("/v1/packages", headers={"Authorization": valid}).status_code == 200
 
 
-def test_trusted_proxies_must_parse() -> None:
+def test_trusted_proxies_must_parse(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="TRUSTED_PROXIES"):
         Settings.load({"ARTIFACTSTORE_TRUSTED_PROXIES": "10.0.0.0/8, proxy.example"})
     nets = Settings.load({"ARTIFACTSTORE_TRUSTED_PROXIES": "10.0.0.0/8,192.0.2.7, ::1"})
     assert [str(n) for n in nets.trusted_networks()] == ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]
+    toml = tmp_path / "artifactstore.toml"
+    toml.write_text('trusted_proxies = ["10.0.0.0/8", "2001:db8::/32"]\n')
+    listed = Settings.load({"ARTIFACTSTORE_CONFIG": str(toml)})
+    assert [str(n) for n in listed.trusted_networks()] == ["10.0.0.0/8", "2001:db8::/32"]
