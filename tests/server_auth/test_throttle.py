@@ -79,6 +79,10 @@ def test_forwarded_for_is_honoured_from_a_trusted_proxy(behind_proxy: InProcessS
         assert _bad(c, "198.51.100.7, 198.51.100.8").status_code == 401
         # Without the header the proxy itself is the client, with a clean record.
         assert _bad(c).status_code == 401
+    # The access log names the same client the throttle counts.
+    logged = {e.get("client") for e in behind_proxy.access_log()}
+    assert {"198.51.100.7", "198.51.100.8", "127.0.0.1"} <= logged
+    assert "203.0.113.1" not in logged and "10.1.2.3" not in logged
 
 
 def test_a_real_server_does_not_believe_forwarded_for_on_its_own(tmp_path: Path) -> None:

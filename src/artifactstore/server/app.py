@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from artifactstore.config import IPNetwork
 from artifactstore.errors import ArtifactStoreError
 from artifactstore.server.auth import (
     PUBLIC,
@@ -29,6 +30,7 @@ from artifactstore.server.auth import (
     Authenticator,
     TokenAuth,
     authorize,
+    client_address,
 )
 from artifactstore.server.background import Background, scheduled_jobs
 from artifactstore.server.bodies import BodyTimeout, RangeNotSatisfiable
@@ -92,10 +94,17 @@ async def guard(request: Request) -> None:
 class AccessLog:
     """Request ids, JSON-line access logs and per-route metrics, as raw ASGI middleware."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        logger: logging.Logger,
+        trusted_proxies: tuple[IPNetwork, ...] = (),
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.logger = logger
+        self.trusted_proxies = trusted_proxies  # the client logged is the one auth counts
         # Request ids: a random prefix per process and a counter. Unique without
         # a getrandom() call per request (a measurable share of a HEAD's CPU).
         self._id_prefix = secrets.token_hex(4)
@@ -155,7 +164,7 @@ class AccessLog:
                         "duration_ms": round(elapsed * 1000, 2),
                         "bytes_in": received,
                         "bytes_out": sent,
-                        "client": (scope.get("client") or ("", 0))[0],
+                        "client": client_address(Request(scope), self.trusted_proxies),
                     }
                 )
             )
@@ -280,7 +289,12 @@ def create_app(
         )
 
     _problem_only_openapi(app)
-    app.add_middleware(AccessLog, metrics=app.state.metrics, logger=log)
+    app.add_middleware(
+        AccessLog,
+        metrics=app.state.metrics,
+        logger=log,
+        trusted_proxies=store.settings.trusted_networks(),
+    )
     return app
 
 
