@@ -144,12 +144,23 @@ def command_line() -> str:
 
 
 def repo_revision(root: Path = REPO_ROOT) -> str:
-    """The checked-out commit, read from ``.git`` directly (no git process needed)."""
+    """The checked-out commit, read from ``.git`` directly (no git process needed).
+
+    In a worktree ``.git`` is a file naming the worktree's git directory, which
+    holds its ``HEAD``; the refs live in the directory its ``commondir`` names.
+    """
     git = root / ".git"
     try:
+        if git.is_file():
+            git = (
+                root / git.read_text(encoding="utf-8").strip().removeprefix("gitdir: ")
+            ).resolve()
         head = (git / "HEAD").read_text(encoding="utf-8").strip()
         if not head.startswith("ref: "):
             return head[:12]
+        common = git / "commondir"
+        if common.is_file():
+            git = (git / common.read_text(encoding="utf-8").strip()).resolve()
         ref = head[5:]
         loose = git / ref
         if loose.is_file():
