@@ -22,9 +22,11 @@ from sqlalchemy import text
 
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.model.identity import Digest
+from artifactstore.model.records import TokenInfo
 from artifactstore.store import Store
 from tests.conftest import FakeClock, make_tree
 
+TokenPair = tuple[TokenInfo, str]
 GRACE = 30.0  # shorter than a lease renewal (60 s), which would hide an expiry
 
 
@@ -81,44 +83,38 @@ def test_data_version_moves_with_every_commit_of_any_connection(tmp_path: Path) 
 # --- tokens -------------------------------------------------------------------------------------
 
 
-def _check(store: Store, secret: str) -> None:
-    """Verify a token; the answer is kept."""
+def _checked_token(store: Store, *scopes: str, expires_in: float | None = None) -> TokenPair:
+    """A new token, checked once: its answer is kept."""
+    info, secret = store.create_token("t", list(scopes), expires_in=expires_in)
     assert store.authenticate(secret) is not None
     assert store.known_token(secret) is not None
+    return info, secret
 
 
-def test_a_token_revoked_by_another_store_is_refused_on_the_next_check(
-    two: tuple[Store, Store],
+def _refused(store: Store, secret: str) -> None:
+    """Neither memory nor the database accepts the token."""
+    assert store.known_token(secret) is None
+    assert store.authenticate(secret) is None
+
+
+@pytest.mark.parametrize("revoker", ["another store", "the same store"])
+def test_a_revoked_token_is_refused_on_the_next_check(
+    two: tuple[Store, Store], revoker: str
 ) -> None:
     a, b = two
-    info, secret = a.create_token("ci", ["ci:read"])
-    _check(a, secret)
+    info, secret = _checked_token(a, "ci:read")
     assert a.known_token(secret) == a.authenticate(secret)
-    b.revoke_token(info.id)
-    assert a.known_token(secret) is None
-    assert a.authenticate(secret) is None
-    assert a.known_token(secret) is None
-
-
-def test_a_token_revoked_by_the_same_store_is_refused_on_the_next_check(
-    two: tuple[Store, Store],
-) -> None:
-    a, _ = two
-    info, secret = a.create_token("ci", ["ci:read"])
-    _check(a, secret)
-    a.revoke_token(info.id)
-    assert a.known_token(secret) is None
-    assert a.authenticate(secret) is None
+    (b if revoker == "another store" else a).revoke_token(info.id)
+    _refused(a, secret)
+    assert a.known_token(secret) is None  # the failed check left nothing behind
 
 
 def test_an_expired_token_is_never_answered_from_the_cache(two: tuple[Store, Store]) -> None:
     """Expiry involves no commit: the cached answer must check the time itself."""
     a, _ = two
-    _info, secret = a.create_token("short", ["ci:read"], expires_in=1.0)
-    _check(a, secret)
+    _info, secret = _checked_token(a, "ci:read", expires_in=1.0)
     time.sleep(1.1)
-    assert a.known_token(secret) is None
-    assert a.authenticate(secret) is None
+    _refused(a, secret)
 
 
 def test_commits_other_than_revocations_keep_a_token_known(
@@ -126,23 +122,21 @@ def test_commits_other_than_revocations_keep_a_token_known(
 ) -> None:
     """A busy server commits all the time (uploads): the check must survive that."""
     a, b = two
-    _info, secret = a.create_token("ci", ["ci:read"])
-    _check(a, secret)
+    _info, secret = _checked_token(a, "ci:read")
     other, _ = b.create_token("other", ["qa:read"])
     b.push("ci/app:1", [make_tree(tmp_path / "d", {"f": "a commit"})])
     assert a.known_token(secret) is not None
     b.revoke_token(other.id)  # any revocation: every token is checked again once
     assert a.known_token(secret) is None
-    _check(a, secret)
+    assert a.authenticate(secret) is not None
+    assert a.known_token(secret) is not None  # and kept again
 
 
 def test_only_the_exact_secret_is_known(two: tuple[Store, Store]) -> None:
     a, _ = two
-    _info, secret = a.create_token("ci", ["ci:read"])
-    _check(a, secret)
+    _info, secret = _checked_token(a, "ci:read")
     wrong = secret[:-1] + ("A" if secret[-1] != "A" else "B")
-    assert a.known_token(wrong) is None
-    assert a.authenticate(wrong) is None
+    _refused(a, wrong)
 
 
 # --- blob lookups -------------------------------------------------------------------------------
@@ -154,6 +148,12 @@ def _find(store: Store, digest: Digest, readable: set[str] | None = None) -> Non
     for _ in range(2):
         assert store.find_blob(digest, readable) is not None
     assert store.known_blob(digest, readable) is not None
+
+
+def _invisible(store: Store, digest: Digest, readable: set[str] | None = None) -> None:
+    """Neither memory nor the database finds the blob (through ``readable``)."""
+    assert store.known_blob(digest, readable) is None
+    assert store.find_blob(digest, readable) is None
 
 
 def _upload(store: Store, namespace: str, data: bytes) -> Digest:
@@ -168,8 +168,7 @@ def test_a_lookup_is_known_only_for_the_namespaces_it_looked_through(
     a, _ = two
     digest = _upload(a, "ci", b"ci's bytes")
     _find(a, digest, {"ci"})
-    assert a.known_blob(digest, {"qa"}) is None
-    assert a.find_blob(digest, {"qa"}) is None
+    _invisible(a, digest, {"qa"})
     assert a.known_blob(digest, {"qa"}) is None  # an absence is not remembered as presence
 
 
@@ -181,8 +180,7 @@ def test_an_upload_holding_past_its_grace_is_not_served_from_the_cache(
     digest = _upload(a, "ci", b"held by an upload only")
     _find(a, digest, {"ci"})
     clock.advance(GRACE + 1)
-    assert a.known_blob(digest, {"ci"}) is None
-    assert a.find_blob(digest, {"ci"}) is None
+    _invisible(a, digest, {"ci"})
     assert a.find_blob(digest) is not None  # still stored: invisible, not gone
 
 
@@ -197,8 +195,7 @@ def test_a_package_deleted_by_another_store_stops_serving_its_blob(
     assert a.known_blob(digest) is None  # an admin's lookup is another question
     _find(a, digest)
     b.delete("ci/app:1")
-    assert a.known_blob(digest, {"ci"}) is None
-    assert a.find_blob(digest, {"ci"}) is None
+    _invisible(a, digest, {"ci"})
     clock.advance(1)
     assert b.gc(grace=0).collected
     assert a.known_blob(digest) is None
