@@ -11,6 +11,7 @@ are, or moves the injected clock.
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -78,6 +79,44 @@ def test_data_version_moves_with_every_commit_of_any_connection(tmp_path: Path) 
     finally:
         a.dispose()
         b.dispose()
+
+
+def test_a_reopened_probe_never_repeats_a_version(tmp_path: Path) -> None:
+    """``PRAGMA data_version`` counts from each opening of a connection: a value from
+    before a reopening (after an error) must not match one from after it."""
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        before = db.data_version()
+        assert db._probe is not None
+        db._probe.close()  # as the probe does after an error
+        db._probe = None
+        assert db.data_version() != before
+    finally:
+        db.dispose()
+
+
+def test_a_locked_database_makes_the_probe_say_it_cannot_tell(tmp_path: Path) -> None:
+    """The probe runs on the event loop: it must not wait out the busy timeout."""
+    path = tmp_path / "db.sqlite"
+    db = Database(f"sqlite:///{path}")
+    with db.write() as conn:
+        conn.execute(text("CREATE TABLE t (i INTEGER)"))
+    db.dispose()  # no connection of ours open: the lock below can be taken
+    locker = sqlite3.connect(path, isolation_level=None)
+    try:
+        locker.execute("PRAGMA locking_mode=EXCLUSIVE")
+        locker.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        assert db.data_version() is None
+        assert db.probe("SELECT count(*) FROM t") is None
+        assert time.monotonic() - started < 5.0  # not the 60 s the pool's connections wait
+        locker.execute("COMMIT")
+        locker.execute("PRAGMA locking_mode=NORMAL")
+        locker.execute("SELECT 1").fetchall()  # drops the exclusive lock
+    finally:
+        locker.close()
+    assert db.data_version() is not None
+    db.dispose()
 
 
 # --- tokens -------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ PostgreSQL the same code takes row locks instead.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -26,6 +27,9 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration. Checking it needs no Alembic import, which keeps every
 #: CLI start fast; a test asserts it equals the migration scripts' head.
 HEAD_REVISION = "0005"
+
+#: How long ``Database.probe`` waits for a lock (it runs on a server's event loop).
+PROBE_BUSY_MS = 20
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -52,7 +56,8 @@ class Database:
         self._writers: AbstractContextManager[object] = (
             threading.RLock() if self.is_sqlite else nullcontext()
         )
-        self._probe: Any = None  # the connection data_version asks, opened on first use
+        self._probe: sqlite3.Connection | None = None  # probe's connection, opened on use
+        self._probe_opened = 0
         self._probe_lock = threading.Lock()
         if self.is_sqlite:
             self.engine: Engine = create_engine(
@@ -102,36 +107,51 @@ class Database:
 
     def probe(self, statement: str) -> tuple[Any, ...] | None:
         """The one row of a tiny read-only ``statement`` (raw SQL), or None where no cheap
-        probe exists (PostgreSQL): per-process caches ask it on every request.
+        probe exists (PostgreSQL) or it cannot answer at once: per-process caches ask it on
+        every request, and None makes them read the database the usual way.
 
         It runs on a SQLite connection of its own, which never writes and reads in
         autocommit mode (no transaction stays open to pin an old snapshot): a few
         microseconds, against 150 µs or more for the smallest statement through
         SQLAlchemy's pool and a transaction, so a server can ask it on its event
-        loop. Only the control plane writes the statements.
+        loop. It waits at most ``PROBE_BUSY_MS`` for a lock (a WAL reader rarely
+        meets one) and is opened again after an error. Only the control plane
+        writes the statements.
         """
-        if not self.is_sqlite:
+        path = self.engine.url.database if self.is_sqlite else None
+        if not path or path == ":memory:":  # PostgreSQL; a memory database is one connection's
             return None
         with self._probe_lock:
-            if self._probe is None:
-                fairy = self.engine.raw_connection()
-                probe = fairy.driver_connection
-                fairy.detach()  # ours for good: the pool neither reuses nor resets it
-                self._probe = probe
-            rows = self._probe.execute(statement).fetchall()  # all: the statement ends
+            try:
+                if self._probe is None:
+                    self._probe = sqlite3.connect(
+                        path,
+                        timeout=PROBE_BUSY_MS / 1000,
+                        isolation_level=None,
+                        check_same_thread=False,
+                    )
+                    self._probe_opened += 1
+                rows = self._probe.execute(statement).fetchall()  # all: the statement ends
+            except sqlite3.Error:
+                if self._probe is not None:
+                    self._probe.close()
+                    self._probe = None
+                return None
         return tuple(rows[0])
 
     def data_version(self) -> int | None:
         """A number that changes whenever any connection, of this process or another, has
-        committed to the database since it was last read (None: no cheap probe).
+        committed to the database since it was last read (None: cannot tell now).
 
         SQLite's ``PRAGMA data_version`` on the probe's connection, whose own
-        commits would not change it (it makes none). Read it *before* the
-        transaction whose result is cached: an unchanged value later means
-        nothing was committed since that snapshot.
+        commits would not change it (it makes none), counted from each opening of
+        that connection: so the openings are counted in the high bits, and a value
+        read before a reopening never equals one read after. Read it *before* the
+        transaction whose result is cached: an unchanged value later means nothing
+        was committed since that snapshot.
         """
         row = self.probe("PRAGMA data_version")
-        return None if row is None else int(row[0])
+        return None if row is None else (self._probe_opened << 40) + int(row[0])
 
     def dispose(self) -> None:
         with self._probe_lock:
