@@ -120,6 +120,23 @@ class Settings:
     body_total_timeout: float = _help(
         "seconds a whole request body may take to arrive (HTTP 408)", 3600.0
     )
+    # --- upload sessions (issue 17: bounded, swept, crash-durable) ---
+    max_open_uploads_per_actor: int = _help(
+        "open upload sessions one token (actor) may hold at once (HTTP 413 too_many_uploads)",
+        100,
+    )
+    max_open_uploads_per_namespace: int = _help(
+        "open upload sessions one namespace may hold at once (HTTP 413 too_many_uploads)", 1000
+    )
+    upload_sweep_interval: float = _help(
+        "seconds between sweeps in serve of expired upload sessions' bytes and crash leftovers",
+        60.0,
+    )
+    upload_checkpoint_bytes: int = _help(
+        "a PATCH makes its bytes durable and records its offset every this many bytes, so a "
+        "crash keeps them (0: only at the end of the request)",
+        8 * 1024 * 1024,
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home)

@@ -43,6 +43,7 @@ __all__ = [
     "SchemaNotFound",
     "StorageError",
     "TooManyRequests",
+    "TooManyUploads",
     "Unauthenticated",
     "UnmigratedDatabase",
     "UploadBusy",
@@ -125,6 +126,14 @@ class QuotaExceeded(LimitExceeded):
         super().__init__(detail)
         self.quota_bytes = quota_bytes
         self.used_bytes = used_bytes
+
+
+class TooManyUploads(LimitExceeded):
+    """A token or a namespace already holds as many open upload sessions as it may:
+    finish, abort or let some expire before opening more."""
+
+    code = "too_many_uploads"
+    title = "Too many open upload sessions"
 
 
 # --- state ----------------------------------------------------------------------

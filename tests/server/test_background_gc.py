@@ -269,7 +269,9 @@ def test_without_an_interval_nothing_runs(
 
 
 def test_no_jobs_start_no_thread(clean_env: None, tmp_path: Path) -> None:
-    with Store.open(tmp_path / "home", gc_grace=0.0, gc_interval=0.0) as store:
+    with Store.open(
+        tmp_path / "home", gc_grace=0.0, gc_interval=0.0, upload_sweep_interval=0.0
+    ) as store:
         assert scheduled_jobs(store) == []
         before = set(threading.enumerate())
         background = Background(store, scheduled_jobs(store), logging.getLogger("test"))

@@ -37,16 +37,25 @@ class _Append:
         except OSError as exc:
             raise StorageError(f"writing upload staging failed: {exc.strerror}") from exc
 
-    def close(self) -> int:
+    def sync(self) -> int:
         if self._fd is None:
-            raise StorageError("close after close")
-        fd, self._fd = self._fd, None
+            raise StorageError("sync after close")
+        return self._flush(self._fd)
+
+    def _flush(self, fd: int) -> int:
         try:
             if self._fsync:
                 os.fsync(fd)
             return os.fstat(fd).st_size
         except OSError as exc:
             raise StorageError(f"flushing upload staging failed: {exc.strerror}") from exc
+
+    def close(self) -> int:
+        if self._fd is None:
+            raise StorageError("close after close")
+        fd, self._fd = self._fd, None
+        try:
+            return self._flush(fd)
         finally:
             os.close(fd)
 
