@@ -1,10 +1,13 @@
-"""A stock tus client (tuspy) against the server: a large upload, and one cut off by a crash."""
+"""A stock tus client (tuspy) against the server: a large upload, and one cut off by a crash;
+and one long PATCH cut off by SIGKILL, which keeps the bytes it had made durable (issue 17)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -13,7 +16,8 @@ import pytest
 from tusclient import client as tus
 
 from artifactstore.controlplane.uploads import CLAIM_SECONDS
-from tests.server.conftest import Server
+from tests.conftest import Cli
+from tests.server.conftest import Server, assert_problem
 
 MiB = 1024 * 1024
 
@@ -123,9 +127,79 @@ def test_tuspy_resumes_after_server_crash(server: Server, tmp_path: Path) -> Non
     check_blob(server, url, path, b3, sha)
 
 
+def test_sigkill_mid_patch_keeps_the_durable_prefix(server: Server, tmp_path: Path) -> None:
+    """One PATCH of 32 MiB stalls after 12 MiB and the server is SIGKILLed: the session
+    resumes from the last checkpoint (every CHECKPOINT bytes), not from 0."""
+    size, first = 32 * MiB, 12 * MiB
+    path = tmp_path / "long-patch.bin"
+    b3, sha = make_file(path, size, b"long patch")
+    data = path.read_bytes()
+    tus_headers = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+    with server.client() as http:
+        created = http.post(
+            "/v1/uploads",
+            params={"namespace": "ci"},
+            headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(size)},
+        )
+        assert created.status_code == 201, created.text
+    url = created.headers["Location"]
+    sent = 0
+    stall = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        nonlocal sent
+        for start in range(0, first, MiB):
+            yield data[start : start + MiB]
+            sent += MiB
+        stall.wait(120)  # a client that stops sending, until the server dies
+
+    def patch() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the kill cuts the connection
+            httpx.patch(
+                url, content=body(), headers={**tus_headers, "Upload-Offset": "0"}, timeout=120
+            )
+
+    thread = threading.Thread(target=patch, daemon=True)
+    thread.start()
+
+    def offset() -> int:
+        head = httpx.head(url, headers={"Tus-Resumable": "1.0.0"}, timeout=30)
+        return int(head.headers["upload-offset"])
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (sent < first or offset() < first - CHECKPOINT):
+        time.sleep(0.05)  # with the fix, the checkpoints show while the PATCH runs
+    assert sent == first, "the body did not reach the server"
+    server.kill()
+    stall.set()
+    thread.join(30)
+    server.start()
+
+    resumed = offset()
+    assert 0 < resumed <= sent, resumed
+    assert resumed % CHECKPOINT == 0, resumed  # a checkpoint, never a torn write
+    finish = {**tus_headers, "Upload-Offset": str(resumed)}
+    deadline = time.monotonic() + CLAIM_SECONDS + 30
+    while True:  # the killed request's claim lapses within CLAIM_SECONDS
+        rest = httpx.patch(url, content=data[resumed:], headers=finish, timeout=120)
+        if rest.status_code != 409 or time.monotonic() > deadline:
+            break
+        assert_problem(rest, 409, "upload_busy")
+        time.sleep(0.5)
+    assert rest.status_code == 204, rest.text
+    check_blob(server, url, path, b3, sha)
+    cli = Cli(server.home, tmp_path)
+    verified = cli("verify", "--all")
+    assert verified.code == 0, verified
+
+
+#: The module server's checkpoint interval (``upload_checkpoint_bytes``).
+CHECKPOINT = 2 * MiB
+
+
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
-    return {"ARTIFACTSTORE_FSYNC": "true"}
+    return {"ARTIFACTSTORE_FSYNC": "true", "ARTIFACTSTORE_UPLOAD_CHECKPOINT_BYTES": str(CHECKPOINT)}
 
 
 @pytest.fixture(scope="module")
