@@ -535,6 +535,9 @@ class UploadService:
 
     def _finalise(self, session: UploadSession, expected: Digest | None) -> tuple[str, BlobDigests]:
         """Hash a claimed session's bytes and mark it completed; its blob's key and digests."""
+        if (self.staging.staged_size(session.id) or 0) > session.offset:
+            # A crash mid-PATCH left bytes past the last checkpoint: not acknowledged.
+            self.staging.append(session.id, session.offset).close()
         digests = self._hashers.digests(self.staging, session.id, session.offset)
         if expected is not None and not digests.matches(expected):
             raise DigestMismatch(
