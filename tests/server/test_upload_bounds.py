@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -79,7 +79,7 @@ def test_open_sessions_are_capped_per_namespace_and_per_token(
 
 
 @pytest.fixture
-def sweeping(tmp_path: Path) -> Iterator[InProcessServer]:
+def sweeping(tmp_path: Path, request: pytest.FixtureRequest) -> InProcessServer:
     """``serve`` with sessions that expire after 1 s, swept every 200 ms, and no GC."""
     env = {
         "ARTIFACTSTORE_UPLOAD_TTL": "1s",
@@ -88,10 +88,8 @@ def sweeping(tmp_path: Path) -> Iterator[InProcessServer]:
     }
     srv = InProcessServer(tmp_path / "home", tmp_path, env)
     srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    request.addfinalizer(srv.stop)
+    return srv
 
 
 def test_expired_sessions_and_crash_leftovers_are_swept_without_gc(
