@@ -203,5 +203,16 @@ class Uploader:
                 offset = exc.offset  # the server kept a different prefix: continue from it
                 continue
             offset = int(response.headers["Upload-Offset"])
-        self._http.request("POST", f"{url}/complete", params={"digest": str(digests.blake3)})
+        busy_until = time.monotonic() + BUSY_WAIT
+        while True:
+            try:
+                self._http.request(
+                    "POST", f"{url}/complete", params={"digest": str(digests.blake3)}
+                )
+                break
+            except errors.UploadBusy:
+                # Completion claims the session too: a crash mid-completion leaves its claim.
+                if time.monotonic() > busy_until:
+                    raise
+                time.sleep(1.0)
         self._sessions.put(key, None)

@@ -218,10 +218,17 @@ class SessionAppend:
                 )
         self._body.write(data)
         every = self._checkpoint_every
-        if every and self._body.written - self._checkpointed >= every:
+        if every and self._body.written - self._checkpointed >= every and not self._full():
             # Durable first, then the offset that points at the bytes (SPEC section 11).
             self._service.checkpoint(self.session.id, self._body.sync())
             self._checkpointed = self._body.written
+
+    def _full(self) -> bool:
+        """Whether the session holds its whole length: finish() records and completes that
+        offset itself. A checkpoint there, cut off by a crash, would leave a full session
+        whose completion waits for the dead request's claim to lapse."""
+        length = self.session.length
+        return length is not None and self.session.offset + self._body.written == length
 
     def finish(self) -> UploadSession:
         """Flush, check the body checksum, record the new offset; complete when full."""
@@ -513,9 +520,10 @@ class UploadService:
                 session.offset,
             )
         # Claimed like an append (UploadBusy while one runs), so the bytes hashed
-        # and moved are exactly the acknowledged ones.
+        # and moved are exactly the acknowledged ones. A claim only coordinates live
+        # processes (a crash's lapses anyway): no flush of its own.
         try:
-            with self.db.write() as conn:
+            with self.db.write(durable=False) as conn:
                 sessions.claim(conn, upload_id, session.offset, self.clock())
         except UploadClosed:  # a concurrent completion won: answer as it did
             return self.complete(upload_id, expected)
