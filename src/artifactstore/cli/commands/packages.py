@@ -36,7 +36,14 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 
 @click.command()
 @click.argument("ref")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument(
+    "paths",
+    nargs=-1,
+    required=True,
+    # A PATH that does not exist is a bad argument: a usage error (exit 2), found before
+    # anything is hashed or the store is opened.
+    type=click.Path(exists=True, path_type=Path),
+)
 @click.option("--meta", "meta", multiple=True, metavar="K=V", help="Metadata entry (repeatable).")
 @click.option(
     "--meta-file", type=click.File("rb"), help="JSON object of metadata (merged under --meta)."
