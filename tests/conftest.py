@@ -20,6 +20,33 @@ from artifactstore.store import Store
 #: The installed console script of this virtual environment.
 ARTIFACTSTORE = Path(sys.executable).parent / "artifactstore"
 
+#: The user's cache directory as it was before the suite replaced it (``private_home``):
+#: what a test may look at, to prove that nothing was written there.
+REAL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A home and cache directory of the suite's own, for every test and every process
+    a test starts (they inherit the environment): tests never write the user's files.
+
+    The CLI keeps its upload sessions under ``$XDG_CACHE_HOME`` (else ``~/.cache``);
+    a test that forgot to point it elsewhere used to leave them in the real home.
+    Session-scoped, so it is in place before any module-scoped fixture copies the
+    environment for a subprocess.
+    """
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        for variable, sub in (
+            ("XDG_CACHE_HOME", ".cache"),
+            ("XDG_CONFIG_HOME", ".config"),
+            ("XDG_DATA_HOME", ".local/share"),
+            ("XDG_STATE_HOME", ".local/state"),
+        ):
+            patch.setenv(variable, str(home / sub))
+        yield home
+
 
 @functools.cache
 def tls() -> ssl.SSLContext:

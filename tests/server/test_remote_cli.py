@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from artifactstore.client.uploads import SESSION_THRESHOLD
-from tests.conftest import ARTIFACTSTORE, CliResult, make_tree, read_tree
+from tests.conftest import ARTIFACTSTORE, REAL_CACHE, Cli, CliResult, make_tree, read_tree
 from tests.server.conftest import Server, digests_of
 
 MiB = 1024 * 1024
@@ -103,6 +103,29 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pushed(cli: RemoteCli, tree: Path) -> dict[str, Any]:
     result: dict[str, Any] = cli.json("push", "remote/app:1.0", tree, "--meta", "branch=main")
     return result
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def test_a_push_in_the_tests_leaves_the_real_home_alone(
+    server: Server, tree: Path, private_home: Path, tmp_path: Path
+) -> None:
+    """A CLI push started the plain way (no cache directory of its own) keeps its
+    upload sessions in the suite's private home, never in the user's."""
+    real = REAL_CACHE / "artifactstore" / "upload-sessions.json"
+    before = _stat(real)
+    cli = Cli(tmp_path / "unused-home", tmp_path)
+    cli.env.pop("ARTIFACTSTORE_HOME")
+    cli.env["ARTIFACTSTORE_URL"] = server.base_url
+    cli.ok("push", "remote/home:1", tree)  # app.bin goes through a resumable session
+    assert (private_home / ".cache" / "artifactstore" / "upload-sessions.json").is_file()
+    assert _stat(real) == before
 
 
 def test_push_uploads_each_blob_once(pushed: dict[str, Any], tree: Path) -> None:
