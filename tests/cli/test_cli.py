@@ -171,8 +171,8 @@ def test_every_option_has_help() -> None:
 
     ctx = click.Context(cli)
 
-    def options(group: click.Group, prefix: str) -> Iterator[tuple[str, click.Option]]:
-        yield from ((prefix, p) for p in group.params if isinstance(p, click.Option))
+    def options(group: click.Group, prefix: str) -> Iterator[tuple[str, click.Parameter]]:
+        yield from ((prefix, p) for p in group.params)
         for name in group.list_commands(ctx):
             command = group.get_command(ctx, name)
             assert command is not None

@@ -114,7 +114,7 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 
 def test_a_push_in_the_tests_leaves_the_real_home_alone(
-    server: Server, tree: Path, private_home: Path, tmp_path: Path
+    server: Server, private_home: Path, tmp_path: Path
 ) -> None:
     """A CLI push started the plain way (no cache directory of its own) keeps its
     upload sessions in the suite's private home, never in the user's."""
@@ -123,7 +123,9 @@ def test_a_push_in_the_tests_leaves_the_real_home_alone(
     cli = Cli(tmp_path / "unused-home", tmp_path)
     cli.env.pop("ARTIFACTSTORE_HOME")
     cli.env["ARTIFACTSTORE_URL"] = server.base_url
-    cli.ok("push", "remote/home:1", tree)  # app.bin goes through a resumable session
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(SESSION_THRESHOLD + 1))  # goes through a resumable session
+    cli.ok("push", "remote/home:1", big)
     assert (private_home / ".cache" / "artifactstore" / "upload-sessions.json").is_file()
     assert _stat(real) == before
 

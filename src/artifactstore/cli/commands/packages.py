@@ -110,16 +110,25 @@ def push(
 @click.command()
 @click.argument("ref")
 @click.option(
-    "-o", "--output", type=click.Path(path_type=Path), default=Path("."), help="Output directory."
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    help="Output directory (created if absent).",
 )
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
 @pass_ctx
-def pull(ctx: CliContext, ref: str, output: Path) -> None:
-    """Write every file of REF under a directory, verifying every digest."""
+def pull(ctx: CliContext, ref: str, output: Path, force: bool) -> None:
+    """Write every file of REF under a directory, verifying every digest.
+
+    All or nothing: every target is checked before anything is written, and
+    an existing file is refused unless --force.
+    """
     reference = Reference.parse(ref)
     store = ctx.store(create=False)
     rec = store.show(reference)
     with progress_bar(f"pull {rec.reference}", rec.size) as advance:
-        store.pull(rec.reference, output, progress=advance)
+        store.pull(rec.reference, output, progress=advance, force=force)
     note(f"{rec.reference}: {rec.file_count} files, {human_size(rec.size)} verified into {output}")
 
 
