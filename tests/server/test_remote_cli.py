@@ -175,6 +175,12 @@ def test_pull_cat_verify(
     out = tmp_path / "out"
     cli.ok("pull", "remote/app:1.0", "-o", out)
     assert read_tree(out) == read_tree(tree)
+    (out / "lib" / "a.py").write_text("changed here\n")  # a pull never overwrites unasked
+    again = cli("pull", "remote/app:1.0", "-o", out)
+    assert again.code == 1 and "--force" in again.stderr
+    assert (out / "lib" / "a.py").read_text() == "changed here\n"
+    cli.ok("pull", "remote/app:1.0", "-o", out, "--force")
+    assert read_tree(out) == read_tree(tree)
     assert cli.ok("cat", "remote/app:1.0", "lib/b.py").stdout == b"print('b')\n"
     assert cli.ok("cat", "remote/app:1.0", "app.bin").stdout == (tree / "app.bin").read_bytes()
     result = cli("cat", "remote/app:1.0", "nope.txt")
