@@ -360,6 +360,23 @@ def test_a_digest_is_not_a_capability(live_server: AuthServer, tmp_path: Path) -
     assert len(blob_files) == 1
 
 
+def test_a_write_only_token_pushes_with_the_cli(live_server: AuthServer, tmp_path: Path) -> None:
+    """Write without read is enough to push: a ``HEAD`` the token may not ask
+    (401/403 from a server that answers existence only to readers) counts as
+    absent, and the client uploads the bytes (proof of possession; stored once)."""
+    server = live_server
+    _, writer = _token(server, "drop-box", ["dropbox:write"])
+    files = {"report.txt": b"write-only\n", "copy.txt": b"write-only\n", "data.bin": b"d" * 5000}
+    tree = _tree(tmp_path / "drop", files)
+    first = _push(server, writer, "dropbox/pkg:1", tree)
+    assert first.returncode == 0, first.stderr
+    again = _push(server, writer, "dropbox/pkg:1", tree)  # identical: a no-op, not a failure
+    assert again.returncode == 0, again.stderr
+    with _client(server, server.admin) as c:
+        listed = c.get("/v1/packages/dropbox/pkg/1").json()["manifest"]["files"]
+    assert sorted(f["path"] for f in listed) == sorted(files)
+
+
 def test_revocation_is_effective_on_the_next_request(server: InProcessServer) -> None:
     token_id, secret = _token(server, "short-lived", ["ci:read"])
     with _client(server, secret) as c:

@@ -60,6 +60,8 @@ def _error_from(response: httpx.Response) -> ArtifactStoreError:
         return cls(detail)
     if response.status_code == 404:
         return errors.NotFound(detail)
+    if response.status_code in (401, 403):  # a HEAD's answer carries no problem body
+        return (errors.Unauthenticated if response.status_code == 401 else errors.Forbidden)(detail)
     return ArtifactStoreError(f"server answered {response.status_code}: {detail}")
 
 
