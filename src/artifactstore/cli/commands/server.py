@@ -27,7 +27,7 @@ pass_ctx = click.make_pass_decorator(CliContext)
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Server processes sharing the port (each with its own connection pool).",
+    help="Worker processes serving the port.",
 )
 @click.option(
     "--asgi",
