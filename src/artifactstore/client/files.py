@@ -6,9 +6,12 @@ name. Symlinks are followed only while they stay inside the argument's tree;
 one that leaves it is refused unless the caller opts in, so a push never
 uploads ``~/.ssh`` because a build left a link behind.
 
-Pull: write files only below the output directory, re-validating every path
-from the manifest (a pull never trusts the server's paths), through a
-staging directory so that nothing partial or unverified is ever visible.
+Pull (local and remote alike): write files only below the output directory,
+re-validating every path from the manifest (a pull never trusts the server's
+paths). Every target is checked before a byte is fetched (a symbolic link, a
+file or directory in the way, an existing file unless forced: refused), and
+the files go through a staging directory, so that nothing partial or
+unverified is ever visible and a refused pull leaves the directory as it was.
 """
 
 from __future__ import annotations
@@ -267,9 +270,12 @@ class PullStaging:
     def _merge(self) -> None:
         done: list[tuple[Path, Path | None]] = []  # (final name, the file it replaced)
         created: list[Path] = []
+        ready = {self.dest}  # directories known to be in place
         try:
             for i, (part, final) in enumerate(self._files):
-                created = _make_dirs(final.parent, until=self.dest) + created
+                if final.parent not in ready:
+                    created = _make_dirs(final.parent, until=self.dest) + created
+                    ready.add(final.parent)
                 backup = None
                 if os.path.lexists(final):  # checked before writing; here only if it raced
                     if not self.force or os.path.isdir(final):
