@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from artifactstore.client.remote import RemoteStore
 from artifactstore.errors import Conflict, DigestMismatch, IntegrityError, InvalidInput
 from artifactstore.model.manifest import Manifest
 from artifactstore.store import Store
-from tests.conftest import Cli, flip_stored_byte, make_tree
+from tests.conftest import Cli, flip_stored_byte, http_server, make_tree
 from tests.server.conftest import make_manifest
 
 TREE: dict[str, bytes | str] = {"a.txt": "a\n", "sub/b.txt": "b\n", "z.txt": "z\n"}
@@ -203,39 +202,30 @@ def test_cli_pull_refusals_are_one_line_with_their_exit_code(cli: Cli, tmp_path:
 # --- a server that lies -----------------------------------------------------------------------
 
 
-class LyingServer:
-    """A real HTTP server on loopback that answers one version with canned JSON and
-    serves the blobs it is given: what a compromised or buggy registry could send."""
+def lying_handler(
+    versions: dict[str, dict[str, Any]], blobs: dict[str, bytes]
+) -> type[BaseHTTPRequestHandler]:
+    """Answers each version with canned JSON and serves the blobs it is given: what a
+    compromised or buggy registry could send."""
+    routes: dict[str, tuple[str, bytes]] = {
+        f"/v1/packages/{ref.replace(':', '/')}": ("application/json", json.dumps(v).encode())
+        for ref, v in versions.items()
+    }
+    routes.update({f"/v1/blobs/{d}": ("application/octet-stream", b) for d, b in blobs.items()})
 
-    def __init__(self, versions: dict[str, dict[str, Any]], blobs: dict[str, bytes]) -> None:
-        routes: dict[str, tuple[str, bytes]] = {
-            f"/v1/packages/{ref.replace(':', '/')}": ("application/json", json.dumps(v).encode())
-            for ref, v in versions.items()
-        }
-        routes.update(
-            {f"/v1/blobs/{d}": ("application/octet-stream", data) for d, data in blobs.items()}
-        )
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            kind, body = routes.get(self.path, ("text/plain", b""))
+            self.send_response(200 if self.path in routes else 404)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                kind, body = routes.get(self.path, ("text/plain", b""))
-                self.send_response(200 if self.path in routes else 404)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def log_message(self, *_args: object) -> None:
+            pass
 
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+    return Handler
 
 
 def version_body(manifest: Manifest, named: Manifest) -> dict[str, Any]:
@@ -258,12 +248,13 @@ EVIL = {"a.txt": b"#!/bin/sh\nsomething else\n"}
 
 
 @pytest.fixture
-def remote_cli(tmp_path: Path) -> Iterator[tuple[Cli, LyingServer]]:
+def remote_cli(tmp_path: Path) -> Iterator[tuple[Cli, str]]:
+    """The CLI in remote mode against a lying server, and the server's URL."""
     honest = make_manifest("ci/app:1", HONEST)
     truth = make_manifest("ci/app:3", HONEST)
     evil = make_manifest("ci/app:1", EVIL)
     other = make_manifest("ci/other:2", EVIL)
-    server = LyingServer(
+    handler = lying_handler(
         {
             # The files of another manifest, under the honest one's package digest.
             "ci/app:1": version_body(evil, honest),
@@ -276,37 +267,33 @@ def remote_cli(tmp_path: Path) -> Iterator[tuple[Cli, LyingServer]]:
     work = tmp_path / "work"
     work.mkdir()
     cli = Cli(tmp_path / "no-home", work)
-    cli.env["ARTIFACTSTORE_URL"] = server.url
-    try:
-        yield cli, server
-    finally:
-        server.close()
+    with http_server(handler) as url:
+        cli.env["ARTIFACTSTORE_URL"] = url
+        yield cli, url
 
 
 def test_a_manifest_that_does_not_hash_to_the_package_digest_is_refused(
-    remote_cli: tuple[Cli, LyingServer], tmp_path: Path
+    remote_cli: tuple[Cli, str], tmp_path: Path
 ) -> None:
-    cli, server = remote_cli
+    cli, url = remote_cli
     out = tmp_path / "out"
     result = cli.fails(3, "pull", "ci/app:1", "-o", out)
     assert "package digest" in result.stderr and "verified" not in result.stderr
     assert not out.exists()
     cli.fails(3, "cat", "ci/app:1", "a.txt")
-    with RemoteStore(server.url) as remote, pytest.raises(DigestMismatch):
+    with RemoteStore(url) as remote, pytest.raises(DigestMismatch):
         remote.pull("ci/app:1", out)
     assert not out.exists()
 
 
-def test_another_packages_manifest_is_refused(
-    remote_cli: tuple[Cli, LyingServer], tmp_path: Path
-) -> None:
-    cli, server = remote_cli
+def test_another_packages_manifest_is_refused(remote_cli: tuple[Cli, str], tmp_path: Path) -> None:
+    cli, url = remote_cli
     assert "ci/other:2" in cli.fails(3, "pull", "ci/app:2", "-o", tmp_path / "out").stderr
-    with RemoteStore(server.url) as remote, pytest.raises(IntegrityError, match="ci/other:2"):
+    with RemoteStore(url) as remote, pytest.raises(IntegrityError, match="ci/other:2"):
         remote.show("ci/app:2")
 
 
-def test_an_honest_answer_is_pulled(remote_cli: tuple[Cli, LyingServer], tmp_path: Path) -> None:
-    cli, _server = remote_cli
+def test_an_honest_answer_is_pulled(remote_cli: tuple[Cli, str], tmp_path: Path) -> None:
+    cli, _url = remote_cli
     cli.ok("pull", "ci/app:3", "-o", tmp_path / "out")
     assert files_of(tmp_path / "out") == HONEST

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import ipaddress
 import os
 import re
 import tomllib
@@ -21,7 +22,10 @@ from typing import Any
 
 from artifactstore.errors import InvalidInput
 
-__all__ = ["MAX_SIZE", "SETTINGS_HELP", "Settings", "parse_duration", "parse_size"]
+__all__ = ["MAX_SIZE", "SETTINGS_HELP", "IPNetwork", "Settings", "parse_duration", "parse_size"]
+
+#: A network of trusted proxies (``TRUSTED_PROXIES``).
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
@@ -120,6 +124,17 @@ class Settings:
     body_total_timeout: float = _help(
         "seconds a whole request body may take to arrive (HTTP 408)", 3600.0
     )
+    # --- HTTP hardening (issue 17) ---------------------------------------------------------
+    trusted_proxies: str = _help(
+        "addresses and CIDR networks of reverse proxies whose X-Forwarded-For names the "
+        "client (comma-separated; empty: the socket's peer is the client)",
+        "",
+    )
+    header_timeout: float = _help(
+        "seconds a connection may take to send a whole request head, and stay silent "
+        "before its first request, before the server closes it",
+        20.0,
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -134,6 +149,11 @@ class Settings:
             object.__setattr__(self, "cold_storage_url", f"file://{home.absolute() / 'cold'}")
         if not self.actor:
             object.__setattr__(self, "actor", _default_actor())
+        if isinstance(self.trusted_proxies, list | tuple):  # a TOML list
+            object.__setattr__(self, "trusted_proxies", ",".join(map(str, self.trusted_proxies)))
+        self.trusted_networks()  # refuse a malformed list at start-up, not per request
+        if self.header_timeout <= 0:
+            raise InvalidInput("HEADER_TIMEOUT must be a positive duration")
         if self.primary_digest not in ("blake3", "sha256"):
             raise InvalidInput(
                 f"PRIMARY_DIGEST must be blake3 or sha256, not {self.primary_digest!r}"
@@ -156,6 +176,20 @@ class Settings:
         if unknown:
             raise InvalidInput(f"unknown setting(s): {', '.join(sorted(unknown))}")
         return cls(**{name: _coerce(cls, name, v) for name, v in values.items()})
+
+    def trusted_networks(self) -> tuple[IPNetwork, ...]:
+        """``trusted_proxies`` parsed: a bare address is a network of one."""
+        out = []
+        for item in self.trusted_proxies.split(","):
+            if item.strip():
+                try:
+                    out.append(ipaddress.ip_network(item.strip(), strict=False))
+                except ValueError:
+                    raise InvalidInput(
+                        f"TRUSTED_PROXIES: {item.strip()[:60]!r} is not an address or a "
+                        "CIDR network (e.g. 10.0.0.0/8, 192.0.2.7, ::1)"
+                    ) from None
+        return tuple(out)
 
     def redacted_database_url(self) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.database_url)

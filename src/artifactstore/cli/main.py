@@ -65,7 +65,8 @@ class _LazyGroup(click.Group):
     type=click.Path(path_type=Path),
     default=None,
     envvar="ARTIFACTSTORE_HOME",
-    help="Data directory of the local store (default ./artifactstore-data).",
+    help="Data directory of the local store (default ./artifactstore-data); given "
+    "here, it means local mode even when ARTIFACTSTORE_URL is set.",
 )
 @click.option(
     "--server",
@@ -94,7 +95,7 @@ def cli(
     ctx: click.Context, home: Path | None, server: str | None, token: str | None, parallel: int
 ) -> None:
     """artifact-store: a content-addressed registry for generated artifacts."""
-    ctx.obj = CliContext(home, server, token, parallel)
+    ctx.obj = CliContext.from_options(ctx, home, server, token, parallel)
     ctx.call_on_close(ctx.obj.close)
 
 

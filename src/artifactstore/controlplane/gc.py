@@ -1,6 +1,6 @@
 """Garbage collection that is safe against concurrent pushes.
 
-The protocol (SPEC section 9), for a blob B stored at key K:
+The protocol (docs/architecture.md, "Garbage collection"), for a blob B stored at key K:
 
 1. **Lease.** Every ingest renews K's lease (``blob_activity.touched_at``) in
    its own committed transaction *before* it publishes the bytes; existence

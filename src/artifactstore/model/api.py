@@ -71,7 +71,7 @@ class Pushed(Protocol):
 
 
 class StoreAPI(Protocol):
-    """The verbs every store offers (SPEC sections 5 and 6)."""
+    """The verbs every store offers (the CLI's and the library's)."""
 
     def close(self) -> None: ...
 

@@ -1,4 +1,4 @@
-"""Deletion, retention policies and legal holds (SPEC section 9; rules in the control plane).
+"""Deletion, retention policies and legal holds (docs/retention.md; rules in the control plane).
 
 Every deletion goes through ``packages.delete_many``, which refuses a held
 or retention-locked version inside the transaction that would delete it.

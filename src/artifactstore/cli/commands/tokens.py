@@ -27,7 +27,7 @@ def token_group() -> None:
     "scopes",
     multiple=True,
     metavar="SCOPE",
-    help="NS:read, NS:write, NS:delete, NS:admin or admin (repeatable).",
+    help="NS:read, NS:write, NS:delete, NS:admin, admin or metrics (repeatable).",
 )
 @click.option("--admin", "admin", is_flag=True, help="Shorthand for --scope admin (global).")
 @click.option("--expires", default=None, metavar="DURATION", help="Lifetime, e.g. 90d or 12h.")

@@ -1,6 +1,6 @@
 """Local file-system backend: objects are files under one root directory.
 
-Durability protocol (SPEC section 11: bytes durable before metadata points at
+Durability protocol (docs/architecture.md: bytes durable before metadata points at
 them). A writer streams into ``tmp/<random>``; the batch commit then makes the
 data durable *before* any name points at it, and the names durable before it
 returns:
@@ -23,6 +23,7 @@ import errno
 import io
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -417,9 +418,17 @@ class LocalBackend:
         return removed
 
     def health(self) -> None:
-        probe = self._tmp / f"health-{secrets.token_hex(4)}"
+        """Write two bytes to a fresh file and remove it: a full or read-only disk fails.
+
+        The file is removed whatever the write did (a full disk creates the
+        file and then refuses its bytes), so no probe is ever left behind.
+        """
         try:
-            probe.write_bytes(b"ok")
-            probe.unlink()
+            fd, probe = tempfile.mkstemp(prefix="health-", dir=self._tmp)
+            try:
+                with os.fdopen(fd, "wb", buffering=0) as f:
+                    f.write(b"ok")
+            finally:
+                os.unlink(probe)
         except OSError as exc:
             raise StorageError(f"storage directory {self._root} is not writable: {exc}") from exc

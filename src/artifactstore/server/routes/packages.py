@@ -33,7 +33,7 @@ from artifactstore.server.params import (
     Ver,
 )
 from artifactstore.server.problems import Problem
-from artifactstore.server.serving import FILE_RESPONSES, send_blob
+from artifactstore.server.serving import FILE_RESPONSES, cache_headers, send_blob
 from artifactstore.store import Store
 
 router = APIRouter(tags=["packages"])
@@ -276,6 +276,7 @@ async def get_archive(
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
             "ETag": f'"{record.digest}"',
+            **cache_headers(request),
         },
     )
 
