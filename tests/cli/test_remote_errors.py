@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
 import socket
 import ssl
@@ -28,7 +27,8 @@ import pytest
 
 from artifactstore import errors
 from artifactstore.server.problems import problem_body, status_for
-from tests.conftest import ARTIFACTSTORE, CliResult
+from tests.cli.remote import run_remote
+from tests.conftest import CliResult
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -68,7 +68,7 @@ class Handler(BaseHTTPRequestHandler):
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _reply
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: the test asserts on the client's output."""
 
 
@@ -108,18 +108,11 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def run(work: Path, url: str, args: tuple[str, ...], **env: str) -> CliResult:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTSTORE_")}
-    environ.update(ARTIFACTSTORE_URL=url, XDG_CACHE_HOME=str(work / "cache"), **env)
-    proc = subprocess.run(
-        [str(ARTIFACTSTORE), *args],
-        cwd=work,
-        env=environ,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    return CliResult(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
+def problem(status: int, code: str, detail: str, **headers: str) -> Answer:
+    """A problem document as the server sends it."""
+    body = problem_body(status, code, "a title", detail)
+    headers["Content-Type"] = "application/problem+json"
+    return Answer(status, headers, json.dumps(body).encode())
 
 
 def one_error_line(result: CliResult, code: str) -> str:
@@ -173,12 +166,10 @@ def test_each_problem_code_is_one_line_with_its_exit(
     # Every command meets some of the codes: which one is fixed by the code's place.
     name = list(COMMANDS)[[c[0] for c in CASES].index(code) % len(COMMANDS)]
     detail = f"what the server says about {code}"
-    headers = {"Content-Type": "application/problem+json"}
-    if status == 429:
-        headers["Retry-After"] = "17"
-    body = problem_body(status, code, "a title", detail)
-    server.answer = Answer(status, headers, json.dumps(body).encode())
-    result = run(work, url, COMMANDS[name])
+    server.answer = problem(
+        status, code, detail, **({"Retry-After": "17"} if status == 429 else {})
+    )
+    result = run_remote(work, url, COMMANDS[name])
     line = one_error_line(result, code)
     assert result.code == exit_code, (name, result)
     if code == "unauthenticated":
@@ -195,7 +186,7 @@ def test_a_proxy_page_is_one_line(canned: tuple[CannedServer, str], work: Path, 
     server, url = canned
     page = b"<html><body><h1>502 Bad Gateway</h1>\n<hr>nginx</body></html>\n"
     server.answer = Answer(502, {"Content-Type": "text/html"}, page)
-    line = one_error_line(run(work, url, COMMANDS[name]), "bad_response")
+    line = one_error_line(run_remote(work, url, COMMANDS[name]), "bad_response")
     assert "502" in line and "ARTIFACTSTORE_URL" in line
 
 
@@ -209,18 +200,19 @@ def test_a_proxy_page_is_one_line(canned: tuple[CannedServer, str], work: Path, 
     ],
 )
 def test_a_bodiless_answer_to_a_pushs_head_names_its_cause(
-    canned: tuple[CannedServer, str], work: Path, status: int, code: str, expected: str
+    work: Path, status: int, code: str, expected: str
 ) -> None:
     """A ``HEAD`` answer has no body: its status alone must give the cause (it was
     ``server answered 401: Unauthorized (internal_error)``, and 429 a traceback)."""
-    server, url = canned
 
     class Bare(CannedServer):
         answer = Answer(status, {"Retry-After": "9"}, b"")
 
     bare = Bare(("127.0.0.1", 0), type("BareHandler", (Handler,), {"do_HEAD": _bare_head}))
     for address in _serve(bare):
-        result = run(work, f"http://{address}", COMMANDS["push"], ARTIFACTSTORE_TOKEN="ast_x")
+        result = run_remote(
+            work, f"http://{address}", COMMANDS["push"], ARTIFACTSTORE_TOKEN="ast_x"
+        )
     assert expected in one_error_line(result, code)
     assert result.code == 1
 
@@ -236,25 +228,19 @@ def _bare_head(self: Handler) -> None:
 
 def test_a_missing_token_is_named(canned: tuple[CannedServer, str], work: Path) -> None:
     server, url = canned
-    body = problem_body(401, "unauthenticated", "Authentication required", "needs a token")
-    server.answer = Answer(
-        401, {"Content-Type": "application/problem+json"}, json.dumps(body).encode()
-    )
-    line = one_error_line(run(work, url, COMMANDS["push"]), "unauthenticated")
+    server.answer = problem(401, "unauthenticated", "needs a token")
+    line = one_error_line(run_remote(work, url, COMMANDS["push"]), "unauthenticated")
     assert "none was given" in line and "ARTIFACTSTORE_TOKEN" in line
     line = one_error_line(
-        run(work, url, COMMANDS["ls"], ARTIFACTSTORE_TOKEN="ast_bad"), "unauthenticated"
+        run_remote(work, url, COMMANDS["ls"], ARTIFACTSTORE_TOKEN="ast_bad"), "unauthenticated"
     )
     assert "refused the token" in line and "needs a token" in line
 
 
 def test_a_servers_text_stays_on_one_line(canned: tuple[CannedServer, str], work: Path) -> None:
     server, url = canned
-    body = problem_body(409, "conflict", "Conflict", "first\nsecond\x1b[31m red")
-    server.answer = Answer(
-        409, {"Content-Type": "application/problem+json"}, json.dumps(body).encode()
-    )
-    line = one_error_line(run(work, url, COMMANDS["show"]), "conflict")
+    server.answer = problem(409, "conflict", "first\nsecond\x1b[31m red")
+    line = one_error_line(run_remote(work, url, COMMANDS["show"]), "conflict")
     assert "first second" in line and "\x1b" not in line
 
 
@@ -329,7 +315,7 @@ def test_transport_failures_are_one_line(
         url = request.getfixturevalue("silent")
     if failure == "untrusted":
         url = request.getfixturevalue("self_signed")
-    result = run(work, url, COMMANDS[name], ARTIFACTSTORE_TIMEOUT="1")
+    result = run_remote(work, url, COMMANDS[name], ARTIFACTSTORE_TIMEOUT="1")
     line = one_error_line(result, code)
     assert words in line and "ARTIFACTSTORE_" in line, line
     assert result.code == 1

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cli.remote import remote_env, run_remote
 from tests.conftest import ARTIFACTSTORE, make_tree
 from tests.server.conftest import Server
 
@@ -100,12 +101,6 @@ def proxy(server: Server) -> Iterator[ThrottlingProxy]:
         p.close()
 
 
-def env_for(url: str, cache: Path, **more: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTSTORE_")}
-    env.update(ARTIFACTSTORE_URL=url, XDG_CACHE_HOME=str(cache), **more)
-    return env
-
-
 def interrupt_when(proc: subprocess.Popen[bytes], ready: object) -> tuple[int, str, float]:
     """SIGINT once ``ready()`` holds; the exit status, stderr and seconds it took to exit."""
     deadline = time.monotonic() + 120
@@ -126,7 +121,7 @@ def test_ctrl_c_stops_a_push_at_once_and_the_rerun_resumes(
 ) -> None:
     data = os.urandom(SIZE)
     src = make_tree(tmp_path / "big", {"big.bin": data})
-    env = env_for(proxy.url, tmp_path / "cache")
+    env = remote_env(proxy.url, tmp_path)
     proc = subprocess.Popen(
         [str(ARTIFACTSTORE), "push", "ctrl/c:1", str(src)],
         cwd=tmp_path,
@@ -143,15 +138,8 @@ def test_ctrl_c_stops_a_push_at_once_and_the_rerun_resumes(
 
     proxy.rate = None
     proxy.reset()
-    rerun = subprocess.run(
-        [str(ARTIFACTSTORE), "push", "ctrl/c:1", str(src)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
-    assert rerun.returncode == 0, rerun.stderr
+    rerun = run_remote(tmp_path, proxy.url, ("push", "ctrl/c:1", str(src)))
+    assert rerun.code == 0, rerun.stderr
     # The session the interrupted push opened was resumed: only the rest went up.
     assert proxy.to_server < SIZE, (proxy.to_server, sent_before)
     got = httpx.get(f"{server.base_url}/v1/packages/ctrl/c/1/files/big.bin", timeout=60)
@@ -163,20 +151,13 @@ def test_ctrl_c_stops_a_pull_at_once_leaving_nothing(
 ) -> None:
     data = os.urandom(SIZE)
     src = make_tree(tmp_path / "big", {"big.bin": data, "small.txt": "small\n"})
-    env = env_for(server.base_url, tmp_path / "cache")
-    pushed = subprocess.run(
-        [str(ARTIFACTSTORE), "push", "ctrl/pull:1", str(src)],
-        env=env,
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
-    assert pushed.returncode == 0, pushed.stderr
+    pushed = run_remote(tmp_path, server.base_url, ("push", "ctrl/pull:1", str(src)))
+    assert pushed.code == 0, pushed.stderr
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [str(ARTIFACTSTORE), "pull", "ctrl/pull:1", "-o", str(out)],
         cwd=tmp_path,
-        env=env_for(proxy.url, tmp_path / "cache"),
+        env=remote_env(proxy.url, tmp_path),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -207,7 +188,7 @@ def test_a_remote_push_shows_hashing_then_sending_in_binary_units(
     server: Server, tmp_path: Path
 ) -> None:
     src = make_tree(tmp_path / "big", {"big.bin": os.urandom(SIZE)})
-    env = env_for(server.base_url, tmp_path / "cache", COLUMNS="200", TERM="xterm")
+    env = remote_env(server.base_url, tmp_path, COLUMNS="200", TERM="xterm")
     drawn = run_on_terminal([str(ARTIFACTSTORE), "push", "bars/app:1", str(src)], env, tmp_path)
     assert "hash bars/app:1" in drawn and "push bars/app:1" in drawn, drawn[-2000:]
     assert "64.0 MiB" in drawn, drawn[-2000:]
@@ -216,11 +197,5 @@ def test_a_remote_push_shows_hashing_then_sending_in_binary_units(
 
 def test_no_bar_in_a_pipe(server: Server, tmp_path: Path) -> None:
     src = make_tree(tmp_path / "big", {"big.bin": os.urandom(16 * MiB)})
-    done = subprocess.run(
-        [str(ARTIFACTSTORE), "push", "bars/pipe:1", str(src)],
-        env=env_for(server.base_url, tmp_path / "cache"),
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0 and done.stderr == b"", done.stderr
+    done = run_remote(tmp_path, server.base_url, ("push", "bars/pipe:1", str(src)))
+    assert done.code == 0 and done.stderr == "", done.stderr
