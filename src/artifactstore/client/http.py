@@ -123,6 +123,11 @@ def error_from(response: httpx.Response, *, url: str, token_sent: bool) -> Artif
         # An empty body (a HEAD's) says only its status; anything else that is not a
         # problem (HTML, plain text) is some other server's answer, whatever its status.
         cls = None if response.content else _BY_STATUS.get(response.status_code)
+        if cls is None and not response.content:
+            return errors.BadResponse(
+                f"{url} answered {status} with no explanation (the log of the server, or of "
+                "a proxy in front of it, says why)"
+            )
         if cls is None:
             return errors.BadResponse(
                 f"{url} answered {status} without a problem document (a proxy in front of "
@@ -142,6 +147,7 @@ def _explain(exc: ArtifactStoreError, url: str, token_sent: bool) -> None:
     """Name the setting to check where the server's words cannot (it knows no variables)."""
     detail = exc.detail
     if isinstance(exc, errors.Unauthenticated):
+        detail = detail.removeprefix(f"{url} answered ")  # a bodiless answer: its status
         exc.detail = (
             f"{url} refused the token ({detail}): check ARTIFACTSTORE_TOKEN"
             if token_sent
