@@ -29,7 +29,7 @@ BUSY_WAIT = 60.0  # seconds a resumed session may stay claimed by a crashed requ
 UPLOAD_ATTEMPTS = 3  # an upload answered missing_blobs is sent again (see Uploader.upload)
 
 
-class Stopped(Exception):
+class _Stopped(Exception):
     """A transfer gave up because its push was stopped (Ctrl-C, or another one failed).
 
     Nobody sees it: the caller has already left with the reason it stopped."""
@@ -76,7 +76,7 @@ def _file_chunks(
         remaining = length
         while remaining > 0:
             if stop.is_set():
-                raise Stopped(path)
+                raise _Stopped(path)
             chunk = f.read(min(CHUNK, remaining))
             if not chunk:
                 raise InvalidInput(f"{path} shrank while it was being pushed")
@@ -94,7 +94,7 @@ def hash_file(
         buf = bytearray(CHUNK)
         while n := f.readinto(buf):
             if stop is not None and stop.is_set():
-                raise Stopped(path)
+                raise _Stopped(path)
             hasher.update(memoryview(buf)[:n])
             progress(n)
     return hasher.result()
