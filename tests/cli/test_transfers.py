@@ -86,19 +86,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (root / "run").mkdir()
     server = Server(root / "home", root / "run", {"ARTIFACTSTORE_GC_GRACE": "0"})
     server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield server  # pytest resumes here at teardown, whatever the tests did
+    server.stop()
 
 
 @pytest.fixture
 def proxy(server: Server) -> Iterator[ThrottlingProxy]:
     p = ThrottlingProxy(server.port)
-    try:
-        yield p
-    finally:
-        p.close()
+    yield p
+    p.close()
 
 
 def interrupt_when(proc: subprocess.Popen[bytes], ready: object) -> tuple[int, str, float]:
