@@ -13,8 +13,8 @@ server's offsets instead of starting again.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Unpack
 from urllib.parse import quote
@@ -29,7 +29,7 @@ from artifactstore.client.files import (
     version_reference,
 )
 from artifactstore.client.http import HttpClient
-from artifactstore.client.uploads import Uploader, hash_file
+from artifactstore.client.uploads import Uploader, hash_file, run_parallel
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import ChainBroken, DigestMismatch, IntegrityError, InvalidInput
 from artifactstore.model import records
@@ -363,8 +363,10 @@ class RemoteStore:
             if walked is not None
             else collect_files([Path(p) for p in paths], follow_external_symlinks=follow_symlinks)
         )
-        with ThreadPoolExecutor(self.parallel) as pool:
-            digests = list(pool.map(lambda f: hash_file(f.source), files))
+        hashed, stop = args.get("hash_progress", records.no_progress), threading.Event()
+        digests = run_parallel(
+            lambda f: hash_file(f.source, hashed, stop), files, self.parallel, stop
+        )
         manifest = manifest_for(
             r,
             files,

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from artifactstore.cli.context import CliContext
-from artifactstore.cli.output import emit_json, human_size, note, progress_bar
+from artifactstore.cli.output import emit_json, human_size, note, progress_bar, progress_bars
 from artifactstore.client.files import collect_files
 from artifactstore.config import Settings
 from artifactstore.errors import InvalidInput
@@ -94,8 +94,10 @@ def push(
         "follow_symlinks": follow_symlinks,
         "walked": files,
     }
-    with progress_bar(f"push {ref}", sum(f.size for f in files)) as advance:
-        options["progress"] = advance
+    # A remote push hashes every file before it sends any: a bar of its own for that.
+    labels = (f"hash {ref}", f"push {ref}") if ctx.remote else (f"push {ref}",)
+    with progress_bars(sum(f.size for f in files), *labels) as bars:
+        options["hash_progress"], options["progress"] = bars[0], bars[-1]
         result = store.push(reference, list(paths), **options)
     rec = result.record
     if as_json:
