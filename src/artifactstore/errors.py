@@ -46,6 +46,7 @@ __all__ = [
     "ServerTimeout",
     "ServerUnreachable",
     "StorageError",
+    "StorageFull",
     "TlsFailure",
     "TooManyRequests",
     "Unauthenticated",
@@ -297,6 +298,17 @@ class StorageError(ArtifactStoreError):
 
     code = "storage_error"
     title = "Storage failure"
+
+
+class StorageFull(StorageError):
+    """The disk (or quota) holding the database or the bytes is full: nothing was written.
+
+    Distinct from other storage failures because the remedy is the operator's:
+    free space (``rm``, then ``gc``, which work on a full disk) or grow the disk.
+    """
+
+    code = "storage_full"
+    title = "Storage full"
 
 
 # --- client side: the server could not be used (remote mode) ---------------------
