@@ -23,6 +23,7 @@ import pytest
 
 from artifactstore.config import Settings
 from artifactstore.controlplane import gc
+from artifactstore.controlplane.db.engine import Database
 from artifactstore.store import Store
 from tests.conftest import Cli, make_tree, stored_objects
 from tests.server.conftest import Server, assert_problem, post_blob, push
@@ -202,3 +203,21 @@ def test_gc_decides_and_unlinks_in_batches(
     assert stored_at_each_decision == [10, 7, 4, 1]
     assert stored_objects(root) == set()
     assert whole_store.verify().damaged == []
+
+
+def test_a_database_without_a_file_has_no_reserve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An in-memory (or PostgreSQL) database keeps no reserve and touches no file."""
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / ".reserve"
+    mine.write_bytes(b"the user's")
+    db = Database("sqlite://", reserve_bytes=MiB)
+    try:
+        db.reserve.keep()
+        with db.freeing():
+            assert db.reserve.release() is False
+    finally:
+        db.dispose()
+    assert mine.read_bytes() == b"the user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".reserve"]

@@ -23,7 +23,7 @@ __all__ = ["DISK_FULL_ERRNOS", "Reserve", "is_full", "storage_error"]
 #: What the kernel answers a write on a full disk, or past the user's quota.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
-#: A reserve is not worth keeping below this size (nor halved further to fit).
+#: Less free space than this is a full disk; also the margin a short reserve leaves.
 _SMALLEST = 64 * 1024
 
 
@@ -53,21 +53,22 @@ def is_full(directory: Path) -> bool:
 
 
 class Reserve:
-    """A preallocated file of ``size`` bytes at ``path`` (0: no reserve).
+    """A preallocated file of ``size`` bytes at ``path`` (None: a database with no file
+    of its own, which has no reserve).
 
     Releasing and keeping are best effort and never raise: the reserve only
     ever adds a chance to free space, and a store without one works as before.
     """
 
-    def __init__(self, path: Path, size: int) -> None:
+    def __init__(self, path: Path | None, size: int) -> None:
         self.path = path
-        self.size = size
+        self.size = size if path is not None else 0
 
     def keep(self) -> None:
         """Allocate the reserve if it is absent or short: the full size, else as much
         as the disk has room for. With no reserve wanted, one left from an earlier
         setting is removed."""
-        if self.size <= 0:
+        if self.path is None or self.size <= 0:
             self.release()
             return
         try:
@@ -94,6 +95,8 @@ class Reserve:
 
     def release(self) -> bool:
         """Free the reserve's space; whether there was any to free."""
+        if self.path is None:
+            return False
         try:
             self.path.unlink()
             return True
@@ -107,8 +110,8 @@ class Reserve:
         While the disk still has the reserve's size free, releasing it would add
         nothing that matters and cost its allocation again: it is left alone.
         """
-        room = _room(self.path.parent)
-        if room is not None and room >= self.size:
+        room = None if self.path is None else _room(self.path.parent)
+        if room is None or room >= self.size:
             yield
             return
         self.release()

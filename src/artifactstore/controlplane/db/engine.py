@@ -63,7 +63,7 @@ class Database:
         #: Where the database's own files grow, if it is a SQLite file.
         self.directory = Path(file).parent if file and file != ":memory:" else None
         #: Space released for the operations that free space (see ``freeing``).
-        self.reserve = Reserve(Path(f"{file}.reserve"), reserve_bytes if self.directory else 0)
+        self.reserve = Reserve(Path(f"{file}.reserve") if self.directory else None, reserve_bytes)
         # SQLite admits one writer; a connection that finds the lock taken polls
         # for it (sleeping 1, 2, 5, 10, 15, 20, 25 ms...), so under concurrent
         # requests the lock sat idle while waiters slept. Writers of this process
