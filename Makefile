@@ -40,8 +40,13 @@ soak: bytecode
 	$(SOAK_ENV) $(BIN)/pytest -q -s --durations=10 --timeout=3600 tests/test_crash.py tests/test_tier_crash.py \
 		tests/controlplane/test_gc_race.py tests/server_fuzz/test_server_crash.py
 
+# `make serve PORT=8123 HOST=0.0.0.0`: set on make's command line. Plain assignments,
+# not `?=`, so a HOST or PORT exported by the shell (zsh's host name, a PaaS port)
+# cannot move the server without being asked.
+HOST = 127.0.0.1
+PORT = 8000
 serve: bytecode
-	$(BIN)/artifactstore serve --host 127.0.0.1 --port 8000
+	$(BIN)/artifactstore serve --host $(HOST) --port $(PORT)
 
 # The peers the benchmarks measure in the same run (Debian packages; needs root).
 BENCH_DEBS := restic docker-registry wrk hey

@@ -15,7 +15,7 @@ import pytest
 from artifactstore.client.http import HttpClient
 from artifactstore.client.remote import RemoteStore
 from artifactstore.client.uploads import SESSION_THRESHOLD, UPLOAD_ATTEMPTS, Uploader
-from artifactstore.errors import MissingBlobs, StorageError
+from artifactstore.errors import MissingBlobs, ServerUnreachable
 from artifactstore.model.identity import BlobDigests
 from artifactstore.model.paths import PackagePath
 from artifactstore.model.records import LocalFile
@@ -86,7 +86,7 @@ def test_a_reset_read_is_asked_again(remote: tuple[ResettingServer, RemoteStore]
 
 def test_a_reset_write_is_not_repeated(remote: tuple[ResettingServer, RemoteStore]) -> None:
     server, client = remote
-    with pytest.raises(StorageError, match="cannot reach"):
+    with pytest.raises(ServerUnreachable, match="broke off"):
         client._request("POST", "/v1/blobs", content=b"x")
     assert len(server.requests) == 1
 
@@ -95,7 +95,7 @@ def test_only_once(tmp_path: Path) -> None:
     server = ResettingServer(resets=2)
     client = RemoteStore(server.url, state_path=tmp_path / "state.json", timeout=10)
     try:
-        with pytest.raises(StorageError, match="cannot reach"):
+        with pytest.raises(ServerUnreachable, match="broke off"):
             client._request("GET", "/v1/schemas")
         assert len(server.requests) == 2
     finally:

@@ -1,7 +1,7 @@
 """artifact-store: a content-addressed registry for generated artifacts.
 
-``from artifactstore import Store`` is the library's entry point (SPEC
-section 6). It is imported on first use, not with the package, so that the
+``from artifactstore import Store`` is the library's entry point (README,
+"Local mode in one minute"). It is imported on first use, not with the package, so that the
 CLI, whose every command imports this package, does not pay for the
 database and hashing stack before it needs them.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import ipaddress
 import os
 import re
 import tomllib
@@ -21,13 +22,27 @@ from typing import Any
 
 from artifactstore.errors import InvalidInput
 
-__all__ = ["MAX_SIZE", "SETTINGS_HELP", "Settings", "parse_duration", "parse_size"]
+__all__ = [
+    "MAX_QUERY_FILTERS",
+    "MAX_SIZE",
+    "SETTINGS_HELP",
+    "IPNetwork",
+    "Settings",
+    "parse_duration",
+    "parse_size",
+]
+
+#: A network of trusted proxies (``TRUSTED_PROXIES``).
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 _SIZE = re.compile(r"([0-9]{1,30})(?:\.([0-9]{1,30}))?\s*([kmgtpe]i?b?|b)?", re.IGNORECASE)
 #: Largest size accepted (what a signed 64-bit column holds).
 MAX_SIZE = 2**63 - 1
+#: Highest ``max_query_filters`` accepted: each filter deepens the SQL expression
+#: tree by one, and SQLite refuses trees deeper than 1,000 (about 980 filters).
+MAX_QUERY_FILTERS = 256
 
 
 def parse_duration(text: str) -> float:
@@ -120,7 +135,28 @@ class Settings:
     body_total_timeout: float = _help(
         "seconds a whole request body may take to arrive (HTTP 408)", 3600.0
     )
-    # --- upload sessions (issue 17: bounded, swept, crash-durable) ---
+    # --- HTTP hardening (issue 17) ---------------------------------------------------------
+    trusted_proxies: str = _help(
+        "addresses and CIDR networks of reverse proxies whose X-Forwarded-For names the "
+        "client (comma-separated; empty: the socket's peer is the client)",
+        "",
+    )
+    header_timeout: float = _help(
+        "seconds a connection may take to send a whole request head, and stay silent "
+        "before its first request, before the server closes it",
+        20.0,
+    )
+    # --- bounds of a query, and room for rm and gc on a full disk (issue 17) --------------
+    max_query_filters: int = _help(
+        f"most metadata filters (meta.KEY=VALUE, --where) in one query (1 to {MAX_QUERY_FILTERS})",
+        32,
+    )
+    disk_reserve_bytes: int = _help(
+        "bytes kept allocated beside the SQLite database, released only for rm and gc "
+        "(and opening the database) on a full disk, so that they work there (0: none)",
+        4 * 1024 * 1024,
+    )
+    # --- upload sessions: bounded, swept, crash-durable (issue 17) ------------------------
     max_open_uploads_per_actor: int = _help(
         "open upload sessions one token (actor) may hold at once (HTTP 413 too_many_uploads)",
         100,
@@ -151,6 +187,20 @@ class Settings:
             object.__setattr__(self, "cold_storage_url", f"file://{home.absolute() / 'cold'}")
         if not self.actor:
             object.__setattr__(self, "actor", _default_actor())
+        if isinstance(self.trusted_proxies, list | tuple):  # a TOML list
+            object.__setattr__(self, "trusted_proxies", ",".join(map(str, self.trusted_proxies)))
+        self.trusted_networks()  # refuse a malformed list at start-up, not per request
+        if self.header_timeout <= 0:
+            raise InvalidInput("HEADER_TIMEOUT must be a positive duration")
+        if not 1 <= self.max_query_filters <= MAX_QUERY_FILTERS:
+            raise InvalidInput(
+                f"MAX_QUERY_FILTERS must be between 1 and {MAX_QUERY_FILTERS}, "
+                f"not {self.max_query_filters}"
+            )
+        if self.disk_reserve_bytes < 0:
+            raise InvalidInput(
+                f"DISK_RESERVE_BYTES must be 0 or more, not {self.disk_reserve_bytes}"
+            )
         if self.primary_digest not in ("blake3", "sha256"):
             raise InvalidInput(
                 f"PRIMARY_DIGEST must be blake3 or sha256, not {self.primary_digest!r}"
@@ -173,6 +223,20 @@ class Settings:
         if unknown:
             raise InvalidInput(f"unknown setting(s): {', '.join(sorted(unknown))}")
         return cls(**{name: _coerce(cls, name, v) for name, v in values.items()})
+
+    def trusted_networks(self) -> tuple[IPNetwork, ...]:
+        """``trusted_proxies`` parsed: a bare address is a network of one."""
+        out = []
+        for item in self.trusted_proxies.split(","):
+            if item.strip():
+                try:
+                    out.append(ipaddress.ip_network(item.strip(), strict=False))
+                except ValueError:
+                    raise InvalidInput(
+                        f"TRUSTED_PROXIES: {item.strip()[:60]!r} is not an address or a "
+                        "CIDR network (e.g. 10.0.0.0/8, 192.0.2.7, ::1)"
+                    ) from None
+        return tuple(out)
 
     def redacted_database_url(self) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.database_url)

@@ -1,4 +1,4 @@
-"""The append-only, hash-chained event log: the source of truth (SPEC section 8).
+"""The append-only, hash-chained event log: the source of truth (docs/events.md).
 
 Each event's hash covers its predecessor's hash and the canonical CBOR of its
 own fields, so editing, removing or reordering any event breaks the chain at

@@ -92,7 +92,7 @@ def commit(
     Re-checks, inside this transaction and under row locks, that every
     referenced blob is recorded: GC holds the same rows while it decides, so a
     blob is either still there for this commit or this commit fails with the
-    missing digests (SPEC section 9). ``held_since`` starts the grace period
+    missing digests. ``held_since`` starts the grace period
     within which uploads into the namespace count as its holdings (for the
     quota, and for ``require_held``: a caller who is not a global admin must
     have uploaded every blob into the namespace, or use it in a live version).

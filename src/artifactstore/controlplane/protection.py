@@ -1,4 +1,4 @@
-"""The one check every deletion passes: legal holds and the retention lock (SPEC section 9).
+"""The one check every deletion passes: legal holds and the retention lock (docs/retention.md).
 
 Only :func:`artifactstore.controlplane.packages.delete_many` appends
 ``package.deleted``, and it calls :func:`check_deletable` first, inside the

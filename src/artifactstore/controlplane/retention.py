@@ -1,4 +1,4 @@
-"""Retention policies, the retention lock, and plans that explain every decision (SPEC 9).
+"""Retention policies, the retention lock, and plans that explain every decision.
 
 **Policies** belong to a namespace (its default, stored with package ``""``)
 or to one package; a package's own policy *replaces* the namespace default

@@ -65,7 +65,7 @@ def decide(
     """The decision for one version that is the ``rank``-th newest (1 = newest) of its package.
 
     ``tags`` are the movable tags of the version's namespace: a version named
-    by one is always kept (SPEC section 9), as a held or locked one is.
+    by one is always kept (docs/retention.md), as a held or locked one is.
     """
     rules: list[str] = []
     if v.holds:

@@ -44,7 +44,8 @@ __all__ = [
 TOKEN_PREFIX = "ast_"  # noqa: S105 - a public prefix, not a secret
 _ID_LEN = 16
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
-_SCOPE = re.compile(r"admin|[a-z0-9]+(?:[._-][a-z0-9]+)*:(?:read|write|delete|admin)")
+#: ``admin`` and ``metrics`` (every figure of /metrics) are global; the rest per namespace.
+_SCOPE = re.compile(r"admin|metrics|[a-z0-9]+(?:[._-][a-z0-9]+)*:(?:read|write|delete|admin)")
 _TOKEN = re.compile(rf"{TOKEN_PREFIX}([a-z2-7]{{{_ID_LEN}}})_([A-Za-z0-9_-]{{43}})")
 
 
@@ -58,7 +59,8 @@ def check_scopes(scopes: list[str]) -> tuple[str, ...]:
     for scope in scopes:
         if len(scope) > 80 or not _SCOPE.fullmatch(scope):
             raise InvalidInput(
-                f"invalid scope {scope[:80]!r}: use admin or NAMESPACE:read|write|delete|admin"
+                f"invalid scope {scope[:80]!r}: "
+                "use admin, metrics or NAMESPACE:read|write|delete|admin"
             )
     return tuple(sorted(set(scopes)))
 

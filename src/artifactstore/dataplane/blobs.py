@@ -1,7 +1,7 @@
 """The data plane: ingest streams as content-addressed blobs, serve and verify them.
 
-This is the one named interface the control plane uses for bytes (SPEC
-section 11). It hashes (both digests, one pass, off the caller's critical
+This is the one named interface the control plane uses for bytes (docs/architecture.md,
+durability). It hashes (both digests, one pass, off the caller's critical
 path), decides keys through ``layout``, and delegates storage to a
 :class:`~artifactstore.dataplane.protocol.Backend`. It knows nothing of
 packages, namespaces or the database.

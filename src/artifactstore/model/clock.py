@@ -31,5 +31,5 @@ def utc_now() -> str:
 
 
 def held_since(now: float, grace: float) -> str:
-    """Uploads into a namespace since then still count as its holdings (SPEC section 9)."""
+    """Uploads into a namespace since then still count as its holdings (docs/retention.md)."""
     return utc_iso(now - grace)

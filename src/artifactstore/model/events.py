@@ -1,4 +1,4 @@
-"""Events as values (SPEC section 8): the log's record, its hash, and one type per event.
+"""Events as values (docs/events.md): the log's record, its hash, and one type per event.
 
 Pure: no I/O, no database. An HTTP client verifies a chain and reads typed
 payloads with this module alone; the control plane appends and projects

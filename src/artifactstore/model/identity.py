@@ -1,4 +1,4 @@
-"""Typed identities, parsed once at the edge (SPEC section 2).
+"""Typed identities, parsed once at the edge (rules in docs/architecture.md, "Names and paths").
 
 Below the edge nothing handles raw strings for digests, names or references:
 construct one of these and it is valid, or construction raised.

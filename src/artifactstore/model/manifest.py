@@ -1,4 +1,4 @@
-"""The package manifest (SPEC section 3): one map, hashed as deterministic CBOR.
+"""The package manifest (docs/architecture.md): one map, hashed as deterministic CBOR.
 
 A :class:`Manifest` is valid on construction or construction raised, so code
 below the edge never re-checks it. Its byte form is ``to_cbor()``; the package
@@ -237,7 +237,7 @@ class FileEntry:
         return BlobDigests(self.blake3, self.sha256, self.size)
 
     def to_map(self) -> dict[str, object]:
-        """The SPEC map of this entry (digests as full ``algo:hex`` strings)."""
+        """The manifest map of this entry (digests as full ``algo:hex`` strings)."""
         return {
             "path": self.path.value,
             "size": self.size,
@@ -261,7 +261,7 @@ class FileEntry:
 
 @dataclass(frozen=True, eq=False)
 class Manifest:
-    """One package version (SPEC section 3).
+    """One package version (its map: docs/architecture.md).
 
     Equality and hashing are by canonical CBOR bytes, the package's identity:
     Python's ``==`` would call ``{"a": 1}``, ``{"a": 1.0}`` and ``{"a": True}``
@@ -358,7 +358,7 @@ class Manifest:
     # --- the map ------------------------------------------------------------------------
 
     def to_map(self) -> dict[str, object]:
-        """Exactly the SPEC section 3 map (a fresh copy; safe to mutate)."""
+        """Exactly the manifest map (a fresh copy; safe to mutate)."""
         return {
             "schema": MANIFEST_SCHEMA,
             "package": {
@@ -376,7 +376,7 @@ class Manifest:
 
     @classmethod
     def from_map(cls, obj: object) -> Manifest:
-        """Parse the SPEC map strictly: exact keys, exact types, known schema.
+        """Parse the manifest map strictly: exact keys, exact types, known schema.
 
         Raises :class:`InvalidManifest`, :class:`InvalidPath` or
         :class:`InvalidName`, each naming the field at fault.

@@ -27,7 +27,7 @@ def _manifest_subject(manifest: JsonObject) -> str:
 class PackageCommitted:
     """A package version was committed.
 
-    ``manifest`` is the SPEC section 3 map (``Manifest.to_map()``), validated
+    ``manifest`` is the manifest map (docs/architecture.md) (``Manifest.to_map()``), validated
     before it was appended and read as it stands (a 10,000-file manifest is
     not parsed again); ``digest`` is its package digest (blake3).
     """

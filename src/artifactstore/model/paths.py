@@ -1,4 +1,4 @@
-"""File paths inside a package (SPEC section 2).
+"""File paths inside a package (rules in docs/architecture.md, "Names and paths").
 
 A package must extract on any file system, so a path is refused if any
 platform would read it differently: traversal, absolute forms, backslashes,

@@ -72,7 +72,7 @@ class Page(Generic[V]):
     next_cursor: str | None
 
     def __iter__(self) -> Iterator[V]:
-        """Iterating a page yields its versions (SPEC section 6)."""
+        """Iterating a page yields its versions (the library API)."""
         return iter(self.items)
 
 

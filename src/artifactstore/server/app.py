@@ -21,13 +21,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from artifactstore.config import IPNetwork
 from artifactstore.errors import ArtifactStoreError
 from artifactstore.server.auth import (
     PUBLIC,
     ROUTE_SCOPES,
+    AmbiguousCredentials,
     Authenticator,
     TokenAuth,
     authorize,
+    client_address,
 )
 from artifactstore.server.background import Background, scheduled_jobs
 from artifactstore.server.bodies import BodyTimeout, RangeNotSatisfiable
@@ -66,16 +69,20 @@ class ServerLimits:
 
 async def guard(request: Request) -> None:
     """The one authorisation check: ``ROUTE_SCOPES`` says what each route needs."""
+    if len(request.headers.getlist("authorization")) > 1:
+        raise AmbiguousCredentials("send one Authorization header, not several")
     route = request.scope.get("route")
-    method = "GET" if request.method == "HEAD" else request.method
     path = getattr(route, "path", "")
+    method = request.method
+    if method == "HEAD" and (method, path) not in ROUTE_SCOPES:
+        method = "GET"  # HEAD shares GET's entry unless it has one of its own
     action, source = ROUTE_SCOPES[(method, path)]
     namespace: str | None = None
     if source == "path:ns":
         namespace = request.path_params.get("ns")
     elif source == "query:namespace":
         namespace = request.query_params.get("namespace")
-    if action == "public":  # health, metrics, the API document: credentials play no part
+    if action == "public":  # health, readiness, the API document: credentials play no part
         request.state.principal = PUBLIC
         return
     # Authentication reads the database: off the event loop.
@@ -87,10 +94,17 @@ async def guard(request: Request) -> None:
 class AccessLog:
     """Request ids, JSON-line access logs and per-route metrics, as raw ASGI middleware."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        logger: logging.Logger,
+        trusted_proxies: tuple[IPNetwork, ...] = (),
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.logger = logger
+        self.trusted_proxies = trusted_proxies  # the client logged is the one auth counts
         # Request ids: a random prefix per process and a counter. Unique without
         # a getrandom() call per request (a measurable share of a HEAD's CPU).
         self._id_prefix = secrets.token_hex(4)
@@ -150,7 +164,7 @@ class AccessLog:
                         "duration_ms": round(elapsed * 1000, 2),
                         "bytes_in": received,
                         "bytes_out": sent,
-                        "client": (scope.get("client") or ("", 0))[0],
+                        "client": client_address(Request(scope), self.trusted_proxies),
                     }
                 )
             )
@@ -191,7 +205,7 @@ def create_app(
     app = FastAPI(
         title="artifact-store",
         version="1",
-        description="Content-addressed registry for generated artifacts (SPEC section 4).",
+        description="Content-addressed registry for generated artifacts.",
         dependencies=[Depends(guard)],
         # A trailing slash is a different (absent) resource: answer 404, not a
         # redirect that re-sends a PATCH or POST body elsewhere.
@@ -200,7 +214,11 @@ def create_app(
     )
     app.state.store = store
     app.state.background = background
-    app.state.auth = auth or TokenAuth(store, failure_limit=store.settings.auth_failures_per_minute)
+    app.state.auth = auth or TokenAuth(
+        store,
+        failure_limit=store.settings.auth_failures_per_minute,
+        trusted_proxies=store.settings.trusted_networks(),
+    )
     app.state.limits = limits or ServerLimits()
     app.state.metrics = Metrics()
     for module in (health, blobs, uploads, packages, schemas, events, tokens, retention, tiers):
@@ -242,6 +260,10 @@ def create_app(
             {"Content-Range": f"bytes */{exc.size}"},
         )
 
+    @app.exception_handler(AmbiguousCredentials)
+    async def ambiguous_credentials(_request: Request, exc: AmbiguousCredentials) -> Response:
+        return plain_problem(400, "ambiguous_credentials", "Ambiguous credentials", str(exc))
+
     @app.exception_handler(ClientDisconnect)
     async def disconnected(_request: Request, _exc: ClientDisconnect) -> Response:
         return plain_problem(400, "client_disconnected", "Client disconnected", "body cut off")
@@ -267,7 +289,12 @@ def create_app(
         )
 
     _problem_only_openapi(app)
-    app.add_middleware(AccessLog, metrics=app.state.metrics, logger=log)
+    app.add_middleware(
+        AccessLog,
+        metrics=app.state.metrics,
+        logger=log,
+        trusted_proxies=store.settings.trusted_networks(),
+    )
     return app
 
 

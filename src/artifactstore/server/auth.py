@@ -13,12 +13,21 @@ anonymous read on and nothing else. ``serve --no-auth`` swaps in
 
 Failure answers never depend on whether a namespace or package exists: the
 check runs before any lookup, so the body and the work done are the same.
+
+Failed authentications are throttled per client address (SPEC section 7):
+past ``failure_limit`` failures in a minute, a bad token is answered 429 with
+``Retry-After`` instead of 401, but a valid token is always checked and
+served, whatever else arrives from the same address (a NAT, a CI pool, a
+proxy). The client address is the socket's peer, or, when the peer is one of
+``TRUSTED_PROXIES``, the right-most address of ``X-Forwarded-For`` that is not
+a trusted proxy (the left part of that header is whatever the client wrote).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import threading
 import time
 from collections import deque
@@ -27,24 +36,31 @@ from typing import Literal, Protocol
 
 from starlette.requests import Request
 
+from artifactstore.config import IPNetwork
 from artifactstore.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated
 from artifactstore.store import Store
 
 __all__ = [
+    "METRICS_SCOPE",
     "PUBLIC",
     "ROUTE_SCOPES",
     "Action",
+    "AmbiguousCredentials",
     "Authenticator",
     "LoopbackDevAuth",
     "Principal",
     "TokenAuth",
     "authorize",
+    "client_address",
     "readable_scope",
     "upload_namespace",
 ]
 
-#: public: anyone; authenticated: any valid token; the rest: that scope on the namespace.
-Action = Literal["public", "authenticated", "read", "write", "delete", "admin"]
+#: public: anyone; authenticated: any valid token; exists: read or write on the namespace
+#: (a writer may ask whether its namespace holds a blob); the rest: that scope on the namespace.
+Action = Literal["public", "authenticated", "exists", "read", "write", "delete", "admin"]
+#: The global scope that shows every figure of ``/metrics`` (a scraper's token).
+METRICS_SCOPE = "metrics"
 #: Where a route's namespace comes from: a path parameter, a query parameter, or nowhere.
 NsSource = Literal["path:ns", "query:namespace", "none"]
 
@@ -65,9 +81,13 @@ class Principal:
             return not self.anonymous
         if action == "admin" and namespace is None:
             return False  # global admin routes
+        if action == "exists":
+            allowed = self.namespaces("read") | self.namespaces("write")
+        else:
+            allowed = self.namespaces(action)
         if namespace is None:
-            return bool(self.namespaces(action))  # the route filters by namespace itself
-        return namespace in self.namespaces(action)
+            return bool(allowed)  # the route filters by namespace itself
+        return namespace in allowed
 
     def namespaces(self, action: Action) -> set[str]:
         """The namespaces this principal may ``action`` in (``NS:admin`` grants every action)."""
@@ -81,6 +101,10 @@ class Principal:
     def readable(self) -> set[str] | None:
         """Namespaces whose contents this principal may see (None: all)."""
         return None if self.admin else self.namespaces("read")
+
+    def sees_global_metrics(self) -> bool:
+        """Store-wide figures (and every namespace's): a global admin or a metrics token."""
+        return self.admin or METRICS_SCOPE in self.scopes
 
 
 #: The caller of a public route (no credentials are looked at).
@@ -99,48 +123,67 @@ class LoopbackDevAuth:
         return Principal(actor="anonymous@loopback", admin=True)
 
 
+class AmbiguousCredentials(Exception):
+    """More than one ``Authorization`` header: which one counts is not ours to guess (400)."""
+
+
+#: Client addresses the throttle remembers at most (memory stays bounded under a flood
+#: from many addresses).
+MAX_THROTTLED_ADDRESSES = 10_000
+
+
 @dataclass
 class _Throttle:
-    """Failed authentications per client address, in a sliding window (per process)."""
+    """Failed authentications per client address, in a sliding window (per process).
+
+    It only decides how a failure is answered (401, or 429 past ``limit`` in
+    ``window`` seconds); nothing here ever refuses a caller whose token checks
+    out. Each address keeps at most its last ``limit`` failure times.
+    """
 
     limit: int = 10
     window: float = 60.0
     failures: dict[str, deque[float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def check(self, client: str) -> None:
+    def fail(self, client: str) -> int | None:
+        """Record a failure; seconds to wait if ``client`` is over the limit (else None)."""
         now = time.monotonic()
         with self.lock:
             recent = self.failures.get(client)
             if recent is None:
-                return
-            while recent and recent[0] < now - self.window:
-                recent.popleft()
-            if len(recent) >= self.limit:
-                retry = int(recent[0] + self.window - now) + 1
-                raise TooManyRequests(
-                    f"too many failed authentications from this address: retry in {retry} s",
-                    retry_after=retry,
-                )
+                if len(self.failures) >= MAX_THROTTLED_ADDRESSES:
+                    self._forget(now)
+                recent = self.failures[client] = deque(maxlen=self.limit)
+            over = len(recent) == self.limit and recent[0] > now - self.window
+            recent.append(now)
+            return int(recent[0] + self.window - now) + 1 if over else None
 
-    def fail(self, client: str) -> None:
-        with self.lock:
-            if len(self.failures) > 10_000:
-                self.failures.clear()
-            self.failures.setdefault(client, deque()).append(time.monotonic())
+    def _forget(self, now: float) -> None:
+        """Drop addresses with no failure in the window; all of them if that is not enough."""
+        for client in [c for c, r in self.failures.items() if r[-1] <= now - self.window]:
+            del self.failures[client]
+        if len(self.failures) >= MAX_THROTTLED_ADDRESSES:
+            self.failures.clear()
 
 
 class TokenAuth:
     """API tokens from the store; checked against the database on every request,
     so a revocation is effective on the very next request on every replica."""
 
-    def __init__(self, store: Store, *, failure_limit: int = 10, window: float = 60.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        failure_limit: int = 10,
+        window: float = 60.0,
+        trusted_proxies: tuple[IPNetwork, ...] = (),
+    ) -> None:
         self._store = store
         self._throttle = _Throttle(failure_limit, window)
+        self._trusted = trusted_proxies
 
     def authenticate(self, request: Request) -> Principal:
-        client = request.client.host if request.client else "unknown"
-        self._throttle.check(client)
         presented = _credentials(request.headers.get("authorization"))
         if presented is None:
             readable = self._store.anonymous_namespaces()
@@ -149,15 +192,57 @@ class TokenAuth:
                 scopes=frozenset(f"{ns}:read" for ns in readable),
                 anonymous=True,
             )
+        # A valid token is served whatever else came from its address: the throttle
+        # is consulted only once the token has failed.
         info = self._store.authenticate(presented)
         if info is None:
-            self._throttle.fail(client)
+            retry = self._throttle.fail(client_address(request, self._trusted))
+            if retry is not None:
+                raise TooManyRequests(
+                    f"too many failed authentications from this address: retry in {retry} s",
+                    retry_after=retry,
+                )
             raise Unauthenticated("the token is unknown, expired or revoked")
         return Principal(
             actor=info.actor,
             admin="admin" in info.scopes,
             scopes=frozenset(s for s in info.scopes if s != "admin"),
         )
+
+
+def client_address(request: Request, trusted: tuple[IPNetwork, ...]) -> str:
+    """The caller's address: the peer, or what trusted proxies say in ``X-Forwarded-For``.
+
+    Each proxy appends the address it was called from, so the header is read
+    from the right: trusted proxies are skipped, and the first address that
+    is not one is the client (everything to its left the client could have
+    written). Should every hop be a trusted proxy, the left-most one is.
+    """
+    peer = request.client.host if request.client else "unknown"
+    if not _is_trusted(peer, trusted):
+        return peer
+    hops = [
+        hop.strip()
+        for header in request.headers.getlist("x-forwarded-for")
+        for hop in header.split(",")
+        if hop.strip()
+    ]
+    client = peer
+    for hop in reversed(hops):
+        client = hop[:64]  # a proxy's garbage is still just a key
+        if not _is_trusted(hop, trusted):
+            break
+    return client
+
+
+def _is_trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    if not trusted:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
 
 
 def _credentials(header: str | None) -> str | None:
@@ -176,13 +261,18 @@ def _credentials(header: str | None) -> str | None:
     raise Unauthenticated("use Authorization: Bearer <token> (or Basic with the token as password)")
 
 
-#: (method, route path) -> (action, namespace source). HEAD shares GET's entry.
+#: (method, route path) -> (action, namespace source). HEAD shares GET's entry unless it
+#: has one of its own.
 ROUTE_SCOPES: dict[tuple[str, str], tuple[Action, NsSource]] = {
     ("GET", "/health"): ("public", "none"),
     ("GET", "/ready"): ("public", "none"),
-    ("GET", "/metrics"): ("public", "none"),
+    # Global figures need a global admin or a metrics token; other callers see their
+    # namespaces' figures only (routes/health.py).
+    ("GET", "/metrics"): ("authenticated", "none"),
     ("GET", "/openapi.json"): ("public", "none"),
     ("GET", "/v1/blobs/{digest}"): ("read", "query:namespace"),
+    # Whether the namespace holds a blob (no bytes): what a push asks, so a writer may too.
+    ("HEAD", "/v1/blobs/{digest}"): ("exists", "query:namespace"),
     ("POST", "/v1/blobs"): ("write", "query:namespace"),
     ("PUT", "/v1/blobs"): ("write", "query:namespace"),
     ("OPTIONS", "/v1/uploads"): ("public", "none"),
@@ -249,7 +339,7 @@ def readable_scope(principal: Principal, requested: str | None) -> set[str] | No
     if principal.admin:
         return None
     if requested is not None:
-        return {requested}  # the guard checked the caller may read it
+        return {requested}  # the guard checked the caller may read it (HEAD: or write)
     return principal.namespaces("read")
 
 

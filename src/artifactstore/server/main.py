@@ -27,8 +27,16 @@ __all__ = ["app_for", "app_from_env", "check_bind", "run"]
 
 
 def app_from_env() -> FastAPI:
-    """The worker's app: a Store from the environment, closed at shutdown."""
-    return app_for(Settings.load())
+    """The worker's app: a Store from the environment, closed at shutdown.
+
+    Each worker process calls it before its first connection, so it also gives
+    the process's wire protocol its head timeout.
+    """
+    settings = Settings.load()
+    protocol = _http_protocol()
+    if protocol != "h11":
+        protocol.header_timeout = settings.header_timeout
+    return app_for(settings)
 
 
 def app_for(settings: Settings, logger: logging.Logger | None = None) -> FastAPI:
@@ -106,6 +114,7 @@ def run(
     if server == "granian":
         from granian import Granian
         from granian.constants import Interfaces
+        from granian.http import HTTP1Settings
 
         Granian(
             target,
@@ -115,6 +124,10 @@ def run(
             interface=Interfaces.ASGI,
             factory=True,
             log_access=False,
+            # granian takes milliseconds, at most 60 s
+            http1_settings=HTTP1Settings(
+                header_read_timeout=min(60_000, max(1, int(settings.header_timeout * 1000)))
+            ),
         ).serve()
         return
     import uvicorn
@@ -129,6 +142,10 @@ def run(
         access_log=False,
         log_level="warning",
         h11_max_incomplete_event_size=64 * 1024,
+        # The client's address is the socket's peer unless TRUSTED_PROXIES says
+        # otherwise (server/auth.py): uvicorn would otherwise believe any
+        # X-Forwarded-For sent from 127.0.0.1.
+        proxy_headers=False,
     )
 
 

@@ -83,7 +83,17 @@ class Metrics:
             self._bytes_in += received
             self._bytes_out += sent
 
-    def render(self, gauges: Mapping[str, Gauge]) -> str:
+    def render(self, gauges: Mapping[str, Gauge], *, requests: bool = True) -> str:
+        """The exposition text: the request counters (store-wide figures, shown only
+        with ``requests``) and then ``gauges``."""
+        lines = []
+        if requests:
+            lines += self._request_lines()
+        for name, gauge in sorted(gauges.items()):
+            lines += gauge.lines(name)
+        return "\n".join(lines) + "\n"
+
+    def _request_lines(self) -> list[str]:
         lines = [
             "# HELP artifactstore_http_requests_total HTTP requests by method, route and status.",
             "# TYPE artifactstore_http_requests_total counter",
@@ -123,6 +133,4 @@ class Metrics:
                 "# TYPE artifactstore_http_sent_bytes_total counter",
                 f"artifactstore_http_sent_bytes_total {self._bytes_out}",
             ]
-        for name, gauge in sorted(gauges.items()):
-            lines += gauge.lines(name)
-        return "\n".join(lines) + "\n"
+        return lines

@@ -1,4 +1,4 @@
-"""Typed request parameters: the SPEC section 2 grammars, declared once.
+"""Typed request parameters: the name grammars of docs/architecture.md, declared once.
 
 Declaring the patterns makes the OpenAPI document honest (a schema-valid
 request is a well-formed one) and rejects malformed input before any route
@@ -54,7 +54,7 @@ def _strict(properties: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-#: The JSON rendering of a manifest (SPEC section 3), as the OpenAPI request body of a
+#: The JSON rendering of a manifest (docs/architecture.md), as the OpenAPI request body of a
 #: commit. What a schema cannot say (files sorted by path and unique after case folding,
 #: the full path grammar, the URL naming the same version) is checked by the server.
 MANIFEST_JSON_SCHEMA: dict[str, Any] = _strict(

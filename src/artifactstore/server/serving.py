@@ -14,7 +14,7 @@ from artifactstore.server.bodies import parse_range
 from artifactstore.server.problems import Problem
 from artifactstore.store import Store
 
-__all__ = ["BYTES_RESPONSES", "FILE_RESPONSES", "blob_headers", "send_blob"]
+__all__ = ["BYTES_RESPONSES", "FILE_RESPONSES", "blob_headers", "cache_headers", "send_blob"]
 
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -50,12 +50,24 @@ class _LargeChunkFile(FileResponse):
     chunk_size = 1024 * 1024
 
 
-def blob_headers(record: BlobRecord) -> dict[str, str]:
+def cache_headers(request: Request) -> dict[str, str]:
+    """Caching of bytes that never change under their name (a digest, a version's file).
+
+    Immutable for a year, but ``private`` unless the caller is anonymous (an
+    anonymous-read namespace): a shared cache must never hand bytes one
+    token fetched to a caller without it. ``Vary: Authorization`` keeps a cache
+    from answering a request with other credentials from a stored response.
+    """
+    scope = "public" if request.state.principal.anonymous else "private"
+    return {"Cache-Control": f"{scope}, max-age=31536000, immutable", "Vary": "Authorization"}
+
+
+def blob_headers(request: Request, record: BlobRecord) -> dict[str, str]:
     sha = base64.b64encode(bytes.fromhex(record.digests.sha256.hex)).decode()
     return {
         "ETag": f'"{record.digests.blake3}"',
         "Repr-Digest": f"sha-256=:{sha}:",
-        "Cache-Control": "public, max-age=31536000, immutable",
+        **cache_headers(request),
         "Accept-Ranges": "bytes",
         "Docker-Content-Digest": str(record.digests.sha256),
     }
@@ -76,7 +88,7 @@ def send_blob(request: Request, store: Store, record: BlobRecord, media_type: st
     Starlette does not append ``charset=utf-8`` to a ``text/*`` type whose
     bytes it never looked at.
     """
-    headers = blob_headers(record)
+    headers = blob_headers(request, record)
     size = record.digests.size
     if _not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)

@@ -8,6 +8,15 @@ request head as they arrive and answers ``431`` (a ``limit_exceeded``
 problem) and closes the connection as soon as the head passes
 :data:`MAX_HEAD_BYTES`, so memory stays bounded and no route ever runs.
 
+Nor does uvicorn bound the time a request head may take: its keep-alive
+timeout starts only after a response, so a connection that sends nothing, or
+half a request line, would be held forever (and enough of them exhaust the
+process's descriptors). The protocol gives every head
+:attr:`~BoundedHttpToolsProtocol.header_timeout` seconds from the moment it
+may start (the connection opened, or the previous response ended): a silent
+connection is then closed, a half-sent head gets ``408`` (a ``header_timeout``
+problem) and is closed.
+
 uvicorn has no ``http.response.pathsend`` (the ASGI extension granian
 implements), so a FileResponse read the file in 1 MiB pieces on worker
 threads and copied each through the event loop. The protocol advertises the
@@ -34,10 +43,17 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from artifactstore.server.problems import problem_body
 
-__all__ = ["MAX_HEAD_BYTES", "SEND_IDLE_TIMEOUT", "BoundedHttpToolsProtocol"]
+__all__ = [
+    "DEFAULT_HEADER_TIMEOUT",
+    "MAX_HEAD_BYTES",
+    "SEND_IDLE_TIMEOUT",
+    "BoundedHttpToolsProtocol",
+]
 
 #: Largest request head (request line plus headers) accepted, in bytes.
 MAX_HEAD_BYTES = 64 * 1024
+#: Seconds a request head may take unless ``Settings.header_timeout`` says otherwise.
+DEFAULT_HEADER_TIMEOUT = 20.0
 #: Seconds a zero-copy send waits for a client that reads nothing before it drops it.
 SEND_IDLE_TIMEOUT = 60.0
 #: Zero-copy sends running at once per process; more wait their turn. Each holds a
@@ -55,9 +71,13 @@ class _HeadTooLarge(Exception):
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """httptools, refusing a request head over ``max_head_bytes`` with 431."""
+    """httptools, refusing a request head over ``max_head_bytes`` with 431 and one
+    slower than ``header_timeout`` seconds with 408."""
 
     max_head_bytes = MAX_HEAD_BYTES
+    #: Seconds a request head may take (``Settings.header_timeout``: ``app_from_env``
+    #: sets it in each worker process before the first connection).
+    header_timeout = DEFAULT_HEADER_TIMEOUT
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -65,6 +85,46 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # the end of a head and the start of the next request.
         self._head_bytes: int | None = 0
         self._head_refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # The next head may start now, unless a pipelined request is already running.
+        if not self.transport.is_closing() and self.cycle.response_complete:
+            self._await_head()
+
+    def _await_head(self) -> None:
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        """No whole head within ``header_timeout``: 408 if part of one came, then close."""
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self._head_bytes:
+            self._head_refused = True
+            self._send_problem(
+                b"408 Request Timeout",
+                "header_timeout",
+                "Request header timeout",
+                f"the request line and headers did not arrive within {self.header_timeout:g} s",
+            )
+        else:
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         self._head_bytes = 0
@@ -73,6 +133,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.scope["extensions"] = {_PATHSEND: {}}
 
     def on_headers_complete(self) -> None:
+        self._stop_head_timer()
         size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
         self._head_bytes = None
         if size > self.max_head_bytes:
@@ -103,12 +164,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().send_400_response(msg)
 
     def _send_431(self) -> None:
+        self._stop_head_timer()
+        self._send_problem(
+            b"431 Request Header Fields Too Large",
+            "limit_exceeded",
+            "Request header fields too large",
+            f"the request line and headers are larger than {self.max_head_bytes} bytes",
+        )
+
+    def _send_problem(self, status: bytes, code: str, title: str, detail: str) -> None:
+        """Answer a problem before any route ran, log it, and close the connection."""
         request_id = secrets.token_hex(8)
-        detail = f"the request line and headers are larger than {self.max_head_bytes} bytes"
-        body = json.dumps(
-            problem_body(431, "limit_exceeded", "Request header fields too large", detail)
-        ).encode()
-        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        number = int(status.split()[0])
+        body = json.dumps(problem_body(number, code, title, detail)).encode()
+        head = [b"HTTP/1.1 " + status + b"\r\n"]
         for name, value in self.server_state.default_headers:
             head.append(name + b": " + value + b"\r\n")
         head += [
@@ -126,7 +195,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                     "method": "",
                     "path": "",
                     "route": "unmatched",
-                    "status": 431,
+                    "status": number,
                     "detail": detail,
                 }
             )

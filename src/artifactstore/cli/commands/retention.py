@@ -1,4 +1,4 @@
-"""retention set / show / apply / lock and hold set / release / list (SPEC section 9)."""
+"""retention set / show / apply / lock and hold set / release / list (docs/retention.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Local file-system backend: objects are files under one root directory.
 
-Durability protocol (SPEC section 11: bytes durable before metadata points at
+Durability protocol (docs/architecture.md: bytes durable before metadata points at
 them). A writer streams into ``tmp/<random>``; the batch commit then makes the
 data durable *before* any name points at it, and the names durable before it
 returns:
@@ -23,12 +23,14 @@ import errno
 import io
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from stat import S_ISREG
 
 from artifactstore.dataplane.protocol import BackendProperties
+from artifactstore.dataplane.reserve import storage_error
 from artifactstore.errors import BlobNotFound, StorageError
 
 __all__ = ["LocalBackend", "fsync_dir"]
@@ -118,7 +120,7 @@ class _LocalWriter:
                 self._written += n
         except OSError as exc:
             self.cancel()
-            raise StorageError(f"writing staging file failed: {exc.strerror}") from exc
+            raise storage_error("writing staging file failed", exc) from exc
         self._start_writeback()
 
     def _write_direct(self, view: memoryview) -> int:
@@ -181,7 +183,7 @@ class _LocalWriter:
                 os.close(fd)
         except OSError as exc:
             _unlink(self._tmp)
-            raise StorageError(f"closing staging file failed: {exc.strerror}") from exc
+            raise storage_error("closing staging file failed", exc) from exc
         self._batch._stage(self._tmp, key)
 
     def cancel(self) -> None:
@@ -212,7 +214,7 @@ class _LocalBatch:
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise StorageError(f"cannot create staging file in {self._b._tmp}: {exc}") from exc
+            raise storage_error(f"cannot create staging file in {self._b._tmp}", exc) from exc
         w = _LocalWriter(self, fd, tmp)
         self._open.append(w)
         return w
@@ -340,7 +342,7 @@ class LocalBackend:
                     fsync_dir(level)
                 self._durable_dirs.update(upper)
         except OSError as exc:
-            raise StorageError(f"publishing objects failed: {exc}") from exc
+            raise storage_error("publishing objects failed", exc) from exc
 
     def stat(self, key: str) -> int | None:
         try:
@@ -417,9 +419,17 @@ class LocalBackend:
         return removed
 
     def health(self) -> None:
-        probe = self._tmp / f"health-{secrets.token_hex(4)}"
+        """Write two bytes to a fresh file and remove it: a full or read-only disk fails.
+
+        The file is removed whatever the write did (a full disk creates the
+        file and then refuses its bytes), so no probe is ever left behind.
+        """
         try:
-            probe.write_bytes(b"ok")
-            probe.unlink()
+            fd, probe = tempfile.mkstemp(prefix="health-", dir=self._tmp)
+            try:
+                with os.fdopen(fd, "wb", buffering=0) as f:
+                    f.write(b"ok")
+            finally:
+                os.unlink(probe)
         except OSError as exc:
             raise StorageError(f"storage directory {self._root} is not writable: {exc}") from exc

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from artifactstore.dataplane.backends.local import LocalBackend, fsync_dir
+from artifactstore.dataplane.reserve import storage_error
 from artifactstore.errors import StorageError
 
 __all__ = ["LocalStaging"]
@@ -35,7 +36,7 @@ class _Append:
             while view:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
-            raise StorageError(f"writing upload staging failed: {exc.strerror}") from exc
+            raise storage_error("writing upload staging failed", exc) from exc
 
     def sync(self) -> int:
         if self._fd is None:
@@ -48,7 +49,7 @@ class _Append:
                 os.fsync(fd)
             return os.fstat(fd).st_size
         except OSError as exc:
-            raise StorageError(f"flushing upload staging failed: {exc.strerror}") from exc
+            raise storage_error("flushing upload staging failed", exc) from exc
 
     def close(self) -> int:
         if self._fd is None:
@@ -85,7 +86,7 @@ class LocalStaging:
             if self._fsync:
                 fsync_dir(self._dir)
         except OSError as exc:
-            raise StorageError(f"cannot create upload staging: {exc.strerror}") from exc
+            raise storage_error("cannot create upload staging", exc) from exc
 
     def append(self, upload_id: str, offset: int) -> _Append:
         path = self._path(upload_id)
@@ -142,7 +143,7 @@ class LocalStaging:
                     fsync_dir(level)
                 fsync_dir(self._dir)
         except OSError as exc:
-            raise StorageError(f"promoting upload {upload_id} failed: {exc}") from exc
+            raise storage_error(f"promoting upload {upload_id} failed", exc) from exc
 
     def discard(self, upload_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -9,6 +9,7 @@ from starlette.responses import PlainTextResponse, Response
 from artifactstore.errors import ArtifactStoreError
 from artifactstore.server.metrics import Gauge
 from artifactstore.server.problems import Problem, plain_problem
+from artifactstore.store import Store
 
 router = APIRouter(tags=["operations"])
 
@@ -42,20 +43,14 @@ async def ready(request: Request) -> Response:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def metrics(request: Request) -> PlainTextResponse:
-    """Store-wide gauges for anyone; per-namespace ones for the namespaces the caller may
-    read (all of them for a global admin, and every caller of ``serve --no-auth``):
-    namespace names and sizes are not public."""
+    """Every figure for a global admin or a ``metrics`` token (and every caller of
+    ``serve --no-auth``); any other token sees the gauges of the namespaces it may
+    read and nothing store-wide: the blob count and the request counters tell whether
+    bytes someone uploads were already held elsewhere. Anonymous callers get 401."""
     store = request.app.state.store
-    stats = await run_in_threadpool(store.stats)
-    gauges = {
-        "artifactstore_blobs": Gauge.of("Blobs recorded.", stats["blobs"]),
-        "artifactstore_blob_bytes": Gauge.of("Bytes of recorded blobs.", stats["blob_bytes"]),
-        "artifactstore_upload_sessions_open": Gauge.of(
-            "Upload sessions open.", stats["uploads_open"]
-        ),
-        "artifactstore_versions": Gauge.of("Live package versions.", stats["versions"]),
-    }
-    readable = await _readable(request)
+    everything = request.state.principal.sees_global_metrics()
+    gauges = await run_in_threadpool(_store_gauges, store) if everything else {}
+    readable = None if everything else request.state.principal.readable()
     if readable is None or readable:
         usage = await run_in_threadpool(store.namespace_usage)
         shown = {ns: v for ns, v in usage.items() if readable is None or ns in readable}
@@ -69,17 +64,18 @@ async def metrics(request: Request) -> PlainTextResponse:
             "namespace",
             {ns: quota for ns, (_, quota) in shown.items() if quota is not None},
         )
-    return PlainTextResponse(
-        request.app.state.metrics.render(gauges), media_type="text/plain; version=0.0.4"
-    )
+    text = request.app.state.metrics.render(gauges, requests=everything)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
-async def _readable(request: Request) -> set[str] | None:
-    """The namespaces whose gauges the caller may see (None: all). /metrics is public, so
-    credentials that do not check out just mean none, never a 401."""
-    try:
-        principal = await run_in_threadpool(request.app.state.auth.authenticate, request)
-    except ArtifactStoreError:
-        return set()
-    readable: set[str] | None = principal.readable()
-    return readable
+def _store_gauges(store: Store) -> dict[str, Gauge]:
+    """The store-wide gauges (a global admin's or a metrics token's)."""
+    stats = store.stats()
+    return {
+        "artifactstore_blobs": Gauge.of("Blobs recorded.", stats["blobs"]),
+        "artifactstore_blob_bytes": Gauge.of("Bytes of recorded blobs.", stats["blob_bytes"]),
+        "artifactstore_upload_sessions_open": Gauge.of(
+            "Upload sessions open.", stats["uploads_open"]
+        ),
+        "artifactstore_versions": Gauge.of("Live package versions.", stats["versions"]),
+    }

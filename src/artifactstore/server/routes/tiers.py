@@ -1,6 +1,6 @@
-"""Storage tiers over HTTP (SPEC section 9; rules in ``controlplane/tiers.py``).
+"""Storage tiers over HTTP (docs/retention.md; rules in ``controlplane/tiers.py``).
 
-``POST /v1/blobs/{digest}/restore`` is the SPEC's route; the version-level
+``POST /v1/blobs/{digest}/restore`` restores one blob; the version-level
 routes (``.../{version}/tier`` and ``.../{version}/restore``) are what the
 ``tier`` command uses: a version is what a user thinks in.
 """

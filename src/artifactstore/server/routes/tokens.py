@@ -33,7 +33,7 @@ TokenCreated = create_model(
 )
 TokenList = items_of(TokenInfo)
 
-#: A movable tag is a version name (SPEC section 2).
+#: A movable tag is a version name (docs/architecture.md, "Names and paths").
 _Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")]
 
 
