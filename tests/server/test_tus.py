@@ -3,6 +3,7 @@ and one long PATCH cut off by SIGKILL, which keeps the bytes it had made durable
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import threading
@@ -127,14 +128,15 @@ def test_tuspy_resumes_after_server_crash(server: Server, tmp_path: Path) -> Non
     check_blob(server, url, path, b3, sha)
 
 
-def test_sigkill_mid_patch_keeps_the_durable_prefix(server: Server, tmp_path: Path) -> None:
-    """One PATCH of 32 MiB stalls after 12 MiB and the server is SIGKILLed: the session
-    resumes from the last checkpoint (every CHECKPOINT bytes), not from 0."""
-    size, first = 32 * MiB, 12 * MiB
-    path = tmp_path / "long-patch.bin"
-    b3, sha = make_file(path, size, b"long patch")
-    data = path.read_bytes()
-    tus_headers = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+TUS_BYTES = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+
+
+def upload_offset(url: str) -> int:
+    head = httpx.head(url, headers={"Tus-Resumable": "1.0.0"}, timeout=30)
+    return int(head.headers["upload-offset"])
+
+
+def open_session(server: Server, size: int) -> str:
     with server.client() as http:
         created = http.post(
             "/v1/uploads",
@@ -142,7 +144,14 @@ def test_sigkill_mid_patch_keeps_the_durable_prefix(server: Server, tmp_path: Pa
             headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(size)},
         )
         assert created.status_code == 201, created.text
-    url = created.headers["Location"]
+    return created.headers["Location"]
+
+
+def kill_mid_patch(
+    server: Server, url: str, data: bytes, first: int, headers: dict[str, str]
+) -> None:
+    """PATCH ``data`` from offset 0, stall after ``first`` bytes, SIGKILL the server once
+    it has them (and shows a checkpoint near them, if it records any), and restart it."""
     sent = 0
     stall = threading.Event()
 
@@ -155,20 +164,13 @@ def test_sigkill_mid_patch_keeps_the_durable_prefix(server: Server, tmp_path: Pa
 
     def patch() -> None:
         with contextlib.suppress(httpx.HTTPError):  # the kill cuts the connection
-            httpx.patch(
-                url, content=body(), headers={**tus_headers, "Upload-Offset": "0"}, timeout=120
-            )
+            httpx.patch(url, content=body(), headers={**headers, "Upload-Offset": "0"}, timeout=120)
 
     thread = threading.Thread(target=patch, daemon=True)
     thread.start()
-
-    def offset() -> int:
-        head = httpx.head(url, headers={"Tus-Resumable": "1.0.0"}, timeout=30)
-        return int(head.headers["upload-offset"])
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (sent < first or offset() < first - CHECKPOINT):
-        time.sleep(0.05)  # with the fix, the checkpoints show while the PATCH runs
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (sent < first or upload_offset(url) < first - CHECKPOINT):
+        time.sleep(0.05)  # the checkpoints show while the PATCH runs
     assert sent == first, "the body did not reach the server"
     assert thread.is_alive(), "the PATCH ended before the kill"
     server.kill()
@@ -176,10 +178,21 @@ def test_sigkill_mid_patch_keeps_the_durable_prefix(server: Server, tmp_path: Pa
     thread.join(30)
     server.start()
 
-    resumed = offset()
-    assert 0 < resumed <= sent, resumed
+
+def test_sigkill_mid_patch_keeps_the_durable_prefix(server: Server, tmp_path: Path) -> None:
+    """One PATCH of 32 MiB stalls after 12 MiB and the server is SIGKILLed: the session
+    resumes from the last checkpoint (every CHECKPOINT bytes), not from 0."""
+    size, first = 32 * MiB, 12 * MiB
+    path = tmp_path / "long-patch.bin"
+    b3, sha = make_file(path, size, b"long patch")
+    data = path.read_bytes()
+    url = open_session(server, size)
+    kill_mid_patch(server, url, data, first, TUS_BYTES)
+
+    resumed = upload_offset(url)
+    assert 0 < resumed <= first, resumed
     assert resumed >= first - 2 * CHECKPOINT, resumed  # no more lost than the last checkpoints
-    finish = {**tus_headers, "Upload-Offset": str(resumed)}
+    finish = {**TUS_BYTES, "Upload-Offset": str(resumed)}
     deadline = time.monotonic() + CLAIM_SECONDS + 30
     while True:  # the killed request's claim lapses within CLAIM_SECONDS
         rest = httpx.patch(url, content=data[resumed:], headers=finish, timeout=120)
@@ -194,11 +207,22 @@ def test_sigkill_mid_patch_keeps_the_durable_prefix(server: Server, tmp_path: Pa
     assert verified.code == 0, verified
 
 
+def test_sigkill_mid_patch_with_a_checksum_keeps_nothing_of_it(server: Server) -> None:
+    """A body sent with Upload-Checksum is verified whole: none of it is checkpointed, so a
+    crash mid-body leaves the session where the body started."""
+    size, first = 16 * MiB, 8 * MiB
+    data = bytes(range(256)) * (size // 256)
+    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    url = open_session(server, size)
+    kill_mid_patch(server, url, data, first, {**TUS_BYTES, "Upload-Checksum": f"sha256 {checksum}"})
+    assert upload_offset(url) == 0
+
+
 def test_completion_waits_for_a_running_patch(server: Server) -> None:
     """A session of deferred length shows its checkpoints while a PATCH runs; completing
     it then must not hash or move bytes still being written: 409 upload_busy."""
     data = bytes(range(256)) * (6 * MiB // 256)
-    tus_headers = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+    tus_headers = TUS_BYTES
     with server.client() as http:
         created = http.post(
             "/v1/uploads",
