@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,6 +22,33 @@ from artifactstore.store import Store
 
 #: The installed console script of this virtual environment.
 ARTIFACTSTORE = Path(sys.executable).parent / "artifactstore"
+
+#: The user's cache directory as it was before the suite replaced it (``private_home``):
+#: what a test may look at, to prove that nothing was written there.
+REAL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A home and cache directory of the suite's own, for every test and every process
+    a test starts (they inherit the environment): tests never write the user's files.
+
+    The CLI keeps its upload sessions under ``$XDG_CACHE_HOME`` (else ``~/.cache``);
+    a test that forgot to point it elsewhere used to leave them in the real home.
+    Session-scoped, so it is in place before any module-scoped fixture copies the
+    environment for a subprocess.
+    """
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        for variable, sub in (
+            ("XDG_CACHE_HOME", ".cache"),
+            ("XDG_CONFIG_HOME", ".config"),
+            ("XDG_DATA_HOME", ".local/share"),
+            ("XDG_STATE_HOME", ".local/state"),
+        ):
+            patch.setenv(variable, str(home / sub))
+        yield home
 
 
 @functools.cache
@@ -105,6 +135,19 @@ class Cli:
         assert result.code == code, (args, result)
         assert result.stderr.strip(), (args, "no message on stderr")
         return result
+
+
+@contextlib.contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on loopback answering with ``handler`` (a thread per request),
+    for what a real artifact-store server never does (lie, refuse); yields its URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 class FakeClock:

@@ -14,8 +14,8 @@ import pytest
 
 from artifactstore.client.http import HttpClient
 from artifactstore.client.remote import RemoteStore
-from artifactstore.client.uploads import UPLOAD_ATTEMPTS, Uploader
-from artifactstore.errors import MissingBlobs, StorageError
+from artifactstore.client.uploads import SESSION_THRESHOLD, UPLOAD_ATTEMPTS, Uploader
+from artifactstore.errors import MissingBlobs, ServerUnreachable
 from artifactstore.model.identity import BlobDigests
 from artifactstore.model.paths import PackagePath
 from artifactstore.model.records import LocalFile
@@ -86,7 +86,7 @@ def test_a_reset_read_is_asked_again(remote: tuple[ResettingServer, RemoteStore]
 
 def test_a_reset_write_is_not_repeated(remote: tuple[ResettingServer, RemoteStore]) -> None:
     server, client = remote
-    with pytest.raises(StorageError, match="cannot reach"):
+    with pytest.raises(ServerUnreachable, match="broke off"):
         client._request("POST", "/v1/blobs", content=b"x")
     assert len(server.requests) == 1
 
@@ -95,7 +95,7 @@ def test_only_once(tmp_path: Path) -> None:
     server = ResettingServer(resets=2)
     client = RemoteStore(server.url, state_path=tmp_path / "state.json", timeout=10)
     try:
-        with pytest.raises(StorageError, match="cannot reach"):
+        with pytest.raises(ServerUnreachable, match="broke off"):
             client._request("GET", "/v1/schemas")
         assert len(server.requests) == 2
     finally:
@@ -225,3 +225,34 @@ def test_a_commit_refused_as_collected_uploads_again_counted_once(tmp_path: Path
     assert [r.endswith(data) for r in server.uploads()] == [True, True]
     assert result.created
     assert sum(advanced) == len(data), "the progress bar counts the bytes once"
+
+
+def test_a_completion_answered_busy_is_asked_again(tmp_path: Path) -> None:
+    """Completion claims the session as a PATCH does, so a completion cut off by a
+    server crash leaves a claim that lapses in CLAIM_SECONDS: the client waits it out."""
+    data = bytes(SESSION_THRESHOLD)  # large enough for a resumable session
+    digest = str(BlobDigests.of(data).blake3)
+    busy = _response(
+        409,
+        {
+            "type": "https://artifactstore.dev/problems/upload_busy",
+            "title": "Upload busy",
+            "status": 409,
+            "detail": "another request is appending to upload s1: retry later",
+            "code": "upload_busy",
+        },
+    )
+    close = "Content-Length: 0\r\nConnection: close\r\n\r\n"
+    created = f"HTTP/1.1 201 X\r\nLocation: /v1/uploads/s1\r\n{close}".encode()
+    appended = f"HTTP/1.1 204 X\r\nUpload-Offset: {len(data)}\r\n{close}".encode()
+    server = ScriptedServer(
+        {
+            b"POST /v1/uploads/s1/complete": [busy, _response(200, {"digest": digest})],
+            b"POST /v1/uploads": [created],
+            b"PATCH /v1/uploads/s1": [appended],
+        }
+    )
+    advanced = _upload(tmp_path, server, data)
+    completions = [r for r in server.requests if r.startswith(b"POST /v1/uploads/s1/complete")]
+    assert len(completions) == 2
+    assert sum(advanced) == len(data)

@@ -73,9 +73,9 @@ def test_flipped_byte(damaged: tuple[Store, str], cli: Cli, tmp_path: Path) -> N
 
     out = tmp_path / "out"
     out.mkdir()
-    (out / "a.txt").write_bytes(b"what was here before")  # must not be replaced
+    (out / "a.txt").write_bytes(b"what was here before")  # not replaced, even forced
     before = {"a.txt": b"what was here before"}
-    cli.fails(3, "pull", "ci/app:1", "-o", out)
+    cli.fails(3, "pull", "ci/app:1", "-o", out, "--force")
     assert_nothing_pulled(out, before)
     fresh = tmp_path / "fresh"
     cli.fails(3, "pull", "ci/app:1", "-o", fresh)

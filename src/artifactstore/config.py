@@ -22,7 +22,15 @@ from typing import Any
 
 from artifactstore.errors import InvalidInput
 
-__all__ = ["MAX_SIZE", "SETTINGS_HELP", "IPNetwork", "Settings", "parse_duration", "parse_size"]
+__all__ = [
+    "MAX_QUERY_FILTERS",
+    "MAX_SIZE",
+    "SETTINGS_HELP",
+    "IPNetwork",
+    "Settings",
+    "parse_duration",
+    "parse_size",
+]
 
 #: A network of trusted proxies (``TRUSTED_PROXIES``).
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,6 +40,9 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 6048
 _SIZE = re.compile(r"([0-9]{1,30})(?:\.([0-9]{1,30}))?\s*([kmgtpe]i?b?|b)?", re.IGNORECASE)
 #: Largest size accepted (what a signed 64-bit column holds).
 MAX_SIZE = 2**63 - 1
+#: Highest ``max_query_filters`` accepted: each filter deepens the SQL expression
+#: tree by one, and SQLite refuses trees deeper than 1,000 (about 980 filters).
+MAX_QUERY_FILTERS = 256
 
 
 def parse_duration(text: str) -> float:
@@ -135,6 +146,33 @@ class Settings:
         "before its first request, before the server closes it",
         20.0,
     )
+    # --- bounds of a query, and room for rm and gc on a full disk (issue 17) --------------
+    max_query_filters: int = _help(
+        f"most metadata filters (meta.KEY=VALUE, --where) in one query (1 to {MAX_QUERY_FILTERS})",
+        32,
+    )
+    disk_reserve_bytes: int = _help(
+        "bytes kept allocated beside the SQLite database, released only for rm and gc "
+        "(and opening the database) on a full disk, so that they work there (0: none)",
+        4 * 1024 * 1024,
+    )
+    # --- upload sessions: bounded, swept, crash-durable (issue 17) ------------------------
+    max_open_uploads_per_actor: int = _help(
+        "open upload sessions one token (actor) may hold at once (HTTP 413 too_many_uploads)",
+        100,
+    )
+    max_open_uploads_per_namespace: int = _help(
+        "open upload sessions one namespace may hold at once (HTTP 413 too_many_uploads)", 1000
+    )
+    upload_sweep_interval: float = _help(
+        "seconds between sweeps in serve of expired upload sessions' bytes and crash leftovers",
+        60.0,
+    )
+    upload_checkpoint_bytes: int = _help(
+        "a PATCH makes its bytes durable and records its offset every this many bytes, so a "
+        "crash keeps them (0: only at the end of the request)",
+        8 * 1024 * 1024,
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -154,6 +192,15 @@ class Settings:
         self.trusted_networks()  # refuse a malformed list at start-up, not per request
         if self.header_timeout <= 0:
             raise InvalidInput("HEADER_TIMEOUT must be a positive duration")
+        if not 1 <= self.max_query_filters <= MAX_QUERY_FILTERS:
+            raise InvalidInput(
+                f"MAX_QUERY_FILTERS must be between 1 and {MAX_QUERY_FILTERS}, "
+                f"not {self.max_query_filters}"
+            )
+        if self.disk_reserve_bytes < 0:
+            raise InvalidInput(
+                f"DISK_RESERVE_BYTES must be 0 or more, not {self.disk_reserve_bytes}"
+            )
         if self.primary_digest not in ("blake3", "sha256"):
             raise InvalidInput(
                 f"PRIMARY_DIGEST must be blake3 or sha256, not {self.primary_digest!r}"

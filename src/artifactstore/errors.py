@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "ArtifactStoreError",
+    "BadResponse",
     "BlobNotFound",
     "ChainBroken",
     "ChecksumMismatch",
@@ -37,12 +38,18 @@ __all__ = [
     "NotFound",
     "PackageNotFound",
     "QuotaExceeded",
+    "RemoteError",
     "RestoreRequired",
     "RetentionLocked",
     "SchemaExists",
     "SchemaNotFound",
+    "ServerTimeout",
+    "ServerUnreachable",
     "StorageError",
+    "StorageFull",
+    "TlsFailure",
     "TooManyRequests",
+    "TooManyUploads",
     "Unauthenticated",
     "UnmigratedDatabase",
     "UploadBusy",
@@ -125,6 +132,14 @@ class QuotaExceeded(LimitExceeded):
         super().__init__(detail)
         self.quota_bytes = quota_bytes
         self.used_bytes = used_bytes
+
+
+class TooManyUploads(LimitExceeded):
+    """A token or a namespace already holds as many open upload sessions as it may:
+    finish, abort or let some expire before opening more."""
+
+    code = "too_many_uploads"
+    title = "Too many open upload sessions"
 
 
 # --- state ----------------------------------------------------------------------
@@ -292,6 +307,60 @@ class StorageError(ArtifactStoreError):
 
     code = "storage_error"
     title = "Storage failure"
+
+
+class StorageFull(StorageError):
+    """The disk (or quota) holding the database or the bytes is full: nothing was written.
+
+    Distinct from other storage failures because the remedy is the operator's:
+    free space (``rm``, then ``gc``, which work on a full disk) or grow the disk.
+    """
+
+    code = "storage_full"
+    title = "Storage full"
+
+
+# --- client side: the server could not be used (remote mode) ---------------------
+#
+# Raised only by the client (``artifactstore.client``), never by a server: each
+# names what went wrong between the two and the setting to check, so that a
+# refused connection is not reported as the store's storage failing.
+
+
+class RemoteError(ArtifactStoreError):
+    """The client got no usable answer from the server (base of the four below)."""
+
+    code = "remote_error"
+    title = "The server could not be used"
+
+
+class ServerUnreachable(RemoteError):
+    """No connection: refused, name not resolved, or cut before an answer arrived."""
+
+    code = "server_unreachable"
+    title = "Server unreachable"
+
+
+class ServerTimeout(RemoteError):
+    """Connected, but the server sent nothing for longer than the client's timeout."""
+
+    code = "server_timeout"
+    title = "Server timed out"
+
+
+class TlsFailure(RemoteError):
+    """The TLS handshake failed: an untrusted certificate, or ``https://`` to a plain port."""
+
+    code = "tls_failure"
+    title = "TLS failure"
+
+
+class BadResponse(RemoteError):
+    """An answer that is not an artifact-store problem document (a proxy's HTML 502, a
+    status the client cannot interpret)."""
+
+    code = "bad_response"
+    title = "Unexpected answer from the server"
 
 
 # --- integrity (exit code 3) ------------------------------------------------------

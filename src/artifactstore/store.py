@@ -260,9 +260,14 @@ class Store:
         dest: str | Path,
         *,
         progress: records.Progress = records.no_progress,
+        force: bool = False,
     ) -> VersionRecord:
-        """Write every file under ``dest``, verifying each digest; all or nothing."""
-        return self.services.pull.pull(_ref(ref), Path(dest), progress)
+        """Write every file under ``dest``, verifying each digest; all or nothing.
+
+        Every target is checked before anything is written: an existing file is
+        refused (Conflict) unless ``force`` replaces it.
+        """
+        return self.services.pull.pull(_ref(ref), Path(dest), progress, force=force)
 
     def require_available(self, entries: Sequence[FileEntry]) -> None:
         """Raise RestoreRequired (naming every blob) unless all the files can be read now."""

@@ -84,8 +84,9 @@ def test_longest_valid_names_are_accepted(shared: Cli, dist: Path) -> None:
     assert shared.ok("cat", ref, "file.txt").stdout == b"content"
 
 
-def test_missing_path(shared: Cli, tmp_path: Path) -> None:
-    result = shared.fails(1, "push", "ci/app:2", tmp_path / "nowhere")
+def test_missing_path_is_a_usage_error(shared: Cli, tmp_path: Path) -> None:
+    """A PATH argument that does not exist is a bad argument (SPEC section 5: exit 2)."""
+    result = shared.fails(2, "push", "ci/app:2", tmp_path / "nowhere")
     assert "does not exist" in result.stderr
 
 

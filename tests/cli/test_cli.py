@@ -8,6 +8,7 @@ invocation ever prints a traceback.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,8 @@ def test_user_story(cli: Cli) -> None:
     [
         ("push", "--bogus", "ci/app:1", "."),  # unknown option
         ("push", "ci/app:1"),  # missing PATH argument
+        ("push", "ci/app:1", "nowhere"),  # a PATH that does not exist
+        ("token", "create", "--name", "ci"),  # neither --scope nor --admin
         ("show",),  # missing REF
         ("verify",),  # neither REF nor --all
         ("verify", "ci/app:1", "--all"),  # both
@@ -157,6 +160,31 @@ def test_operation_failure_on_missing_store_exits_1(cli: Cli) -> None:
 def test_help_and_version(cli: Cli) -> None:
     assert "push" in cli.ok("--help").out
     assert "version" in cli.ok("--version").out
+
+
+def test_every_option_has_help() -> None:
+    """``--help`` explains every option of every command (the group is lazy: walk it
+    through ``get_command``, not ``.commands``)."""
+    import click
+
+    from artifactstore.cli.main import cli
+
+    ctx = click.Context(cli)
+
+    def options(group: click.Group, prefix: str) -> Iterator[tuple[str, click.Parameter]]:
+        yield from ((prefix, p) for p in group.params)
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None
+            if isinstance(command, click.Group):
+                yield from options(command, f"{prefix} {name}")
+            else:
+                yield from ((f"{prefix} {name}", p) for p in command.params)
+
+    seen = [(name, p) for name, p in options(cli, "artifactstore") if isinstance(p, click.Option)]
+    assert any(name == "artifactstore serve" for name, _ in seen)
+    missing = [f"{name} {max(p.opts, key=len)}" for name, p in seen if not p.help]
+    assert missing == []
 
 
 def test_every_command_is_found_where_the_lazy_group_looks() -> None:

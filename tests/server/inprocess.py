@@ -8,8 +8,8 @@ the app as ``serve`` does (``server/main.py``): ``run()`` creates or migrates
 the store and, with authentication on, creates the first admin token;
 ``app_from_env()`` opens the worker's Store from the settings and wires
 ``create_app`` with ``LoopbackDevAuth`` (``--no-auth``) or token
-authentication, the body timeouts, the periodic jobs (background GC) and the
-upload-expiry task, and closes the store at shutdown. Settings come from the
+authentication, the body timeouts and the periodic jobs (background GC, the
+upload sweep), and closes the store at shutdown. Settings come from the
 same ``ARTIFACTSTORE_*`` overrides a server process would be started with
 (``Settings.load`` on that mapping, never on this process's environment).
 

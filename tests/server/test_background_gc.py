@@ -118,11 +118,13 @@ def job_lines(server: Server | InProcessServer, status: str | None = None) -> li
     ]
 
 
-def lease_rows(home: Path) -> list[tuple[str, str]]:
+def lease_rows(home: Path, name: str = "gc") -> list[tuple[str, str]]:
+    """Lease ``name``'s row, if any (the upload sweep has a lease of its own)."""
     db = Database(f"sqlite:///{home.absolute() / 'artifactstore.db'}")
     try:
         with db.read() as conn:
-            return [(r.name, r.holder) for r in conn.execute(select(t.leases))]
+            leases = select(t.leases).where(t.leases.c.name == name)
+            return [(r.name, r.holder) for r in conn.execute(leases)]
     finally:
         db.dispose()
 
@@ -269,7 +271,9 @@ def test_without_an_interval_nothing_runs(
 
 
 def test_no_jobs_start_no_thread(clean_env: None, tmp_path: Path) -> None:
-    with Store.open(tmp_path / "home", gc_grace=0.0, gc_interval=0.0) as store:
+    with Store.open(
+        tmp_path / "home", gc_grace=0.0, gc_interval=0.0, upload_sweep_interval=0.0
+    ) as store:
         assert scheduled_jobs(store) == []
         before = set(threading.enumerate())
         background = Background(store, scheduled_jobs(store), logging.getLogger("test"))
@@ -317,11 +321,11 @@ def test_a_failing_run_is_logged_and_the_job_goes_on(clean_env: None, tmp_path: 
         try:
             wait_for("a run after the failure", lambda: len(runs) >= 3, timeout=10)
             assert background.holds("flaky")
-            [(name, holder)] = lease_rows(tmp_path / "home")
+            [(name, holder)] = lease_rows(tmp_path / "home", "flaky")
             assert (name, holder) == ("flaky", background.holder)
         finally:
             background.stop()
-        assert lease_rows(tmp_path / "home") == [], "stop releases the lease"
+        assert lease_rows(tmp_path / "home", "flaky") == [], "stop releases the lease"
     lines = handler.lines
     assert lines[0]["status"] == "lease_acquired"
     error = next(ln for ln in lines if ln["status"] == "error")

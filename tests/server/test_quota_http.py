@@ -136,9 +136,11 @@ def test_one_shot_upload_over_the_quota_is_refused(
     assert used(http, ns) == 1000
 
 
-def test_deferred_length_upload_is_refused_at_completion(
+def test_deferred_length_upload_is_refused_as_its_bytes_arrive(
     server: InProcessServer, http: httpx.Client
 ) -> None:
+    """Each PATCH counts the session's bytes against the quota (issue 17): a session
+    without a length can no longer stage past the quota and be refused only at the end."""
     ns = "q-deferred"
     set_quota(http, ns, 1000)
     data = os.urandom(1001)
@@ -147,17 +149,28 @@ def test_deferred_length_upload_is_refused_at_completion(
     )
     assert created.status_code == 201, created.text
     url = created.headers["Location"]
-    patch = http.patch(
-        url, content=data, headers={**TUS, "Upload-Offset": "0", "Content-Type": OFFSET_TYPE}
-    )
-    assert patch.status_code == 204, patch.text
-    refused(http.post(f"{url}/complete"), 1000, 0)
+
+    def patch(offset: int, body: bytes) -> httpx.Response:
+        headers = {**TUS, "Upload-Offset": str(offset), "Content-Type": OFFSET_TYPE}
+        return http.patch(url, content=body, headers=headers)
+
+    refused(patch(0, data), 1000, 0)
+    assert http.get(url).json()["offset"] == 0
+    staged = server.home / "storage" / "uploads" / url.rsplit("/", 1)[1]
+    assert staged.stat().st_size == 0  # the refused bytes were not staged
+    # What fits is accepted and kept; the byte past the quota is refused, not staged.
+    assert patch(0, data[:600]).status_code == 204
+    refused(patch(600, data[600:]), 1000, 0)
+    assert http.get(url).json()["offset"] == 600
+    assert patch(600, data[600:1000]).status_code == 204
+    done = http.post(f"{url}/complete")
+    assert done.status_code == 200, done.text
+    assert done.json()["digest"] == digests_of(data[:1000])[0]
+    assert used(http, ns) == 1000
     b3 = digests_of(data)[0]
     assert http.head(f"/v1/blobs/{b3}").status_code == 404
     assert blob_events(http, b3) == []
-    state = http.get(url).json()
-    assert state["state"] == "open" and state["offset"] == 1001  # the client may abort it
-    assert http.delete(url, headers=TUS).status_code == 204
+    set_quota(http, ns, 1500)
     # A deferred length declared later is checked when it is declared, before its bytes.
     created = http.post(
         "/v1/uploads", params={"namespace": ns}, headers={**TUS, "Upload-Defer-Length": "1"}
@@ -168,9 +181,9 @@ def test_deferred_length_upload_is_refused_at_completion(
         content=data,
         headers={**TUS, "Upload-Offset": "0", "Upload-Length": "1001", "Content-Type": OFFSET_TYPE},
     )
-    refused(late, 1000, 0)
+    refused(late, 1500, 1000)
     assert http.get(url).json()["offset"] == 0
-    assert used(http, ns) == 0
+    assert used(http, ns) == 1000
 
 
 def test_commit_of_blobs_the_namespace_does_not_hold_counts(

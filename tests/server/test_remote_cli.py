@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from artifactstore.client.uploads import SESSION_THRESHOLD
-from tests.conftest import ARTIFACTSTORE, CliResult, make_tree, read_tree
+from tests.conftest import ARTIFACTSTORE, REAL_CACHE, Cli, CliResult, make_tree, read_tree
 from tests.server.conftest import Server, digests_of
 
 MiB = 1024 * 1024
@@ -105,6 +105,31 @@ def pushed(cli: RemoteCli, tree: Path) -> dict[str, Any]:
     return result
 
 
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def test_a_push_in_the_tests_leaves_the_real_home_alone(
+    server: Server, private_home: Path, tmp_path: Path
+) -> None:
+    """A CLI push started the plain way (no cache directory of its own) keeps its
+    upload sessions in the suite's private home, never in the user's."""
+    real = REAL_CACHE / "artifactstore" / "upload-sessions.json"
+    before = _stat(real)
+    cli = Cli(tmp_path / "unused-home", tmp_path)
+    cli.env.pop("ARTIFACTSTORE_HOME")
+    cli.env["ARTIFACTSTORE_URL"] = server.base_url
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(SESSION_THRESHOLD + 1))  # goes through a resumable session
+    cli.ok("push", "remote/home:1", big)
+    assert (private_home / ".cache" / "artifactstore" / "upload-sessions.json").is_file()
+    assert _stat(real) == before
+
+
 def test_push_uploads_each_blob_once(pushed: dict[str, Any], tree: Path) -> None:
     files = read_tree(tree)
     assert pushed["created"] is True
@@ -149,6 +174,12 @@ def test_pull_cat_verify(
 ) -> None:
     out = tmp_path / "out"
     cli.ok("pull", "remote/app:1.0", "-o", out)
+    assert read_tree(out) == read_tree(tree)
+    (out / "lib" / "a.py").write_text("changed here\n")  # a pull never overwrites unasked
+    again = cli("pull", "remote/app:1.0", "-o", out)
+    assert again.code == 1 and "--force" in again.stderr
+    assert (out / "lib" / "a.py").read_text() == "changed here\n"
+    cli.ok("pull", "remote/app:1.0", "-o", out, "--force")
     assert read_tree(out) == read_tree(tree)
     assert cli.ok("cat", "remote/app:1.0", "lib/b.py").stdout == b"print('b')\n"
     assert cli.ok("cat", "remote/app:1.0", "app.bin").stdout == (tree / "app.bin").read_bytes()

@@ -1,10 +1,14 @@
-"""A stock tus client (tuspy) against the server: a large upload, and one cut off by a crash."""
+"""A stock tus client (tuspy) against the server: a large upload, and one cut off by a crash;
+and one long PATCH cut off by SIGKILL, which keeps the bytes it had made durable (issue 17)."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -13,7 +17,8 @@ import pytest
 from tusclient import client as tus
 
 from artifactstore.controlplane.uploads import CLAIM_SECONDS
-from tests.server.conftest import Server
+from tests.conftest import Cli
+from tests.server.conftest import Server, assert_problem
 
 MiB = 1024 * 1024
 
@@ -123,9 +128,149 @@ def test_tuspy_resumes_after_server_crash(server: Server, tmp_path: Path) -> Non
     check_blob(server, url, path, b3, sha)
 
 
+TUS_BYTES = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+
+
+def upload_offset(url: str) -> int:
+    head = httpx.head(url, headers={"Tus-Resumable": "1.0.0"}, timeout=30)
+    return int(head.headers["upload-offset"])
+
+
+def open_session(server: Server, size: int) -> str:
+    with server.client() as http:
+        created = http.post(
+            "/v1/uploads",
+            params={"namespace": "ci"},
+            headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(size)},
+        )
+        assert created.status_code == 201, created.text
+    return created.headers["Location"]
+
+
+def kill_mid_patch(
+    server: Server, url: str, data: bytes, first: int, headers: dict[str, str]
+) -> None:
+    """PATCH ``data`` from offset 0, stall after ``first`` bytes, SIGKILL the server once
+    it has them (and shows a checkpoint near them, if it records any), and restart it."""
+    sent = 0
+    stall = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        nonlocal sent
+        for start in range(0, first, MiB):
+            yield data[start : start + MiB]
+            sent += MiB
+        stall.wait(120)  # a client that stops sending, until the server dies
+
+    def patch() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the kill cuts the connection
+            httpx.patch(url, content=body(), headers={**headers, "Upload-Offset": "0"}, timeout=120)
+
+    thread = threading.Thread(target=patch, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (sent < first or upload_offset(url) < first - CHECKPOINT):
+        time.sleep(0.05)  # the checkpoints show while the PATCH runs
+    assert sent == first, "the body did not reach the server"
+    assert thread.is_alive(), "the PATCH ended before the kill"
+    server.kill()
+    stall.set()
+    thread.join(30)
+    server.start()
+
+
+def test_sigkill_mid_patch_keeps_the_durable_prefix(server: Server, tmp_path: Path) -> None:
+    """One PATCH of 32 MiB stalls after 12 MiB and the server is SIGKILLed: the session
+    resumes from the last checkpoint (every CHECKPOINT bytes), not from 0."""
+    size, first = 32 * MiB, 12 * MiB
+    path = tmp_path / "long-patch.bin"
+    b3, sha = make_file(path, size, b"long patch")
+    data = path.read_bytes()
+    url = open_session(server, size)
+    kill_mid_patch(server, url, data, first, TUS_BYTES)
+
+    resumed = upload_offset(url)
+    assert 0 < resumed <= first, resumed
+    assert resumed >= first - 2 * CHECKPOINT, resumed  # no more lost than the last checkpoints
+    finish = {**TUS_BYTES, "Upload-Offset": str(resumed)}
+    deadline = time.monotonic() + CLAIM_SECONDS + 30
+    while True:  # the killed request's claim lapses within CLAIM_SECONDS
+        rest = httpx.patch(url, content=data[resumed:], headers=finish, timeout=120)
+        if rest.status_code != 409 or time.monotonic() > deadline:
+            break
+        assert_problem(rest, 409, "upload_busy")
+        time.sleep(0.5)
+    assert rest.status_code == 204, rest.text
+    check_blob(server, url, path, b3, sha)
+    cli = Cli(server.home, tmp_path)
+    verified = cli("verify", "--all")
+    assert verified.code == 0, verified
+
+
+def test_sigkill_mid_patch_with_a_checksum_keeps_nothing_of_it(server: Server) -> None:
+    """A body sent with Upload-Checksum is verified whole: none of it is checkpointed, so a
+    crash mid-body leaves the session where the body started."""
+    size, first = 16 * MiB, 8 * MiB
+    data = bytes(range(256)) * (size // 256)
+    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    url = open_session(server, size)
+    kill_mid_patch(server, url, data, first, {**TUS_BYTES, "Upload-Checksum": f"sha256 {checksum}"})
+    assert upload_offset(url) == 0
+
+
+def test_completion_waits_for_a_running_patch(server: Server) -> None:
+    """A session of deferred length shows its checkpoints while a PATCH runs; completing
+    it then must not hash or move bytes still being written: 409 upload_busy."""
+    data = bytes(range(256)) * (6 * MiB // 256)
+    tus_headers = TUS_BYTES
+    with server.client() as http:
+        created = http.post(
+            "/v1/uploads",
+            params={"namespace": "ci"},
+            headers={"Tus-Resumable": "1.0.0", "Upload-Defer-Length": "1"},
+        )
+        assert created.status_code == 201, created.text
+        url = created.headers["Location"]
+        more = threading.Event()
+        answers: list[httpx.Response] = []
+
+        def body() -> Iterator[bytes]:
+            yield data[: 4 * MiB]
+            more.wait(60)
+            yield data[4 * MiB :]
+
+        def patch() -> None:
+            headers = {**tus_headers, "Upload-Offset": "0"}
+            answers.append(httpx.patch(url, content=body(), headers=headers, timeout=120))
+
+        thread = threading.Thread(target=patch, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while http.get(url).json()["offset"] < CHECKPOINT and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert http.get(url).json()["offset"] >= CHECKPOINT
+        assert_problem(http.post(f"{url}/complete"), 409, "upload_busy")
+        more.set()
+        thread.join(60)
+        assert answers and answers[0].status_code == 204, answers
+        done = http.post(f"{url}/complete")
+        assert done.status_code == 200, done.text
+        assert done.json()["digest"] == f"blake3:{blake3.blake3(data).hexdigest()}"
+        assert done.json()["size"] == len(data)
+
+
+#: The module server's checkpoint interval (``upload_checkpoint_bytes``).
+CHECKPOINT = 2 * MiB
+
+
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
-    return {"ARTIFACTSTORE_FSYNC": "true"}
+    return {
+        "ARTIFACTSTORE_FSYNC": "true",
+        "ARTIFACTSTORE_UPLOAD_CHECKPOINT_BYTES": str(CHECKPOINT),
+        # Longer than any wait here: a stalled body is cut off by the kill, not the server.
+        "ARTIFACTSTORE_BODY_IDLE_TIMEOUT": "10m",
+    }
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,17 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from artifactstore.client.remote import RemoteStore
 from artifactstore.server.auth import ROUTE_SCOPES
 from artifactstore.store import Store
-from tests.conftest import ARTIFACTSTORE, tls
+from tests.conftest import ARTIFACTSTORE, http_server, tls
 from tests.server.conftest import free_port, push
 from tests.server.inprocess import InProcessServer
 
@@ -393,6 +395,65 @@ def _uploads(server: AuthServer) -> int:
         for e in lines
         if e.get("method") == "POST" and e.get("route") in ("/v1/blobs", "/v1/uploads")
     )
+
+
+def _refusing_head_proxy(upstream: str, refused: list[str]) -> type[BaseHTTPRequestHandler]:
+    """A proxy to ``upstream`` that answers every blob ``HEAD`` 403, as a server did
+    before writers could ask about their namespace's blobs (``refused`` lists them)."""
+    client = httpx.Client(base_url=upstream, verify=tls(), timeout=60)
+    hop = {"host", "content-length", "connection", "transfer-encoding", "content-encoding"}
+
+    class Proxy(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def forward(self) -> None:
+            headers: Mapping[str, str] = {}
+            if self.command == "HEAD" and self.path.startswith("/v1/blobs/"):
+                refused.append(self.path)
+                status, body = 403, b""
+            else:
+                sent = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                answer = client.request(
+                    self.command,
+                    self.path,
+                    content=sent,
+                    headers={k: v for k, v in self.headers.items() if k.lower() not in hop},
+                )
+                status, headers, body = answer.status_code, answer.headers, answer.content
+            self.send_response(status)
+            for key, value in headers.items():
+                if key.lower() not in hop:
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    return Proxy
+
+
+def test_a_write_only_push_uploads_what_a_server_will_not_say_it_holds(
+    live_server: AuthServer, tmp_path: Path
+) -> None:
+    """Against a server that answers a writer's ``HEAD`` 403 (one from before writers
+    could ask), the client counts the blob absent and uploads it: the push works."""
+    _, writer = _token(live_server, "legacy-pusher", ["legacy:write"])
+    files = {"bin/tool": b"legacy " * 1000, "README": b"read me"}
+    refused: list[str] = []
+    with (
+        http_server(_refusing_head_proxy(live_server.url, refused)) as url,
+        RemoteStore(url, token=writer, state_path=tmp_path / "sessions.json") as remote,
+    ):
+        result = remote.push("legacy/tool:1", [_tree(tmp_path / "tree", files)])
+    assert len(refused) == len(files)  # every existence check was refused ...
+    assert result.created and result.blobs_stored == len(files)  # ... and each blob sent
+    with _client(live_server, live_server.admin) as admin:
+        assert admin.get("/v1/packages/legacy/tool/1").status_code == 200
 
 
 def test_revocation_is_effective_on_the_next_request(server: InProcessServer) -> None:

@@ -33,12 +33,19 @@ __all__ = ["CliContext"]
 
 class CliContext:
     def __init__(
-        self, home: Path | None, server: str | None, token: str | None, parallel: int
+        self,
+        home: Path | None,
+        server: str | None,
+        token: str | None,
+        parallel: int,
+        *,
+        timeout: float = 300.0,
     ) -> None:
         self.home = home
         self.server = server
         self.token = token
         self.parallel = parallel
+        self.timeout = timeout
         self._store: StoreAPI | None = None
         self._server_from_env = False
 
@@ -50,6 +57,8 @@ class CliContext:
         server: str | None,
         token: str | None,
         parallel: int,
+        *,
+        timeout: float = 300.0,
     ) -> CliContext:
         """Local or remote mode from the global options and where each came from."""
         home_given = ctx.get_parameter_source("home") == ParameterSource.COMMANDLINE
@@ -58,7 +67,7 @@ class CliContext:
             raise click.UsageError("give --home (local store) or --server (remote), not both")
         if home_given:
             server = None  # an explicit data directory beats ARTIFACTSTORE_URL
-        self = cls(home, server, token, parallel)
+        self = cls(home, server, token, parallel, timeout=timeout)
         self._server_from_env = bool(server) and server_source == ParameterSource.ENVIRONMENT
         return self
 
@@ -75,7 +84,9 @@ class CliContext:
                 if self._server_from_env and sys.stderr.isatty():
                     note(f"remote store {self.server} (ARTIFACTSTORE_URL; --home DIR for local)")
 
-                self._store = RemoteStore(self.server, token=self.token, parallel=self.parallel)
+                self._store = RemoteStore(
+                    self.server, token=self.token, parallel=self.parallel, timeout=self.timeout
+                )
             else:
                 from artifactstore.store import Store
 

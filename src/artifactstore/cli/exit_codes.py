@@ -1,6 +1,7 @@
 """The one table from the error tree to process exit codes (SPEC section 5).
 
-0 success, 1 operation failed, 2 usage error, 3 integrity failure.
+0 success, 1 operation failed, 2 usage error, 3 integrity failure; 130 (128 +
+SIGINT, as shells report it) when Ctrl-C stopped the command.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from artifactstore.errors import (
     Locked,
 )
 
-__all__ = ["FAILED", "INTEGRITY", "OK", "USAGE", "exit_code"]
+__all__ = ["FAILED", "INTEGRITY", "INTERRUPTED", "OK", "USAGE", "exit_code"]
 
 OK, FAILED, USAGE, INTEGRITY = 0, 1, 2, 3
+INTERRUPTED = 130
 
 _TABLE: tuple[tuple[type[ArtifactStoreError], int], ...] = (
     (IntegrityError, INTEGRITY),

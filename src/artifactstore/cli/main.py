@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from artifactstore.cli.context import CliContext
-from artifactstore.cli.exit_codes import FAILED, exit_code
-from artifactstore.cli.output import note
+from artifactstore.cli.exit_codes import FAILED, INTERRUPTED, exit_code
+from artifactstore.cli.output import note, one_line
 from artifactstore.errors import ArtifactStoreError
 
 __all__ = ["cli", "main"]
@@ -45,7 +45,29 @@ COMMAND_MODULES = {
 }
 
 
+#: What an interrupted command tells the user, by command (default: "interrupted").
+INTERRUPTED_MESSAGES = {
+    "push": "interrupted; run the same command to resume",
+    "pull": "interrupted; no file was written (run the same command to pull again)",
+}
+
+
+class _Interrupted(Exception):
+    """Ctrl-C during a command, carrying what to tell the user."""
+
+    def __init__(self, command: str | None) -> None:
+        super().__init__(INTERRUPTED_MESSAGES.get(command or "", "interrupted"))
+
+
 class _LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; Ctrl-C leaves at once (no waiting for its transfers), and
+        click's own handling (``Aborted!``, exit 1) is replaced by a message and 130."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted(ctx.invoked_subcommand) from None
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMAND_MODULES)
 
@@ -83,6 +105,15 @@ class _LazyGroup(click.Group):
     help="API token for remote mode (prefer the ARTIFACTSTORE_TOKEN variable).",
 )
 @click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=300.0,
+    show_default=True,
+    envvar="ARTIFACTSTORE_TIMEOUT",
+    metavar="SECONDS",
+    help="Remote mode: give up on a server that sends nothing for this long.",
+)
+@click.option(
     "--parallel",
     type=click.IntRange(1, 64),
     default=4,
@@ -92,10 +123,15 @@ class _LazyGroup(click.Group):
 @click.version_option(package_name="artifact-store")
 @click.pass_context
 def cli(
-    ctx: click.Context, home: Path | None, server: str | None, token: str | None, parallel: int
+    ctx: click.Context,
+    home: Path | None,
+    server: str | None,
+    token: str | None,
+    timeout: float,
+    parallel: int,
 ) -> None:
     """artifact-store: a content-addressed registry for generated artifacts."""
-    ctx.obj = CliContext.from_options(ctx, home, server, token, parallel)
+    ctx.obj = CliContext.from_options(ctx, home, server, token, parallel, timeout=timeout)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -113,8 +149,15 @@ def _run() -> int:
     except click.Abort:
         note("aborted")
         return FAILED
+    except _Interrupted as exc:
+        note(str(exc))
+        return INTERRUPTED
+    except KeyboardInterrupt:  # before or after the command (parsing, closing the store)
+        note("interrupted")
+        return INTERRUPTED
     except ArtifactStoreError as exc:
-        note(f"error: {exc.detail} ({exc.code})")
+        # One line whatever the detail holds (a server's text may carry newlines).
+        note(f"error: {one_line(exc.detail)} ({one_line(exc.code, 64)})")
         return exit_code(exc)
     except BrokenPipeError:
         sys.stderr.close()

@@ -13,8 +13,8 @@ server's offsets instead of starting again.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Unpack
 from urllib.parse import quote
@@ -29,9 +29,9 @@ from artifactstore.client.files import (
     version_reference,
 )
 from artifactstore.client.http import HttpClient
-from artifactstore.client.uploads import Uploader, hash_file
+from artifactstore.client.uploads import Uploader, hash_file, run_parallel
 from artifactstore.dataplane.digests import DualHasher
-from artifactstore.errors import ChainBroken, DigestMismatch, InvalidInput
+from artifactstore.errors import ChainBroken, DigestMismatch, IntegrityError, InvalidInput
 from artifactstore.model import records
 from artifactstore.model.clock import utc_now
 from artifactstore.model.events import GENESIS, Event
@@ -47,6 +47,29 @@ from artifactstore.model.versions import Page, PushResult, VersionListing
 __all__ = ["RemoteStore"]
 
 CHUNK = 1 << 20
+
+
+def _check_manifest(listing: VersionListing, asked: Reference) -> None:
+    """Trust a version's manifest only once it is the package the server names.
+
+    Every file digest a pull, ``cat`` or ``verify`` checks comes from the
+    manifest, so a server that sent other files' digests would get its bytes
+    "verified": the manifest's canonical bytes must hash to the package digest
+    (both algorithms) and name the version asked for. IntegrityError otherwise.
+    """
+    manifest = listing.require_manifest()
+    actual = manifest.digests()
+    if (actual.get(listing.digest.algorithm), actual.sha256) != (listing.digest, listing.sha256):
+        raise DigestMismatch(
+            f"{asked}: the manifest the server sent hashes to {actual.blake3}, not to the "
+            f"package digest {listing.digest} it names; nothing in it is trusted"
+        )
+    sent = (manifest.namespace, manifest.name, manifest.version)
+    if sent != (asked.namespace, asked.name, asked.version) or listing.reference != asked:
+        raise IntegrityError(
+            f"{asked}: the server answered with the manifest of "
+            f"{manifest.namespace}/{manifest.name}:{manifest.version}"
+        )
 
 
 class RemoteStore:
@@ -90,7 +113,9 @@ class RemoteStore:
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         if r.version is None:
             raise InvalidInput("remote mode addresses versions as NS/NAME:VERSION")
-        return VersionListing.from_json(self._request("GET", self._path(r)).json())
+        listing = VersionListing.from_json(self._request("GET", self._path(r)).json())
+        _check_manifest(listing, r)
+        return listing
 
     def query(self, **args: Unpack[records.QueryArgs]) -> Page[VersionListing]:
         """One page of live versions, newest first."""
@@ -135,9 +160,12 @@ class RemoteStore:
         dest: str | Path,
         *,
         progress: records.Progress = records.no_progress,
+        force: bool = False,
     ) -> VersionListing:
+        """Every file under ``dest``, each digest verified; all or nothing; an existing
+        file is refused (Conflict) unless ``force``."""
         record = self.show(ref)
-        pull_into(Path(dest), record.require_manifest(), self.stream_entry, progress)
+        pull_into(Path(dest), record.require_manifest(), self.stream_entry, progress, force=force)
         return record
 
     def verify(self, ref: str | Reference | None = None) -> records.VerifyReport:
@@ -335,8 +363,10 @@ class RemoteStore:
             if walked is not None
             else collect_files([Path(p) for p in paths], follow_external_symlinks=follow_symlinks)
         )
-        with ThreadPoolExecutor(self.parallel) as pool:
-            digests = list(pool.map(lambda f: hash_file(f.source), files))
+        hashed, stop = args.get("hash_progress", records.no_progress), threading.Event()
+        digests = run_parallel(
+            lambda f: hash_file(f.source, hashed, stop), files, self.parallel, stop
+        )
         manifest = manifest_for(
             r,
             files,

@@ -8,9 +8,10 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import TypeVar
 
 from artifactstore import errors
 from artifactstore.client.http import HttpClient
@@ -19,7 +20,7 @@ from artifactstore.errors import InvalidInput
 from artifactstore.model.identity import BlobDigests
 from artifactstore.model.records import LocalFile, Progress, no_progress
 
-__all__ = ["SESSION_THRESHOLD", "UPLOAD_ATTEMPTS", "Uploader", "hash_file"]
+__all__ = ["SESSION_THRESHOLD", "UPLOAD_ATTEMPTS", "Uploader", "hash_file", "run_parallel"]
 
 CHUNK = 1 << 20
 SESSION_THRESHOLD = 8 * 1024 * 1024  # larger files go through resumable sessions
@@ -28,12 +29,54 @@ BUSY_WAIT = 60.0  # seconds a resumed session may stay claimed by a crashed requ
 UPLOAD_ATTEMPTS = 3  # an upload answered missing_blobs is sent again (see Uploader.upload)
 
 
-def _file_chunks(path: str, offset: int, length: int, progress: Progress) -> Iterator[bytes]:
-    """The body of an upload, streamed in 1 MiB slices (never one large bytes object)."""
+class _Stopped(Exception):
+    """A transfer gave up because its push was stopped (Ctrl-C, or another one failed).
+
+    Nobody sees it: the caller has already left with the reason it stopped."""
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def run_parallel(
+    fn: Callable[[_T], _R], items: Sequence[_T], parallel: int, stop: threading.Event
+) -> list[_R]:
+    """``fn`` over ``items`` on ``parallel`` threads, results in order.
+
+    When a call fails, or the caller's thread is interrupted (Ctrl-C raises
+    KeyboardInterrupt there, never in a worker), ``stop`` is set so that the
+    running calls give up at their next chunk, the queued ones are dropped, and
+    the caller leaves at once instead of waiting for every upload to end (what
+    ``with ThreadPoolExecutor()`` does). A resumable session stays open on the
+    server with what it received, and its URL in the state file, for a rerun.
+    """
+    pool = ThreadPoolExecutor(parallel)
+    try:
+        futures = [pool.submit(fn, item) for item in items]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:  # the first failure in submission order
+            if f in done and (exc := f.exception()) is not None:
+                raise exc
+        return [f.result() for f in futures]
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _file_chunks(
+    path: str, offset: int, length: int, progress: Progress, stop: threading.Event
+) -> Iterator[bytes]:
+    """The body of an upload, streamed in 1 MiB slices (never one large bytes object);
+    it ends the request (the connection closes) as soon as ``stop`` is set."""
     with open(path, "rb") as f:
         f.seek(offset)
         remaining = length
         while remaining > 0:
+            if stop.is_set():
+                raise _Stopped(path)
             chunk = f.read(min(CHUNK, remaining))
             if not chunk:
                 raise InvalidInput(f"{path} shrank while it was being pushed")
@@ -42,12 +85,18 @@ def _file_chunks(path: str, offset: int, length: int, progress: Progress) -> Ite
             yield chunk
 
 
-def hash_file(path: str) -> BlobDigests:
+def hash_file(
+    path: str, progress: Progress = no_progress, stop: threading.Event | None = None
+) -> BlobDigests:
+    """Both digests of a file; ``progress`` advances by each chunk hashed, ``stop`` ends it."""
     hasher = DualHasher(None)
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(CHUNK)
         while n := f.readinto(buf):
+            if stop is not None and stop.is_set():
+                raise _Stopped(path)
             hasher.update(memoryview(buf)[:n])
+            progress(n)
     return hasher.result()
 
 
@@ -104,24 +153,38 @@ class Uploader:
         check: bool,
     ) -> int:
         def present(digest: str) -> bool:
+            """Whether ``namespace`` holds the blob. A token that may write but not read
+            may not be told (401/403, from a server that answers only readers): then
+            the bytes are sent, which proves possession, and the server stores them once."""
             try:
                 self._http.request("HEAD", f"/v1/blobs/{digest}", params={"namespace": namespace})
-            except errors.NotFound:
+            except (errors.NotFound, errors.Unauthenticated, errors.Forbidden):
                 return False
             return True
 
-        with ThreadPoolExecutor(self.parallel) as pool:
-            names = list(blobs)
-            have = list(pool.map(present, names)) if check else [False] * len(names)
-            todo = [n for n, ok in zip(names, have, strict=True) if not ok]
-            for n, ok in zip(names, have, strict=True):
-                if ok:
-                    progress(blobs[n][1].size)
-            list(pool.map(lambda n: self.upload(namespace, *blobs[n], progress), todo))
+        stop = threading.Event()
+        names = list(blobs)
+        have = run_parallel(present, names, self.parallel, stop) if check else [False] * len(names)
+        todo = [n for n, ok in zip(names, have, strict=True) if not ok]
+        for n, ok in zip(names, have, strict=True):
+            if ok:
+                progress(blobs[n][1].size)
+        run_parallel(
+            lambda n: self.upload(namespace, *blobs[n], progress, stop=stop),
+            todo,
+            self.parallel,
+            stop,
+        )
         return len(todo)
 
     def upload(
-        self, namespace: str, file: LocalFile, digests: BlobDigests, progress: Progress
+        self,
+        namespace: str,
+        file: LocalFile,
+        digests: BlobDigests,
+        progress: Progress,
+        *,
+        stop: threading.Event | None = None,
     ) -> None:
         """Upload, and upload again if the server answers missing_blobs.
 
@@ -130,9 +193,10 @@ class Uploader:
         then refuses the upload and asks for the bytes again. The progress bar
         counts them once.
         """
+        stop = stop or threading.Event()
         for attempt in range(UPLOAD_ATTEMPTS):
             try:
-                self._send(namespace, file, digests, progress if not attempt else no_progress)
+                self._send(namespace, file, digests, progress if not attempt else no_progress, stop)
                 return
             except errors.MissingBlobs:
                 if attempt == UPLOAD_ATTEMPTS - 1:
@@ -143,14 +207,19 @@ class Uploader:
         return f"{self._http.url} {digests.blake3}"
 
     def _send(
-        self, namespace: str, file: LocalFile, digests: BlobDigests, progress: Progress
+        self,
+        namespace: str,
+        file: LocalFile,
+        digests: BlobDigests,
+        progress: Progress,
+        stop: threading.Event,
     ) -> None:
         if digests.size < SESSION_THRESHOLD:
             self._http.request(
                 "POST",
                 "/v1/blobs",
                 params={"namespace": namespace, "digest": str(digests.blake3)},
-                content=_file_chunks(file.source, 0, digests.size, progress),
+                content=_file_chunks(file.source, 0, digests.size, progress, stop),
                 headers={
                     "Content-Length": str(digests.size),
                     "Content-Type": "application/octet-stream",
@@ -186,7 +255,7 @@ class Uploader:
                 response = self._http.request(
                     "PATCH",
                     url,
-                    content=_file_chunks(file.source, offset, length, progress),
+                    content=_file_chunks(file.source, offset, length, progress, stop),
                     headers={
                         "Content-Type": "application/offset+octet-stream",
                         "Content-Length": str(length),
@@ -203,5 +272,16 @@ class Uploader:
                 offset = exc.offset  # the server kept a different prefix: continue from it
                 continue
             offset = int(response.headers["Upload-Offset"])
-        self._http.request("POST", f"{url}/complete", params={"digest": str(digests.blake3)})
+        busy_until = time.monotonic() + BUSY_WAIT
+        while True:
+            try:
+                self._http.request(
+                    "POST", f"{url}/complete", params={"digest": str(digests.blake3)}
+                )
+                break
+            except errors.UploadBusy:
+                # Completion claims the session too: a crash mid-completion leaves its claim.
+                if time.monotonic() > busy_until:
+                    raise
+                time.sleep(1.0)
         self._sessions.put(key, None)

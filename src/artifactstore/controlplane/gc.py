@@ -26,6 +26,9 @@ The protocol (docs/architecture.md, "Garbage collection"), for a blob B stored a
    that this ingest did not write), and a push that skipped B's bytes because
    the store had them stages them after all if B was collected meanwhile.
 
+Steps 2 and 3 run in batches of :data:`BATCH` blobs, each a whole run of
+them: on a full disk, a batch's unlinks make room for the next one's events.
+
 A pack (many small blobs at one key) shares one lease and is unlinked only
 once no location names it.
 
@@ -57,6 +60,7 @@ from artifactstore.model.events import BlobCollected
 from artifactstore.model.records import GcReport
 
 __all__ = [
+    "BATCH",
     "STAGING_MIN_AGE",
     "collect",
     "collect_orphans",
@@ -67,6 +71,9 @@ __all__ = [
 #: Staging files younger than this are never swept, whatever the grace period: they may
 #: belong to an upload in progress, which holds no lease until its bytes are all staged.
 STAGING_MIN_AGE = 3600.0
+
+#: Blobs decided in one transaction (see :func:`collect`).
+BATCH = 1000
 
 
 def _check_live_references(conn: Connection, plane: DataPlane) -> None:
@@ -144,22 +151,31 @@ def unlink_if_untouched(
 
 
 def decide(
-    conn: Connection, plane: DataPlane, report: GcReport, *, cutoff: float, actor: str
+    conn: Connection,
+    plane: DataPlane,
+    report: GcReport,
+    *,
+    cutoff: float,
+    actor: str,
+    limit: int | None = None,
+    check: bool = True,
 ) -> list[tuple[str, str]]:
     """Step 2 inside the caller's write transaction; returns the (key, backend) pairs
-    step 3 must visit.
+    step 3 must visit: of at most ``limit`` blobs (None: all).
 
-    Fails closed first (CorruptBlob, nothing changed). In a dry run it only fills
-    ``report`` and returns no key.
+    Fails closed first (CorruptBlob, nothing changed) unless ``check`` is off (a
+    later batch of a run that checked). In a dry run it only fills ``report``
+    and returns no key.
     """
-    _check_live_references(conn, plane)
+    if check:
+        _check_live_references(conn, plane)
     ready, report.protected_by_grace = _candidates(conn, cutoff)
     if report.dry_run:
         report.collected = [b for b, _, _, _ in ready]
         report.bytes_freed = sum(size for _, _, _, size in ready)
         return []
     decided: list[tuple[str, str]] = []
-    for blake3, key, backend, size in ready:
+    for blake3, key, backend, size in ready[:limit]:
         still = conn.execute(
             select(t.blobs.c.blake3)
             .where(t.blobs.c.blake3 == blake3, ~exists().where(t.files.c.blake3 == blake3))
@@ -184,18 +200,37 @@ def collect(
     now: Callable[[], float] = time.time,
     on_decided: Callable[[], None] = lambda: None,
 ) -> GcReport:
-    """Run the protocol of the module docstring once; ``on_decided`` runs as soon as the
-    decision is committed (caches of "present" answers drop what it removed)."""
+    """Run the protocol of the module docstring; ``on_decided`` runs as soon as a
+    decision is committed (caches of "present" answers drop what it removed).
+
+    Steps 2 and 3 run in batches of :data:`BATCH` blobs, each a whole run of the
+    protocol: a batch's unlinks free space before the next batch writes its
+    events, so GC works on a full disk with a small reserve (engine.py), and
+    one transaction never has to hold every decision of a large collection.
+    """
     report = GcReport(dry_run=dry_run, grace_seconds=grace)
-    decided_at = now()
-    with db.write() as conn:
-        decided = decide(conn, plane, report, cutoff=decided_at - grace, actor=actor)
-    if dry_run:
-        return report
-    on_decided()
-    for key, backend in decided:
+    first = True
+    while True:
+        decided_at = now()
         with db.write() as conn:
-            unlink_if_untouched(conn, plane, key, decided_at, backend)
+            decided = decide(
+                conn,
+                plane,
+                report,
+                cutoff=decided_at - grace,
+                actor=actor,
+                limit=BATCH,
+                check=first,
+            )
+        if dry_run:
+            return report
+        first = False
+        on_decided()
+        for key, backend in decided:
+            with db.write() as conn:
+                unlink_if_untouched(conn, plane, key, decided_at, backend)
+        if len(decided) < BATCH:
+            break
     report.orphans_removed = collect_orphans(db, plane, decided_at - grace)
     for store_backend in plane.backends:
         store_backend.sweep_staging(max(grace, STAGING_MIN_AGE))

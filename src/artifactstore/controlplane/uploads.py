@@ -8,8 +8,14 @@ rules that let several requests (and replicas) share one session safely:
   its row, so two concurrent appends never interleave bytes; the loser gets
   ``UploadBusy``. The holder renews the lease while its request runs, so a
   claim left by a killed process lapses within ``CLAIM_SECONDS``.
-* The new offset is recorded (:func:`release`) only after the appended bytes
-  are durable; bytes past the recorded offset are discarded by the next append.
+* The new offset is recorded (:func:`release`, and :func:`checkpoint` while a
+  long request runs) only after the appended bytes are durable; bytes past the
+  recorded offset are discarded by the next append. So a crash mid-request
+  loses only what arrived since the last checkpoint.
+* Completion claims the session too, so it never hashes or moves bytes that
+  an append is still writing.
+* A token (actor) and a namespace hold a bounded number of open sessions
+  (:func:`count_open`, checked when one is created).
 * A session is marked completed before its staged bytes move to their content
   address: a crash in between leaves a completed session without a blob (the
   client starts a new session), never an open one whose bytes are gone.
@@ -23,7 +29,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.errors import UploadBusy, UploadClosed, UploadNotFound, UploadOffsetMismatch
@@ -31,7 +37,9 @@ from artifactstore.model.records import UploadSession
 
 __all__ = [
     "CLAIM_SECONDS",
+    "checkpoint",
     "claim",
+    "count_open",
     "create",
     "delete_session",
     "expire",
@@ -96,6 +104,20 @@ def create(
     )
 
 
+def count_open(
+    conn: Connection, now: float, *, actor: str, namespace: str | None
+) -> tuple[int, int]:
+    """Open, unexpired sessions of ``actor`` and of ``namespace`` (0 for None)."""
+    live = select(func.count()).where(_S.c.state == "open", _S.c.expires_at >= now)
+    by_actor = conn.execute(live.where(_S.c.actor == actor)).scalar_one()
+    by_namespace = (
+        0
+        if namespace is None
+        else conn.execute(live.where(_S.c.namespace == namespace)).scalar_one()
+    )
+    return by_actor, by_namespace
+
+
 def get(conn: Connection, upload_id: str, now: float) -> UploadSession:
     """The live session; UploadNotFound when absent, aborted or expired."""
     row = conn.execute(select(_S).where(_S.c.id == upload_id)).first()
@@ -135,6 +157,15 @@ def release(conn: Connection, upload_id: str, offset: int) -> None:
     conn.execute(update(_S).where(_S.c.id == upload_id).values(offset=offset, claimed_until=0.0))
 
 
+def checkpoint(conn: Connection, upload_id: str, offset: int) -> None:
+    """Record a durable offset while the claim goes on (a request still appending)."""
+    conn.execute(
+        update(_S)
+        .where(_S.c.id == upload_id, _S.c.state == "open", _S.c.claimed_until > 0)
+        .values(offset=offset)
+    )
+
+
 def set_length(conn: Connection, upload_id: str, length: int) -> None:
     """Fix a deferred length; a session that has one keeps it."""
     conn.execute(
@@ -143,9 +174,12 @@ def set_length(conn: Connection, upload_id: str, length: int) -> None:
 
 
 def mark_completed(conn: Connection, upload_id: str, size: int, blake3: str) -> None:
-    """Close the session as the blob ``blake3`` (before its staged bytes move)."""
+    """Close the session as the blob ``blake3`` (before its staged bytes move); ends the
+    claim completion held."""
     conn.execute(
-        update(_S).where(_S.c.id == upload_id).values(state="completed", length=size, digest=blake3)
+        update(_S)
+        .where(_S.c.id == upload_id)
+        .values(state="completed", length=size, digest=blake3, claimed_until=0.0)
     )
 
 

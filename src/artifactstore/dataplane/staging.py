@@ -5,8 +5,9 @@ local disk) so that a session survives a restart and can be continued by
 another replica. The protocol is deliberately narrow: append at the
 acknowledged offset, read back, promote to a content-addressed key, discard.
 
-Acknowledgement rule: :meth:`StagedAppend.close` returns only after the bytes
-are durable, and the caller records the new offset after that. Bytes beyond
+Acknowledgement rule: :meth:`StagedAppend.close` (or :meth:`StagedAppend.sync`
+during a long append) returns only after the bytes are durable, and the caller
+records the new offset after that. Bytes beyond
 the recorded offset (a request cut off before it was acknowledged) are
 discarded by the next append, which truncates to the offset it is given.
 """
@@ -22,6 +23,9 @@ __all__ = ["StagedAppend", "Staging"]
 class StagedAppend(Protocol):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes. Raises StorageError."""
+
+    def sync(self) -> int:
+        """Make the bytes appended so far durable and go on appending; return the size."""
 
     def close(self) -> int:
         """Make the appended bytes durable; return the staged object's size."""

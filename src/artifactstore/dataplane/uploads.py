@@ -107,6 +107,14 @@ class StagedBody:
             self._body_hash.update(data)
         self.written += len(data)
 
+    def sync(self) -> int:
+        """Make the bytes appended so far durable (a checkpoint); the staged object's size.
+
+        The running hash needs no checkpoint: a process that did not see every
+        byte re-reads the staged ones at completion (``SessionHashers.digests``).
+        """
+        return self._sink.sync()
+
     def close(self) -> int:
         """Make the appended bytes durable; the staged object's size."""
         return self._sink.close()

@@ -89,8 +89,16 @@ class StoreAPI(Protocol):
     def read_file(self, ref: str | Reference, path: str) -> Iterator[bytes]:
         """One file's bytes; DigestMismatch after the last chunk if they are damaged."""
 
-    def pull(self, ref: str | Reference, dest: str | Path, *, progress: Progress = ...) -> Version:
-        """Every file under ``dest``, each digest verified; all or nothing."""
+    def pull(
+        self,
+        ref: str | Reference,
+        dest: str | Path,
+        *,
+        progress: Progress = ...,
+        force: bool = ...,
+    ) -> Version:
+        """Every file under ``dest``, each digest verified; all or nothing; an existing
+        file is refused (Conflict) unless ``force``."""
 
     def verify(self, ref: str | Reference | None = None) -> VerifyReport: ...
 

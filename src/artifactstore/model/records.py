@@ -62,6 +62,9 @@ class PushArgs(TypedDict, total=False):
     #: push what symlinks leaving the tree point to (refused otherwise)
     follow_symlinks: bool
     progress: Progress
+    #: bytes hashed before anything is sent (a remote push hashes every file first;
+    #: a local one hashes as it stores, which ``progress`` counts)
+    hash_progress: Progress
     #: the walk of ``paths`` (``client.files.collect_files``) when the caller has it
     walked: Sequence[LocalFile] | None
 

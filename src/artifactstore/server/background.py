@@ -1,4 +1,4 @@
-"""Periodic jobs in ``serve`` (background GC), one replica at a time.
+"""Periodic jobs in ``serve`` (background GC, the upload sweep, restores), one replica at a time.
 
 Every replica (every worker process of every host) schedules the same jobs;
 before each run it takes the job's lease (``controlplane/leases.py``, named
@@ -70,6 +70,10 @@ class PeriodicJob:
 def scheduled_jobs(store: Store) -> list[PeriodicJob]:
     """The jobs ``serve`` runs with these settings (none when all are switched off)."""
     jobs: list[PeriodicJob] = []
+    if store.settings.upload_sweep_interval > 0:
+        # Expired sessions' bytes and crash leftovers go whether or not GC is scheduled.
+        sweep = store.settings.upload_sweep_interval
+        jobs.append(PeriodicJob("uploads", sweep, lambda: {"removed": store.expire_uploads()}))
     if store.settings.gc_interval > 0:
         jobs.append(PeriodicJob("gc", store.settings.gc_interval, lambda: _collect(store)))
     delay = store.settings.restore_delay

@@ -15,9 +15,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-import anyio
 from fastapi import FastAPI
-from starlette.concurrency import run_in_threadpool
 
 from artifactstore.config import Settings
 from artifactstore.errors import InvalidInput
@@ -26,8 +24,6 @@ from artifactstore.server.auth import LoopbackDevAuth
 from artifactstore.store import Store
 
 __all__ = ["app_for", "app_from_env", "check_bind", "run"]
-
-EXPIRY_INTERVAL = 300.0
 
 
 def app_from_env() -> FastAPI:
@@ -45,7 +41,8 @@ def app_from_env() -> FastAPI:
 
 def app_for(settings: Settings, logger: logging.Logger | None = None) -> FastAPI:
     """The app ``serve`` runs for ``settings``: its Store, auth and limits, the periodic
-    jobs and the sweep of expired uploads, the Store closed at shutdown."""
+    jobs (``server/background.py``: GC, the sweep of expired uploads), the Store closed
+    at shutdown."""
     store = Store.from_config(settings, create=False)
     limits = ServerLimits(
         idle_timeout=settings.body_idle_timeout, total_timeout=settings.body_total_timeout
@@ -56,23 +53,12 @@ def app_for(settings: Settings, logger: logging.Logger | None = None) -> FastAPI
 
     @contextlib.asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
-        async with jobs(app_), anyio.create_task_group() as tg:
-            tg.start_soon(_expire_uploads, store)
-            try:
-                yield
-            finally:
-                tg.cancel_scope.cancel()
+        async with jobs(app_):
+            yield
         store.close()
 
     app.router.lifespan_context = lifespan
     return app
-
-
-async def _expire_uploads(store: Store) -> None:
-    while True:
-        await anyio.sleep(EXPIRY_INTERVAL)
-        with contextlib.suppress(Exception):  # a failed sweep is retried next round
-            await run_in_threadpool(store.expire_uploads)
 
 
 def check_bind(host: str, no_auth: bool) -> None:

@@ -58,12 +58,13 @@ def open_services(
     settings: Settings, plane: DataPlane, staging: Staging, *, create: bool, clock: Clock
 ) -> Services:
     """Open the database (migrating a new one when ``create``) and wire every service."""
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, reserve_bytes=settings.disk_reserve_bytes)
     try:
         db.ensure_migrated(create=create)
     except BaseException:
         db.dispose()
         raise
+    db.reserve.keep()  # room for rm and gc on a full disk (engine.py)
     core = Core(settings, db, plane, clock)
     tiers = TierService(core)
     pull = PullService(core, tiers)

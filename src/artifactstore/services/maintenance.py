@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from artifactstore.controlplane import gc as gc_mod
 from artifactstore.controlplane import leases, packages, views
 from artifactstore.controlplane import verify as checks
@@ -69,15 +71,17 @@ class MaintenanceService:
         self, *, dry_run: bool = False, grace: float | None = None, actor: str | None = None
     ) -> GcReport:
         core = self._core
-        report = gc_mod.collect(
-            core.db,
-            core.plane,
-            grace=core.settings.gc_grace if grace is None else grace,
-            dry_run=dry_run,
-            actor=actor or core.actor,
-            now=core.clock,
-            on_decided=core.recent.clear,
-        )
+        # GC frees space, so it runs on a full disk too: with the reserve released.
+        with nullcontext() if dry_run else core.db.freeing():
+            report = gc_mod.collect(
+                core.db,
+                core.plane,
+                grace=core.settings.gc_grace if grace is None else grace,
+                dry_run=dry_run,
+                actor=actor or core.actor,
+                now=core.clock,
+                on_decided=core.recent.clear,
+            )
         if not dry_run:
             core.recent.clear()
             self._uploads.expire()

@@ -160,9 +160,14 @@ class PullService:
                 f"{entry.path.value}: stored bytes hash to {actual.blake3}, expected {entry.blake3}"
             )
 
-    def pull(self, ref: Reference, dest: Path, progress: Progress) -> VersionRecord:
-        """Write every file under ``dest``, verifying each digest; all or nothing."""
+    def pull(
+        self, ref: Reference, dest: Path, progress: Progress, *, force: bool = False
+    ) -> VersionRecord:
+        """Write every file under ``dest``, verifying each digest; all or nothing.
+
+        Refuses (Conflict) to replace an existing file unless ``force``.
+        """
         record = self.show(ref)
         self._tiers.require_available(record.manifest.blob_ids())
-        pull_into(dest, record.manifest, self.stream_entry, progress)
+        pull_into(dest, record.manifest, self.stream_entry, progress, force=force)
         return record

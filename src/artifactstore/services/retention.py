@@ -32,7 +32,7 @@ class RetentionService:
         """Tombstone a version; raises LegalHold or RetentionLocked if it is protected."""
         core = self._core
         now = core.clock()
-        with core.db.write() as conn:
+        with core.db.freeing(), core.db.write() as conn:  # works on a full disk
             record = packages.delete(conn, ref, actor or core.actor, now=now)
             blob_records.dereference(conn, (str(f.blake3) for f in record.manifest.files), now)
         return record

@@ -6,6 +6,14 @@ and the recording of finished blobs. Completion hashes the staged bytes,
 renews the GC lease, marks the session completed, promotes the staged object
 to its content address with a rename, and only then records ``blob.stored``.
 Concurrent uploads share their lease and record transactions (group commit).
+
+Sessions are bounded (issue 17): a token and a namespace hold at most
+``max_open_uploads_per_actor`` and ``max_open_uploads_per_namespace`` open
+sessions; every appended byte counts against the namespace's quota as it
+arrives (a deferred length is never checked up front); a long ``PATCH``
+records a durable offset every ``upload_checkpoint_bytes``, so a crash keeps
+what reached the disk; and :meth:`UploadService.expire`, run on a timer by
+``serve``, removes expired sessions' bytes and crash leftovers.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import namespaces
 from artifactstore.controlplane import uploads as sessions
 from artifactstore.controlplane.db.group import GroupCommit
+from artifactstore.controlplane.gc import STAGING_MIN_AGE
 from artifactstore.dataplane.blobs import (
     BlobIngest,
     IngestBatch,
@@ -38,6 +47,8 @@ from artifactstore.errors import (
     MissingBlobs,
     QuotaExceeded,
     StorageError,
+    TooManyUploads,
+    UploadClosed,
     UploadOffsetMismatch,
 )
 from artifactstore.model.identity import BlobDigests, Digest, Namespace
@@ -135,14 +146,18 @@ class BlobUpload:
 class _ClaimKeeper:
     """Renews one session's claim every CLAIM_RENEW seconds until stopped.
 
-    It stops by itself once its append is gone without finish() or abort()
-    (a cancelled request), so such a claim still lapses.
+    With an ``owner`` (an append) it stops by itself once the owner is gone
+    without finish() or abort() (a cancelled request), so such a claim still lapses.
     """
 
-    def __init__(self, service: UploadService, upload_id: str, owner: SessionAppend) -> None:
+    def __init__(
+        self, service: UploadService, upload_id: str, owner: SessionAppend | None = None
+    ) -> None:
         self._service = service
         self._upload_id = upload_id
-        self._owner = weakref.ref(owner)
+        self._owner: Callable[[], object | None] = (
+            weakref.ref(owner) if owner is not None else lambda: service
+        )
         self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"upload-claim-{upload_id[:8]}", daemon=True
@@ -159,12 +174,29 @@ class _ClaimKeeper:
 
 
 class SessionAppend:
-    """One request's bytes appended to a session, its claim renewed meanwhile."""
+    """One request's bytes appended to a session, its claim renewed meanwhile.
 
-    def __init__(self, service: UploadService, session: UploadSession, body: StagedBody) -> None:
+    ``quota`` is the namespace's (quota, used bytes) when it has a quota: the
+    session's bytes may not take the namespace past it. Every
+    ``checkpoint_every`` bytes (0: never) the bytes so far are made durable and
+    their offset recorded, so that a crash mid-request keeps them.
+    """
+
+    def __init__(
+        self,
+        service: UploadService,
+        session: UploadSession,
+        body: StagedBody,
+        *,
+        quota: tuple[int, int] | None = None,
+        checkpoint_every: int = 0,
+    ) -> None:
         self._service = service
         self.session = session
         self._body = body
+        self._quota = quota
+        self._checkpoint_every = checkpoint_every
+        self._checkpointed = 0  # bytes of this body recorded durable so far
         self._keeper = _ClaimKeeper(service, session.id, self)
 
     @property
@@ -172,7 +204,31 @@ class SessionAppend:
         return self._body.written
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._quota is not None:
+            quota, used = self._quota
+            size = self.session.offset + self._body.written + len(data)
+            if used + size > quota:
+                raise QuotaExceeded(
+                    f"namespace {self.session.namespace} holds {used} of its {quota} bytes; "
+                    f"upload {self.session.id} would take it past its quota at "
+                    f"{size} bytes (it keeps the {self.session.offset + self._body.written} "
+                    "received): abort it, delete versions or raise the quota",
+                    quota_bytes=quota,
+                    used_bytes=used,
+                )
         self._body.write(data)
+        every = self._checkpoint_every
+        if every and self._body.written - self._checkpointed >= every and not self._full():
+            # Durable first, then the offset that points at the bytes (SPEC section 11).
+            self._service.checkpoint(self.session.id, self._body.sync())
+            self._checkpointed = self._body.written
+
+    def _full(self) -> bool:
+        """Whether the session holds its whole length: finish() records and completes that
+        offset itself. A checkpoint there, cut off by a crash, would leave a full session
+        whose completion waits for the dead request's claim to lapse."""
+        length = self.session.length
+        return length is not None and self.session.offset + self._body.written == length
 
     def finish(self) -> UploadSession:
         """Flush, check the body checksum, record the new offset; complete when full."""
@@ -216,6 +272,7 @@ class UploadService:
         self.staging = staging
         self.ttl = core.settings.upload_ttl
         self.max_upload_bytes = core.settings.max_upload_bytes
+        self.checkpoint_every = core.settings.upload_checkpoint_bytes
         self._on_stored = on_stored  # told of every blob an upload recorded
         self._hashers = SessionHashers(core.plane.pool)
         self._leases = GroupCommit(self._lease_batch)
@@ -331,6 +388,7 @@ class UploadService:
         self.check_room(namespace, length)
         upload_id = secrets.token_urlsafe(24)
         with self.db.write() as conn:
+            self._check_open(conn, actor, namespace)
             sessions.create(
                 conn,
                 upload_id,
@@ -346,6 +404,32 @@ class UploadService:
         self._hashers.start(upload_id)
         return self.get(upload_id)
 
+    def _check_open(self, conn: Connection, actor: str, namespace: str | None) -> None:
+        """Refuse one more open session past the actor's or the namespace's cap."""
+        settings = self._core.settings
+        by_actor, by_namespace = sessions.count_open(
+            conn, self.clock(), actor=actor, namespace=namespace
+        )
+        for held, cap, whose in (
+            (by_actor, settings.max_open_uploads_per_actor, f"token {actor}"),
+            (by_namespace, settings.max_open_uploads_per_namespace, f"namespace {namespace}"),
+        ):
+            if held >= cap:
+                raise TooManyUploads(
+                    f"{whose} already has {held} open upload sessions, the most it may hold: "
+                    "complete or abort some (DELETE /v1/uploads/ID) or wait until they expire"
+                )
+
+    def _quota(self, conn: Connection, namespace: str | None) -> tuple[int, int] | None:
+        """The namespace's (quota, used bytes), if it has a quota."""
+        if namespace is None:
+            return None
+        ns = Namespace(namespace)
+        quota = namespaces.get(conn, ns).quota_bytes
+        if quota is None:
+            return None
+        return quota, namespaces.usage(conn, ns, self._core.held_since())
+
     def get(self, upload_id: str) -> UploadSession:
         with self.db.read() as conn:
             return sessions.get(conn, upload_id, self.clock())
@@ -356,6 +440,7 @@ class UploadService:
         """Claim the session for one request's bytes at ``offset``."""
         with self.db.write() as conn:
             session = sessions.claim(conn, upload_id, offset, self.clock())
+            quota = self._quota(conn, session.namespace)
         try:
             if offset == 0 and self.staging.staged_size(upload_id) is None:
                 # A crash between committing the session row and creating its
@@ -373,7 +458,9 @@ class UploadService:
             hasher=self._hashers.at(upload_id, offset),
             checksum=checksum,
         )
-        return SessionAppend(self, session, body)
+        # A body with a checksum is verified whole, so none of it is kept before its end.
+        every = 0 if checksum is not None else self.checkpoint_every
+        return SessionAppend(self, session, body, quota=quota, checkpoint_every=every)
 
     def declare_length(self, upload_id: str, length: int) -> None:
         """Fix a deferred length (tus ``Upload-Length`` on a later PATCH); once only."""
@@ -394,6 +481,11 @@ class UploadService:
         """Extend a held claim's lease (a released claim stays released)."""
         with self.db.write() as conn:
             sessions.renew_claim(conn, upload_id, self.clock())
+
+    def checkpoint(self, upload_id: str, offset: int) -> None:
+        """Record ``offset`` (durable already) while the append holding the claim goes on."""
+        with self.db.write() as conn:
+            sessions.checkpoint(conn, upload_id, offset)
 
     def release(self, upload_id: str, offset: int, *, drop_hasher: bool = False) -> UploadSession:
         """Record the durable offset and end the claim."""
@@ -427,7 +519,34 @@ class UploadService:
                 f"upload {upload_id} has {session.offset} of its {session.length} bytes",
                 session.offset,
             )
-        digests = self._hashers.digests(self.staging, upload_id, session.offset)
+        # Claimed like an append (UploadBusy while one runs), so the bytes hashed
+        # and moved are exactly the acknowledged ones. A claim only coordinates live
+        # processes (a crash's lapses anyway): no flush of its own.
+        try:
+            with self.db.write(durable=False) as conn:
+                sessions.claim(conn, upload_id, session.offset, self.clock())
+        except UploadClosed:  # a concurrent completion won: answer as it did
+            return self.complete(upload_id, expected)
+        keeper = _ClaimKeeper(self, upload_id)
+        try:
+            key, digests = self._finalise(session, expected)
+        except BaseException:
+            self.release(upload_id, session.offset)
+            raise
+        finally:
+            keeper.stop()
+        self.staging.promote(upload_id, key)
+        # Over the quota here (a concurrent upload won the room), the session
+        # stays completed without a blob.
+        self._record(_Recording(digests, key, session.actor, session.namespace))
+        return digests
+
+    def _finalise(self, session: UploadSession, expected: Digest | None) -> tuple[str, BlobDigests]:
+        """Hash a claimed session's bytes and mark it completed; its blob's key and digests."""
+        if (self.staging.staged_size(session.id) or 0) > session.offset:
+            # A crash mid-PATCH left bytes past the last checkpoint: not acknowledged.
+            self.staging.append(session.id, session.offset).close()
+        digests = self._hashers.digests(self.staging, session.id, session.offset)
         if expected is not None and not digests.matches(expected):
             raise DigestMismatch(
                 f"uploaded bytes hash to {digests.get(expected.algorithm)}, expected {expected}"
@@ -437,12 +556,8 @@ class UploadService:
             # Over the quota: the session stays open and its bytes staged (abort it).
             self._check_quota(conn, session.namespace, [digests])
             blob_records.touch(conn, [key], self.clock())
-            sessions.mark_completed(conn, upload_id, session.offset, str(digests.blake3))
-        self.staging.promote(upload_id, key)
-        # Over the quota here (a concurrent upload won the room), the session
-        # stays completed without a blob.
-        self._record(_Recording(digests, key, session.actor, session.namespace))
-        return digests
+            sessions.mark_completed(conn, session.id, session.offset, str(digests.blake3))
+        return key, digests
 
     def abort(self, upload_id: str) -> None:
         self.get(upload_id)
@@ -452,7 +567,8 @@ class UploadService:
         self.staging.discard(upload_id)
 
     def expire(self, now: float | None = None) -> int:
-        """Drop expired sessions and staged bytes no session owns; returns how many."""
+        """Drop expired sessions, staged bytes no session owns, and the backends' staging
+        files a crash left (older than STAGING_MIN_AGE); returns how many."""
         now = self.clock() if now is None else now
         # List staged objects before reading the sessions: a session's row is
         # committed before its staged object exists, so nothing listed here
@@ -466,4 +582,7 @@ class UploadService:
                 self.staging.discard(upload_id)
                 removed += 1
         self._hashers.drop(expired)
-        return max(removed, len(expired))
+        # The age GC's sweep never goes below: younger staging files may belong to a
+        # write batch in progress (a push, a one-shot upload), older ones to a crash.
+        leftovers = sum(backend.sweep_staging(STAGING_MIN_AGE) for backend in self.plane.backends)
+        return max(removed, len(expired)) + leftovers

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from artifactstore.cli.context import CliContext
-from artifactstore.cli.output import emit_json, human_size, note, progress_bar
+from artifactstore.cli.output import emit_json, human_size, note, progress_bar, progress_bars
 from artifactstore.client.files import collect_files
 from artifactstore.config import Settings
 from artifactstore.errors import InvalidInput
@@ -36,7 +36,14 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 
 @click.command()
 @click.argument("ref")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument(
+    "paths",
+    nargs=-1,
+    required=True,
+    # A PATH that does not exist is a bad argument: a usage error (exit 2), found before
+    # anything is hashed or the store is opened.
+    type=click.Path(exists=True, path_type=Path),
+)
 @click.option("--meta", "meta", multiple=True, metavar="K=V", help="Metadata entry (repeatable).")
 @click.option(
     "--meta-file", type=click.File("rb"), help="JSON object of metadata (merged under --meta)."
@@ -87,8 +94,10 @@ def push(
         "follow_symlinks": follow_symlinks,
         "walked": files,
     }
-    with progress_bar(f"push {ref}", sum(f.size for f in files)) as advance:
-        options["progress"] = advance
+    # A remote push hashes every file before it sends any: a bar of its own for that.
+    labels = (f"hash {ref}", f"push {ref}") if ctx.remote else (f"push {ref}",)
+    with progress_bars(sum(f.size for f in files), *labels) as bars:
+        options["hash_progress"], options["progress"] = bars[0], bars[-1]
         result = store.push(reference, list(paths), **options)
     rec = result.record
     if as_json:
@@ -103,16 +112,25 @@ def push(
 @click.command()
 @click.argument("ref")
 @click.option(
-    "-o", "--output", type=click.Path(path_type=Path), default=Path("."), help="Output directory."
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    help="Output directory (created if absent).",
 )
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
 @pass_ctx
-def pull(ctx: CliContext, ref: str, output: Path) -> None:
-    """Write every file of REF under a directory, verifying every digest."""
+def pull(ctx: CliContext, ref: str, output: Path, force: bool) -> None:
+    """Write every file of REF under a directory, verifying every digest.
+
+    All or nothing: every target is checked before anything is written, and
+    an existing file is refused unless --force.
+    """
     reference = Reference.parse(ref)
     store = ctx.store(create=False)
     rec = store.show(reference)
     with progress_bar(f"pull {rec.reference}", rec.size) as advance:
-        store.pull(rec.reference, output, progress=advance)
+        store.pull(rec.reference, output, progress=advance, force=force)
     note(f"{rec.reference}: {rec.file_count} files, {human_size(rec.size)} verified into {output}")
 
 

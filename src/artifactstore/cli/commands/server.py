@@ -28,13 +28,19 @@ def default_workers() -> int:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8000,
+    show_default=True,
+    help="TCP port to listen on.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
     default=default_workers,
     show_default="the CPU cores this process may use",
-    help="Worker processes; each serves requests on its own core.",
+    help="Worker processes serving the port; each runs Python on one core at a time.",
 )
 @click.option(
     "--asgi",

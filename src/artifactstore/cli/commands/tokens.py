@@ -9,7 +9,6 @@ import click
 from artifactstore.cli.context import CliContext
 from artifactstore.cli.output import emit_json, note
 from artifactstore.config import parse_duration
-from artifactstore.errors import InvalidInput
 
 __all__ = ["COMMANDS"]
 
@@ -44,8 +43,8 @@ def create(
 ) -> None:
     """Create a token; its secret is printed once, on stdout."""
     wanted = list(scopes) + (["admin"] if admin else [])
-    if not wanted:
-        raise InvalidInput("give at least one --scope (e.g. --scope ci:write) or --admin")
+    if not wanted:  # a missing argument: a usage error (exit 2), as click reports its own
+        raise click.UsageError("give at least one --scope (e.g. --scope ci:write) or --admin")
     lifetime = parse_duration(expires) if expires else None
     info, secret = ctx.store().create_token(name, wanted, expires_in=lifetime)
     if as_json:

@@ -5,6 +5,13 @@ on disk) and every write transaction starts with ``BEGIN IMMEDIATE``, so two
 writers queue on the database lock instead of failing on a lock upgrade.
 That serialisation is also what the GC protocol relies on (``gc.py``); on
 PostgreSQL the same code takes row locks instead.
+
+Database errors leave here in two forms only. A full disk becomes
+:class:`~artifactstore.errors.StorageFull`. Any other is a bug and propagates
+as SQLAlchemy raised it, but without the statement and its parameters: the
+server logs the traceback of a 500, and a statement's parameters are the
+caller's data (metadata values, names), never something to write to a log.
+The engine hides them as well (``hide_parameters``).
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import DBAPIError, StatementError
 
-from artifactstore.errors import UnmigratedDatabase
+from artifactstore.dataplane.reserve import Reserve, is_full
+from artifactstore.errors import StorageFull, UnmigratedDatabase
 
 __all__ = ["HEAD_REVISION", "Database"]
 
@@ -28,26 +37,36 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 #: CLI start fast; a test asserts it equals the migration scripts' head.
 HEAD_REVISION = "0005"
 
+_SQLITE_FULL = 13  # primary result code: "database or disk is full"
+_SQLITE_IOERR = 10  # I/O errors; on a full disk, e.g. SQLITE_IOERR_SHMSIZE at open
+_PG_DISK_FULL = "53100"  # SQLSTATE disk_full
+
 #: How long ``Database.probe`` waits for a lock (it runs on a server's event loop).
 PROBE_BUSY_MS = 20
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+def _sqlite_pragmas(dbapi_conn: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=60000")
-    cur.close()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+    finally:
+        cur.close()
 
 
 class Database:
     """One engine plus the two kinds of transaction the control plane uses."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, reserve_bytes: int = 0) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+        #: Where the database's own files grow, if it is a SQLite file.
+        self.directory = Path(file).parent if file and file != ":memory:" else None
+        #: Space released for the operations that free space (see ``freeing``).
+        self.reserve = Reserve(Path(f"{file}.reserve") if self.directory else None, reserve_bytes)
         # SQLite admits one writer; a connection that finds the lock taken polls
         # for it (sleeping 1, 2, 5, 10, 15, 20, 25 ms...), so under concurrent
         # requests the lock sat idle while waiters slept. Writers of this process
@@ -61,12 +80,67 @@ class Database:
         self._probe_lock = threading.Lock()
         if self.is_sqlite:
             self.engine: Engine = create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": 60}
+                url,
+                connect_args={"check_same_thread": False, "timeout": 60},
+                hide_parameters=True,
             )
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", self._on_connect)
             event.listen(self.engine, "begin", self._begin_deferred)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+            self.engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+
+    def _on_connect(self, dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        try:
+            _sqlite_pragmas(dbapi_conn)
+        except sqlite3.OperationalError as exc:
+            # Opening a WAL database creates its -shm and -wal files, which a full
+            # disk refuses: even rm and gc could not start. The reserve makes room
+            # for them and is allocated again at once, as far as the disk allows.
+            if not (self._full(exc) and self.reserve.release()):
+                raise
+            try:
+                _sqlite_pragmas(dbapi_conn)
+            finally:
+                self.reserve.keep()
+
+    def _full(self, exc: BaseException | None) -> bool:
+        """Whether a database error means that the disk (or quota) is full."""
+        if _PG_DISK_FULL in (getattr(exc, "pgcode", None), getattr(exc, "sqlstate", None)):
+            return True  # psycopg2 and psycopg 3 name the SQLSTATE differently
+        code = getattr(exc, "sqlite_errorcode", None)
+        if not isinstance(code, int):
+            return False
+        if code & 0xFF == _SQLITE_IOERR and self.directory is not None:
+            return is_full(self.directory)
+        return code & 0xFF == _SQLITE_FULL
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Database errors as the module docstring says: StorageFull, or stripped."""
+        try:
+            yield
+        except DBAPIError as exc:
+            if self._full(exc.orig):
+                raise StorageFull(
+                    "the disk holding the database is full: nothing was written; free space "
+                    "('artifactstore rm', then 'artifactstore gc') or grow the disk"
+                ) from exc
+            _strip(exc)
+            raise
+        except StatementError as exc:
+            _strip(exc)
+            raise
+
+    @contextmanager
+    def freeing(self) -> Iterator[None]:
+        """Run an operation that frees space (rm, gc) with the reserve released.
+
+        On a full disk it is the room their own writes need (an event, the rows
+        they remove); the reserve is allocated again afterwards.
+        """
+        with self.reserve.released():
+            yield
 
     @staticmethod
     def _begin_deferred(conn: Connection) -> None:
@@ -84,7 +158,7 @@ class Database:
         may forget it, which can only make GC treat fresh unrecorded bytes as
         orphans: nothing acknowledged depends on it. Saves an fsync per upload.
         """
-        with self._writers, self.engine.connect() as conn:
+        with self._translated(), self._writers, self.engine.connect() as conn:
             raw = None
             if self.is_sqlite:
                 conn.info["begin"] = "BEGIN IMMEDIATE"
@@ -102,7 +176,7 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only snapshot (one transaction)."""
-        with self.engine.connect() as conn, conn.begin():
+        with self._translated(), self.engine.connect() as conn, conn.begin():
             yield conn
 
     def probe(self, statement: str) -> tuple[Any, ...] | None:
@@ -172,7 +246,7 @@ class Database:
         return ScriptDirectory.from_config(cfg).get_current_head()
 
     def current_revision(self) -> str | None:
-        with self.engine.connect() as conn:
+        with self._translated(), self.engine.connect() as conn:
             if not inspect(conn).has_table("alembic_version"):
                 return None
             row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
@@ -184,7 +258,7 @@ class Database:
         from alembic.config import Config
 
         before = self.current_revision()
-        with self.engine.connect() as conn:
+        with self._translated(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.info["begin"] = "BEGIN IMMEDIATE"
             with conn.begin():
@@ -206,3 +280,10 @@ class Database:
             f"the database is at revision {current or 'none'} but this version of "
             f"artifact-store needs {HEAD_REVISION}: run 'artifactstore migrate' first"
         )
+
+
+def _strip(exc: StatementError) -> None:
+    """Drop the statement and its parameters from the error's text (its class and
+    the driver's message stay): a log of the traceback then holds no data."""
+    exc.statement = None
+    exc.params = None

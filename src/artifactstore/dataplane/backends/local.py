@@ -30,6 +30,7 @@ from pathlib import Path
 from stat import S_ISREG
 
 from artifactstore.dataplane.protocol import BackendProperties
+from artifactstore.dataplane.reserve import storage_error
 from artifactstore.errors import BlobNotFound, StorageError
 
 __all__ = ["LocalBackend", "fsync_dir"]
@@ -119,7 +120,7 @@ class _LocalWriter:
                 self._written += n
         except OSError as exc:
             self.cancel()
-            raise StorageError(f"writing staging file failed: {exc.strerror}") from exc
+            raise storage_error("writing staging file failed", exc) from exc
         self._start_writeback()
 
     def _write_direct(self, view: memoryview) -> int:
@@ -182,7 +183,7 @@ class _LocalWriter:
                 os.close(fd)
         except OSError as exc:
             _unlink(self._tmp)
-            raise StorageError(f"closing staging file failed: {exc.strerror}") from exc
+            raise storage_error("closing staging file failed", exc) from exc
         self._batch._stage(self._tmp, key)
 
     def cancel(self) -> None:
@@ -213,7 +214,7 @@ class _LocalBatch:
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise StorageError(f"cannot create staging file in {self._b._tmp}: {exc}") from exc
+            raise storage_error(f"cannot create staging file in {self._b._tmp}", exc) from exc
         w = _LocalWriter(self, fd, tmp)
         self._open.append(w)
         return w
@@ -341,7 +342,7 @@ class LocalBackend:
                     fsync_dir(level)
                 self._durable_dirs.update(upper)
         except OSError as exc:
-            raise StorageError(f"publishing objects failed: {exc}") from exc
+            raise storage_error("publishing objects failed", exc) from exc
 
     def stat(self, key: str) -> int | None:
         try:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from artifactstore.dataplane.backends.local import LocalBackend, fsync_dir
+from artifactstore.dataplane.reserve import storage_error
 from artifactstore.errors import StorageError
 
 __all__ = ["LocalStaging"]
@@ -35,18 +36,27 @@ class _Append:
             while view:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
-            raise StorageError(f"writing upload staging failed: {exc.strerror}") from exc
+            raise storage_error("writing upload staging failed", exc) from exc
+
+    def sync(self) -> int:
+        if self._fd is None:
+            raise StorageError("sync after close")
+        return self._flush(self._fd)
+
+    def _flush(self, fd: int) -> int:
+        try:
+            if self._fsync:
+                os.fsync(fd)
+            return os.fstat(fd).st_size
+        except OSError as exc:
+            raise storage_error("flushing upload staging failed", exc) from exc
 
     def close(self) -> int:
         if self._fd is None:
             raise StorageError("close after close")
         fd, self._fd = self._fd, None
         try:
-            if self._fsync:
-                os.fsync(fd)
-            return os.fstat(fd).st_size
-        except OSError as exc:
-            raise StorageError(f"flushing upload staging failed: {exc.strerror}") from exc
+            return self._flush(fd)
         finally:
             os.close(fd)
 
@@ -76,7 +86,7 @@ class LocalStaging:
             if self._fsync:
                 fsync_dir(self._dir)
         except OSError as exc:
-            raise StorageError(f"cannot create upload staging: {exc.strerror}") from exc
+            raise storage_error("cannot create upload staging", exc) from exc
 
     def append(self, upload_id: str, offset: int) -> _Append:
         path = self._path(upload_id)
@@ -133,7 +143,7 @@ class LocalStaging:
                     fsync_dir(level)
                 fsync_dir(self._dir)
         except OSError as exc:
-            raise StorageError(f"promoting upload {upload_id} failed: {exc}") from exc
+            raise storage_error(f"promoting upload {upload_id} failed", exc) from exc
 
     def discard(self, upload_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):

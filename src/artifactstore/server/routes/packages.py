@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tarfile
+from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -12,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from artifactstore.errors import (
+    InvalidInput,
     InvalidManifest,
     InvalidPath,
     LimitExceeded,
@@ -281,11 +283,31 @@ async def get_archive(
     )
 
 
+#: The parameters of the query route besides ``meta.KEY``.
+_QUERY_PARAMETERS = frozenset(
+    ("namespace", "name", "variant", "created_after", "created_before", "limit", "cursor")
+)
+
+
+def _refuse_repeated(request: Request, names: frozenset[str]) -> None:
+    """A parameter given twice is refused: taking one of the values would silently
+    drop a filter the caller asked for (``name=a&name=b``, ``meta.os=a&meta.os=b``)."""
+    counts = Counter(
+        k for k, _ in request.query_params.multi_items() if k in names or k.startswith("meta.")
+    )
+    repeated = sorted(k for k, n in counts.items() if n > 1)
+    if repeated:
+        raise InvalidInput(
+            f"query parameter {repeated[0][:100]!r} is given {counts[repeated[0]]} times: "
+            "give each parameter once"
+        )
+
+
 @router.get(
     "/v1/packages",
     summary="Query live versions, newest first (meta.KEY=VALUE filters metadata)",
     response_model=QueryOut,
-    responses={422: PROBLEM},
+    responses={413: PROBLEM, 422: PROBLEM},
 )
 async def query(
     request: Request,
@@ -298,6 +320,7 @@ async def query(
     cursor: Cursor = None,
 ) -> JSONResponse:
     store: Store = request.app.state.store
+    _refuse_repeated(request, _QUERY_PARAMETERS)
     where = {
         k.removeprefix("meta."): v for k, v in request.query_params.items() if k.startswith("meta.")
     }
