@@ -227,7 +227,7 @@ class UploadClosed(Conflict):
 
 
 class RestoreRequired(Conflict):
-    """The bytes are in a tier that needs a restore before they can be read (SPEC section 9)."""
+    """The bytes are in a tier that needs a restore before they can be read (docs/retention.md)."""
 
     code = "restore_required"
     title = "Restore required"
@@ -239,7 +239,7 @@ class RestoreRequired(Conflict):
 
 
 class Locked(ArtifactStoreError):
-    """A version is protected from deletion (SPEC section 9): by anyone, admins included.
+    """A version is protected from deletion (docs/retention.md): by anyone, admins included.
 
     Distinct from :class:`Forbidden`: no credential can lift it; only
     releasing the hold (or time passing, for a retention lock) can.

@@ -1,4 +1,4 @@
-"""The one table from the error tree to process exit codes (SPEC section 5).
+"""The one table from the error tree to process exit codes (docs/cli.md).
 
 0 success, 1 operation failed, 2 usage error, 3 integrity failure; 130 (128 +
 SIGINT, as shells report it) when Ctrl-C stopped the command.

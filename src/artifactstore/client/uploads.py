@@ -189,7 +189,7 @@ class Uploader:
         """Upload, and upload again if the server answers missing_blobs.
 
         A server whose GC grace period is shorter than an upload may collect
-        the bytes between publishing and recording them (SPEC section 9); it
+        the bytes between publishing and recording them (docs/retention.md); it
         then refuses the upload and asks for the bytes again. The progress bar
         counts them once.
         """

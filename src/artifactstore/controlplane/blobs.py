@@ -200,7 +200,7 @@ def find_visible(
     """A blob by either digest, if one of ``readable`` holds it (None: any blob).
 
     One statement: the record, its location and whether the namespaces hold
-    it (SPEC section 4, blob visibility: a live version of theirs references
+    it (blob visibility, docs/security.md: a live version of theirs references
     it, or bytes were uploaded into one of them at or after ``held_since``).
     A digest is not a capability, so a blob they do not hold is absent.
     """
@@ -355,7 +355,7 @@ def recorded(conn: Connection, blake3s: Iterable[str]) -> set[str]:
 def not_held(
     conn: Connection, namespace: str, blake3s: Iterable[str], held_since: str
 ) -> list[str]:
-    """Which blobs ``namespace`` does not hold (SPEC section 4, blob visibility).
+    """Which blobs ``namespace`` does not hold (blob visibility, docs/security.md).
 
     A namespace holds a blob when a live version of it references the blob,
     or when bytes were uploaded into it at or after ``held_since`` (the

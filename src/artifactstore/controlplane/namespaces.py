@@ -1,4 +1,4 @@
-"""Namespace settings and byte quotas (SPEC sections 4 and 9).
+"""Namespace settings and byte quotas (docs/retention.md#quotas).
 
 Settings are one JSON document per namespace, replaced whole by
 ``namespace.updated``: ``anonymous_read``, ``quota_bytes`` and

@@ -1,6 +1,6 @@
 """Strict JSON in, canonical JSON out.
 
-JSON is an accepted rendering of the manifest map (SPEC section 3), so it must
+JSON is an accepted rendering of the manifest map (docs/architecture.md, the manifest), so it must
 never parse two ways: the standard library silently keeps the last of two
 duplicate keys, accepts ``NaN``/``Infinity`` and turns ``1e400`` into
 infinity. ``strict_json_loads`` refuses all of that, plus invalid UTF-8,
@@ -130,7 +130,7 @@ def canonical_json_dumps(obj: object, *, error: type[InvalidInput] = InvalidMani
 
 def check_metadata_limits(metadata: Mapping[str, Any], max_bytes: int, max_depth: int) -> None:
     """Refuse metadata larger than ``max_bytes`` as canonical JSON or nested deeper than
-    ``max_depth`` (SPEC section 7): LimitExceeded. Pure, so a push checks before hashing."""
+    ``max_depth`` (docs/configuration.md): LimitExceeded. Pure, so a push checks before hashing."""
     size = len(canonical_json_dumps(dict(metadata)).encode())
     if size > max_bytes:
         raise LimitExceeded(f"metadata is {size} bytes, over the limit of {max_bytes}")

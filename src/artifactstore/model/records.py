@@ -52,7 +52,7 @@ class LocalFile:
 
 
 class PushArgs(TypedDict, total=False):
-    """The options of a push beyond its reference and paths (SPEC sections 5 and 6)."""
+    """The options of a push beyond its reference and paths (docs/cli.md, README.md)."""
 
     metadata: Mapping[str, Any] | None
     #: a registered metadata schema id the metadata is validated against
@@ -70,7 +70,7 @@ class PushArgs(TypedDict, total=False):
 
 
 class QueryArgs(TypedDict, total=False):
-    """What a query of live versions may filter on (SPEC section 4, ``GET /v1/packages``).
+    """What a query of live versions may filter on (``GET /v1/packages``).
 
     Declared once: the library's ``query``, the control plane's SQL, the
     server's route and the HTTP client all take these keywords.

@@ -14,7 +14,7 @@ anonymous read on and nothing else. ``serve --no-auth`` swaps in
 Failure answers never depend on whether a namespace or package exists: the
 check runs before any lookup, so the body and the work done are the same.
 
-Failed authentications are throttled per client address (SPEC section 7):
+Failed authentications are throttled per client address (docs/security.md):
 past ``failure_limit`` failures in a minute, a bad token is answered 429 with
 ``Retry-After`` instead of 401, but a valid token is always checked and
 served, whatever else arrives from the same address (a NAT, a CI pool, a
@@ -342,7 +342,7 @@ ROUTE_SCOPES: dict[tuple[str, str], tuple[Action, NsSource]] = {
 
 
 def upload_namespace(principal: Principal, requested: str | None) -> str | None:
-    """The namespace an upload is recorded for (SPEC section 4, blob visibility).
+    """The namespace an upload is recorded for (blob visibility, docs/security.md).
 
     Named by the request, or implied when the token writes exactly one
     namespace; a global admin's upload that names none is held by none.

@@ -134,7 +134,7 @@ def _number(digits: str) -> int:
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """One RFC 9110 byte range, or None for the whole representation.
 
-    Several ranges are refused (one range per request, SPEC section 4); a
+    Several ranges are refused (one range per request); a
     syntactically invalid header is ignored as RFC 9110 allows, except that
     we answer 416 for an unsatisfiable one.
     """

@@ -62,7 +62,7 @@ def app_for(settings: Settings, logger: logging.Logger | None = None) -> FastAPI
 
 
 def check_bind(host: str, no_auth: bool) -> None:
-    """Without authentication, only loopback addresses may be bound (SPEC section 4)."""
+    """Without authentication, only loopback addresses may be bound (docs/security.md)."""
     if not no_auth:
         return
     try:

@@ -72,7 +72,7 @@ class Core:
         self._leases[key] = now
 
     def check_metadata(self, metadata: Mapping[str, Any], variant: str | None) -> None:
-        """Size and depth limits, then the variant's schema (SPEC section 7)."""
+        """Size and depth limits, then the variant's schema (docs/configuration.md)."""
         settings = self.settings
         check_metadata_limits(metadata, settings.max_metadata_bytes, settings.max_metadata_depth)
         self.check_schema(metadata, variant)

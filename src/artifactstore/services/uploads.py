@@ -219,7 +219,7 @@ class SessionAppend:
         self._body.write(data)
         every = self._checkpoint_every
         if every and self._body.written - self._checkpointed >= every and not self._full():
-            # Durable first, then the offset that points at the bytes (SPEC section 11).
+            # Durable first, then the offset that points at the bytes (docs/architecture.md).
             self._service.checkpoint(self.session.id, self._body.sync())
             self._checkpointed = self._body.written
 
