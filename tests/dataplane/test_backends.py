@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -29,12 +30,17 @@ from artifactstore.testing.backend_contract import (
     memory_target,
     put,
 )
+from artifactstore.testing.targets import s3_target
+from tests.dataplane.s3server import S3Server
 
 
-@pytest.fixture(params=["memory", "local-fsync", "local-nofsync"])
+@pytest.fixture(params=["memory", "local-fsync", "local-nofsync", "s3"])
 def contract_target(request: pytest.FixtureRequest, tmp_path: Path) -> ContractTarget:
     if request.param == "memory":
         return memory_target()
+    if request.param == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        return s3_target(server.bucket, server.endpoint, f"contract-{uuid.uuid4().hex}")
     return local_target(tmp_path / "storage", fsync=request.param == "local-fsync")
 
 

@@ -17,6 +17,7 @@ import pytest
 from artifactstore.dataplane import layout
 from artifactstore.dataplane.backends.local import LocalBackend
 from artifactstore.dataplane.backends.memory import MemoryBackend
+from artifactstore.dataplane.backends.s3 import S3Backend
 from artifactstore.dataplane.protocol import Backend
 from artifactstore.errors import BlobNotFound
 from artifactstore.model.identity import Digest
@@ -31,6 +32,7 @@ __all__ = [
     "memory_target",
     "payload",
     "put",
+    "s3_target",
 ]
 
 
@@ -105,3 +107,13 @@ def assert_absent(backend: Backend, key: str) -> None:
 def assert_holds(backend: Backend, key: str, data: bytes) -> None:
     assert backend.stat(key) == len(data), f"{key} has the wrong size"
     assert get(backend, key) == data, f"{key} has the wrong content"
+
+
+def s3_target(bucket: str, endpoint: str, prefix: str) -> ContractTarget:
+    """An :class:`S3Backend` under a fresh ``prefix`` of ``bucket`` at ``endpoint``.
+
+    Its staging is the open multipart uploads and ``tmp/`` objects under the
+    prefix, so every test gets an empty backend from one shared bucket.
+    """
+    backend = S3Backend(bucket, prefix, endpoint=endpoint, region="us-east-1")
+    return ContractTarget(backend, backend.staging)
