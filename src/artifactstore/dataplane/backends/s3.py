@@ -7,15 +7,17 @@ URL never holds a secret.
 Two phases, as the protocol asks:
 
 * A writer keeps at most one part (``PART_SIZE``) in memory. An object that
-  outgrows it becomes a multipart upload to its final key: S3 shows nothing
-  at the key until ``CompleteMultipartUpload``, so the open upload *is* the
-  staging area. A smaller object stays in its writer's buffer until the batch
-  commits.
-* ``WriteBatch.commit()`` publishes each object with ``If-None-Match: *``
-  (a ``PUT``, or the completion of its upload): the first copy of a key wins,
-  atomically on the server, which is what content addresses need. A
-  ``412 Precondition Failed`` means the key already holds the same bytes; the
-  loser's upload is aborted.
+  outgrows it becomes a multipart upload to a staging key under ``tmp/``
+  (the final key is a content address, known only at ``Writer.commit``, and
+  S3 cannot rename). A smaller object stays in its writer's buffer until the
+  batch commits.
+* ``WriteBatch.commit()`` publishes a small object with one
+  ``PUT ... If-None-Match: *``: the first copy of a key wins, atomically on the
+  server, which is what content addresses need (a ``412`` means the key
+  already holds the same bytes). A large object's upload is completed at its
+  staging key, copied server-side to its key unless a ``HEAD`` finds it there
+  (``CopyObject`` takes no ``If-None-Match``; two racing copies of one key
+  write the same bytes), and the staging object deleted.
 
 S3 acknowledges a write only once it is durable, so there is no flush step;
 ``fsync`` does not apply. Transient errors (throttling, 5xx, dropped
@@ -46,13 +48,16 @@ from artifactstore.errors import BlobNotFound, InvalidInput, StorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
 
-__all__ = ["PART_SIZE", "S3Backend", "open_s3"]
+__all__ = ["COPY_LIMIT", "COPY_PART", "PART_SIZE", "S3Backend", "open_s3"]
 
 #: One multipart part, and the most a writer buffers. S3 wants >= 5 MiB parts
 #: (but the last) and at most 10,000 of them: 8 MiB parts carry 78 GiB.
 PART_SIZE = 8 << 20
+#: The largest object one CopyObject may copy; larger ones copy in parts of ``COPY_PART``.
+COPY_LIMIT = 5 << 30
+COPY_PART = 512 << 20
 _READ_CHUNK = 1 << 20
 _STAGING = "tmp/"
 _ABSENT = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -77,11 +82,13 @@ class _S3Writer:
         # object uploads to a staging key, copied to its key at publish.
         self._upload_key = batch._b._full(f"{_STAGING}{secrets.token_hex(12)}.part")
         self._parts: list[CompletedPartTypeDef] = []
+        self._size = 0
 
     def write(self, data: bytes | memoryview) -> None:
         if self._buf is None:
             raise StorageError("write after commit or cancel")
         self._buf += data  # a copy: the caller reuses its buffer
+        self._size += len(data)
         try:
             while len(self._buf) >= PART_SIZE:
                 self._send_part(memoryview(self._buf)[:PART_SIZE])
@@ -114,7 +121,7 @@ class _S3Writer:
         self._batch._b._full(key)  # refuse a bad key now, not at batch commit
         buf, self._buf = self._buf, None
         if self._upload_id is None:
-            self._batch._staged.append(_Staged(key, bytes(buf), None, None, []))
+            self._batch._staged.append(_Staged(key, bytes(buf), None, None, [], len(buf)))
             return
         try:
             if buf:
@@ -125,7 +132,7 @@ class _S3Writer:
             self.cancel()
             raise
         self._batch._staged.append(
-            _Staged(key, b"", self._upload_key, self._upload_id, self._parts)
+            _Staged(key, b"", self._upload_key, self._upload_id, self._parts, self._size)
         )
         self._upload_id = None  # the batch owns it now
 
@@ -139,7 +146,7 @@ class _S3Writer:
 class _Staged:
     """A finished object waiting for its batch: bytes in memory, or a completed-to-be upload."""
 
-    __slots__ = ("data", "key", "parts", "upload_id", "upload_key")
+    __slots__ = ("data", "key", "parts", "size", "upload_id", "upload_key")
 
     def __init__(
         self,
@@ -148,7 +155,9 @@ class _Staged:
         upload_key: str | None,
         upload_id: str | None,
         parts: list[CompletedPartTypeDef],
+        size: int,
     ) -> None:
+        self.size = size
         self.key = key
         self.data = data
         self.upload_key = upload_key
@@ -271,7 +280,7 @@ class S3Backend:
             self._abort(upload_key, upload_id)
             raise _error(f"completing the upload of {item.key} failed", exc) from exc
         try:
-            self._copy_if_absent(upload_key, dest)
+            self._copy_if_absent(upload_key, dest, item.size)
         finally:
             self._delete_raw(upload_key)
 
@@ -285,21 +294,46 @@ class S3Backend:
         except BotoCoreError as exc:
             raise _error(f"writing {dest} failed", exc) from exc
 
-    def _copy_if_absent(self, src: str, dest: str) -> None:
+    def _copy_if_absent(self, src: str, dest: str, size: int) -> None:
         """Server-side copy of a completed upload to its key, unless the key exists.
 
-        S3's CopyObject has no ``If-None-Match`` on the destination, so this is
+        CopyObject takes no ``If-None-Match`` on the destination, so this is
         HEAD-then-copy: two racing copies of one key both write, and either
         leaves a whole object of the same content (keys are content addresses).
-        Copies above 5 GiB would need UploadPartCopy (not done yet).
         """
         if self._head(dest) is not None:
             return
+        source: CopySourceTypeDef = {"Bucket": self._bucket, "Key": src}
         try:
-            self._client.copy_object(
-                Bucket=self._bucket, Key=dest, CopySource={"Bucket": self._bucket, "Key": src}
+            if size <= COPY_LIMIT:
+                self._client.copy_object(Bucket=self._bucket, Key=dest, CopySource=source)
+                return
+            upload_id = self._client.create_multipart_upload(Bucket=self._bucket, Key=dest)[
+                "UploadId"
+            ]
+        except (ClientError, BotoCoreError) as exc:
+            raise _error(f"publishing {dest} failed", exc) from exc
+        try:
+            parts: builtins.list[CompletedPartTypeDef] = []
+            for number, start in enumerate(range(0, size, COPY_PART), start=1):
+                end = min(size, start + COPY_PART) - 1
+                copied = self._client.upload_part_copy(
+                    Bucket=self._bucket,
+                    Key=dest,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceRange=f"bytes={start}-{end}",
+                )
+                parts.append({"ETag": copied["CopyPartResult"]["ETag"], "PartNumber": number})
+            self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=dest,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
             )
         except (ClientError, BotoCoreError) as exc:
+            self._abort(dest, upload_id)
             raise _error(f"publishing {dest} failed", exc) from exc
 
     def _discard(self, item: _Staged) -> None:

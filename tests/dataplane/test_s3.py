@@ -1,0 +1,149 @@
+"""The S3 backend's own promises, beyond the conformance suite, against moto's real server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from artifactstore.dataplane.backends import open_backend
+from artifactstore.dataplane.backends import s3 as s3_module
+from artifactstore.dataplane.backends.s3 import PART_SIZE, S3Backend
+from artifactstore.errors import InvalidInput, StorageError
+from artifactstore.testing.targets import assert_absent, assert_holds, get, payload, put, s3_target
+from tests.dataplane.s3server import S3Server
+
+MiB = 1 << 20
+
+
+def _fresh(server: S3Server) -> S3Backend:
+    backend = s3_target(server.bucket, server.endpoint, f"own-{uuid.uuid4().hex}").backend
+    assert isinstance(backend, S3Backend)
+    return backend
+
+
+def _large(backend: S3Backend, key: str, data: bytes) -> None:
+    """Write ``data`` (larger than a part) in 1 MiB pieces: the multipart path."""
+    assert len(data) > PART_SIZE
+    put(backend, key, data, chunk=MiB)
+
+
+def test_the_url_names_bucket_prefix_endpoint_and_region(s3_server: S3Server) -> None:
+    prefix = f"url-{uuid.uuid4().hex}/nested"
+    url = f"s3://{s3_server.bucket}/{prefix}?endpoint={s3_server.endpoint}&region=us-east-1"
+    backend = open_backend(url, "COLD_STORAGE_URL", fsync=True, name="cold")
+    assert isinstance(backend, S3Backend)
+    assert backend.properties.name == "cold"
+    assert backend.properties.local_root is None
+    put(backend, "blobs/x", b"bytes")
+    listed = backend.client.list_objects_v2(Bucket=s3_server.bucket, Prefix=prefix)
+    assert [o["Key"] for o in listed["Contents"]] == [f"{prefix}/blobs/x"]
+    assert list(backend.list()) == ["blobs/x"]
+    backend.delete("blobs/x")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("s3:///prefix?endpoint=http://127.0.0.1:1", "names a bucket"),
+        ("s3://bucket/p?endpoint=http://127.0.0.1:1&secret=x", "unknown s3:// URL parameter"),
+    ],
+)
+def test_bad_urls_are_refused(url: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        open_backend(url, "STORAGE_URL", fsync=True, name="local")
+
+
+def test_a_large_object_is_an_upload_until_its_batch_commits(s3_server: S3Server) -> None:
+    b = _fresh(s3_server)
+    data = payload(1, PART_SIZE + 3 * MiB + 5)
+    batch = b.batch()
+    writer = batch.writer()
+    writer.write(data[:PART_SIZE])
+    writer.write(data[PART_SIZE:])
+    assert len(b.staging()) == 1, "the first full part opens a multipart upload"
+    writer.commit("big")
+    assert_absent(b, "big")
+    batch.commit()
+    assert_holds(b, "big", data)
+    assert b.staging() == []
+    b.delete("big")
+
+    cancelled = b.batch()
+    writer = cancelled.writer()
+    writer.write(data)
+    writer.commit("big")
+    assert b.staging() != []
+    cancelled.cancel()
+    assert b.staging() == []
+    assert_absent(b, "big")
+
+
+def test_a_large_copy_never_replaces_the_first(s3_server: S3Server) -> None:
+    b = _fresh(s3_server)
+    put(b, "first", b"original")
+    _large(b, "first", payload(2, PART_SIZE + 1))
+    assert_holds(b, "first", b"original")
+    assert b.staging() == []
+    b.delete("first")
+
+
+def test_objects_past_the_copy_limit_are_copied_in_parts(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CopyObject stops at 5 GiB: larger objects are copied with UploadPartCopy.
+    # The limit is lowered so a small object takes that path.
+    monkeypatch.setattr(s3_module, "COPY_LIMIT", 10 * MiB)
+    monkeypatch.setattr(s3_module, "COPY_PART", 5 * MiB)
+    b = _fresh(s3_server)
+    data = payload(3, 2 * PART_SIZE + 123)
+    _large(b, "huge", data)
+    assert_holds(b, "huge", data)
+    etag = b.client.head_object(Bucket=b.bucket, Key=b.prefix + "huge")["ETag"]
+    assert etag.strip('"').endswith("-4"), f"{etag} is not a 4-part copy"
+    assert get(b, "huge", 5 * MiB - 2, 4) == data[5 * MiB - 2 : 5 * MiB + 2]
+    assert b.staging() == []
+    b.delete("huge")
+
+
+def test_sweep_removes_old_staging_only(s3_server: S3Server) -> None:
+    b = _fresh(s3_server)
+    # What a crash between completing an upload and copying it leaves.
+    b.client.put_object(Bucket=b.bucket, Key=b.prefix + "tmp/left.part", Body=b"x")
+    assert b.sweep_staging(3600) == 0
+    assert b.staging() == [b.prefix + "tmp/left.part"]
+    time.sleep(1.1)
+    assert b.sweep_staging(0.5) == 1
+    assert b.staging() == []
+
+
+def test_sweep_aborts_abandoned_uploads(s3_server: S3Server) -> None:
+    # moto reports every upload as initiated in 2010, so only "old" is testable here.
+    b = _fresh(s3_server)
+    batch = b.batch()
+    writer = batch.writer()
+    writer.write(payload(4, PART_SIZE))  # a crash would leave this upload open
+    assert len(b.staging()) == 1
+    assert b.sweep_staging(3600) == 1
+    assert b.staging() == []
+
+
+def test_a_missing_bucket_is_a_storage_error_not_an_absent_object(s3_server: S3Server) -> None:
+    b = S3Backend(f"missing-{uuid.uuid4().hex[:12]}", endpoint=s3_server.endpoint)
+    with pytest.raises(StorageError):
+        b.health()
+    with pytest.raises(StorageError):
+        put(b, "k", b"data")
+    with pytest.raises(StorageError):
+        list(b.list())
+
+
+def test_reserved_staging_keys_are_refused(s3_server: S3Server) -> None:
+    b = _fresh(s3_server)
+    for key in ("tmp", "tmp/x", "", "a//b", "../x", "a/./b"):
+        with pytest.raises(StorageError):
+            b.stat(key)
+    b.health()
+    assert list(b.list()) == []
+    assert b.staging() == []
