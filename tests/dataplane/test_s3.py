@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,9 @@ from artifactstore.dataplane.backends import open_backend
 from artifactstore.dataplane.backends import s3 as s3_module
 from artifactstore.dataplane.backends.s3 import PART_SIZE, S3Backend
 from artifactstore.errors import InvalidInput, StorageError
+from artifactstore.store import Store
 from artifactstore.testing.targets import assert_absent, assert_holds, get, payload, put, s3_target
+from tests.conftest import make_tree
 from tests.dataplane.s3server import S3Server
 
 MiB = 1 << 20
@@ -147,3 +150,26 @@ def test_reserved_staging_keys_are_refused(s3_server: S3Server) -> None:
     b.health()
     assert list(b.list()) == []
     assert b.staging() == []
+
+
+def test_a_store_keeps_its_cold_tier_in_s3(s3_server: S3Server, tmp_path: Path) -> None:
+    prefix = f"cold-{uuid.uuid4().hex}"
+    url = f"s3://{s3_server.bucket}/{prefix}?endpoint={s3_server.endpoint}"
+    files = {"small": "s" * 40, "big": "b" * (PART_SIZE + 100)}
+    with Store.open(tmp_path / "home", cold_storage_url=url) as store:
+        store.push("ci/app:1", [make_tree(tmp_path / "tree", files)])
+        store.tier_move("ci/app:1", "cold")
+        cold = store.plane.cold
+        assert cold is not None and isinstance(cold, S3Backend)
+        stored = sorted(len(get(cold, key)) for key in cold.list())
+        assert stored == sorted(len(v) for v in files.values())
+        store.tier_restore("ci/app:1")
+        store.pull("ci/app:1", tmp_path / "out")
+    for name, content in files.items():
+        assert (tmp_path / "out" / name).read_text() == content
+
+
+def test_the_hot_tier_still_needs_a_directory(s3_server: S3Server, tmp_path: Path) -> None:
+    url = f"s3://{s3_server.bucket}/hot?endpoint={s3_server.endpoint}"
+    with pytest.raises(InvalidInput, match="upload staging needs a file://"):
+        Store.open(tmp_path / "home", storage_url=url)
