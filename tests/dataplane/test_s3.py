@@ -147,6 +147,12 @@ def test_reserved_staging_keys_are_refused(s3_server: S3Server) -> None:
     for key in ("tmp", "tmp/x", "", "a//b", "../x", "a/./b"):
         with pytest.raises(StorageError):
             b.stat(key)
+    batch = b.batch()
+    writer = batch.writer()
+    writer.write(b"x")
+    with pytest.raises(StorageError):
+        writer.commit("tmp/x")  # refused at once, not when the batch publishes
+    batch.cancel()
     b.health()
     assert list(b.list()) == []
     assert b.staging() == []

@@ -35,6 +35,8 @@ import contextlib
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
@@ -59,6 +61,8 @@ PART_SIZE = 8 << 20
 COPY_LIMIT = 5 << 30
 COPY_PART = 512 << 20
 _READ_CHUNK = 1 << 20
+#: Objects a batch publishes at once: S3 latency, not bandwidth, bounds small objects.
+_PUBLISHERS = 16
 _STAGING = "tmp/"
 _ABSENT = frozenset({"404", "NoSuchKey", "NotFound"})
 _EXISTS = frozenset({"412", "PreconditionFailed"})
@@ -118,7 +122,7 @@ class _S3Writer:
     def commit(self, key: str) -> None:
         if self._buf is None:
             raise StorageError("commit after commit or cancel")
-        self._batch._b._full(key)  # refuse a bad key now, not at batch commit
+        self._batch._b._object(key)  # refuse a bad key now, not at batch commit
         buf, self._buf = self._buf, None
         if self._upload_id is None:
             self._batch._staged.append(_Staged(key, bytes(buf), None, None, [], len(buf)))
@@ -143,26 +147,16 @@ class _S3Writer:
             self._batch._b._abort(self._upload_key, upload_id)
 
 
+@dataclass(slots=True)
 class _Staged:
-    """A finished object waiting for its batch: bytes in memory, or a completed-to-be upload."""
+    """A finished object waiting for its batch: bytes in memory, or an upload to complete."""
 
-    __slots__ = ("data", "key", "parts", "size", "upload_id", "upload_key")
-
-    def __init__(
-        self,
-        key: str,
-        data: bytes,
-        upload_key: str | None,
-        upload_id: str | None,
-        parts: list[CompletedPartTypeDef],
-        size: int,
-    ) -> None:
-        self.size = size
-        self.key = key
-        self.data = data
-        self.upload_key = upload_key
-        self.upload_id = upload_id
-        self.parts = parts
+    key: str
+    data: bytes
+    upload_key: str | None
+    upload_id: str | None
+    parts: list[CompletedPartTypeDef]
+    size: int
 
 
 class _S3Batch:
@@ -177,15 +171,21 @@ class _S3Batch:
         return w
 
     def commit(self) -> None:
+        """Publish every staged object, up to ``_PUBLISHERS`` at once (each is one request).
+
+        Every object is attempted; the first failure is raised once all have
+        finished, and each failed object has already cleaned up its upload.
+        """
         staged, self._staged = self._staged, []
         self._open = []
-        try:
-            while staged:
-                self._b._publish(staged[0])
-                staged.pop(0)
-        finally:
-            for item in staged:  # what a failure left unpublished
-                self._b._discard(item)
+        if len(staged) <= 1:
+            for item in staged:
+                self._b._publish(item)
+            return
+        with ThreadPoolExecutor(min(_PUBLISHERS, len(staged))) as pool:
+            done = [pool.submit(self._b._publish, item) for item in staged]
+        for future in done:
+            future.result()
 
     def cancel(self) -> None:
         for w in self._open:
