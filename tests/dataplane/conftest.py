@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from artifactstore.dataplane.backends.local import LocalBackend
 from artifactstore.dataplane.backends.memory import MemoryBackend
+from artifactstore.dataplane.backends.s3 import S3Backend
 from artifactstore.dataplane.blobs import (
     DataPlane,
     IngestBatch,
@@ -22,6 +24,7 @@ from artifactstore.dataplane.blobs import (
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
 from artifactstore.model.records import Placement
 from artifactstore.testing.backend_contract import ContractTarget, local_target, memory_target
+from artifactstore.testing.targets import s3_target
 from tests.dataplane.s3server import S3Server, run_s3_server
 
 
@@ -54,12 +57,26 @@ def _flip_file(backend: LocalBackend) -> Callable[[str, int], None]:
     return flip
 
 
-@pytest.fixture(params=["memory", "local"])
+def _flip_object(backend: S3Backend) -> Callable[[str, int], None]:
+    def flip(key: str, position: int) -> None:
+        data = bytearray(b"".join(backend.read(key)))
+        data[position] ^= 0xFF
+        backend.client.put_object(Bucket=backend.bucket, Key=backend.prefix + key, Body=data)
+
+    return flip
+
+
+@pytest.fixture(params=["memory", "local", "s3"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     if request.param == "memory":
         target = memory_target()
         assert isinstance(target.backend, MemoryBackend)
         h = Harness(target, target.backend.corrupt)
+    elif request.param == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        target = s3_target(server.bucket, server.endpoint, f"plane-{uuid.uuid4().hex}")
+        assert isinstance(target.backend, S3Backend)
+        h = Harness(target, _flip_object(target.backend))
     else:
         target = local_target(tmp_path / "storage")
         assert isinstance(target.backend, LocalBackend)
