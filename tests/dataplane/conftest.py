@@ -61,7 +61,7 @@ def _flip_object(backend: S3Backend) -> Callable[[str, int], None]:
     def flip(key: str, position: int) -> None:
         data = bytearray(b"".join(backend.read(key)))
         data[position] ^= 0xFF
-        backend.client.put_object(Bucket=backend.bucket, Key=backend.prefix + key, Body=data)
+        backend.client.put_object(Bucket=backend.bucket, Key=backend.prefix + key, Body=bytes(data))
 
     return flip
 
