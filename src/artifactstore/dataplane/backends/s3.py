@@ -66,6 +66,7 @@ _PUBLISHERS = 16
 _STAGING = "tmp/"
 _ABSENT = frozenset({"404", "NoSuchKey", "NotFound"})
 _EXISTS = frozenset({"412", "PreconditionFailed"})
+_PAST_END = frozenset({"416", "InvalidRange"})
 
 
 def _code(exc: ClientError) -> str:
@@ -370,28 +371,35 @@ class S3Backend:
         return self._head(self._object(key))
 
     def read(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """One GET (ranged unless the whole object is asked for); a HEAD only when empty.
+
+        S3 answers 416 to a range that starts at or past the end (or any range
+        of an empty object): the HEAD then tells an empty answer from an absent key.
+        """
         full = self._object(key)
-        if length == 0 or offset > 0 or length is not None:
-            # S3 refuses a range that starts at or past the end (416): ask the
-            # size first when the range may be empty, and clip the range to it.
-            size = self._head(full)
-            if size is None:
-                raise BlobNotFound(f"object {key} is absent")
-            end = size if length is None else min(size, offset + length)
-            if end <= offset:
-                return iter(())
-            extra: dict[str, str] = {"Range": f"bytes={offset}-{end - 1}"}
-        else:
-            extra = {}
+        if length == 0:
+            return self._empty(full, key)
+        whole = offset == 0 and length is None
+        ranged = f"bytes={offset}-{'' if length is None else offset + length - 1}"
         try:
-            got = self._client.get_object(Bucket=self._bucket, Key=full, **extra)  # type: ignore[arg-type]
+            if whole:
+                got = self._client.get_object(Bucket=self._bucket, Key=full)
+            else:
+                got = self._client.get_object(Bucket=self._bucket, Key=full, Range=ranged)
         except ClientError as exc:
             if _code(exc) in _ABSENT:
                 raise BlobNotFound(f"object {key} is absent") from exc
+            if _code(exc) in _PAST_END:
+                return self._empty(full, key)
             raise _error(f"reading {key} failed", exc) from exc
         except BotoCoreError as exc:
             raise _error(f"reading {key} failed", exc) from exc
         return self._stream(got["Body"], key)
+
+    def _empty(self, full: str, key: str) -> Iterator[bytes]:
+        if self._head(full) is None:
+            raise BlobNotFound(f"object {key} is absent")
+        return iter(())
 
     @staticmethod
     def _stream(body: Any, key: str) -> Iterator[bytes]:
