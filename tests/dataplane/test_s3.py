@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -179,3 +181,40 @@ def test_the_hot_tier_still_needs_a_directory(s3_server: S3Server, tmp_path: Pat
     url = f"s3://{s3_server.bucket}/hot?endpoint={s3_server.endpoint}"
     with pytest.raises(InvalidInput, match="upload staging needs a file://"):
         Store.open(tmp_path / "home", storage_url=url)
+
+
+class _FlakyS3(http.server.BaseHTTPRequestHandler):
+    """Answers HEAD with 503 (S3's "slow down") for the first ``failures`` requests, then 200."""
+
+    failures = 2
+    seen: list[str] = []
+
+    def do_HEAD(self) -> None:
+        self.seen.append(self.path)
+        if len(self.seen) <= self.failures:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+        else:
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.send_header("ETag", '"abc"')
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def test_transient_errors_are_retried(s3_server: S3Server) -> None:
+    # s3_server only for its dummy credentials: this server is a tiny flaky one.
+    _FlakyS3.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyS3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        b = S3Backend("bucket", "p", endpoint=endpoint, region="us-east-1")
+        assert b.stat("k") == 5
+        assert len(_FlakyS3.seen) == 3, "two 503s, then the answer"
+    finally:
+        server.shutdown()
+        server.server_close()
