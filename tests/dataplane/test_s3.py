@@ -218,3 +218,30 @@ def test_transient_errors_are_retried(s3_server: S3Server) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_batch_past_its_memory_spills_small_objects_to_staging(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A push of many medium files must not hold them all in memory until commit.
+    monkeypatch.setattr(s3_module, "BATCH_MEMORY", 250_000)
+    b = _fresh(s3_server)
+    contents = {f"f{i}": payload(50 + i, 100_000) for i in range(5)}
+    for cancel in (True, False):
+        batch = b.batch()
+        for key, data in contents.items():
+            writer = batch.writer()
+            writer.write(data)
+            writer.commit(key)
+        assert len(b.staging()) == 3, "two objects in memory, three spilled to tmp/"
+        assert list(b.list()) == []
+        if cancel:
+            batch.cancel()
+            assert b.staging() == []
+            continue
+        batch.commit()
+        for key, data in contents.items():
+            assert_holds(b, key, data)
+    assert b.staging() == []
+    for key in contents:
+        b.delete(key)

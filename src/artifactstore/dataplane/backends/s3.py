@@ -9,12 +9,13 @@ Two phases, as the protocol asks:
 * A writer keeps at most one part (``PART_SIZE``) in memory. An object that
   outgrows it becomes a multipart upload to a staging key under ``tmp/``
   (the final key is a content address, known only at ``Writer.commit``, and
-  S3 cannot rename). A smaller object stays in its writer's buffer until the
-  batch commits.
+  S3 cannot rename). A smaller object stays in memory until the batch
+  commits, up to ``BATCH_MEMORY`` per batch; past that it is written to a
+  ``tmp/`` staging key too, so a batch's memory stays bounded.
 * ``WriteBatch.commit()`` publishes a small object with one
   ``PUT ... If-None-Match: *``: the first copy of a key wins, atomically on the
   server, which is what content addresses need (a ``412`` means the key
-  already holds the same bytes). A large object's upload is completed at its
+  already holds the same bytes). A large (or spilled) object's upload is completed at its
   staging key, copied server-side to its key unless a ``HEAD`` finds it there
   (``CopyObject`` takes no ``If-None-Match``; two racing copies of one key
   write the same bytes), and the staging object deleted.
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
 
-__all__ = ["COPY_LIMIT", "COPY_PART", "PART_SIZE", "S3Backend", "open_s3"]
+__all__ = ["BATCH_MEMORY", "COPY_LIMIT", "COPY_PART", "PART_SIZE", "S3Backend", "open_s3"]
 
 #: One multipart part, and the most a writer buffers. S3 wants >= 5 MiB parts
 #: (but the last) and at most 10,000 of them: 8 MiB parts carry 78 GiB.
@@ -63,6 +64,8 @@ COPY_PART = 512 << 20
 _READ_CHUNK = 1 << 20
 #: Objects a batch publishes at once: S3 latency, not bandwidth, bounds small objects.
 _PUBLISHERS = 16
+#: Small objects a batch keeps in memory until it commits; past it they go to ``tmp/``.
+BATCH_MEMORY = 64 << 20
 _STAGING = "tmp/"
 _ABSENT = frozenset({"404", "NoSuchKey", "NotFound"})
 _EXISTS = frozenset({"412", "PreconditionFailed"})
@@ -126,7 +129,7 @@ class _S3Writer:
         self._batch._b._object(key)  # refuse a bad key now, not at batch commit
         buf, self._buf = self._buf, None
         if self._upload_id is None:
-            self._batch._staged.append(_Staged(key, bytes(buf), None, None, [], len(buf)))
+            self._batch._stage_small(key, buf, self._upload_key)
             return
         try:
             if buf:
@@ -165,6 +168,16 @@ class _S3Batch:
         self._b = backend
         self._staged: list[_Staged] = []
         self._open: list[_S3Writer] = []
+        self._held = 0  # bytes of small objects kept in memory
+
+    def _stage_small(self, key: str, data: bytearray, spill_key: str) -> None:
+        """Keep a small object in memory, or past ``BATCH_MEMORY`` a batch holds, in ``tmp/``."""
+        if self._held + len(data) <= BATCH_MEMORY:
+            self._held += len(data)
+            self._staged.append(_Staged(key, bytes(data), None, None, [], len(data)))
+            return
+        self._b._put_staging(spill_key, bytes(data))
+        self._staged.append(_Staged(key, b"", spill_key, None, [], len(data)))
 
     def writer(self) -> _S3Writer:
         w = _S3Writer(self)
@@ -179,6 +192,7 @@ class _S3Batch:
         """
         staged, self._staged = self._staged, []
         self._open = []
+        self._held = 0
         if len(staged) <= 1:
             for item in staged:
                 self._b._publish(item)
@@ -264,26 +278,31 @@ class S3Backend:
 
     def _publish(self, item: _Staged) -> None:
         dest = self._object(item.key)
-        if item.upload_id is None:
+        if item.upload_key is None:
             self._put_if_absent(dest, item.data)
             return
-        assert item.upload_key is not None
-        upload_key, upload_id = item.upload_key, item.upload_id
-        item.upload_id = None
+        if item.upload_id is not None:
+            upload_id, item.upload_id = item.upload_id, None
+            try:
+                self._client.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=item.upload_key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": item.parts},
+                )
+            except (ClientError, BotoCoreError) as exc:
+                self._abort(item.upload_key, upload_id)
+                raise _error(f"completing the upload of {item.key} failed", exc) from exc
         try:
-            self._client.complete_multipart_upload(
-                Bucket=self._bucket,
-                Key=upload_key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": item.parts},
-            )
-        except (ClientError, BotoCoreError) as exc:
-            self._abort(upload_key, upload_id)
-            raise _error(f"completing the upload of {item.key} failed", exc) from exc
-        try:
-            self._copy_if_absent(upload_key, dest, item.size)
+            self._copy_if_absent(item.upload_key, dest, item.size)
         finally:
-            self._delete_raw(upload_key)
+            self._delete_raw(item.upload_key)
+
+    def _put_staging(self, full_key: str, data: bytes) -> None:
+        try:
+            self._client.put_object(Bucket=self._bucket, Key=full_key, Body=data)
+        except (ClientError, BotoCoreError) as exc:
+            raise _error("writing a staging object failed", exc) from exc
 
     def _put_if_absent(self, dest: str, data: bytes) -> None:
         try:
@@ -338,9 +357,14 @@ class S3Backend:
             raise _error(f"publishing {dest} failed", exc) from exc
 
     def _discard(self, item: _Staged) -> None:
-        if item.upload_id is not None and item.upload_key is not None:
+        if item.upload_key is None:
+            return
+        if item.upload_id is not None:
             upload_id, item.upload_id = item.upload_id, None
             self._abort(item.upload_key, upload_id)
+            return
+        with contextlib.suppress(StorageError):  # the sweep finds what stays
+            self._delete_raw(item.upload_key)
 
     def _abort(self, upload_key: str, upload_id: str) -> None:
         with contextlib.suppress(ClientError, BotoCoreError):  # the sweep finds what stays
