@@ -106,7 +106,7 @@ def test_resume_with_last_event_id_gives_exactly_the_rest(live_server: Server) -
 def test_a_bad_last_event_id_is_a_clear_problem(live_server: Server, value: str) -> None:
     with live_server.client() as c:
         body = assert_problem(
-            c.get("/v1/events/stream", headers={"Last-Event-ID": value.encode()}),
+            c.get("/v1/events/stream", headers={b"Last-Event-ID": value.encode()}, timeout=10),
             422,
             "invalid_input",
         )
