@@ -246,6 +246,8 @@ def _sample(method: str, path: str, w: World) -> tuple[str, dict[str, object]]:
         kwargs["content"] = b'{"keep_days": 1}'
     if path == "/v1/retention/apply":
         url += "?dry_run=true"
+    if path == "/v1/events/stream":  # an allowed stream would never end: refused after auth
+        kwargs["headers"] = {"Last-Event-ID": "not-a-seq"}
     return url, kwargs
 
 

@@ -269,11 +269,11 @@ class HttpClient:
         return response
 
     @contextmanager
-    def stream(self, method: str, path: str) -> Iterator[httpx.Response]:
+    def stream(self, method: str, path: str, **kw: Any) -> Iterator[httpx.Response]:
         """A streamed response (status checked before the body); transport errors, also
         while the caller reads the body, as the RemoteError that names their cause."""
         try:
-            with self._http.stream(method, path) as response:
+            with self._http.stream(method, path, **kw) as response:
                 self._check(response, api=False)
                 yield response
         except httpx.TransportError as exc:

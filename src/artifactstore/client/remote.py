@@ -13,7 +13,9 @@ server's offsets instead of starting again.
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Unpack
@@ -47,6 +49,8 @@ from artifactstore.model.versions import Page, PushResult, VersionListing
 __all__ = ["RemoteStore"]
 
 CHUNK = 1 << 20
+# How long ``follow_events`` keeps reconnecting after its stream broke off (a restart).
+FOLLOW_RECONNECT_FOR = 60.0
 
 
 def _check_manifest(listing: VersionListing, asked: Reference) -> None:
@@ -313,17 +317,53 @@ class RemoteStore:
         while limit is None or len(out) < limit:
             page = min(1000, limit - len(out)) if limit is not None else 1000
             body = self._request("GET", "/v1/events", params={"after": after, "limit": page}).json()
-            try:
-                batch = [Event.from_json(e) for e in body["events"]]
-            except ValueError as exc:
-                raise errors.ArtifactStoreError(
-                    f"the server sent a malformed event: {exc}"
-                ) from exc
+            batch = [_event_from(e) for e in body["events"]]
             out.extend(batch)
             if len(batch) < page:
                 break
             after = batch[-1].seq
         return out
+
+    def follow_events(self, after: int = 0) -> Iterator[Event]:
+        """Every event after ``after``, then each one the server commits, for as long as
+        the caller iterates (``GET /v1/events/stream``).
+
+        A dropped connection is resumed with ``Last-Event-ID`` = the last seq
+        yielded, so nothing is missed or repeated; reconnecting is retried for
+        ``FOLLOW_RECONNECT_FOR`` seconds (a server restart), then the error is
+        raised. A first connection that fails raises at once (a wrong URL)."""
+        from httpx_sse import EventSource, SSEError
+
+        # The server sends a keep-alive comment every 15 s: a quiet stream is no timeout.
+        timeout = httpx.Timeout(max(self._http.timeout, 60.0), connect=10.0)
+        connected, give_up_at, pause = False, 0.0, 0.1
+        while True:
+            try:
+                with self._http.stream(
+                    "GET",
+                    "/v1/events/stream",
+                    headers={"Last-Event-ID": str(after)},
+                    timeout=timeout,
+                ) as response:
+                    connected, give_up_at, pause = True, 0.0, 0.1
+                    for message in EventSource(response).iter_sse():
+                        if not message.data:  # a keep-alive or a retry hint
+                            continue
+                        event = _event_from(message.data)
+                        if event.seq > after:
+                            after = event.seq
+                            yield event
+            except SSEError as exc:
+                raise errors.BadResponse(
+                    f"{self.url} did not answer with an event stream ({exc})"
+                ) from None
+            except (errors.ServerUnreachable, errors.ServerTimeout):
+                now = time.monotonic()
+                give_up_at = give_up_at or now + FOLLOW_RECONNECT_FOR
+                if not connected or now > give_up_at:
+                    raise
+            time.sleep(pause)  # the stream ended (a server shutting down) or broke off
+            pause = min(pause * 2, 2.0)
 
     def verify_chain(self) -> int:
         """Re-compute every event hash on the client; raises ChainBroken at the first bad one."""
@@ -398,3 +438,12 @@ class RemoteStore:
             content=manifest.to_cbor(),
             headers={"Content-Type": "application/cbor"},
         )
+
+
+def _event_from(item: Any) -> Event:
+    """One event as the server sent it (its JSON form, or that as text in a stream's
+    ``data:``); a malformed one is the server's fault, said so."""
+    try:
+        return Event.from_json(json.loads(item) if isinstance(item, str) else item)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise errors.ArtifactStoreError(f"the server sent a malformed event: {exc}") from exc

@@ -316,6 +316,7 @@ ROUTE_SCOPES: dict[tuple[str, str], tuple[Action, NsSource]] = {
     ("GET", "/v1/schemas/{schema_id}"): ("authenticated", "none"),
     ("GET", "/v1/schemas"): ("authenticated", "none"),
     ("GET", "/v1/events"): ("admin", "none"),
+    ("GET", "/v1/events/stream"): ("admin", "none"),
     ("POST", "/v1/admin/gc"): ("admin", "none"),
     ("POST", "/v1/tokens"): ("admin", "none"),
     ("GET", "/v1/tokens"): ("admin", "none"),

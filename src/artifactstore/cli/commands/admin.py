@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,6 +15,9 @@ from artifactstore.cli.output import emit_json, human_size, note
 from artifactstore.config import parse_duration
 from artifactstore.errors import InvalidInput
 from artifactstore.model.identity import Reference
+
+if TYPE_CHECKING:
+    from artifactstore.model.events import Event
 
 __all__ = ["COMMANDS"]
 
@@ -82,19 +87,32 @@ def events(
         count = store.verify_chain()
         note(f"event chain verified: {count} events, no edit, removal or reordering")
         return
+    if follow and ctx.remote:
+        # The server pushes each event as it commits (GET /v1/events/stream).
+        from artifactstore.client.remote import RemoteStore
+
+        assert isinstance(store, RemoteStore)
+        for e in itertools.islice(store.follow_events(after), limit):
+            _print_event(e, as_json)
+        return
     printed = 0
     while True:
         batch = store.events(after, None if limit is None else limit - printed)
         for e in batch:
-            if as_json:
-                click.echo(json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True))
-            else:
-                click.echo(f"{e.seq:>8}  {e.time}  {e.type:<18} {e.subject}  by {e.actor}")
+            _print_event(e, as_json)
             after = e.seq
             printed += 1
         if not follow or (limit is not None and printed >= limit):
             return
         time.sleep(1.0)
+
+
+def _print_event(e: Event, as_json: bool) -> None:
+    """One line per event (click.echo flushes it: a follower reads each as it arrives)."""
+    if as_json:
+        click.echo(json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True))
+    else:
+        click.echo(f"{e.seq:>8}  {e.time}  {e.type:<18} {e.subject}  by {e.actor}")
 
 
 @click.command()
