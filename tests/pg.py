@@ -57,8 +57,7 @@ def new_database() -> Iterator[str]:
     try:
         admin = _admin()
     except psycopg.OperationalError as exc:
-        lines = str(exc).strip().splitlines()
-        unreachable(lines[-1] if lines else type(exc).__name__)
+        unreachable(" ".join(line.strip() for line in str(exc).splitlines()) or repr(exc))
         raise  # unreachable() raised; this satisfies the type checker
     name = f"artifactstore_test_{secrets.token_hex(6)}"
     with closing(admin):
