@@ -230,10 +230,14 @@ def whole_store(clean_env: None, tmp_path: Path, database_url: str | None) -> It
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
+def cli(tmp_path: Path, database_url: str | None) -> Cli:
+    """The CLI on the test's home, and on its store's database where that is PostgreSQL."""
     work = tmp_path / "work"
     work.mkdir()
-    return Cli(tmp_path / "home", work)
+    runner = Cli(tmp_path / "home", work)
+    if database_url is not None:
+        runner.env["ARTIFACTSTORE_DATABASE_URL"] = database_url
+    return runner
 
 
 def stored_objects(root: Path) -> set[str]:
