@@ -19,6 +19,9 @@ import httpx
 import pytest
 
 from artifactstore.store import Store
+from tests.pg import empty_postgresql, postgresql_session, postgresql_url
+
+__all__ = ["empty_postgresql", "postgresql_session", "postgresql_url"]  # fixtures for all
 
 #: The installed console script of this virtual environment.
 ARTIFACTSTORE = Path(sys.executable).parent / "artifactstore"
@@ -172,10 +175,43 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "engines(*names): run the test on each metadata database engine named "
+        "('sqlite', 'postgresql') through the `engine` fixture; unmarked tests use SQLite",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise ``engine`` over the engines a test, class or module is marked with."""
+    marker = metafunc.definition.get_closest_marker("engines")
+    if marker is not None and "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", marker.args)
+
+
 @pytest.fixture
-def store(clean_env: None, tmp_path: Path) -> Iterator[Store]:
+def engine() -> str:
+    """The metadata database engine of an unmarked test (see ``pytest_generate_tests``)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def database_url(engine: str, request: pytest.FixtureRequest) -> str | None:
+    """The database URL a test's store uses: None for the default SQLite file under its
+    home, else an emptied PostgreSQL database of the session's own (``tests/pg.py``)."""
+    if engine == "sqlite":
+        return None
+    assert engine == "postgresql", engine
+    url = request.getfixturevalue("postgresql_url")
+    assert isinstance(url, str)
+    return url
+
+
+@pytest.fixture
+def store(clean_env: None, tmp_path: Path, database_url: str | None) -> Iterator[Store]:
     """A fresh store (GC grace 0, so collection needs no waiting), closed at teardown."""
-    s = Store.open(tmp_path / "home", gc_grace=0.0)
+    s = Store.open(tmp_path / "home", gc_grace=0.0, database_url=database_url)
     try:
         yield s
     finally:
@@ -183,10 +219,10 @@ def store(clean_env: None, tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-def whole_store(clean_env: None, tmp_path: Path) -> Iterator[Store]:
+def whole_store(clean_env: None, tmp_path: Path, database_url: str | None) -> Iterator[Store]:
     """The same, with no packs: every file's bytes are an object at the blob's own key,
     for tests that follow those bytes (packs have tests/test_packs.py)."""
-    s = Store.open(tmp_path / "home", gc_grace=0.0, pack_max_bytes=0)
+    s = Store.open(tmp_path / "home", gc_grace=0.0, pack_max_bytes=0, database_url=database_url)
     try:
         yield s
     finally:
@@ -194,10 +230,14 @@ def whole_store(clean_env: None, tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
+def cli(tmp_path: Path, database_url: str | None) -> Cli:
+    """The CLI on the test's home, and on its store's database where that is PostgreSQL."""
     work = tmp_path / "work"
     work.mkdir()
-    return Cli(tmp_path / "home", work)
+    runner = Cli(tmp_path / "home", work)
+    if database_url is not None:
+        runner.env["ARTIFACTSTORE_DATABASE_URL"] = database_url
+    return runner
 
 
 def stored_objects(root: Path) -> set[str]:

@@ -25,6 +25,8 @@ from artifactstore.model.identity import Digest
 from artifactstore.store import Store
 from tests.conftest import make_tree, read_tree
 
+pytestmark = pytest.mark.engines("sqlite", "postgresql")
+
 TREE: dict[str, bytes | str] = {
     "bin/app": b"\x7fELF" + bytes(range(256)) * 40,
     "empty.log": b"",
@@ -370,7 +372,7 @@ def test_events_chain_and_rebuild(store: Store, tmp_path: Path) -> None:
 def test_store_survives_reopen(store: Store, tmp_path: Path) -> None:
     rec = store.push("ci/app:1", [make_tree(tmp_path / "d", TREE)]).record
     store.close()
-    with Store.open(store.settings.home, create=False) as again:
+    with Store.from_config(store.settings, create=False) as again:
         assert again.show("ci/app:1").digest == rec.digest
         assert again.verify().ok
         assert again.verify_chain() == len(again.events())

@@ -26,6 +26,8 @@ from artifactstore.model.records import GcReport
 from artifactstore.store import Store
 from tests.conftest import Cli, make_tree
 
+pytestmark = pytest.mark.engines("sqlite", "postgresql")
+
 # --- helpers ------------------------------------------------------------------------------------
 
 
@@ -95,7 +97,12 @@ def store(whole_store: Store) -> Store:
 @pytest.fixture
 def other(store: Store) -> Iterator[Store]:
     """A second Store on the same data directory: another process, as far as SQLite cares."""
-    s = Store.open(store.settings.home, gc_grace=0.0, pack_max_bytes=0)
+    s = Store.open(
+        store.settings.home,
+        gc_grace=0.0,
+        pack_max_bytes=0,
+        database_url=store.settings.database_url,
+    )
     try:
         yield s
     finally:

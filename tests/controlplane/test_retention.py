@@ -44,6 +44,8 @@ from artifactstore.model.retention import (
 from artifactstore.store import Store
 from tests.conftest import make_tree
 
+pytestmark = pytest.mark.engines("sqlite", "postgresql")
+
 DAY = 86400.0
 #: A whole second, so ages in whole hours are exact in floating point.
 NOW = 1_900_000_000.0

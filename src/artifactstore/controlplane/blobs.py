@@ -18,7 +18,7 @@ from sqlalchemy import BindParameter, Connection, Row, Select, bindparam, exists
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, values_in
-from artifactstore.controlplane.eventlog import append, append_many
+from artifactstore.controlplane.eventlog import append, append_many, serialise
 from artifactstore.errors import MissingBlobs
 from artifactstore.model.events import BlobClaimed, BlobsStored, BlobStored, Location
 from artifactstore.model.identity import BlobDigests, Digest
@@ -304,6 +304,10 @@ def record_stored(
     ``blob.claimed`` unless the namespace already holds them.
     """
     touch(conn, (place.key for _, place in blobs if place is not None), now)
+    # Which blobs are new is decided under the log's append lock (after the lease
+    # rows, the order GC takes them in): two replicas recording the same new blob
+    # at once then append one blob.stored and one claim, not two rows of one key.
+    serialise(conn)
     wanted = {str(d.blake3): (d, place) for d, place in blobs}
     names = sorted(wanted)
     present = recorded(conn, names)

@@ -2,8 +2,11 @@
 
 Each event's hash covers its predecessor's hash and the canonical CBOR of its
 own fields, so editing, removing or reordering any event breaks the chain at
-that event. Appends are serialised on the single ``chain_head`` row (the
-SQLite write lock does it too), which keeps ``seq`` gapless under concurrency.
+that event. Appends are serialised (:func:`serialise`), which keeps ``seq``
+gapless and the chain linear under concurrent writers, in one process or many:
+on SQLite the database's write lock does it, on PostgreSQL a transaction-level
+advisory lock. Not a row lock on ``chain_head``: before the first event there
+is no row to lock, and replicas racing to append it both wrote ``seq`` 1.
 
 An event and its effect on the views are written in the same transaction:
 :func:`append` records the typed event and immediately runs the projection,
@@ -20,7 +23,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, select, text, update
 
 from artifactstore.controlplane.db.bulk import insert_rows
 from artifactstore.controlplane.db.tables import chain_head, events
@@ -29,7 +32,22 @@ from artifactstore.errors import ChainBroken
 from artifactstore.model.clock import utc_now
 from artifactstore.model.events import GENESIS, Event, TypedEvent, event_hash, payload_text
 
-__all__ = ["append", "append_many", "iter_events", "verify_chain"]
+__all__ = ["append", "append_many", "iter_events", "serialise", "verify_chain"]
+
+#: The PostgreSQL advisory lock (a 64-bit key of our choosing) that appends take turns on.
+_APPEND_LOCK = 0x4152_5453_4556_4E54  # "ARTSEVNT"
+
+
+def serialise(conn: Connection) -> None:
+    """Take the log's append lock, held until the caller's transaction ends.
+
+    Every append takes it; a check that must see every commit made before its
+    own (protection, a version's existence) takes it first too: under READ
+    COMMITTED each later statement then sees them. On SQLite the transaction
+    already holds the write lock (``BEGIN IMMEDIATE``), which serialises as much.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK})
 
 
 def append(conn: Connection, event: TypedEvent, actor: str) -> Event:
@@ -45,8 +63,9 @@ def append_many(conn: Connection, items: Sequence[TypedEvent], actor: str) -> li
     """
     if not items:
         return []
+    serialise(conn)
     head = conn.execute(
-        select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1).with_for_update()
+        select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1)
     ).first()
     seq, prev = (head.seq, head.hash) if head is not None else (0, GENESIS)
     time = utc_now()

@@ -14,7 +14,7 @@ the limit. Deleting a version frees its bytes once they are neither
 referenced nor recently uploaded.
 
 **Enforcement** happens at three points, each inside a write transaction that
-first takes the chain-head lock, so concurrent checks on any database see each
+first takes the event log's append lock, so concurrent checks on any database see each
 other's effects: before a blob is recorded for the namespace (a local push,
 an upload's completion), and when a manifest is committed (an admin may
 commit blobs the namespace did not upload). Uploads with a declared length

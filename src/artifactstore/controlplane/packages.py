@@ -122,7 +122,7 @@ def commit(
             .with_for_update(read=True)
         )
         present.update((r.blake3, (r.sha256, r.size)) for r in conn.execute(q))
-    # The chain-head lock (after the blob rows, the order GC takes them in) before
+    # The event log's append lock (after the blob rows, the order GC takes them in) before
     # looking for the version: two concurrent commits of one version, or two moves
     # of one tag, then see each other on PostgreSQL too (SQLite serialises writers).
     serialise(conn)

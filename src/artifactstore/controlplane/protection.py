@@ -9,10 +9,11 @@ admin is refused exactly like anyone else. What this cannot stop is someone
 writing the database or the storage directly; pair it with the storage's
 own object lock for that.
 
-The check first takes the chain-head row lock, the lock every append takes.
-A hold or lock committed by a concurrent transaction is then visible to the
-check (PostgreSQL, READ COMMITTED; SQLite serialises writers anyway), so the
-log never shows a deletion after the hold or lock that should have refused it.
+The check first takes the event log's append lock (``eventlog.serialise``),
+which every append takes. A hold or lock committed by a concurrent
+transaction is then visible to the check (PostgreSQL, READ COMMITTED; SQLite
+serialises writers anyway), so the log never shows a deletion after the hold or
+lock that should have refused it.
 
 Ages are compared as event-time strings (``utc_iso`` is fixed-width UTC), so
 the live check, the plan and a replay agree to the microsecond.
@@ -27,6 +28,7 @@ from sqlalchemy import Connection, select
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches
+from artifactstore.controlplane.eventlog import serialise
 from artifactstore.errors import LegalHold, RetentionLocked
 from artifactstore.model.identity import Reference
 from artifactstore.model.retention import days_text, locked_until, younger_than
@@ -51,11 +53,6 @@ class Deletable(Protocol):
 
     @property
     def committed_at(self) -> str: ...
-
-
-def serialise(conn: Connection) -> None:
-    """Take the chain-head row lock (held until the transaction ends); see the module doc."""
-    conn.execute(select(t.chain_head.c.seq).where(t.chain_head.c.id == 1).with_for_update())
 
 
 def active_holds(

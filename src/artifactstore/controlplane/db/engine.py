@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from artifactstore.dataplane.reserve import Reserve, is_full
 from artifactstore.errors import StorageFull, UnmigratedDatabase
 
-__all__ = ["HEAD_REVISION", "Database"]
+__all__ = ["HEAD_REVISION", "Database", "engine_url"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -43,6 +43,27 @@ _PG_DISK_FULL = "53100"  # SQLSTATE disk_full
 
 #: How long ``Database.probe`` waits for a lock (it runs on a server's event loop).
 PROBE_BUSY_MS = 20
+
+
+#: Connections each process keeps open to PostgreSQL, and how many more it may open
+#: under a burst. A server's worker threads share them; every replica has its own.
+PG_POOL_SIZE = 10
+#: The PostgreSQL advisory lock (a 64-bit key of our choosing) migrations take turns on.
+_MIGRATE_LOCK = 0x4152_5453_4D49_4752  # "ARTSMIGR"
+PG_POOL_OVERFLOW = 10
+
+
+def engine_url(url: str) -> str:
+    """The SQLAlchemy URL for a database URL as users write it (SPEC section 10).
+
+    ``postgresql://`` (and the older ``postgres://``) would make SQLAlchemy look for
+    psycopg2; the driver we ship is psycopg 3, so they name it. A URL that already
+    names a driver (``postgresql+psycopg2://``) is left to the user's choice.
+    """
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
 
 
 def _sqlite_pragmas(dbapi_conn: Any) -> None:
@@ -87,7 +108,13 @@ class Database:
             event.listen(self.engine, "connect", self._on_connect)
             event.listen(self.engine, "begin", self._begin_deferred)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+            self.engine = create_engine(
+                engine_url(url),
+                pool_size=PG_POOL_SIZE,
+                max_overflow=PG_POOL_OVERFLOW,
+                pool_pre_ping=True,
+                hide_parameters=True,
+            )
 
     def _on_connect(self, dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
@@ -247,10 +274,7 @@ class Database:
 
     def current_revision(self) -> str | None:
         with self._translated(), self.engine.connect() as conn:
-            if not inspect(conn).has_table("alembic_version"):
-                return None
-            row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
-            return None if row is None else str(row[0])
+            return _revision(conn)
 
     def migrate(self) -> tuple[str | None, str | None]:
         """Apply every pending migration; returns (before, after) revisions."""
@@ -262,6 +286,12 @@ class Database:
             if self.is_sqlite:
                 conn.info["begin"] = "BEGIN IMMEDIATE"
             with conn.begin():
+                if not self.is_sqlite:
+                    # Replicas started together each migrate a new database: they take
+                    # turns, as BEGIN IMMEDIATE makes them on SQLite, and each later one
+                    # finds the schema current (DDL is transactional on PostgreSQL).
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
+                    before = _revision(conn)
                 cfg = Config()
                 cfg.set_main_option("script_location", str(_MIGRATIONS))
                 cfg.attributes["connection"] = conn
@@ -280,6 +310,14 @@ class Database:
             f"the database is at revision {current or 'none'} but this version of "
             f"artifact-store needs {HEAD_REVISION}: run 'artifactstore migrate' first"
         )
+
+
+def _revision(conn: Connection) -> str | None:
+    """The schema's revision as ``conn`` sees it (None: no migration ever ran)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+    return None if row is None else str(row[0])
 
 
 def _strip(exc: StatementError) -> None:
