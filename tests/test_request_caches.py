@@ -130,7 +130,7 @@ def _checked_token(store: Store, *scopes: str, expires_in: float | None = None) 
     return info, secret
 
 
-def _refused(store: Store, secret: str) -> None:
+def _assert_refused(store: Store, secret: str) -> None:
     """Neither memory nor the database accepts the token."""
     assert store.known_token(secret) is None
     assert store.authenticate(secret) is None
@@ -144,7 +144,7 @@ def test_a_revoked_token_is_refused_on_the_next_check(
     info, secret = _checked_token(a, "ci:read")
     assert a.known_token(secret) == a.authenticate(secret)
     (b if revoker == "another store" else a).revoke_token(info.id)
-    _refused(a, secret)
+    _assert_refused(a, secret)
     assert a.known_token(secret) is None  # the failed check left nothing behind
 
 
@@ -153,7 +153,7 @@ def test_an_expired_token_is_never_answered_from_the_cache(two: tuple[Store, Sto
     a, _ = two
     _info, secret = _checked_token(a, "ci:read", expires_in=1.0)
     time.sleep(1.1)
-    _refused(a, secret)
+    _assert_refused(a, secret)
 
 
 def test_commits_other_than_revocations_keep_a_token_known(
@@ -175,7 +175,7 @@ def test_only_the_exact_secret_is_known(two: tuple[Store, Store]) -> None:
     a, _ = two
     _info, secret = _checked_token(a, "ci:read")
     wrong = secret[:-1] + ("A" if secret[-1] != "A" else "B")
-    _refused(a, wrong)
+    _assert_refused(a, wrong)
 
 
 # --- blob lookups -------------------------------------------------------------------------------
