@@ -25,13 +25,8 @@ from artifactstore.model.identity import Algorithm, BlobDigests, Digest
 from artifactstore.model.records import Placement
 from artifactstore.testing.backend_contract import ContractTarget, local_target, memory_target
 from artifactstore.testing.targets import s3_target
-from tests.dataplane.s3server import S3Server, run_s3_server
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """moto's S3 server on a free loopback port, with an empty bucket, for the session."""
-    yield from run_s3_server(tmp_path_factory.mktemp("aws"))
+from tests.dataplane.s3server import S3Server
+from tests.s3 import s3_server_fixture  # noqa: F401  (``s3_server``, shared with other directories)
 
 
 @dataclass(frozen=True)

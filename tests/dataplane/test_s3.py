@@ -177,12 +177,6 @@ def test_a_store_keeps_its_cold_tier_in_s3(s3_server: S3Server, tmp_path: Path) 
         assert (tmp_path / "out" / name).read_text() == content
 
 
-def test_the_hot_tier_still_needs_a_directory(s3_server: S3Server, tmp_path: Path) -> None:
-    url = f"s3://{s3_server.bucket}/hot?endpoint={s3_server.endpoint}"
-    with pytest.raises(InvalidInput, match="upload staging needs a file://"):
-        Store.open(tmp_path / "home", storage_url=url)
-
-
 class _FlakyS3(http.server.BaseHTTPRequestHandler):
     """Answers HEAD with 503 (S3's "slow down") for the first ``failures`` requests, then 200."""
 

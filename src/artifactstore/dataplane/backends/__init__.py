@@ -58,20 +58,43 @@ def open_data_plane(settings: Settings) -> tuple[DataPlane, Staging]:
     cold = open_backend(
         settings.cold_storage_url, "COLD_STORAGE_URL", fsync=settings.fsync, name="cold"
     )
-    hot_root, cold_root = hot.properties.local_root, cold.properties.local_root
-    same_dir = (
-        hot_root is not None
-        and cold_root is not None
-        and (hot_root.resolve() == cold_root.resolve())
-    )
-    if same_dir or settings.storage_url == settings.cold_storage_url:
-        raise InvalidInput("COLD_STORAGE_URL must differ from STORAGE_URL")
-    if not isinstance(hot, LocalBackend):  # S3 will stage in its bucket (issue 18)
-        raise InvalidInput("upload staging needs a file:// STORAGE_URL in this build")
+    if _overlap(hot, cold) or settings.storage_url == settings.cold_storage_url:
+        raise InvalidInput(
+            "COLD_STORAGE_URL must differ from STORAGE_URL, and neither may hold the other "
+            "(a directory or bucket prefix inside the other's)"
+        )
     plane = DataPlane(
         hot,
         primary=settings.primary_digest,  # type: ignore[arg-type]
         cold=cold,
         pack_max=settings.pack_max_bytes,
     )
-    return plane, LocalStaging(hot, Path(urlparse(settings.storage_url).path), fsync=settings.fsync)
+    return plane, _staging(hot, settings)
+
+
+def _staging(hot: Backend, settings: Settings) -> Staging:
+    """Upload staging lives with the hot backend, so any replica can continue a session."""
+    if isinstance(hot, LocalBackend):
+        return LocalStaging(hot, Path(urlparse(settings.storage_url).path), fsync=settings.fsync)
+    from artifactstore.dataplane.backends.s3 import S3Backend
+    from artifactstore.dataplane.backends.s3_staging import S3Staging
+
+    if isinstance(hot, S3Backend):
+        return S3Staging(hot)
+    raise InvalidInput(f"STORAGE_URL {settings.storage_url!r} cannot stage uploads")
+
+
+def _overlap(hot: Backend, cold: Backend) -> bool:
+    """Whether one backend's objects live inside the other's: the same directory or
+    bucket prefix, or one inside the other (each would list, and GC delete, the other's)."""
+    hot_root, cold_root = hot.properties.local_root, cold.properties.local_root
+    if hot_root is not None and cold_root is not None:
+        a, b = hot_root.resolve(), cold_root.resolve()
+        return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+    from artifactstore.dataplane.backends.s3 import S3Backend
+
+    if not (isinstance(hot, S3Backend) and isinstance(cold, S3Backend)):
+        return False
+    if (hot.endpoint, hot.bucket) != (cold.endpoint, cold.bucket):
+        return False
+    return hot.prefix.startswith(cold.prefix) or cold.prefix.startswith(hot.prefix)

@@ -226,6 +226,7 @@ class S3Backend:
         if not bucket:
             raise InvalidInput("an s3:// URL names a bucket: s3://BUCKET/PREFIX")
         self._bucket = bucket
+        self._endpoint = (endpoint or "").rstrip("/")
         self._prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         config = Config(
             retries={"max_attempts": 5, "mode": "standard"},
@@ -248,6 +249,11 @@ class S3Backend:
     @property
     def bucket(self) -> str:
         return self._bucket
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint URL ("" for AWS's own): with the bucket, where the objects live."""
+        return self._endpoint
 
     @property
     def prefix(self) -> str:

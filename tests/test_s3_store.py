@@ -1,0 +1,185 @@
+"""A store whose hot storage is S3 (issue 18): the library, and real servers sharing one bucket.
+
+Nothing of the store's bytes touches the data directory: blobs, packs and
+upload sessions live in the bucket, so a second server on the same bucket
+and database continues an upload the first one began.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+import uuid
+from pathlib import Path
+
+import blake3
+import pytest
+
+from artifactstore.client.remote import RemoteStore
+from artifactstore.config import Settings
+from artifactstore.dataplane.backends import open_data_plane
+from artifactstore.dataplane.backends.s3 import PART_SIZE, S3Backend
+from artifactstore.dataplane.backends.s3_staging import S3Staging
+from artifactstore.errors import InvalidInput
+from artifactstore.store import Store
+from tests.conftest import ARTIFACTSTORE
+from tests.s3 import S3Server, s3_server_fixture, s3_url  # noqa: F401  (``s3_server``)
+from tests.server.conftest import Server
+
+MiB = 1 << 20
+TUS = {"Tus-Resumable": "1.0.0"}
+TUS_BYTES = {**TUS, "Content-Type": "application/offset+octet-stream"}
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """A file larger than a part and checkpoint (8 MiB), and many small ones."""
+    rng = random.Random(18)
+    files = {"big.bin": rng.randbytes(PART_SIZE + 3 * MiB + 7)}
+    files.update({f"small/{i:03d}.txt": rng.randbytes(rng.randrange(0, 2000)) for i in range(300)})
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def _assert_tree(root: Path, files: dict[str, bytes]) -> None:
+    got = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert sorted(got) == sorted(files)
+    for rel, data in files.items():
+        assert got[rel] == data, f"{rel} differs"
+
+
+def _stored(server: S3Server, prefix: str, under: str) -> list[str]:
+    backend = S3Backend(server.bucket, prefix, endpoint=server.endpoint, region="us-east-1")
+    return sorted(backend.list(under))
+
+
+def test_open_data_plane_stages_uploads_in_the_bucket(s3_server: S3Server, tmp_path: Path) -> None:
+    settings = Settings.load(home=tmp_path / "home", storage_url=s3_url(s3_server, "plane"))
+    plane, staging = open_data_plane(settings)
+    try:
+        assert isinstance(staging, S3Staging)
+        assert staging.backend is plane.backends[0]
+    finally:
+        plane.close()
+
+
+@pytest.mark.parametrize(
+    ("hot", "cold"),
+    [("same", "same"), ("outer", "outer/inner"), ("outer/inner", "outer"), ("", "cold")],
+)
+def test_cold_must_not_overlap_hot_in_one_bucket(
+    s3_server: S3Server, tmp_path: Path, hot: str, cold: str
+) -> None:
+    settings = Settings.load(
+        home=tmp_path / "home",
+        storage_url=s3_url(s3_server, hot),
+        cold_storage_url=s3_url(s3_server, cold).replace("&region=us-east-1", ""),
+    )
+    with pytest.raises(InvalidInput, match="COLD_STORAGE_URL must differ"):
+        open_data_plane(settings)
+
+
+def test_cold_may_sit_beside_hot(s3_server: S3Server, tmp_path: Path) -> None:
+    settings = Settings.load(
+        home=tmp_path / "home",
+        storage_url=s3_url(s3_server, "side/hot"),
+        cold_storage_url=s3_url(s3_server, "side/hotter"),
+    )
+    plane, _ = open_data_plane(settings)
+    plane.close()
+
+
+def test_a_library_store_on_s3(s3_server: S3Server, tmp_path: Path) -> None:
+    prefix = f"hot-{uuid.uuid4().hex}"
+    files = _tree(tmp_path / "tree")
+    home = tmp_path / "home"
+    with Store.open(home, storage_url=s3_url(s3_server, prefix)) as store:
+        store.push("ci/app:1", [tmp_path / "tree"])
+        store.pull("ci/app:1", tmp_path / "out")
+        _assert_tree(tmp_path / "out", files)
+        report = store.verify()
+        assert report.ok and report.blobs_checked > 0
+        assert _stored(s3_server, prefix, "blobs/")  # the bytes are in the bucket
+        store.delete("ci/app:1")
+        collected = store.gc(grace=0)
+        assert collected.collected
+    assert not (home / "storage").exists(), "a store on S3 keeps no bytes in its directory"
+    assert _stored(s3_server, prefix, "blobs/") == []
+    assert _stored(s3_server, prefix, "packs/") == []
+    assert _stored(s3_server, prefix, "uploads/") == []
+
+
+def _cli(env: dict[str, str], *args: str) -> dict[str, object]:
+    done = subprocess.run(
+        [str(ARTIFACTSTORE), *args, "--json"], env=env, capture_output=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    answer: dict[str, object] = json.loads(done.stdout)
+    return answer
+
+
+def test_servers_on_one_bucket(s3_server: S3Server, tmp_path: Path) -> None:
+    """Push through one server, pull through another; a tus upload begun on one is
+    finished on the other; ``verify --all`` is clean and ``gc`` empties the bucket."""
+    prefix = f"served-{uuid.uuid4().hex}"
+    home = tmp_path / "home"
+    env = {"ARTIFACTSTORE_STORAGE_URL": s3_url(s3_server, prefix)}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = Server(home, tmp_path / "a", env)
+    two = Server(home, tmp_path / "b", env)
+    files = _tree(tmp_path / "tree")
+    one.start()
+    try:
+        two.start()
+        with RemoteStore(one.base_url) as remote:
+            remote.push("ci/app:1", [tmp_path / "tree"])
+        with RemoteStore(two.base_url) as remote:
+            remote.pull("ci/app:1", tmp_path / "out")
+        _assert_tree(tmp_path / "out", files)
+
+        data = random.Random(7).randbytes(PART_SIZE + 2 * MiB + 11)
+        half = PART_SIZE + MiB  # past one checkpoint: two segments, then a third
+        with one.client() as http:
+            created = http.post(
+                "/v1/uploads",
+                params={"namespace": "ci"},
+                headers={**TUS, "Upload-Length": str(len(data))},
+            )
+            assert created.status_code == 201, created.text
+            url = created.headers["Location"]
+            first = http.patch(
+                url, content=data[:half], headers={**TUS_BYTES, "Upload-Offset": "0"}
+            )
+            assert first.status_code == 204, first.text
+        with two.client() as http:
+            assert int(http.head(url, headers=TUS).headers["upload-offset"]) == half
+            rest = http.patch(
+                url, content=data[half:], headers={**TUS_BYTES, "Upload-Offset": str(half)}
+            )
+            assert rest.status_code == 204, rest.text
+            status = http.get(url).json()
+            assert status["state"] == "completed", status
+            assert status["digest"] == f"blake3:{blake3.blake3(data).hexdigest()}"
+            got = http.get(f"/v1/blobs/sha256:{hashlib.sha256(data).hexdigest()}")
+            assert got.status_code == 200
+            assert got.content == data
+        assert _stored(s3_server, prefix, "uploads/") == []
+
+        cli_env = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTSTORE_")}
+        cli_env.update({"ARTIFACTSTORE_HOME": str(home), **env})
+        verified = _cli(cli_env, "verify", "--all")
+        assert verified["ok"] is True and verified["damaged"] == [], verified
+        with RemoteStore(two.base_url) as remote:
+            remote.delete("ci/app:1")
+        swept = _cli(cli_env, "gc", "--grace", "0s")
+        assert swept["collected"], swept
+    finally:
+        one.stop()
+        two.stop()
+    assert _stored(s3_server, prefix, "blobs/") == []
+    assert not (home / "storage").exists()
