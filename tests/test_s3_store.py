@@ -183,3 +183,30 @@ def test_servers_on_one_bucket(s3_server: S3Server, tmp_path: Path) -> None:
         two.stop()
     assert _stored(s3_server, prefix, "blobs/") == []
     assert not (home / "storage").exists()
+
+
+def test_a_push_of_small_files_makes_few_requests(s3_server: S3Server, tmp_path: Path) -> None:
+    """1,000 small files go into packs: a handful of PUTs, not one per file."""
+    prefix = f"packs-{uuid.uuid4().hex}"
+    rng = random.Random(1000)
+    files = {f"f/{i:04d}.txt": rng.randbytes(rng.randrange(1, 3000)) for i in range(1000)}
+    for rel, data in files.items():
+        (tmp_path / "tree" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tree" / rel).write_bytes(data)
+    with Store.open(tmp_path / "home", storage_url=s3_url(s3_server, prefix)) as store:
+        hot = store.plane.backends[0]
+        assert isinstance(hot, S3Backend)
+        sent: list[str] = []
+        hot.client.meta.events.register(
+            "before-send.s3", lambda request, **_: sent.append(request.method)
+        )
+        store.push("ci/small:1", [tmp_path / "tree"])
+        writes = [m for m in sent if m in ("PUT", "POST")]
+        # Measured: one HEAD and one PUT (a single pack); without packs, 2,000 requests.
+        assert len(writes) <= 10, f"a push of 1,000 small files made {len(writes)} writes"
+        assert len(sent) <= 20, f"a push of 1,000 small files made {len(sent)} requests"
+        store.pull("ci/small:1", tmp_path / "out")
+        _assert_tree(tmp_path / "out", files)
+        store.delete("ci/small:1")
+        store.gc(grace=0)
+    assert _stored(s3_server, prefix, "packs/") == []
