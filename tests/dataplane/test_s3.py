@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from artifactstore.dataplane.backends import open_backend
+from artifactstore.dataplane.backends import open_backend, s3_writes
 from artifactstore.dataplane.backends import s3 as s3_module
 from artifactstore.dataplane.backends.s3 import PART_SIZE, S3Backend
 from artifactstore.errors import InvalidInput, StorageError
@@ -218,7 +218,7 @@ def test_a_batch_past_its_memory_spills_small_objects_to_staging(
     s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A push of many medium files must not hold them all in memory until commit.
-    monkeypatch.setattr(s3_module, "BATCH_MEMORY", 250_000)
+    monkeypatch.setattr(s3_writes, "BATCH_MEMORY", 250_000)
     b = _fresh(s3_server)
     contents = {f"f{i}": payload(50 + i, 100_000) for i in range(5)}
     for cancel in (True, False):

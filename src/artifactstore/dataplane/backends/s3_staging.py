@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from artifactstore.dataplane.backends.s3 import COPY_PART, PART_SIZE, S3Backend
+from artifactstore.dataplane.backends.s3_client import s3_error
 from artifactstore.errors import StorageError
 
 if TYPE_CHECKING:
@@ -53,10 +54,6 @@ _ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _SEGMENT = re.compile(r"[0-9a-f]{16}")
 #: Segment keys listed or deleted per request (S3's DeleteObjects limit).
 _DELETE_BATCH = 1000
-
-
-def _error(what: str, exc: Exception) -> StorageError:
-    return StorageError(f"{what}: {exc}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +123,7 @@ class _SegmentAppend:
                 Body=bytes(body),
             )
         except (ClientError, BotoCoreError) as exc:
-            raise _error(f"staging upload {self._id} failed", exc) from exc
+            raise s3_error(f"staging upload {self._id} failed", exc) from exc
         self._parts.append({"ETag": sent["ETag"], "PartNumber": number})
         self._sent += len(body)
 
@@ -163,7 +160,7 @@ class _SegmentAppend:
             raise
         except (ClientError, BotoCoreError) as exc:
             self._fail()
-            raise _error(f"staging upload {self._id} failed", exc) from exc
+            raise s3_error(f"staging upload {self._id} failed", exc) from exc
         self._start += size
         self._buf = bytearray()
         self._upload, self._parts, self._sent = None, [], 0
@@ -218,7 +215,7 @@ class S3Staging:
                     if _SEGMENT.fullmatch(name):
                         found.append(_Segment(int(name, 16), int(obj["Size"]), obj["Key"]))
         except (ClientError, BotoCoreError) as exc:
-            raise _error(f"listing upload {upload_id} failed", exc) from exc
+            raise s3_error(f"listing upload {upload_id} failed", exc) from exc
         return sorted(found, key=lambda s: s.start)
 
     def _present(self, upload_id: str) -> builtins.list[_Segment]:
@@ -297,7 +294,7 @@ class S3Staging:
         try:
             upload = b.client.create_multipart_upload(Bucket=b.bucket, Key=dest)["UploadId"]
         except (ClientError, BotoCoreError) as exc:
-            raise _error(f"publishing {dest} failed", exc) from exc
+            raise s3_error(f"publishing {dest} failed", exc) from exc
         parts: builtins.list[CompletedPartTypeDef] = []
 
         def send(body: bytes | bytearray | memoryview) -> None:
@@ -352,7 +349,7 @@ class S3Staging:
             )
         except (ClientError, BotoCoreError) as exc:
             b._abort(dest, upload)
-            raise _error(f"publishing {dest} failed", exc) from exc
+            raise s3_error(f"publishing {dest} failed", exc) from exc
         except BaseException:
             b._abort(dest, upload)
             raise
@@ -374,7 +371,7 @@ class S3Staging:
                 for up in page.get("Uploads", []):
                     b._abort(up["Key"], up["UploadId"])
         except (ClientError, BotoCoreError) as exc:
-            raise _error(f"discarding upload {upload_id} failed", exc) from exc
+            raise s3_error(f"discarding upload {upload_id} failed", exc) from exc
 
     def staged_ids(self) -> Iterator[str]:
         b = self.backend
@@ -388,4 +385,4 @@ class S3Staging:
                     if _ID.fullmatch(name):
                         yield name
         except (ClientError, BotoCoreError) as exc:
-            raise _error("listing staged uploads failed", exc) from exc
+            raise s3_error("listing staged uploads failed", exc) from exc
