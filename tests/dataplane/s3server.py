@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +67,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str, timeout: float) ->
     return f"moto's server did not answer within {timeout:.0f} s"
 
 
-def run_s3_server(home: Path) -> Iterator[S3Server]:
+def run_s3_server(home: Path) -> Generator[S3Server, None, None]:
     """Start moto's server, make the test bucket, yield, stop it (a session fixture's body)."""
     try:
         import moto.server  # noqa: F401

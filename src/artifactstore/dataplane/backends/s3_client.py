@@ -94,7 +94,8 @@ def parse_s3_url(url_text: str) -> S3Location:
 def make_client(location: S3Location) -> S3Client:
     """A client with the location's retry policy and bounded connect/read waits."""
     config = Config(
-        retries={"max_attempts": location.max_attempts, "mode": location.retry_mode},
+        # total_max_attempts counts the first attempt; botocore's max_attempts does not.
+        retries={"total_max_attempts": location.max_attempts, "mode": location.retry_mode},
         max_pool_connections=32,
         connect_timeout=10,
         read_timeout=60,
