@@ -7,19 +7,25 @@ and database continues an upload the first one began.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import subprocess
+import threading
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
+import httpx
 import pytest
 
 from artifactstore.client.remote import RemoteStore
 from artifactstore.config import Settings
+from artifactstore.controlplane.uploads import CLAIM_SECONDS
 from artifactstore.dataplane.backends import open_data_plane
 from artifactstore.dataplane.backends.s3 import PART_SIZE, S3Backend
 from artifactstore.dataplane.backends.s3_staging import S3Staging
@@ -210,3 +216,75 @@ def test_a_push_of_small_files_makes_few_requests(s3_server: S3Server, tmp_path:
         store.delete("ci/small:1")
         store.gc(grace=0)
     assert _stored(s3_server, prefix, "packs/") == []
+
+
+def test_sigkill_mid_patch_resumes_from_the_last_checkpoint_in_the_bucket(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """A server SIGKILLed mid-PATCH: the session resumes at its last checkpoint (a segment
+    S3 acknowledged), completes byte-identical, and leaves no open multipart upload."""
+    prefix = f"killed-{uuid.uuid4().hex}"
+    checkpoint = 2 * MiB
+    env = {
+        "ARTIFACTSTORE_STORAGE_URL": s3_url(s3_server, prefix),
+        "ARTIFACTSTORE_UPLOAD_CHECKPOINT_BYTES": str(checkpoint),
+    }
+    server = Server(tmp_path / "home", tmp_path, env)
+    data = random.Random(9).randbytes(12 * MiB + 5)
+    first = 7 * MiB
+    server.start()
+    try:
+        with server.client() as http:
+            created = http.post(
+                "/v1/uploads",
+                params={"namespace": "ci"},
+                headers={**TUS, "Upload-Length": str(len(data))},
+            )
+        url = created.headers["Location"]
+        sent = 0
+        stall = threading.Event()
+
+        def body() -> Iterator[bytes]:
+            nonlocal sent
+            for start in range(0, first, MiB):
+                yield data[start : start + MiB]
+                sent += MiB
+            stall.wait(60)  # a client that stops sending, until the server dies
+
+        def patch() -> None:
+            headers = {**TUS_BYTES, "Upload-Offset": "0"}
+            with contextlib.suppress(httpx.HTTPError):  # the kill cuts the connection
+                httpx.patch(url, content=body(), headers=headers, timeout=60)
+
+        def offset() -> int:
+            return int(httpx.head(url, headers=TUS, timeout=30).headers["upload-offset"])
+
+        thread = threading.Thread(target=patch, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (sent < first or offset() < first - 2 * checkpoint):
+            time.sleep(0.05)
+        assert sent == first and thread.is_alive()
+        server.kill()
+        stall.set()
+        thread.join(30)
+        server.start()
+
+        resumed = offset()
+        assert first - 2 * checkpoint <= resumed <= first, resumed
+        finish = {**TUS_BYTES, "Upload-Offset": str(resumed)}
+        deadline = time.monotonic() + CLAIM_SECONDS + 30
+        while True:  # the killed request's claim lapses within CLAIM_SECONDS
+            rest = httpx.patch(url, content=data[resumed:], headers=finish, timeout=60)
+            if rest.status_code != 409 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert rest.status_code == 204, rest.text
+        with server.client() as http:
+            got = http.get(f"/v1/blobs/sha256:{hashlib.sha256(data).hexdigest()}")
+            assert got.status_code == 200 and got.content == data
+    finally:
+        server.stop()
+    hot = S3Backend(s3_server.bucket, prefix, endpoint=s3_server.endpoint, region="us-east-1")
+    assert [k for k in hot.list() if k.startswith("uploads/")] == []
+    assert hot.staging() == [], "the killed request's multipart upload is aborted"
