@@ -13,6 +13,7 @@ import pytest
 from artifactstore.dataplane.backends import open_backend, s3_writes
 from artifactstore.dataplane.backends import s3 as s3_module
 from artifactstore.dataplane.backends.s3 import PART_SIZE, S3Backend
+from artifactstore.dataplane.backends.s3_staging import S3Staging
 from artifactstore.errors import InvalidInput, StorageError
 from artifactstore.store import Store
 from artifactstore.testing.targets import assert_absent, assert_holds, get, payload, put, s3_target
@@ -239,3 +240,27 @@ def test_a_batch_past_its_memory_spills_small_objects_to_staging(
     assert b.staging() == []
     for key in contents:
         b.delete(key)
+
+
+def test_staged_segments_past_a_gap_count_for_nothing(s3_server: S3Server) -> None:
+    """A segment that does not follow the chain from 0 (a zombie writer finishing after a
+    truncation) is neither size nor bytes, and the next append deletes it."""
+    staging = S3Staging(_fresh(s3_server))
+    upload_id = "gapped-0001"
+    staging.create(upload_id)
+    staging.append(upload_id, 0).close()
+    sink = staging.append(upload_id, 0)
+    sink.write(b"0123456789")
+    assert sink.close() == 10
+    b = staging.backend
+    stray = staging.segment_key(upload_id, 20)
+    b.client.put_object(Bucket=b.bucket, Key=stray, Body=b"stray")
+    assert staging.staged_size(upload_id) == 10
+    assert b"".join(staging.read_staged(upload_id)) == b"0123456789"
+    sink = staging.append(upload_id, 10)
+    sink.write(b"x" * 10)
+    assert sink.close() == 20
+    assert staging.staged_size(upload_id) == 20, "the stray segment is gone, not chained"
+    assert b"".join(staging.read_staged(upload_id)) == b"0123456789" + b"x" * 10
+    staging.discard(upload_id)
+    assert list(b.list()) == []

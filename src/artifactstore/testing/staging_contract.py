@@ -219,6 +219,21 @@ class StagingContract:
         assert staged(target) == b"acknowledged+resumed"
         target.staging.discard(UID)
 
+    def test_bytes_past_a_resumed_offset_never_come_back(self, target: StagingTarget) -> None:
+        """Discarded bytes stay discarded when later appends grow the session past them."""
+        target.staging.create(UID)
+        sink = target.staging.append(UID, 0)
+        for fill in (b"a", b"b", b"x"):
+            sink.write(fill * 1000)
+            sink.sync()
+        assert sink.close() == 3000  # the offset recorded stayed at 1000
+        assert append(target, 1000, b"c" * 500) == 1500
+        assert append(target, 1500, b"d" * 500) == 2000
+        assert target.staging.staged_size(UID) == 2000
+        assert append(target, 2000, b"e") == 2001
+        assert staged(target) == b"a" * 1000 + b"c" * 500 + b"d" * 500 + b"e"
+        target.staging.discard(UID)
+
     def test_append_at_zero_truncates_everything(self, target: StagingTarget) -> None:
         target.staging.create(UID)
         append(target, 0, b"first request")
@@ -305,11 +320,14 @@ class StagingContract:
         target.backend.delete(key)
 
     def test_promote_onto_existing_key_keeps_it(self, target: StagingTarget) -> None:
-        data = b"same bytes"
+        data = b"the first copy"
         key = content_key(data)
         put(target.backend, key, data)
         target.staging.create(UID)
-        append(target, 0, data)
+        # A later copy, in two segments past a part (the multipart path), and different
+        # bytes only so that the test sees which copy won.
+        append(target, 0, payload(4, 6 * MiB))
+        append(target, 6 * MiB, payload(5, 3 * MiB))
         target.staging.promote(UID, key)
         assert get(target.backend, key) == data
         assert target.staging.staged_size(UID) is None
