@@ -288,3 +288,48 @@ def test_sigkill_mid_patch_resumes_from_the_last_checkpoint_in_the_bucket(
     hot = S3Backend(s3_server.bucket, prefix, endpoint=s3_server.endpoint, region="us-east-1")
     assert [k for k in hot.list() if k.startswith("uploads/")] == []
     assert hot.staging() == [], "the killed request's multipart upload is aborted"
+
+
+def test_presigned_downloads_redirect_to_the_bucket(s3_server: S3Server, tmp_path: Path) -> None:
+    """With PRESIGN_DOWNLOADS a whole blob's GET answers 307 to a presigned URL (Range
+    honoured there); a packed blob and a HEAD are still answered by the server; a pull
+    follows the redirect."""
+    prefix = f"presigned-{uuid.uuid4().hex}"
+    env = {
+        "ARTIFACTSTORE_STORAGE_URL": s3_url(s3_server, prefix),
+        "ARTIFACTSTORE_PRESIGN_DOWNLOADS": "60s",
+    }
+    server = Server(tmp_path / "home", tmp_path, env)
+    files = {"big.bin": random.Random(3).randbytes(2 * MiB), "small.txt": b"packed"}
+    for rel, data in files.items():
+        (tmp_path / "tree" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tree" / rel).write_bytes(data)
+    big = f"/v1/blobs/sha256:{hashlib.sha256(files['big.bin']).hexdigest()}"
+    small = f"/v1/blobs/sha256:{hashlib.sha256(files['small.txt']).hexdigest()}"
+    # A local push packs the small file (a remote one uploads each blob whole).
+    with Store.open(tmp_path / "home", storage_url=env["ARTIFACTSTORE_STORAGE_URL"]) as store:
+        store.push("ci/app:1", [tmp_path / "tree"])
+    server.start()
+    try:
+        with server.client() as http:
+            moved = http.get(big)
+            assert moved.status_code == 307, moved.text
+            location = moved.headers["location"]
+            assert location.startswith(f"{s3_server.endpoint}/{s3_server.bucket}/{prefix}/blobs/")
+            assert "Signature=" in location
+            assert httpx.get(location).content == files["big.bin"]
+            ranged = httpx.get(location, headers={"Range": "bytes=10-19"})
+            assert ranged.status_code == 206 and ranged.content == files["big.bin"][10:20]
+            assert http.head(big).status_code == 200  # HEAD stays with the server
+            packed = http.get(small)
+            assert packed.status_code == 200 and packed.content == files["small.txt"]
+        with RemoteStore(server.base_url) as remote:
+            remote.pull("ci/app:1", tmp_path / "out")
+        _assert_tree(tmp_path / "out", files)
+    finally:
+        server.stop()
+
+
+def test_presign_downloads_is_bounded(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="PRESIGN_DOWNLOADS must be from 0 to 7 days"):
+        Settings.load(home=tmp_path, presign_downloads=8 * 86400.0)

@@ -43,6 +43,8 @@ MAX_SIZE = 2**63 - 1
 #: Highest ``max_query_filters`` accepted: each filter deepens the SQL expression
 #: tree by one, and SQLite refuses trees deeper than 1,000 (about 980 filters).
 MAX_QUERY_FILTERS = 256
+#: The longest a presigned S3 URL may be valid (SigV4's limit): 7 days.
+_PRESIGN_MAX = 7 * 86400.0
 
 
 def parse_duration(text: str) -> float:
@@ -101,6 +103,11 @@ class Settings:
     )
     restore_delay: float = _help(
         "seconds a restore from the cold tier takes before the bytes are readable", 0.0
+    )
+    presign_downloads: float = _help(
+        "seconds a presigned URL is valid when GET /v1/blobs/{digest} answers 307 to one, "
+        "for a whole blob on s3:// storage (0: the server sends the bytes itself)",
+        0.0,
     )
     primary_digest: str = _help("digest algorithm that keys storage (blake3 or sha256)", "blake3")
     fsync: bool = _help("flush bytes to disk before acknowledging (off only for benchmarks)", True)
@@ -196,6 +203,11 @@ class Settings:
             raise InvalidInput(
                 f"MAX_QUERY_FILTERS must be between 1 and {MAX_QUERY_FILTERS}, "
                 f"not {self.max_query_filters}"
+            )
+        if not 0 <= self.presign_downloads <= _PRESIGN_MAX:
+            raise InvalidInput(
+                f"PRESIGN_DOWNLOADS must be from 0 to 7 days (S3's longest presigned URL), "
+                f"not {self.presign_downloads}"
             )
         if self.disk_reserve_bytes < 0:
             raise InvalidInput(

@@ -21,6 +21,7 @@ from artifactstore.config import Settings
 from artifactstore.dataplane.backends import open_data_plane
 from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.files import stage_files
+from artifactstore.dataplane.presign import Presigner
 from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import InvalidInput
 from artifactstore.model import records
@@ -245,6 +246,19 @@ class Store:
         if root is None or record.place.offset is not None:
             return None
         return root.joinpath(*record.place.key.split("/"))
+
+    def download_url(self, record: records.BlobRecord) -> str | None:
+        """A presigned URL of a whole, readable blob when ``presign_downloads`` asks for
+        one and its backend can sign (S3); None: send the bytes."""
+        seconds = self.settings.presign_downloads
+        if seconds <= 0 or record.place.offset is not None:
+            return None
+        if record.restore_status != records.AVAILABLE:  # the server answers 409 as ever
+            return None
+        backend = self._plane.named(record.backend)
+        if not isinstance(backend, Presigner):
+            return None
+        return backend.presign_get(record.place.key, seconds)
 
     def read_file(self, ref: str | Reference, path: str) -> Iterator[bytes]:
         """Stream one file; raises DigestMismatch after the last chunk if the bytes are damaged."""

@@ -225,6 +225,9 @@ class HttpClient:
                 headers=headers,
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
                 limits=httpx.Limits(max_connections=connections),
+                # A server with PRESIGN_DOWNLOADS answers a blob GET with 307 to the object
+                # store; httpx drops the Authorization header on the way to another origin.
+                follow_redirects=True,
             )
         except httpx.InvalidURL as exc:
             raise errors.InvalidInput(

@@ -294,6 +294,18 @@ class S3Backend:
         finally:
             body.close()
 
+    def presign_get(self, key: str, seconds: float) -> str:
+        """A URL that GETs the object at ``key`` (and honours Range) for ``seconds``,
+        signed with this client's credentials: no request to S3 is made."""
+        try:
+            return self._client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self._bucket, "Key": self._object(key)},
+                ExpiresIn=max(1, int(seconds)),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(f"presigning {key} failed", exc) from exc
+
     def delete(self, key: str) -> None:
         self._delete_raw(self._object(key))
 

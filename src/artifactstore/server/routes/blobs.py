@@ -55,6 +55,10 @@ async def get_blob(
         record = await run_in_threadpool(lambda: store.find_blob(wanted, readable, head=head))
     if record is None:
         raise BlobNotFound(f"blob {wanted} is not in the store")
+    if not head and store.settings.presign_downloads > 0:
+        url = await run_in_threadpool(store.download_url, record)
+        if url is not None:  # the object store sends the bytes (PRESIGN_DOWNLOADS)
+            return Response(status_code=307, headers={"Location": url, "Cache-Control": "no-store"})
     return send_blob(request, store, record, "application/octet-stream")
 
 
