@@ -20,6 +20,7 @@ __all__ = [
     "ChecksumMismatch",
     "Conflict",
     "CorruptBlob",
+    "DatabaseUnavailable",
     "DigestMismatch",
     "Forbidden",
     "HoldNotFound",
@@ -300,6 +301,18 @@ class TooManyRequests(ArtifactStoreError):
 class UnmigratedDatabase(ArtifactStoreError):
     code = "unmigrated_database"
     title = "Database schema is not at the current revision"
+
+
+class DatabaseUnavailable(ArtifactStoreError):
+    """The database could not be reached or did not answer in time: nothing was done.
+
+    Distinct from a storage failure because the remedy differs (the database
+    server or the network to it, named in the detail), and from a bug: a
+    client may retry once it is back, and ``GET /ready`` says when that is.
+    """
+
+    code = "database_unavailable"
+    title = "Database unavailable"
 
 
 class StorageError(ArtifactStoreError):
