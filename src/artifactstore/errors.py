@@ -44,6 +44,7 @@ __all__ = [
     "RetentionLocked",
     "SchemaExists",
     "SchemaNotFound",
+    "ServerNotReady",
     "ServerTimeout",
     "ServerUnreachable",
     "StorageError",
@@ -341,7 +342,7 @@ class StorageFull(StorageError):
 
 
 class RemoteError(ArtifactStoreError):
-    """The client got no usable answer from the server (base of the four below)."""
+    """The client got no usable answer from the server (base of the five below)."""
 
     code = "remote_error"
     title = "The server could not be used"
@@ -359,6 +360,14 @@ class ServerTimeout(RemoteError):
 
     code = "server_timeout"
     title = "Server timed out"
+
+
+class ServerNotReady(RemoteError):
+    """The server answered 503 without a problem document (a ``HEAD``'s answer has no
+    body): its database or storage is down, and its ``GET /ready`` says which."""
+
+    code = "server_not_ready"
+    title = "Server not ready"
 
 
 class TlsFailure(RemoteError):
