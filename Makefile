@@ -68,6 +68,7 @@ bench-deps:
 	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BENCH_DEBS); fi
 
 bench: bytecode bench-deps
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/http_large.py
 	$(BIN)/python bench/http_small.py
