@@ -183,7 +183,7 @@ class Database:
                     "the disk holding the database is full: nothing was written; free space "
                     "('artifactstore rm', then 'artifactstore gc') or grow the disk"
                 ) from exc
-            if isinstance(exc, OperationalError) and not self.is_sqlite:
+            if isinstance(exc, OperationalError) and not self.is_sqlite and _outage(exc):
                 raise self._unavailable(exc.orig) from None
             _strip(exc)
             raise
@@ -351,6 +351,25 @@ class Database:
             f"the database is at revision {current or 'none'} but this version of "
             f"artifact-store needs {HEAD_REVISION}: run 'artifactstore migrate' first"
         )
+
+
+#: SQLSTATEs of a PostgreSQL that is going away or cannot take us: admin or crash
+#: shutdown, starting up, too many connections, a statement cancelled (timeout).
+_PG_OUTAGE_STATES = frozenset({"57P01", "57P02", "57P03", "53300", "57014"})
+
+
+def _outage(exc: DBAPIError) -> bool:
+    """Whether an operational error means the server is unreachable or going away.
+
+    A failed connection attempt carries no SQLSTATE, a dropped connection
+    invalidates it, and class 08 is "connection exception". Serialisation
+    failures, deadlocks and lock timeouts are operational errors too, but of
+    our own transactions, not outages: they stay as they are.
+    """
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    return state is None or str(state).startswith("08") or state in _PG_OUTAGE_STATES
 
 
 def _check_url(url: str) -> None:
