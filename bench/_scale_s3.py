@@ -8,6 +8,10 @@ Figures, all against the same moto server in the same run, best of 2 trials:
   each client's default concurrency: boto3 10, obstore 12) and GET streamed
   into a hash; ``--s3-small`` 4 KiB PUTs one after another, and 16 at once
   (boto3 on 16 threads, obstore on asyncio).
+* **the library**: ``Store.push``/``Store.pull`` of the same 1 GiB with the
+  S3 backend as hot storage (assembled by hand: see ``_library``), against
+  boto3 straight to the bucket; ``--s3-files`` small files pushed, with the
+  S3 requests it took (counted in moto's request log).
 * **through the API**: the same 1 GiB uploaded to and downloaded from an
   ``artifactstore serve`` whose ``STORAGE_URL`` is the bucket, against boto3
   straight to the bucket (target >= 0.8x each way); ``--s3-files`` small files
@@ -34,7 +38,7 @@ from typing import Any
 
 import boto3
 import httpx
-from bench._common import MB, render_table, write_random_file
+from bench._common import MB, make_small_tree, render_table, write_random_file
 from bench._services import free_port, tree_cpu_seconds
 from boto3.s3.transfer import TransferConfig
 
@@ -221,6 +225,72 @@ def _contest(moto: Moto, big: Path, size: int, small: int) -> list[list[str]]:
     return rows
 
 
+def _library(moto: Moto, root: Path, big: Path, size: int, files: int) -> list[list[str]]:
+    """Store.push and Store.pull with the S3 backend as hot storage, built by hand (this
+    build's ``STORAGE_URL`` refuses ``s3://`` for hot storage: its upload staging is
+    local): the 1 GiB file against boto3 straight to the bucket, and a tree of
+    ``files`` small files with the S3 requests moto logged for it."""
+    from artifactstore.config import Settings
+    from artifactstore.dataplane.backends.local import LocalBackend
+    from artifactstore.dataplane.backends.local_staging import LocalStaging
+    from artifactstore.dataplane.backends.s3 import S3Backend
+    from artifactstore.dataplane.blobs import DataPlane
+    from artifactstore.store import Store
+
+    os.environ.update(CREDENTIALS)
+    settings = Settings(home=root / "lib")
+    hot = S3Backend(BUCKET, "store", endpoint=moto.endpoint, region="us-east-1", name="local")
+    cold = LocalBackend(root / "lib" / "cold", name="cold")
+    local = LocalBackend(root / "lib" / "staging", name="staging")
+    plane = DataPlane(hot, primary="blake3", cold=cold, pack_max=settings.pack_max_bytes)
+    staging = LocalStaging(local, root / "lib" / "staging")
+    client = moto.boto()
+    config = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART)
+    rows: list[list[str]] = []
+    store = Store(settings, plane, staging, create=True, clock=time.time)
+    try:
+        store.db  # noqa: B018  (waits for the store to open)
+        direct_put = _best(
+            lambda: _timed(lambda: client.upload_file(str(big), BUCKET, "direct", Config=config))
+        )
+        pushes = iter(range(TRIALS))
+        lib_put = _best(lambda: _timed(lambda: store.push(f"bench/big:{next(pushes)}", [big])))
+
+        def direct_read() -> None:
+            for _ in client.get_object(Bucket=BUCKET, Key="direct")["Body"].iter_chunks(1 << 20):
+                pass
+
+        direct_get = _best(lambda: _timed(direct_read))
+        pulls = iter(range(TRIALS))
+        lib_get = _best(
+            lambda: _timed(lambda: store.pull("bench/big:0", root / "lib" / f"out{next(pulls)}"))
+        )
+        for op, lib, direct in (("PUT", lib_put, direct_put), ("GET", lib_get, direct_get)):
+            rows.append(
+                [
+                    f"{size >> 20} MiB {op}",
+                    f"{size / lib / MB:,.0f} MB/s",
+                    f"{size / direct / MB:,.0f} MB/s",
+                    f"{direct / lib:.2f}",
+                ]
+            )
+        tree = make_small_tree(root / "lib" / "tree", files)
+        before = moto.requests()
+        took = _timed(lambda: store.push("bench/tree:1", [tree.root]))
+        used = moto.requests() - before
+        rows.append(
+            [
+                f"{files:,} small files ({tree.total_bytes / MB:,.0f} MB) push",
+                f"{files / took:,.0f} files/s",
+                f"{used:,} S3 requests",
+                f"{used / files:.3f} per file",
+            ]
+        )
+    finally:
+        store.close()
+    return rows
+
+
 def _api_available() -> str | None:
     """None when this build serves with an s3:// STORAGE_URL; else why not."""
     from artifactstore.config import Settings
@@ -251,12 +321,20 @@ def s3_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         started = time.perf_counter()
         rows = _contest(moto, big, args.s3_bytes, args.s3_small)
         moto_share = (moto.cpu() - cpu0) / (time.perf_counter() - started)
+        lib_rows = _library(moto, work, big, args.s3_bytes, args.s3_files)
     finally:
         moto.stop()
+    print("\nthe library (Store.push / Store.pull, S3 as hot storage) against boto3 straight")
+    print(render_table(["transfer", "library", "boto3 direct", "ratio"], lib_rows))
     print("\nS3 clients against one moto server (best of 2; ratio = obstore / boto3)")
     print(render_table(["transfer", "boto3", "obstore", "ratio"], rows))
     print(f"moto's server used {moto_share:.2f} cores on average during the contest")
     why = _api_available()
     if why is not None:
         print(f"through the API: not measured, this build refuses s3:// hot storage ({why})")
-    return {"contest": rows, "moto_cores": moto_share, "api": why or "not implemented"}
+    return {
+        "contest": rows,
+        "library": lib_rows,
+        "moto_cores": moto_share,
+        "api": why or "not implemented",
+    }
