@@ -20,6 +20,7 @@ __all__ = [
     "ChecksumMismatch",
     "Conflict",
     "CorruptBlob",
+    "DatabaseUnavailable",
     "DigestMismatch",
     "Forbidden",
     "HoldNotFound",
@@ -43,6 +44,7 @@ __all__ = [
     "RetentionLocked",
     "SchemaExists",
     "SchemaNotFound",
+    "ServerNotReady",
     "ServerTimeout",
     "ServerUnreachable",
     "StorageError",
@@ -302,6 +304,18 @@ class UnmigratedDatabase(ArtifactStoreError):
     title = "Database schema is not at the current revision"
 
 
+class DatabaseUnavailable(ArtifactStoreError):
+    """The database could not be reached or did not answer in time: nothing was done.
+
+    Distinct from a storage failure because the remedy differs (the database
+    server or the network to it, named in the detail), and from a bug: a
+    client may retry once it is back, and ``GET /ready`` says when that is.
+    """
+
+    code = "database_unavailable"
+    title = "Database unavailable"
+
+
 class StorageError(ArtifactStoreError):
     """The storage backend failed (I/O error, failed fsync, unreachable)."""
 
@@ -328,7 +342,7 @@ class StorageFull(StorageError):
 
 
 class RemoteError(ArtifactStoreError):
-    """The client got no usable answer from the server (base of the four below)."""
+    """The client got no usable answer from the server (base of the five below)."""
 
     code = "remote_error"
     title = "The server could not be used"
@@ -346,6 +360,14 @@ class ServerTimeout(RemoteError):
 
     code = "server_timeout"
     title = "Server timed out"
+
+
+class ServerNotReady(RemoteError):
+    """The server answered 503 without a problem document (a ``HEAD``'s answer has no
+    body): its database or storage is down, and its ``GET /ready`` says which."""
+
+    code = "server_not_ready"
+    title = "Server not ready"
 
 
 class TlsFailure(RemoteError):

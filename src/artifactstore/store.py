@@ -10,7 +10,7 @@ raises what opening raised (``wait=True`` raises it at once).
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -526,3 +526,9 @@ class Store:
 
     def health(self) -> None:
         self.services.maintenance.health()
+
+    def readiness_checks(self) -> dict[str, Callable[[], None]]:
+        """What ``GET /ready`` probes, by the name it reports: each raises while its part
+        is down. Separate so that a database that hangs cannot hide the storage's state."""
+        maintenance = self.services.maintenance
+        return {"database": maintenance.database_health, "storage": maintenance.storage_health}

@@ -96,6 +96,9 @@ def run(
     """Prepare the store (migrate a new one, refuse an outdated one), then serve."""
     store = Store.from_config(settings, create=True)
     try:
+        # Refuse to start, in one line, rather than serve 503s from the first request:
+        # a typo in STORAGE_URL's host or a bucket without write access shows at once.
+        store.health()
         secret = None if settings.no_auth else bootstrap_admin(store)
     finally:
         store.close()

@@ -32,6 +32,7 @@ _STATUS: tuple[tuple[type[e.ArtifactStoreError], int], ...] = (
     (e.NotFound, 404),
     (e.Conflict, 409),
     (e.UnmigratedDatabase, 503),
+    (e.DatabaseUnavailable, 503),  # retry once GET /ready answers 200
     (e.StorageFull, 503),  # the operator must free space: a retry alone will not help
     (e.StorageError, 503),
     (e.ArtifactStoreError, 500),

@@ -98,6 +98,14 @@ class MaintenanceService:
             return views.stats(conn)
 
     def health(self) -> None:
+        self.database_health()
+        self.storage_health()
+
+    def database_health(self) -> None:
+        """One round trip to the database: raises DatabaseUnavailable (or a driver error)."""
         with self._core.db.read() as conn:
             views.ping(conn)
+
+    def storage_health(self) -> None:
+        """A probe write to every backend: raises StorageError when one cannot take bytes."""
         self._core.plane.health()

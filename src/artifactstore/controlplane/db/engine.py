@@ -6,8 +6,12 @@ writers queue on the database lock instead of failing on a lock upgrade.
 That serialisation is also what the GC protocol relies on (``gc.py``); on
 PostgreSQL the same code takes row locks instead.
 
-Database errors leave here in two forms only. A full disk becomes
-:class:`~artifactstore.errors.StorageFull`. Any other is a bug and propagates
+Database errors leave here in three forms only. A full disk becomes
+:class:`~artifactstore.errors.StorageFull`. A PostgreSQL server that cannot be
+reached, drops the connection or does not answer in time (an operational
+error, or no pooled connection free within the pool's wait) becomes
+:class:`~artifactstore.errors.DatabaseUnavailable`: an outage, reported as
+one clear line and a 503, never a traceback. Any other is a bug and propagates
 as SQLAlchemy raised it, but without the statement and its parameters: the
 server logs the traceback of a 500, and a statement's parameters are the
 caller's data (metadata values, names), never something to write to a log.
@@ -24,10 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from artifactstore.dataplane.reserve import Reserve, is_full
-from artifactstore.errors import StorageFull, UnmigratedDatabase
+from artifactstore.errors import (
+    DatabaseUnavailable,
+    InvalidInput,
+    StorageFull,
+    UnmigratedDatabase,
+)
 
 __all__ = ["HEAD_REVISION", "Database", "engine_url"]
 
@@ -51,6 +62,21 @@ PG_POOL_SIZE = 10
 #: The PostgreSQL advisory lock (a 64-bit key of our choosing) migrations take turns on.
 _MIGRATE_LOCK = 0x4152_5453_4D49_4752  # "ARTSMIGR"
 PG_POOL_OVERFLOW = 10
+#: libpq connection options a PostgreSQL URL may override (``?connect_timeout=10``).
+#: A host that blackholes must not hold a request for minutes: a connection
+#: attempt gives up after 5 s, and an established connection whose peer stops
+#: answering fails within about 30 s (keepalives while idle, ``tcp_user_timeout``
+#: while data is unacknowledged) instead of the kernel's 15-minute retransmissions.
+PG_CONNECT_OPTIONS: dict[str, int] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+#: How long a request waits for a pooled connection before the database counts as down.
+PG_POOL_TIMEOUT = 10
 
 
 def engine_url(url: str) -> str:
@@ -81,6 +107,7 @@ class Database:
     """One engine plus the two kinds of transaction the control plane uses."""
 
     def __init__(self, url: str, *, reserve_bytes: int = 0) -> None:
+        _check_url(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
@@ -108,12 +135,15 @@ class Database:
             event.listen(self.engine, "connect", self._on_connect)
             event.listen(self.engine, "begin", self._begin_deferred)
         else:
+            given = make_url(engine_url(url)).query
             self.engine = create_engine(
                 engine_url(url),
                 pool_size=PG_POOL_SIZE,
                 max_overflow=PG_POOL_OVERFLOW,
+                pool_timeout=PG_POOL_TIMEOUT,
                 pool_pre_ping=True,
                 hide_parameters=True,
+                connect_args={k: v for k, v in PG_CONNECT_OPTIONS.items() if k not in given},
             )
 
     def _on_connect(self, dbapi_conn: Any, _record: Any) -> None:
@@ -153,11 +183,22 @@ class Database:
                     "the disk holding the database is full: nothing was written; free space "
                     "('artifactstore rm', then 'artifactstore gc') or grow the disk"
                 ) from exc
+            if isinstance(exc, OperationalError) and not self.is_sqlite and _outage(exc):
+                raise self._unavailable(exc.orig) from None
             _strip(exc)
             raise
+        except PoolTimeout as exc:
+            raise self._unavailable(exc) from None
         except StatementError as exc:
             _strip(exc)
             raise
+
+    def _unavailable(self, cause: BaseException | None) -> DatabaseUnavailable:
+        """The outage error for ``cause``: the server's address (never a password) and the
+        driver's first line, which says refused, timed out or closed."""
+        where = make_url(self.url).render_as_string(hide_password=True)
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        return DatabaseUnavailable(f"the database at {where} is unavailable: {first}")
 
     @contextmanager
     def freeing(self) -> Iterator[None]:
@@ -309,6 +350,41 @@ class Database:
         raise UnmigratedDatabase(
             f"the database is at revision {current or 'none'} but this version of "
             f"artifact-store needs {HEAD_REVISION}: run 'artifactstore migrate' first"
+        )
+
+
+#: SQLSTATEs of a PostgreSQL that is going away or cannot take us: admin or crash
+#: shutdown, starting up, too many connections, a statement cancelled (timeout).
+_PG_OUTAGE_STATES = frozenset({"57P01", "57P02", "57P03", "53300", "57014"})
+
+
+def _outage(exc: DBAPIError) -> bool:
+    """Whether an operational error means the server is unreachable or going away.
+
+    A failed connection attempt carries no SQLSTATE, a dropped connection
+    invalidates it, and class 08 is "connection exception". Serialisation
+    failures, deadlocks and lock timeouts are operational errors too, but of
+    our own transactions, not outages: they stay as they are.
+    """
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    return state is None or str(state).startswith("08") or state in _PG_OUTAGE_STATES
+
+
+def _check_url(url: str) -> None:
+    """Refuse a DATABASE_URL this build cannot open, in one line (not a driver's traceback)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InvalidInput(
+            "DATABASE_URL is not a database URL: write sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DATABASE"
+        ) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "postgres"):
+        raise InvalidInput(
+            f"unsupported DATABASE_URL scheme {parsed.drivername!r}: this build supports "
+            "sqlite:/// and postgresql://"
         )
 
 
