@@ -25,6 +25,7 @@ __all__ = ["cli", "main"]
 #: and a local push hashes its files while they load (see ``packages.push``).
 COMMAND_MODULES = {
     "cat": "packages",
+    "copy": "copy",
     "events": "admin",
     "gc": "admin",
     "hold": "retention",
