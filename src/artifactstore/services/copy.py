@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, inspect, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, insert_rows
@@ -47,7 +49,7 @@ from artifactstore.controlplane.eventlog import serialise
 from artifactstore.controlplane.projection import project
 from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.copying import Span, check_object, copy_object
-from artifactstore.errors import ChainBroken, Conflict, CorruptBlob, InvalidInput
+from artifactstore.errors import ChainBroken, Conflict, CorruptBlob, InvalidInput, StorageError
 from artifactstore.model.events import GENESIS, Event, event_hash
 from artifactstore.model.identity import BlobDigests
 
@@ -158,11 +160,8 @@ def _check_target(source: Database, target: Database, snap: _Snapshot) -> int:
     if seq == 0:
         return 0
     with source.read() as conn:
-        mine = dict(
-            conn.execute(
-                select(t.events.c.seq, t.events.c.hash).where(t.events.c.seq.in_([1, seq]))
-            ).tuples()
-        )
+        query = select(t.events.c.seq, t.events.c.hash).where(t.events.c.seq.in_([1, seq]))
+        mine = {int(r.seq): str(r.hash) for r in conn.execute(query)}
     if mine.get(1) != first:
         raise Conflict(
             f"the target database holds another store's event log (its event 1 is {first}, "
@@ -227,12 +226,8 @@ def _upsert_max(
     """Copy operational rows, keeping the later time where the target has one already."""
     col = table.c[key]
     for chunk in in_batches(rows):
-        have = {
-            r[0]: r[1]
-            for r in conn.execute(
-                select(col, table.c[value]).where(col.in_([r[key] for r in chunk]))
-            ).tuples()
-        }
+        query = select(col, table.c[value]).where(col.in_([r[key] for r in chunk]))
+        have = {k: v for k, v in conn.execute(query).tuples()}
         fresh = [r for r in chunk if r[key] not in have]
         insert_rows(conn, table, fresh)
         for r in chunk:
@@ -322,7 +317,12 @@ def copy_store(
             f"which the target does not have{hint}"
         )
     report = CopyReport(source_seq=snap.seq)
-    done = _check_target(src_db, dst_db, snap)
+    try:
+        done = _check_target(src_db, dst_db, snap)
+    except OperationalError as exc:  # until the engine names an outage itself
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        where = make_url(dst_db.url).render_as_string(hide_password=True)
+        raise StorageError(f"the target database at {where} is unavailable: {first}") from None
     on_total(sum(s.digests.size for spans in snap.objects.values() for s in spans))
     _copy_blobs(src_plane, dst_plane, snap, _recorded(dst_db), report, progress)
     if report.damaged:
