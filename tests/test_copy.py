@@ -283,26 +283,32 @@ def test_a_killed_copy_rerun_ends_identical(big_source: Path, tmp_path: Path) ->
     rng = random.Random()
     plans += [("random", rng.uniform(0.3, 3.0)) for _ in range(KILL_TRIALS)]
     for i, (phase, delay) in enumerate(plans):
-        with new_database() as url:
-            target = Target(tmp_path / f"t{i}", url)
-            proc = _run_copy(cli, target)
-            if phase == "blobs":
-                killed = _kill_when(proc, lambda t=target: bool(t.objects()))
-                assert killed and _events_in(url) == 0, "not killed in the blob phase"
-            elif phase == "events":
-                killed = _kill_when(proc, lambda u=url: _events_in(u) > 0)
-                assert killed and 0 < _events_in(url) < len(expected["events"]), phase
-            else:
-                assert delay is not None
-                deadline = time.monotonic() + delay
-                killed = _kill_when(proc, lambda d=deadline: time.monotonic() > d)
-            proc.wait()
-            assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
-            proc.stderr.close()
-            cli.ok(*target.args)
-            assert dump(url) == expected, (phase, delay, killed)
-            target.cli.ok("events", "--verify-chain")
-            target.cli.ok("verify", "--all")
+        _kill_and_rerun(cli, tmp_path / f"t{i}", phase, delay, expected)
+
+
+def _kill_and_rerun(
+    cli: Cli, root: Path, phase: str, delay: float | None, expected: dict[str, Any]
+) -> None:
+    """One trial: a copy into a new database killed in ``phase``, then run again."""
+    with new_database() as url:
+        target = Target(root, url)
+        proc = _run_copy(cli, target)
+        if phase == "blobs":
+            killed = _kill_when(proc, lambda: bool(target.objects()))
+            assert killed and _events_in(url) == 0, "not killed in the blob phase"
+        elif phase == "events":
+            killed = _kill_when(proc, lambda: _events_in(url) > 0)
+            assert killed and 0 < _events_in(url) < len(expected["events"]), phase
+        else:
+            assert delay is not None
+            deadline = time.monotonic() + delay
+            killed = _kill_when(proc, lambda: time.monotonic() > deadline)
+        assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+        proc.stderr.close()
+        cli.ok(*target.args)
+        assert dump(url) == expected, (phase, delay, killed)
+        target.cli.ok("events", "--verify-chain")
+        target.cli.ok("verify", "--all")
 
 
 @pytest.mark.parametrize("where", ["whole", "packed"])
