@@ -378,3 +378,24 @@ def test_the_copy_refuses_a_target_ahead_of_the_source(tmp_path: Path, target: T
     target.cli.ok("hold", "set", "ci/app:1.5", "--reason", "live")  # the copy went on
     result = cli.fails(1, *target.args)
     assert "not a prefix" in result.stderr
+
+
+def test_a_damaged_leftover_in_the_target_is_copied_again(
+    source: Cli, source_home: Path, target: Target
+) -> None:
+    """Bytes an interrupted run left unrecorded are re-hashed before they are kept."""
+    with Store.open(source_home) as s:
+        files = {str(f.path): f for f in s.show("ci/app:1.5").manifest.files}
+        digest = str(files["big.bin"].digests.blake3)
+        with s.db.read() as conn:
+            loc = t.storage_locations
+            key = conn.execute(select(loc.c.key).where(loc.c.blake3 == digest)).scalar_one()
+    leftover = target.storage / key
+    leftover.parent.mkdir(parents=True)
+    data = bytearray((source_home / "storage" / key).read_bytes())
+    data[100] ^= 1
+    leftover.write_bytes(bytes(data))
+    report = copy_json(source, target)
+    assert report["damaged"] == []
+    assert (target.storage / key).read_bytes() == (source_home / "storage" / key).read_bytes()
+    assert_same_store(source_home, target)
