@@ -262,7 +262,7 @@ def _events_in(url: str) -> int:
 @pytest.fixture(scope="module")
 def big_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A source whose copy takes long enough to be killed in each phase: 24 MiB of
-    blobs, and 2,600 events (three batches of the event phase)."""
+    blobs, and 2,500 events more (three transactions of the event phase)."""
     root = tmp_path_factory.mktemp("copy-big")
     build_source(root / "home", root / "work", big=4 << 20)
     with Store.open(root / "home") as s, s.db.write() as conn:
@@ -278,8 +278,8 @@ def test_a_killed_copy_rerun_ends_identical(big_source: Path, tmp_path: Path) ->
     cli = Cli(big_source, tmp_path)
     source_url = f"sqlite:///{big_source / 'artifactstore.db'}"
     expected = dump(source_url)
-    # Two aimed kills (in the blob phase, between event batches) and random instants.
-    plans: list[tuple[str, float | None]] = [("blobs", None), ("events", None)]
+    # Aimed kills (staging blobs, blobs published, between event batches), then random.
+    plans: list[tuple[str, float | None]] = [("staging", None), ("blobs", None), ("events", None)]
     rng = random.Random()
     plans += [("random", rng.uniform(0.3, 3.0)) for _ in range(KILL_TRIALS)]
     for i, (phase, delay) in enumerate(plans):
@@ -293,9 +293,13 @@ def _kill_and_rerun(
     with new_database() as url:
         target = Target(root, url)
         proc = _run_copy(cli, target)
-        if phase == "blobs":
+        if phase == "staging":  # blobs being written, none published yet
+            killed = _kill_when(proc, lambda: any((target.storage / "tmp").glob("*")))
+            hot = {k for k in target.objects() if (target.storage / k).exists()}
+            assert killed and not hot, "not killed while staging the hot blobs"
+        elif phase == "blobs":  # blobs published, events not all copied
             killed = _kill_when(proc, lambda: bool(target.objects()))
-            assert killed and _events_in(url) == 0, "not killed in the blob phase"
+            assert killed and _events_in(url) < len(expected["events"]), phase
         elif phase == "events":
             killed = _kill_when(proc, lambda: _events_in(url) > 0)
             assert killed and 0 < _events_in(url) < len(expected["events"]), phase

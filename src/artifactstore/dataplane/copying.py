@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from artifactstore.dataplane.digests import DualHasher
-from artifactstore.dataplane.protocol import Backend
+from artifactstore.dataplane.protocol import Backend, WriteBatch
 from artifactstore.errors import BlobNotFound
 from artifactstore.model.identity import BlobDigests
 
@@ -84,43 +84,40 @@ def _mismatch(expected: BlobDigests, actual: BlobDigests) -> str:
 
 def copy_object(
     source: Backend,
-    target: Backend,
+    batch: WriteBatch,
     key: str,
     spans: Sequence[Span],
     pool: ThreadPoolExecutor,
     progress: Callable[[int], None],
 ) -> list[tuple[str, str]]:
-    """Copy the object at ``key`` to the same key of ``target``, durable when it returns.
+    """Stage the object at ``key`` of ``source`` for the same key in ``batch``.
 
     Returns the damaged spans as (blake3, problem); if there is any, or the
-    source has no such object, nothing is published at the target. Bytes
-    reach the target's writer as they are hashed (memory stays at one chunk
-    plus the hashers' hand-off), and the writer's own staging keeps a
-    partial copy invisible: an interrupted copy leaves nothing at ``key``.
+    source has no such object, nothing is staged. Bytes reach the batch's
+    writer as they are hashed (memory stays at one chunk plus the hashers'
+    hand-off); like any staged write, the copy is visible and durable only
+    once the caller commits the batch, so an interrupted copy leaves nothing
+    at ``key``.
     """
-    batch = target.batch()
+    writer = batch.writer()
+
+    def out(chunk: bytes) -> None:
+        writer.write(chunk)
+        progress(len(chunk))
+
     try:
-        writer = batch.writer()
-
-        def out(chunk: bytes) -> None:
-            writer.write(chunk)
-            progress(len(chunk))
-
-        try:
-            damaged = _problems(source.read(key), spans, pool, out)
-        except BlobNotFound:
-            writer.cancel()
-            return [
-                (str(s.digests.blake3), f"missing from the source storage ({key})") for s in spans
-            ]
-        if damaged:
-            writer.cancel()
-            return damaged
-        writer.commit(key)
+        damaged = _problems(source.read(key), spans, pool, out)
+    except BlobNotFound:
+        damaged = [
+            (str(s.digests.blake3), f"missing from the source storage ({key})") for s in spans
+        ]
     except BaseException:
-        batch.cancel()
+        writer.cancel()
         raise
-    batch.commit()
+    if damaged:
+        writer.cancel()
+        return damaged
+    writer.commit(key)
     return []
 
 

@@ -49,6 +49,7 @@ from artifactstore.controlplane.eventlog import serialise
 from artifactstore.controlplane.projection import project
 from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.copying import Span, check_object, copy_object
+from artifactstore.dataplane.protocol import Backend, WriteBatch
 from artifactstore.errors import ChainBroken, Conflict, CorruptBlob, InvalidInput, StorageError
 from artifactstore.model.events import GENESIS, Event, event_hash
 from artifactstore.model.identity import BlobDigests
@@ -185,6 +186,43 @@ def _recorded(target: Database) -> set[tuple[str, str, str, int | None]]:
         return {(r.blake3, r.backend, r.key, r.pack_offset) for r in rows}
 
 
+#: A batch of copied objects is committed (made durable, one flush on a local
+#: disk; parallel PUTs on S3) once it holds this many objects or bytes.
+_BATCH_OBJECTS, _BATCH_BYTES = 256, 256 << 20
+
+
+class _Batches:
+    """The open write batch of the target backend being written, committed in turn."""
+
+    def __init__(self) -> None:
+        self._open: tuple[str, WriteBatch] | None = None
+        self._objects = self._bytes = 0
+
+    def of(self, name: str, backend: Backend) -> WriteBatch:
+        if self._open is not None and (
+            self._open[0] != name or self._objects >= _BATCH_OBJECTS or self._bytes >= _BATCH_BYTES
+        ):
+            self.commit()
+        if self._open is None:
+            self._open = (name, backend.batch())
+        return self._open[1]
+
+    def add(self, size: int) -> None:
+        self._objects += 1
+        self._bytes += size
+
+    def commit(self) -> None:
+        if self._open is not None:
+            batch, self._open = self._open[1], None
+            self._objects = self._bytes = 0
+            batch.commit()
+
+    def cancel(self) -> None:
+        if self._open is not None:
+            batch, self._open = self._open[1], None
+            batch.cancel()
+
+
 def _copy_blobs(
     source: DataPlane,
     target: DataPlane,
@@ -193,27 +231,38 @@ def _copy_blobs(
     report: CopyReport,
     progress: Callable[[int], None],
 ) -> None:
-    for (backend, key), spans in snap.objects.items():
-        size = sum(s.digests.size for s in spans)
-        dst = target.named(backend)
-        known = all((str(s.digests.blake3), backend, key, s.offset) in recorded for s in spans)
-        if dst.stat(key) is not None:
-            if known or not check_object(dst, key, spans, target.pool):
-                report.blobs_present += len(spans)
-                progress(size)
+    present = {name: set(target.named(name).list()) for name in {b for b, _ in snap.objects}}
+    batches = _Batches()
+    try:
+        for (backend, key), spans in snap.objects.items():
+            size = sum(s.digests.size for s in spans)
+            dst = target.named(backend)
+            if key in present[backend]:
+                known = all(
+                    (str(s.digests.blake3), backend, key, s.offset) in recorded for s in spans
+                )
+                if known or not check_object(dst, key, spans, target.pool):
+                    report.blobs_present += len(spans)
+                    progress(size)
+                    continue
+                dst.delete(key)  # damaged bytes an earlier run left: copied again below
+            whole = len(spans) == 1 and spans[0].offset is None
+            batch = batches.of(backend, dst)
+            damaged = copy_object(
+                source.named(backend), batch, key, spans, target.pool, progress if whole else _quiet
+            )
+            if damaged:
+                report.damaged.extend({"digest": d, "problem": p} for d, p in damaged)
                 continue
-            dst.delete(key)  # damaged bytes an earlier run left: copied again below
-        whole = len(spans) == 1 and spans[0].offset is None
-        damaged = copy_object(
-            source.named(backend), dst, key, spans, target.pool, progress if whole else _quiet
-        )
-        if damaged:
-            report.damaged.extend({"digest": d, "problem": p} for d, p in damaged)
-            continue
-        if not whole:
-            progress(size)
-        report.blobs += len(spans)
-        report.bytes += size
+            batches.add(size)
+            if not whole:
+                progress(size)
+            report.blobs += len(spans)
+            report.bytes += size
+        batches.commit()
+    except BaseException:
+        batches.cancel()
+        raise
 
 
 def _quiet(_n: int) -> None:
