@@ -23,13 +23,18 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, select
 
+from artifactstore.controlplane.blobs import placement
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import append_many
+from artifactstore.dataplane.backends.s3 import S3Backend
+from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.model.events import TokenCreated
+from artifactstore.model.identity import BlobDigests
 from artifactstore.model.retention import RetentionPolicy
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE, Cli, CliResult, flip_stored_byte, make_tree, read_tree
+from tests.dataplane.s3server import S3Server, run_s3_server
 from tests.pg import new_database
 
 #: Trials of the SIGKILL test at random instants (besides the two aimed ones).
@@ -403,3 +408,49 @@ def test_a_damaged_leftover_in_the_target_is_copied_again(
     assert report["damaged"] == []
     assert (target.storage / key).read_bytes() == (source_home / "storage" / key).read_bytes()
     assert_same_store(source_home, target)
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server on a free loopback port, with an empty bucket."""
+    yield from run_s3_server(tmp_path_factory.mktemp("aws"))
+
+
+def test_the_copy_to_postgresql_and_s3_is_the_same_store(
+    s3_server: S3Server, source_home: Path, tmp_path: Path
+) -> None:
+    def url(prefix: str) -> str:
+        return f"s3://{s3_server.bucket}/{prefix}?endpoint={s3_server.endpoint}&region=us-east-1"
+
+    hot, cold = url("copy-hot"), url("copy-cold")
+    cli = Cli(source_home, tmp_path)  # made now: it passes the server's AWS_* on
+    with new_database() as database:
+        args = ["copy", "--to-database-url", database, "--to-storage-url", hot]
+        report = cli.ok(*args, "--to-cold-storage-url", cold, "--json").out
+        assert '"damaged": []' in report
+        assert dump(f"sqlite:///{source_home / 'artifactstore.db'}") == dump(database)
+        # Every recorded blob is in the bucket where its location says, intact.
+        plane = DataPlane(
+            S3Backend(s3_server.bucket, "copy-hot", endpoint=s3_server.endpoint, name="local"),
+            cold=S3Backend(s3_server.bucket, "copy-cold", endpoint=s3_server.endpoint, name="cold"),
+        )
+        db = Database(database)
+        try:
+            with db.read() as conn:
+                rows = conn.execute(
+                    select(t.storage_locations, t.blobs.c.sha256, t.blobs.c.size).join(
+                        t.blobs, t.blobs.c.blake3 == t.storage_locations.c.blake3
+                    )
+                ).all()
+            assert {r.backend for r in rows} == {"local", "cold"}
+            assert any(r.pack_offset is not None for r in rows), "the test needs a pack"
+            for r in rows:
+                digests = BlobDigests.computed(
+                    r.blake3.removeprefix("blake3:"), r.sha256.removeprefix("sha256:"), r.size
+                )
+                plane.verify(placement(r.key, r.pack_offset, r.size), digests, r.backend)
+        finally:
+            db.dispose()
+            plane.close()
+        again = cli.ok(*args, "--to-cold-storage-url", cold, "--json").out
+        assert '"blobs": 0' in again and '"events": 0' in again
