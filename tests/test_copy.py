@@ -454,3 +454,15 @@ def test_the_copy_to_postgresql_and_s3_is_the_same_store(
             plane.close()
         again = cli.ok(*args, "--to-cold-storage-url", cold, "--json").out
         assert '"blobs": 0' in again and '"events": 0' in again
+
+
+def test_a_copy_of_a_postgresql_store_back_to_sqlite(
+    source: Cli, source_home: Path, target: Target, tmp_path: Path
+) -> None:
+    """PostgreSQL as the source (its snapshot is a REPEATABLE READ transaction)."""
+    copy_json(source, target)
+    back = Target(tmp_path / "back", f"sqlite:///{tmp_path / 'back.db'}")
+    report = copy_json(target.cli, back)
+    assert report["events"] > 0 and report["damaged"] == []
+    assert dump(f"sqlite:///{source_home / 'artifactstore.db'}") == dump(back.database_url)
+    back.cli.ok("verify", "--all")
