@@ -49,6 +49,7 @@ COMMAND_MODULES = {
 #: What an interrupted command tells the user, by command (default: "interrupted").
 INTERRUPTED_MESSAGES = {
     "push": "interrupted; run the same command to resume",
+    "copy": "interrupted; run the same command to resume",
     "pull": "interrupted; no file was written (run the same command to pull again)",
 }
 
