@@ -353,7 +353,9 @@ def test_bad_targets_are_refused_clearly(source: Cli, source_home: Path, tmp_pat
         args = ["copy", "--to-database-url", database, "--to-storage-url", store, *cold]
         result = source.fails(code, *args)
         assert words in result.stderr, (args, result.stderr)
-        assert not (tmp_path / "storage").exists() or not any((tmp_path / "storage").rglob("*.*"))
+        assert not any(p.is_file() for p in (tmp_path / "storage").rglob("*")), args
+    remote = source.fails(1, "--server", "http://127.0.0.1:9", "copy", *args[1:])
+    assert "works on the data directory" in remote.stderr
 
 
 def test_another_store_is_not_overwritten(source: Cli, tmp_path: Path) -> None:
