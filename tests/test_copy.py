@@ -468,3 +468,26 @@ def test_a_copy_of_a_postgresql_store_back_to_sqlite(
     assert report["events"] > 0 and report["damaged"] == []
     assert dump(f"sqlite:///{source_home / 'artifactstore.db'}") == dump(back.database_url)
     back.cli.ok("verify", "--all")
+
+
+def test_events_recorded_during_the_copy_are_reported_and_copied_by_the_next_run(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "src"
+    build_source(home, tmp_path / "work", big=1000)
+    target = Target(tmp_path / "target", f"sqlite:///{tmp_path / 'target.db'}")
+    urls = (target.database_url, f"file://{target.storage}", f"file://{target.cold}")
+    with Store.open(home) as store:
+        written: list[str] = []
+
+        def meanwhile(_n: int) -> None:  # the source is written to while its bytes copy
+            if not written:
+                written.append(store.create_token("meanwhile", ["ci:read"])[0].id)
+
+        report = store.copy_to(*urls, progress=meanwhile)
+        assert written and report.behind == 1
+        assert report.events_total == report.source_seq
+        assert dump(target.database_url) != dump(f"sqlite:///{home / 'artifactstore.db'}")
+        again = store.copy_to(*urls)
+        assert (again.events, again.behind, again.blobs) == (1, 0, 0)
+    assert dump(target.database_url) == dump(f"sqlite:///{home / 'artifactstore.db'}")

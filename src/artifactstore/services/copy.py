@@ -276,7 +276,7 @@ def _upsert_max(
     col = table.c[key]
     for chunk in in_batches(rows):
         query = select(col, table.c[value]).where(col.in_([r[key] for r in chunk]))
-        have = {k: v for k, v in conn.execute(query).tuples()}
+        have = {r[0]: r[1] for r in conn.execute(query)}
         fresh = [r for r in chunk if r[key] not in have]
         insert_rows(conn, table, fresh)
         for r in chunk:
