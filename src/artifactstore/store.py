@@ -536,10 +536,10 @@ class Store:
         if cold_storage_url is not None:
             name = source.cold.properties.name if source.cold is not None else "cold"
             cold = open_backend(cold_storage_url, "--to-cold-storage-url", fsync=fsync, name=name)
-        plane = DataPlane(hot, primary=source.primary, cold=cold, pack_max=source.pack_max)
         if database_url.startswith("sqlite:///"):  # a new SQLite target's directory
             Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         db = Database(database_url)
+        plane = DataPlane(hot, primary=source.primary, cold=cold, pack_max=source.pack_max)
         try:
             return copy_store(
                 (self.db, source),
