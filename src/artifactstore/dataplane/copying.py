@@ -24,7 +24,7 @@ from artifactstore.dataplane.protocol import Backend, WriteBatch
 from artifactstore.errors import BlobNotFound
 from artifactstore.model.identity import BlobDigests
 
-__all__ = ["Span", "check_object", "copy_object"]
+__all__ = ["Batches", "Span", "check_object", "copy_object"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +80,43 @@ def _mismatch(expected: BlobDigests, actual: BlobDigests) -> str:
     if actual.size != expected.size:
         return f"stored bytes end after {actual.size} of its {expected.size} bytes"
     return f"stored bytes hash to {actual.blake3} and {actual.sha256}"
+
+
+#: A batch of copied objects is committed (made durable, one flush on a local
+#: disk; parallel PUTs on S3) once it holds this many objects or bytes.
+_BATCH_OBJECTS, _BATCH_BYTES = 256, 256 << 20
+
+
+class Batches:
+    """The open write batch of the target backend being written, committed in turn."""
+
+    def __init__(self) -> None:
+        self._open: tuple[str, WriteBatch] | None = None
+        self._objects = self._bytes = 0
+
+    def of(self, name: str, backend: Backend) -> WriteBatch:
+        if self._open is not None and (
+            self._open[0] != name or self._objects >= _BATCH_OBJECTS or self._bytes >= _BATCH_BYTES
+        ):
+            self.commit()
+        if self._open is None:
+            self._open = (name, backend.batch())
+        return self._open[1]
+
+    def add(self, size: int) -> None:
+        self._objects += 1
+        self._bytes += size
+
+    def commit(self) -> None:
+        if self._open is not None:
+            batch, self._open = self._open[1], None
+            self._objects = self._bytes = 0
+            batch.commit()
+
+    def cancel(self) -> None:
+        if self._open is not None:
+            batch, self._open = self._open[1], None
+            batch.cancel()
 
 
 def copy_object(

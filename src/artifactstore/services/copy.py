@@ -48,8 +48,7 @@ from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.eventlog import serialise
 from artifactstore.controlplane.projection import project
 from artifactstore.dataplane.blobs import DataPlane
-from artifactstore.dataplane.copying import Span, check_object, copy_object
-from artifactstore.dataplane.protocol import Backend, WriteBatch
+from artifactstore.dataplane.copying import Batches, Span, check_object, copy_object
 from artifactstore.errors import ChainBroken, Conflict, CorruptBlob, InvalidInput, StorageError
 from artifactstore.model.events import GENESIS, Event, event_hash
 from artifactstore.model.identity import BlobDigests
@@ -186,43 +185,6 @@ def _recorded(target: Database) -> set[tuple[str, str, str, int | None]]:
         return {(r.blake3, r.backend, r.key, r.pack_offset) for r in rows}
 
 
-#: A batch of copied objects is committed (made durable, one flush on a local
-#: disk; parallel PUTs on S3) once it holds this many objects or bytes.
-_BATCH_OBJECTS, _BATCH_BYTES = 256, 256 << 20
-
-
-class _Batches:
-    """The open write batch of the target backend being written, committed in turn."""
-
-    def __init__(self) -> None:
-        self._open: tuple[str, WriteBatch] | None = None
-        self._objects = self._bytes = 0
-
-    def of(self, name: str, backend: Backend) -> WriteBatch:
-        if self._open is not None and (
-            self._open[0] != name or self._objects >= _BATCH_OBJECTS or self._bytes >= _BATCH_BYTES
-        ):
-            self.commit()
-        if self._open is None:
-            self._open = (name, backend.batch())
-        return self._open[1]
-
-    def add(self, size: int) -> None:
-        self._objects += 1
-        self._bytes += size
-
-    def commit(self) -> None:
-        if self._open is not None:
-            batch, self._open = self._open[1], None
-            self._objects = self._bytes = 0
-            batch.commit()
-
-    def cancel(self) -> None:
-        if self._open is not None:
-            batch, self._open = self._open[1], None
-            batch.cancel()
-
-
 def _copy_blobs(
     source: DataPlane,
     target: DataPlane,
@@ -232,7 +194,7 @@ def _copy_blobs(
     progress: Callable[[int], None],
 ) -> None:
     present = {name: set(target.named(name).list()) for name in {b for b, _ in snap.objects}}
-    batches = _Batches()
+    batches = Batches()
     try:
         for (backend, key), spans in snap.objects.items():
             size = sum(s.digests.size for s in spans)
