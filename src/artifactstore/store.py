@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from artifactstore.model.events import Event
     from artifactstore.model.versions import CommitResult, Page, PushResult, VersionRecord
     from artifactstore.services import Services
+    from artifactstore.services.copy import CopyReport
     from artifactstore.services.uploads import BlobUpload, SessionAppend
 
 __all__ = ["Store"]
@@ -47,6 +48,10 @@ def _open_services(
     from artifactstore.services import open_services
 
     return open_services(settings, plane, staging, create=create, clock=clock)
+
+
+def _quiet(_n: int) -> None:
+    """A progress callback that draws nothing."""
 
 
 def _ref(ref: str | Reference) -> Reference:
@@ -510,6 +515,55 @@ class Store:
         self, *, dry_run: bool = False, grace: float | None = None, actor: str | None = None
     ) -> records.GcReport:
         return self.services.maintenance.gc(dry_run=dry_run, grace=grace, actor=actor)
+
+    def copy_to(
+        self,
+        database_url: str,
+        storage_url: str,
+        cold_storage_url: str | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+        on_total: Callable[[int], None] | None = None,
+    ) -> CopyReport:
+        """Copy this store (its log, views and every recorded blob) to new engines.
+
+        The target's backends take the names this store's have, because the
+        copied events record locations by backend name (services/copy.py).
+        """
+        from artifactstore.controlplane.db.engine import Database
+        from artifactstore.dataplane.backends import open_backend
+        from artifactstore.services.copy import copy_store
+
+        if database_url == self.settings.database_url:
+            raise InvalidInput("--to-database-url names the source's own database")
+        ours = {self.settings.storage_url, self.settings.cold_storage_url}
+        if storage_url in ours or cold_storage_url in ours:
+            raise InvalidInput("the target storage must differ from the source's")
+        if cold_storage_url is not None and cold_storage_url == storage_url:
+            raise InvalidInput("--to-cold-storage-url must differ from --to-storage-url")
+        source = self._plane
+        fsync = self.settings.fsync
+        hot = open_backend(
+            storage_url, "--to-storage-url", fsync=fsync, name=source.backend.properties.name
+        )
+        cold = None
+        if cold_storage_url is not None:
+            name = source.cold.properties.name if source.cold is not None else "cold"
+            cold = open_backend(cold_storage_url, "--to-cold-storage-url", fsync=fsync, name=name)
+        if database_url.startswith("sqlite:///"):  # a new SQLite target's directory
+            Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        db = Database(database_url)
+        plane = DataPlane(hot, primary=source.primary, cold=cold, pack_max=source.pack_max)
+        try:
+            return copy_store(
+                (self.db, source),
+                (db, plane),
+                progress=progress or _quiet,
+                on_total=on_total or _quiet,
+            )
+        finally:
+            db.dispose()
+            plane.close()
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         """Take or renew lease ``name`` for ``ttl`` seconds: whether ``holder`` holds it now.

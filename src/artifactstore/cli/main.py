@@ -25,6 +25,7 @@ __all__ = ["cli", "main"]
 #: and a local push hashes its files while they load (see ``packages.push``).
 COMMAND_MODULES = {
     "cat": "packages",
+    "copy": "copy",
     "events": "admin",
     "gc": "admin",
     "hold": "retention",
@@ -48,6 +49,7 @@ COMMAND_MODULES = {
 #: What an interrupted command tells the user, by command (default: "interrupted").
 INTERRUPTED_MESSAGES = {
     "push": "interrupted; run the same command to resume",
+    "copy": "interrupted; run the same command to resume",
     "pull": "interrupted; no file was written (run the same command to pull again)",
 }
 
