@@ -14,7 +14,9 @@ anonymous read on and nothing else. ``serve --no-auth`` swaps in
 Failure answers never depend on whether a namespace or package exists: the
 check runs before any lookup, so the body and the work done are the same.
 
-Failed authentications are throttled per client address (docs/security.md):
+Failed authentications are throttled per client address (docs/security.md),
+counted in the database so that every replica counts against one limit
+(``controlplane/throttle.py``):
 past ``failure_limit`` failures in a minute, a bad token is answered 429 with
 ``Retry-After`` instead of 401, but a valid token is always checked and
 served, whatever else arrives from the same address (a NAT, a CI pool, a
@@ -28,10 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import threading
-import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from starlette.requests import Request
@@ -134,46 +133,6 @@ class AmbiguousCredentials(Exception):
     """More than one ``Authorization`` header: which one counts is not ours to guess (400)."""
 
 
-#: Client addresses the throttle remembers at most (memory stays bounded under a flood
-#: from many addresses).
-MAX_THROTTLED_ADDRESSES = 10_000
-
-
-@dataclass
-class _Throttle:
-    """Failed authentications per client address, in a sliding window (per process).
-
-    It only decides how a failure is answered (401, or 429 past ``limit`` in
-    ``window`` seconds); nothing here ever refuses a caller whose token checks
-    out. Each address keeps at most its last ``limit`` failure times.
-    """
-
-    limit: int = 10
-    window: float = 60.0
-    failures: dict[str, deque[float]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def fail(self, client: str) -> int | None:
-        """Record a failure; seconds to wait if ``client`` is over the limit (else None)."""
-        now = time.monotonic()
-        with self.lock:
-            recent = self.failures.get(client)
-            if recent is None:
-                if len(self.failures) >= MAX_THROTTLED_ADDRESSES:
-                    self._forget(now)
-                recent = self.failures[client] = deque(maxlen=self.limit)
-            over = len(recent) == self.limit and recent[0] > now - self.window
-            recent.append(now)
-            return int(recent[0] + self.window - now) + 1 if over else None
-
-    def _forget(self, now: float) -> None:
-        """Drop addresses with no failure in the window; all of them if that is not enough."""
-        for client in [c for c, r in self.failures.items() if r[-1] <= now - self.window]:
-            del self.failures[client]
-        if len(self.failures) >= MAX_THROTTLED_ADDRESSES:
-            self.failures.clear()
-
-
 class TokenAuth:
     """API tokens from the store; checked against the database on every request
     unless this process checked the token and no token was revoked since
@@ -189,7 +148,8 @@ class TokenAuth:
         trusted_proxies: tuple[IPNetwork, ...] = (),
     ) -> None:
         self._store = store
-        self._throttle = _Throttle(failure_limit, window)
+        self._limit = failure_limit
+        self._window = window
         self._trusted = trusted_proxies
 
     def authenticate(self, request: Request) -> Principal:
@@ -205,7 +165,9 @@ class TokenAuth:
         # is consulted only once the token has failed.
         info = self._store.authenticate(presented)
         if info is None:
-            retry = self._throttle.fail(client_address(request, self._trusted))
+            retry = self._store.authentication_failed(
+                client_address(request, self._trusted), limit=self._limit, window=self._window
+            )
             if retry is not None:
                 raise TooManyRequests(
                     f"too many failed authentications from this address: retry in {retry} s",
