@@ -8,7 +8,10 @@ The protocol (docs/architecture.md, "Garbage collection"), for a blob B stored a
 2. **Decide** (one write transaction): B is a candidate only if no live file
    references it and its lease is older than the grace period. Its row is
    re-checked under lock (``FOR UPDATE``; on SQLite the write lock
-   serialises the same way), ``blob.collected`` is appended and the row goes.
+   serialises the same way), and once every row of the batch is locked the
+   references are looked for again, ``blob.collected`` is appended and the
+   row goes. Rows are locked before the log's append lock, the order every
+   commit takes them in (docs/architecture.md, "Replicas").
    From then on a commit that references B fails with "missing": commits
    re-check their blobs' rows under a shared lock in their own transaction,
    so no manifest can point at B.
