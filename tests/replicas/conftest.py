@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import ARTIFACTSTORE, CliResult, tls
+from tests.dataplane.s3server import S3Server, run_s3_server
 from tests.pg import new_database
 from tests.server.conftest import free_port
 
@@ -33,8 +34,9 @@ __all__ = ["LIMIT", "Replica", "Replicas"]
 LIMIT = 6
 START_TIMEOUT = 30.0
 
-#: Shared storage kinds the replica tests run on.
-STORAGES = ["file"]
+#: Shared storage kinds the replica tests run on: a directory both replicas see, and a
+#: bucket of a real S3 server (moto's, ``tests/dataplane/s3server.py``).
+STORAGES = ["file", "s3"]
 
 
 def _clean_env() -> dict[str, str]:
@@ -155,12 +157,21 @@ class Replicas:
         }
 
 
-def _storage_url(kind: str, root: Path) -> str:
-    if kind == "file":
+@pytest.fixture(scope="session")
+def replicas_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server for the session (it sets the dummy AWS credentials in the
+    environment, which the replicas inherit)."""
+    yield from run_s3_server(tmp_path_factory.mktemp("replicas-aws"))
+
+
+def _storage_url(request: pytest.FixtureRequest, root: Path) -> str:
+    if request.param == "file":
         shared = root / "shared-storage"
         shared.mkdir()
         return f"file://{shared}"
-    raise AssertionError(kind)
+    assert request.param == "s3", request.param
+    server: S3Server = request.getfixturevalue("replicas_s3")
+    return f"s3://{server.bucket}/{root.name}?endpoint={server.endpoint}"
 
 
 @pytest.fixture(scope="module", params=STORAGES)
@@ -168,7 +179,7 @@ def replicas(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Replicas]:
     root = tmp_path_factory.mktemp("replicas")
-    storage_url = _storage_url(str(request.param), root)
+    storage_url = _storage_url(request, root)
     with new_database() as database_url:
         pair = Replicas(
             Replica("a", root / "home-a", {}),
@@ -186,7 +197,13 @@ def replicas(
                 "ARTIFACTSTORE_GC_GRACE": "1h",  # the GC test runs its own with grace 0
             }
         try:
-            pair.a.start()
+            try:
+                pair.a.start()
+            except RuntimeError as exc:
+                if "needs a file:// STORAGE_URL" not in str(exc):
+                    raise
+                # Until S3 hot storage is merged (issue 18, branch h18-s3hot); then it runs.
+                pytest.skip(f"this build cannot keep hot storage in S3: {exc}")
             match = re.search(r"ARTIFACTSTORE_TOKEN=(ast_\S+)", pair.a.log())
             assert match is not None, "the first start must print an admin token"
             pair.admin = match.group(1)
