@@ -15,8 +15,9 @@ It runs on SQLite and on PostgreSQL, where GC's decisions and the commits take r
 and the event log's advisory lock: taken in opposite orders they would deadlock (PostgreSQL
 aborts one of the two, which surfaces here as an error of a pusher or of GC).
 
-``ARTIFACTSTORE_GC_RACE_COMMITS`` sets how many commits to reach (default 1000 on SQLite,
-300 on PostgreSQL, whose round trips make each commit slower).
+``ARTIFACTSTORE_GC_RACE_COMMITS`` sets how many commits to reach on SQLite (default 1000),
+``ARTIFACTSTORE_GC_RACE_PG_COMMITS`` on PostgreSQL (default 300: its round trips make each
+commit slower).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ from tests.conftest import stored_objects
 
 # Read at import: the autouse _clean_env fixture removes ARTIFACTSTORE_* before each test.
 COMMITS = {
-    engine: int(os.environ.get("ARTIFACTSTORE_GC_RACE_COMMITS", default))
-    for engine, default in (("sqlite", "1000"), ("postgresql", "300"))
+    "sqlite": int(os.environ.get("ARTIFACTSTORE_GC_RACE_COMMITS", "1000")),
+    "postgresql": int(os.environ.get("ARTIFACTSTORE_GC_RACE_PG_COMMITS", "300")),
 }
 PUSHERS = 4
 KEEP_LIVE = 3  # versions each pusher keeps; older ones are deleted

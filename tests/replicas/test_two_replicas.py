@@ -2,23 +2,26 @@
 sees at once, and neither keeps state in memory that could make the pair wrong.
 
 Each test names its own packages, so the module shares one pair of servers.
+``ARTIFACTSTORE_REPLICA_ROUNDS`` (default 3) sets how many rounds the racing tests run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
 
 from artifactstore.model.manifest import Manifest
 from tests.replicas.conftest import LIMIT, Replicas
 from tests.server.conftest import assert_problem, make_manifest, put_manifest, upload_blob
 
+# Read at import: the autouse clean_env fixture removes ARTIFACTSTORE_* before each test.
+ROUNDS = int(os.environ.get("ARTIFACTSTORE_REPLICA_ROUNDS", "3"))
 BAD = "ast_" + "z" * 16 + "_" + "q" * 43
 
 
@@ -63,7 +66,7 @@ def test_push_on_a_pull_on_b(replicas: Replicas, tmp_path: Path) -> None:
 
 def test_concurrent_commit_of_one_version_exactly_one_wins(replicas: Replicas) -> None:
     """The same version with different content, committed at once on A and on B."""
-    for round_ in range(5):
+    for round_ in range(2 * ROUNDS):
         ref = f"ci/race:{round_}"
         manifests = {
             side: make_manifest(ref, {"data.bin": f"{side} {round_}".encode() * 100})
@@ -142,8 +145,7 @@ def test_failed_authentications_count_across_replicas(replicas: Replicas) -> Non
                 assert ok.get("/v1/packages").status_code == 200
 
 
-@pytest.mark.parametrize("rounds", [3])
-def test_gc_on_a_while_pushes_land_on_b(replicas: Replicas, tmp_path: Path, rounds: int) -> None:
+def test_gc_on_a_while_pushes_land_on_b(replicas: Replicas, tmp_path: Path) -> None:
     """``gc --grace 0s`` in a loop against the shared database and storage while B takes
     pushes that reuse each other's blobs and drop older versions: every acknowledged
     push pulls byte-identical afterwards and ``verify --all`` is clean."""
@@ -160,7 +162,7 @@ def test_gc_on_a_while_pushes_land_on_b(replicas: Replicas, tmp_path: Path, roun
     collector.start()
     try:
         with replicas.b.client(replicas.admin) as b:
-            for i in range(8 * rounds):
+            for i in range(8 * ROUNDS):
                 files = {f"f{j}.bin": pool[(i + j) % len(pool)] for j in range(3)}
                 files["own.bin"] = f"own {i}".encode()
                 manifest = make_manifest(f"ci/gcrace:{i}", files)
