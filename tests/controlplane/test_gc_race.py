@@ -31,17 +31,20 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
 
 from artifactstore.controlplane import blobs as blob_records
+from artifactstore.controlplane import packages
 from artifactstore.controlplane.db import tables as t
 from artifactstore.dataplane.layout import storage_root
 from artifactstore.errors import CorruptBlob, MissingBlobs, PackageNotFound
 from artifactstore.model.events import stored_blobs
-from artifactstore.model.records import BlobRecord
+from artifactstore.model.records import BlobRecord, GcReport
 from artifactstore.store import Store
 from tests.conftest import stored_objects
+from tests.server.conftest import make_manifest
 
 # Read at import: the autouse _clean_env fixture removes ARTIFACTSTORE_* before each test.
 COMMITS = {
@@ -283,3 +286,50 @@ def _stored_size(store: Store, rec: BlobRecord) -> int | None:
     if stored is None or rec.place.offset is None:
         return stored
     return min(stored - rec.place.offset, rec.place.length)
+
+
+@pytest.mark.engines("postgresql")
+def test_gc_waiting_on_a_commits_row_lock_sees_its_reference(
+    tmp_path: Path, engine: str, database_url: str | None
+) -> None:
+    """GC asks for a blob's row while a commit that references the blob holds it shared.
+    The statement that waited was evaluated before the commit (READ COMMITTED re-checks
+    only the row, which the commit did not change), so GC must look for references again
+    once it has its locks: else it collects a blob a live version references."""
+    data = b"shared by a deleted version and a committing one" * 50
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "x.bin").write_bytes(data)
+    with (
+        Store.open(tmp_path / "home", gc_grace=0.0, database_url=database_url) as store,
+        Store.open(tmp_path / "home", gc_grace=0.0, database_url=database_url) as gc_store,
+    ):
+        store.push("ci/old:1", [src])
+        store.delete("ci/old:1")  # the blob is garbage now...
+        manifest = make_manifest("ci/new:1", {"x.bin": data})
+        reports: list[GcReport] = []
+        gc = threading.Thread(target=lambda: reports.append(gc_store.gc(grace=0)))
+        with store.db.write() as conn:  # ...until this commit references it again
+            packages.commit(conn, manifest, "test", held_since=store.services.core.held_since())
+            gc.start()
+            assert _wait_for_lock_wait(database_url), "GC never waited for the row"
+        gc.join(30)
+        assert reports and reports[0].collected == [], reports
+        assert store.verify("ci/new:1").ok
+        assert gc_store.gc(grace=0).collected == []  # and later runs agree
+
+
+def _wait_for_lock_wait(url: str | None, timeout: float = 10.0) -> bool:
+    """Whether some session of the database came to wait for a lock within ``timeout``."""
+    assert url is not None
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row is not None and row[0] > 0:
+                return True
+            time.sleep(0.02)
+    return False
