@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -133,6 +134,10 @@ class AmbiguousCredentials(Exception):
     """More than one ``Authorization`` header: which one counts is not ours to guess (400)."""
 
 
+#: Over-the-limit addresses a process remembers (more: it starts over, and asks the database).
+MAX_OVER_ADDRESSES = 10_000
+
+
 class TokenAuth:
     """API tokens from the store; checked against the database on every request
     unless this process checked the token and no token was revoked since
@@ -150,6 +155,10 @@ class TokenAuth:
         self._store = store
         self._limit = failure_limit
         self._window = window
+        #: Addresses the shared count put over the limit, until when (monotonic): further
+        #: failures from them are answered 429 without a write, so a flood of bad tokens
+        #: does not become a flood of write transactions. Only failures read it.
+        self._over: dict[str, float] = {}
         self._trusted = trusted_proxies
 
     def authenticate(self, request: Request) -> Principal:
@@ -165,9 +174,7 @@ class TokenAuth:
         # is consulted only once the token has failed.
         info = self._store.authenticate(presented)
         if info is None:
-            retry = self._store.authentication_failed(
-                client_address(request, self._trusted), limit=self._limit, window=self._window
-            )
+            retry = self._failed(client_address(request, self._trusted))
             if retry is not None:
                 raise TooManyRequests(
                     f"too many failed authentications from this address: retry in {retry} s",
@@ -175,6 +182,22 @@ class TokenAuth:
                 )
             raise Unauthenticated("the token is unknown, expired or revoked")
         return _token_principal(info)
+
+    def _failed(self, client: str) -> int | None:
+        """Seconds ``client`` must wait (None: not over the limit), counting this failure
+        in the database unless this process already knows the address is over."""
+        now = time.monotonic()
+        until = self._over.get(client)
+        if until is not None and until > now:
+            return int(until - now) + 1
+        retry = self._store.authentication_failed(client, limit=self._limit, window=self._window)
+        if retry is None:
+            self._over.pop(client, None)
+            return None
+        if len(self._over) >= MAX_OVER_ADDRESSES:
+            self._over.clear()
+        self._over[client] = now + retry
+        return retry
 
     def known(self, request: Request) -> Principal | None:
         """A token this process verified with nothing committed to the database since

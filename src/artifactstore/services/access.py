@@ -109,7 +109,9 @@ class AccessService:
     def authentication_failed(self, client: str, *, limit: int, window: float) -> int | None:
         """Count a failed authentication of ``client`` where every replica sees it; seconds
         to wait if it is past ``limit`` failures in ``window`` seconds (else None)."""
-        with self._core.db.write() as conn:
+        # Not durable: a power loss may forget the last failures, which only makes the
+        # count start over; a flood of bad tokens then costs no fsync per request.
+        with self._core.db.write(durable=False) as conn:
             return throttle.fail(conn, client, self._core.clock(), limit=limit, window=window)
 
     def _use_due(self, token_id: str) -> bool:
