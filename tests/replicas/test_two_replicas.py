@@ -133,12 +133,22 @@ def test_revocation_on_a_is_refused_on_b_at_once(replicas: Replicas) -> None:
             assert_problem(b.get("/v1/packages", params={"namespace": "ci"}), 401)
 
 
+def _newest_failure(pair: Replicas) -> object:
+    with psycopg.connect(pair.database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT max(id) FROM auth_failures").fetchone()
+        return None if row is None else row[0]
+
+
 def test_failed_authentications_count_across_replicas(replicas: Replicas) -> None:
     with psycopg.connect(replicas.database_url, autocommit=True) as conn:
         conn.execute("DELETE FROM auth_failures")  # the other tests' failures
     with replicas.a.client(BAD) as a, replicas.b.client(BAD) as b:
         codes = [(a if i % 2 == 0 else b).get("/v1/packages").status_code for i in range(LIMIT + 2)]
         assert codes == [401] * LIMIT + [429, 429], codes
+        # Each replica now knows the address is over: more failures cost no write.
+        newest = _newest_failure(replicas)
+        assert [c.get("/v1/packages").status_code for c in (a, b, a, b)] == [429] * 4
+        assert _newest_failure(replicas) == newest
         # A valid token from the same address is still served, on both.
         for replica in (replicas.a, replicas.b):
             with replica.client(replicas.admin) as ok:
