@@ -234,5 +234,7 @@ def test_sigkill_a_mid_push_the_client_completes_against_b(
         assert result.code == 0, result
         out = _pulled(replicas, "ci/big:1", tmp_path / "out", replicas.b)
         assert out == {"big.bin": big.read_bytes()}
+        verified = replicas.cli("verify", "--all")  # the cut upload left nothing damaged
+        assert verified.code == 0, verified
     finally:
         replicas.a.start()  # the module's later tests (and teardown) expect A
