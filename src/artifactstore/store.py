@@ -424,6 +424,11 @@ class Store:
         """The active token ``presented`` names, or None; records its last use."""
         return self.services.access.authenticate(presented)
 
+    def authentication_failed(self, client: str, *, limit: int, window: float) -> int | None:
+        """Count a failed authentication of ``client`` (shared by every replica); seconds to
+        wait if past ``limit`` in ``window`` seconds, else None."""
+        return self.services.access.authentication_failed(client, limit=limit, window=window)
+
     def known_token(self, presented: str) -> records.TokenInfo | None:
         """``authenticate``'s answer if this process gave it since the last commit to the
         database (no I/O but a version probe); None: call ``authenticate``."""

@@ -11,7 +11,13 @@ Invariants: no committed package ever references a blob whose row or bytes are m
 the threads stop everything verifies; and once everything is deleted, a long grace keeps
 all of it while a zero grace collects every blob row, blob file and lease (nothing leaks).
 
-``ARTIFACTSTORE_GC_RACE_COMMITS`` sets how many commits to reach (default 1000).
+It runs on SQLite and on PostgreSQL, where GC's decisions and the commits take row locks
+and the event log's advisory lock: taken in opposite orders they would deadlock (PostgreSQL
+aborts one of the two, which surfaces here as an error of a pusher or of GC).
+
+``ARTIFACTSTORE_GC_RACE_COMMITS`` sets how many commits to reach on SQLite (default 1000),
+``ARTIFACTSTORE_GC_RACE_PG_COMMITS`` on PostgreSQL (default 300: its round trips make each
+commit slower).
 """
 
 from __future__ import annotations
@@ -25,20 +31,26 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
 
 from artifactstore.controlplane import blobs as blob_records
+from artifactstore.controlplane import packages
 from artifactstore.controlplane.db import tables as t
 from artifactstore.dataplane.layout import storage_root
 from artifactstore.errors import CorruptBlob, MissingBlobs, PackageNotFound
 from artifactstore.model.events import stored_blobs
-from artifactstore.model.records import BlobRecord
+from artifactstore.model.records import BlobRecord, GcReport
 from artifactstore.store import Store
 from tests.conftest import stored_objects
+from tests.server.conftest import make_manifest
 
 # Read at import: the autouse _clean_env fixture removes ARTIFACTSTORE_* before each test.
-COMMITS = int(os.environ.get("ARTIFACTSTORE_GC_RACE_COMMITS", "1000"))
+COMMITS = {
+    "sqlite": int(os.environ.get("ARTIFACTSTORE_GC_RACE_COMMITS", "1000")),
+    "postgresql": int(os.environ.get("ARTIFACTSTORE_GC_RACE_PG_COMMITS", "300")),
+}
 PUSHERS = 4
 KEEP_LIVE = 3  # versions each pusher keeps; older ones are deleted
 MAX_ATTEMPTS = 50  # see the comment on MissingBlobs in pusher()
@@ -165,13 +177,21 @@ def stored_files(home: Path) -> list[str]:
     return sorted(stored_objects(storage_root(home)))
 
 
-def test_gc_races_pushes_reusing_blobs(tmp_path: Path) -> None:
+@pytest.mark.engines("sqlite", "postgresql")
+def test_gc_races_pushes_reusing_blobs(
+    tmp_path: Path, engine: str, database_url: str | None
+) -> None:
     home, work = tmp_path / "home", tmp_path / "work"
     seed = random.randrange(2**32)
-    shared = Shared(target=COMMITS)
-    first = Store.open(home, gc_grace=0.0)  # creates and migrates the database
-    stores = [first, Store.open(home, gc_grace=0.0), Store.open(home, gc_grace=0.0)]
-    gc_store = Store.open(home, gc_grace=0.0)
+    target = COMMITS[engine]
+    shared = Shared(target=target)
+
+    def opened() -> Store:
+        return Store.open(home, gc_grace=0.0, database_url=database_url)
+
+    first = opened()  # creates and migrates the database
+    stores = [first, opened(), opened()]
+    gc_store = opened()
     try:
         placement = [stores[0], stores[0], stores[1], stores[2]]  # two threads share one
         threads = [
@@ -211,12 +231,12 @@ def test_gc_races_pushes_reusing_blobs(tmp_path: Path) -> None:
             *[f"{n} x {msg}" for msg, n in shared.fail_closed.most_common(5)],
         ]
     )
-    assert shared.commits >= COMMITS, summary
+    assert shared.commits >= target, summary
     # The race actually happened: GC ran throughout and collected blobs that were then
     # stored again by later pushes.
     assert shared.gc_runs >= 10 and shared.collected > 0, summary
 
-    with Store.open(home, gc_grace=0.0) as store:
+    with opened() as store:
         events = store.events()
         collected_at = {e.subject: e.seq for e in events if e.type == "blob.collected"}
         restored = {
@@ -266,3 +286,50 @@ def _stored_size(store: Store, rec: BlobRecord) -> int | None:
     if stored is None or rec.place.offset is None:
         return stored
     return min(stored - rec.place.offset, rec.place.length)
+
+
+@pytest.mark.engines("postgresql")
+def test_gc_waiting_on_a_commits_row_lock_sees_its_reference(
+    tmp_path: Path, engine: str, database_url: str | None
+) -> None:
+    """GC asks for a blob's row while a commit that references the blob holds it shared.
+    The statement that waited was evaluated before the commit (READ COMMITTED re-checks
+    only the row, which the commit did not change), so GC must look for references again
+    once it has its locks: else it collects a blob a live version references."""
+    data = b"shared by a deleted version and a committing one" * 50
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "x.bin").write_bytes(data)
+    with (
+        Store.open(tmp_path / "home", gc_grace=0.0, database_url=database_url) as store,
+        Store.open(tmp_path / "home", gc_grace=0.0, database_url=database_url) as gc_store,
+    ):
+        store.push("ci/old:1", [src])
+        store.delete("ci/old:1")  # the blob is garbage now...
+        manifest = make_manifest("ci/new:1", {"x.bin": data})
+        reports: list[GcReport] = []
+        gc = threading.Thread(target=lambda: reports.append(gc_store.gc(grace=0)))
+        with store.db.write() as conn:  # ...until this commit references it again
+            packages.commit(conn, manifest, "test", held_since=store.services.core.held_since())
+            gc.start()
+            assert _wait_for_lock_wait(database_url), "GC never waited for the row"
+        gc.join(30)
+        assert reports and reports[0].collected == [], reports
+        assert store.verify("ci/new:1").ok
+        assert gc_store.gc(grace=0).collected == []  # and later runs agree
+
+
+def _wait_for_lock_wait(url: str | None, timeout: float = 10.0) -> bool:
+    """Whether some session of the database came to wait for a lock within ``timeout``."""
+    assert url is not None
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row is not None and row[0] > 0:
+                return True
+            time.sleep(0.02)
+    return False

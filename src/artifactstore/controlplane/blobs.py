@@ -33,6 +33,7 @@ __all__ = [
     "find_visible",
     "located",
     "location",
+    "lock_rows",
     "not_held",
     "placement",
     "record_stored",
@@ -349,6 +350,21 @@ def record_stored(
             conn, [BlobClaimed(name, namespace) for name in existing if name not in held], actor
         )
     return added
+
+
+def lock_rows(conn: Connection, blake3s: Iterable[str]) -> None:
+    """Hold these blobs' rows (those that exist) under a shared lock until the
+    transaction ends, in blake3 order.
+
+    A transaction that will need them after it takes the log's append lock
+    (a push records its blobs, then commits a manifest naming them) takes them
+    first: GC locks rows and then that lock, and on PostgreSQL the opposite
+    order is a deadlock.
+    """
+    for chunk in in_batches(sorted(set(blake3s))):
+        conn.execute(
+            select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)).with_for_update(read=True)
+        ).all()
 
 
 def recorded(conn: Connection, blake3s: Iterable[str]) -> set[str]:

@@ -8,7 +8,10 @@ The protocol (docs/architecture.md, "Garbage collection"), for a blob B stored a
 2. **Decide** (one write transaction): B is a candidate only if no live file
    references it and its lease is older than the grace period. Its row is
    re-checked under lock (``FOR UPDATE``; on SQLite the write lock
-   serialises the same way), ``blob.collected`` is appended and the row goes.
+   serialises the same way), and once every row of the batch is locked the
+   references are looked for again, ``blob.collected`` is appended and the
+   row goes. Rows are locked before the log's append lock, the order every
+   commit takes them in (docs/architecture.md, "Replicas").
    From then on a commit that references B fails with "missing": commits
    re-check their blobs' rows under a shared lock in their own transaction,
    so no manifest can point at B.
@@ -51,8 +54,9 @@ from collections.abc import Callable
 from sqlalchemy import Connection, delete, exists, select
 
 from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.bulk import values_in
 from artifactstore.controlplane.db.engine import Database
-from artifactstore.controlplane.eventlog import append
+from artifactstore.controlplane.eventlog import append_many
 from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.layout import BLOB_PREFIX, PACK_PREFIX
 from artifactstore.errors import CorruptBlob
@@ -174,20 +178,27 @@ def decide(
         report.collected = [b for b, _, _, _ in ready]
         report.bytes_freed = sum(size for _, _, _, size in ready)
         return []
-    decided: list[tuple[str, str]] = []
+    # Every row is locked (in blake3 order) before the first event is appended, which
+    # takes the log's append lock: commits take their blob rows and then that lock, so
+    # taking them in the other order would deadlock with a commit on PostgreSQL.
+    chosen = []
     for blake3, key, backend, size in ready[:limit]:
         still = conn.execute(
             select(t.blobs.c.blake3)
             .where(t.blobs.c.blake3 == blake3, ~exists().where(t.files.c.blake3 == blake3))
             .with_for_update()
         ).first()
-        if still is None:
-            continue
-        append(conn, BlobCollected(blake3, size), actor)
-        report.collected.append(blake3)
-        report.bytes_freed += size
-        decided.append((key, backend))
-    return decided
+        if still is not None:
+            chosen.append((blake3, key, backend, size))
+    # A commit that held a row's shared lock when GC asked for it was invisible to the
+    # statement that then waited for it (PostgreSQL's READ COMMITTED re-checks only the
+    # row itself): look for references again, now that no commit can add one.
+    referenced = values_in(conn, t.files.c.blake3, t.files.c.blake3, [c[0] for c in chosen])
+    chosen = [c for c in chosen if c[0] not in referenced]
+    append_many(conn, [BlobCollected(blake3, size) for blake3, _, _, size in chosen], actor)
+    report.collected.extend(blake3 for blake3, _, _, _ in chosen)
+    report.bytes_freed += sum(size for _, _, _, size in chosen)
+    return [(key, backend) for _, key, backend, _ in chosen]
 
 
 def collect(

@@ -14,7 +14,9 @@ anonymous read on and nothing else. ``serve --no-auth`` swaps in
 Failure answers never depend on whether a namespace or package exists: the
 check runs before any lookup, so the body and the work done are the same.
 
-Failed authentications are throttled per client address (docs/security.md):
+Failed authentications are throttled per client address (docs/security.md),
+counted in the database so that every replica counts against one limit
+(``controlplane/throttle.py``):
 past ``failure_limit`` failures in a minute, a bad token is answered 429 with
 ``Retry-After`` instead of 401, but a valid token is always checked and
 served, whatever else arrives from the same address (a NAT, a CI pool, a
@@ -28,10 +30,8 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from starlette.requests import Request
@@ -134,44 +134,8 @@ class AmbiguousCredentials(Exception):
     """More than one ``Authorization`` header: which one counts is not ours to guess (400)."""
 
 
-#: Client addresses the throttle remembers at most (memory stays bounded under a flood
-#: from many addresses).
-MAX_THROTTLED_ADDRESSES = 10_000
-
-
-@dataclass
-class _Throttle:
-    """Failed authentications per client address, in a sliding window (per process).
-
-    It only decides how a failure is answered (401, or 429 past ``limit`` in
-    ``window`` seconds); nothing here ever refuses a caller whose token checks
-    out. Each address keeps at most its last ``limit`` failure times.
-    """
-
-    limit: int = 10
-    window: float = 60.0
-    failures: dict[str, deque[float]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def fail(self, client: str) -> int | None:
-        """Record a failure; seconds to wait if ``client`` is over the limit (else None)."""
-        now = time.monotonic()
-        with self.lock:
-            recent = self.failures.get(client)
-            if recent is None:
-                if len(self.failures) >= MAX_THROTTLED_ADDRESSES:
-                    self._forget(now)
-                recent = self.failures[client] = deque(maxlen=self.limit)
-            over = len(recent) == self.limit and recent[0] > now - self.window
-            recent.append(now)
-            return int(recent[0] + self.window - now) + 1 if over else None
-
-    def _forget(self, now: float) -> None:
-        """Drop addresses with no failure in the window; all of them if that is not enough."""
-        for client in [c for c, r in self.failures.items() if r[-1] <= now - self.window]:
-            del self.failures[client]
-        if len(self.failures) >= MAX_THROTTLED_ADDRESSES:
-            self.failures.clear()
+#: Over-the-limit addresses a process remembers (more: it starts over, and asks the database).
+MAX_OVER_ADDRESSES = 10_000
 
 
 class TokenAuth:
@@ -189,7 +153,12 @@ class TokenAuth:
         trusted_proxies: tuple[IPNetwork, ...] = (),
     ) -> None:
         self._store = store
-        self._throttle = _Throttle(failure_limit, window)
+        self._limit = failure_limit
+        self._window = window
+        #: Addresses the shared count put over the limit, until when (monotonic): further
+        #: failures from them are answered 429 without a write, so a flood of bad tokens
+        #: does not become a flood of write transactions. Only failures read it.
+        self._over: dict[str, float] = {}
         self._trusted = trusted_proxies
 
     def authenticate(self, request: Request) -> Principal:
@@ -205,7 +174,7 @@ class TokenAuth:
         # is consulted only once the token has failed.
         info = self._store.authenticate(presented)
         if info is None:
-            retry = self._throttle.fail(client_address(request, self._trusted))
+            retry = self._failed(client_address(request, self._trusted))
             if retry is not None:
                 raise TooManyRequests(
                     f"too many failed authentications from this address: retry in {retry} s",
@@ -213,6 +182,22 @@ class TokenAuth:
                 )
             raise Unauthenticated("the token is unknown, expired or revoked")
         return _token_principal(info)
+
+    def _failed(self, client: str) -> int | None:
+        """Seconds ``client`` must wait (None: not over the limit), counting this failure
+        in the database unless this process already knows the address is over."""
+        now = time.monotonic()
+        until = self._over.get(client)
+        if until is not None and until > now:
+            return int(until - now) + 1
+        retry = self._store.authentication_failed(client, limit=self._limit, window=self._window)
+        if retry is None:
+            self._over.pop(client, None)
+            return None
+        if len(self._over) >= MAX_OVER_ADDRESSES:
+            self._over.clear()
+        self._over[client] = now + retry
+        return retry
 
     def known(self, request: Request) -> Principal | None:
         """A token this process verified with nothing committed to the database since

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from artifactstore.controlplane import namespaces, tokens
+from artifactstore.controlplane import namespaces, throttle, tokens
 from artifactstore.model.clock import TIME_FORMAT, utc_iso
 from artifactstore.model.identity import Namespace
 from artifactstore.model.records import NamespaceSettings, TokenInfo
@@ -105,6 +105,14 @@ class AccessService:
         if hit is None or self._use_due(hit.info.id) or not hit.active():
             return None
         return hit.info if tokens.revocation_stamp(self._core.db) == hit.stamp else None
+
+    def authentication_failed(self, client: str, *, limit: int, window: float) -> int | None:
+        """Count a failed authentication of ``client`` where every replica sees it; seconds
+        to wait if it is past ``limit`` failures in ``window`` seconds (else None)."""
+        # Not durable: a power loss may forget the last failures, which only makes the
+        # count start over; a flood of bad tokens then costs no fsync per request.
+        with self._core.db.write(durable=False) as conn:
+            return throttle.fail(conn, client, self._core.clock(), limit=limit, window=window)
 
     def _use_due(self, token_id: str) -> bool:
         last = self._used.get(token_id)

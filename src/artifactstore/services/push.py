@@ -103,6 +103,8 @@ class PushService:
         core = self._core
         ingested = self._publish(staged, namespace)
         with core.db.write() as conn:
+            # Every row the commit will lock, before anything takes the log's append lock.
+            blob_records.lock_rows(conn, (str(d.blake3) for d, _ in ingested))
             namespaces.check_quota(conn, namespace, _sizes(ingested), core.held_since())
             stored = blob_records.record_stored(
                 conn,

@@ -8,8 +8,9 @@ Three kinds of table, and the difference matters:
   row for row. Their rows carry event times and sequence numbers, never the
   wall clock of the replay.
 * operational state (``chain_head``, ``blob_activity``, ``upload_sessions``,
-  ``token_usage``): coordination data that is not history (the chain tip for
-  serialising appends, GC leases, in-flight uploads, tokens' last use).
+  ``token_usage``, ``auth_failures``): coordination data that is not history (the chain tip for
+  serialising appends, GC leases, in-flight uploads, tokens' last use, recent
+  failed authentications).
   Rebuild leaves it alone.
 
 The Alembic migrations in ``migrations/`` create exactly these tables; a test
@@ -37,6 +38,7 @@ from sqlalchemy import (
 __all__ = [
     "OPERATIONAL_TABLES",
     "VIEW_TABLES",
+    "auth_failures",
     "blob_activity",
     "blobs",
     "chain_head",
@@ -301,4 +303,26 @@ VIEW_TABLES = (
     tokens,
     namespace_blobs,
 )
-OPERATIONAL_TABLES = (chain_head, blob_activity, upload_sessions, token_usage, leases)
+#: Recent failed authentications per client address: the throttle every replica shares
+#: (controlplane/throttle.py). At most the limit's worth of rows per address, none older
+#: than the window once the next failure is recorded.
+auth_failures = Table(
+    "auth_failures",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("client", String(64), nullable=False),
+    Column("failed_at", Float, nullable=False),
+)
+Index("ix_auth_failures_client", auth_failures.c.client, auth_failures.c.failed_at)
+Index("ix_auth_failures_failed_at", auth_failures.c.failed_at)
+
+OPERATIONAL_TABLES = (
+    chain_head,
+    blob_activity,
+    upload_sessions,
+    token_usage,
+    leases,
+    auth_failures,
+)
