@@ -1,4 +1,5 @@
-"""Periodic jobs in ``serve`` (background GC, the upload sweep, restores), one replica at a time.
+"""Periodic jobs in ``serve`` (background GC, the upload sweep, restores, the event
+stream out to NATS), one replica at a time.
 
 Every replica (every worker process of every host) schedules the same jobs;
 before each run it takes the job's lease (``controlplane/leases.py``, named
@@ -13,7 +14,9 @@ its own daemon thread, never on the event loop, and a slow job does not
 delay another. A failed run is logged and retried at the next interval; no
 job's exception reaches the server. Each run writes one JSON line to the
 server's log: the job, the outcome, its duration and the figures the job
-returned.
+returned; a ``quiet`` job's runs that did nothing (no figures) write none, so
+that a job polling several times a second (the event stream) does not flood
+the log. A job with a ``close`` has it called once its thread has ended.
 
 A new job is one more :class:`PeriodicJob` in :func:`scheduled_jobs`.
 """
@@ -38,6 +41,7 @@ __all__ = [
     "GC_ACTOR",
     "LEASE_TTL",
     "STOP_TIMEOUT",
+    "STREAM_INTERVAL",
     "Background",
     "PeriodicJob",
     "holder_id",
@@ -54,22 +58,40 @@ STOP_TIMEOUT = 5.0
 #: The actor background GC records in ``blob.collected`` events.
 GC_ACTOR = "system:gc"
 
+#: Seconds between rounds of the event stream's publisher: how soon after a commit
+#: its events reach NATS (a round with nothing new is two indexed reads).
+STREAM_INTERVAL = 0.25
+
 
 @dataclass(frozen=True)
 class PeriodicJob:
     """A job run every ``interval`` seconds by whichever replica holds lease ``name``.
 
-    ``run`` returns the figures of the run (JSON values) for the log line.
+    ``run`` returns the figures of the run (JSON values) for the log line;
+    ``quiet``: runs that return no figures are not logged; ``close`` frees what
+    the job holds (a connection) when the server stops.
     """
 
     name: str
     interval: float
     run: Callable[[], Mapping[str, Any]]
+    quiet: bool = False
+    close: Callable[[], None] | None = None
 
 
-def scheduled_jobs(store: Store) -> list[PeriodicJob]:
-    """The jobs ``serve`` runs with these settings (none when all are switched off)."""
+def scheduled_jobs(store: Store, logger: logging.Logger | None = None) -> list[PeriodicJob]:
+    """The jobs ``serve`` runs with these settings (none when all are switched off);
+    ``logger`` gets the event stream's own lines (connected, NATS unavailable)."""
     jobs: list[PeriodicJob] = []
+    if store.settings.nats_servers():
+        # The event stream out (SPEC section 8): services/stream.py, one publisher
+        # across replicas; it connects on its first round, never at start-up.
+        publisher = store.event_publisher(logger or logging.getLogger("artifactstore.access"))
+        jobs.append(
+            PeriodicJob(
+                "events-stream", STREAM_INTERVAL, publisher.run, quiet=True, close=publisher.close
+            )
+        )
     if store.settings.upload_sweep_interval > 0:
         # Expired sessions' bytes and crash leftovers go whether or not GC is scheduled.
         sweep = store.settings.upload_sweep_interval
@@ -175,6 +197,11 @@ class Background:
             if thread.is_alive():
                 self._log(job.name, "still_running", logging.WARNING)
                 continue
+            if job.close is not None:
+                try:
+                    job.close()
+                except Exception as exc:  # stopping goes on: the process is ending
+                    self._log(job.name, "close_failed", logging.WARNING, _failure(exc))
             with self._lock:
                 held = job.name in self._held
                 self._held.discard(job.name)
@@ -205,7 +232,8 @@ class Background:
             failure = {"duration_ms": _since(started), **_failure(exc)}
             self._log(job.name, "error", logging.ERROR, failure)
             return
-        self._log(job.name, "ok", logging.INFO, {"duration_ms": _since(started), **figures})
+        if figures or not job.quiet:
+            self._log(job.name, "ok", logging.INFO, {"duration_ms": _since(started), **figures})
 
     def _claim(self, name: str) -> bool:
         """Take or renew lease ``name``; logs when this replica gains or loses it."""

@@ -8,8 +8,9 @@ Three kinds of table, and the difference matters:
   row for row. Their rows carry event times and sequence numbers, never the
   wall clock of the replay.
 * operational state (``chain_head``, ``blob_activity``, ``upload_sessions``,
-  ``token_usage``): coordination data that is not history (the chain tip for
-  serialising appends, GC leases, in-flight uploads, tokens' last use).
+  ``token_usage``, ``leases``, ``stream_cursors``): coordination data that is
+  not history (the chain tip for serialising appends, GC leases, in-flight
+  uploads, tokens' last use, how far the event stream is published).
   Rebuild leaves it alone.
 
 The Alembic migrations in ``migrations/`` create exactly these tables; a test
@@ -51,6 +52,7 @@ __all__ = [
     "retention_policies",
     "schemas",
     "storage_locations",
+    "stream_cursors",
     "token_usage",
     "tokens",
     "upload_sessions",
@@ -117,6 +119,15 @@ leases = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", String(128), nullable=False),
     Column("expires_at", Float, nullable=False),
+)
+
+#: The event stream's outbox cursor: every event up to ``published_seq`` has been
+#: acknowledged by the JetStream stream ``stream`` (``controlplane/outbox.py``).
+stream_cursors = Table(
+    "stream_cursors",
+    metadata,
+    Column("stream", String(64), primary_key=True),
+    Column("published_seq", BigInteger, nullable=False),
 )
 
 # --- views ------------------------------------------------------------------------------
@@ -301,4 +312,11 @@ VIEW_TABLES = (
     tokens,
     namespace_blobs,
 )
-OPERATIONAL_TABLES = (chain_head, blob_activity, upload_sessions, token_usage, leases)
+OPERATIONAL_TABLES = (
+    chain_head,
+    blob_activity,
+    upload_sessions,
+    token_usage,
+    leases,
+    stream_cursors,
+)
