@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from artifactstore.errors import InvalidInput
+from artifactstore.errors import InvalidInput, InvalidSetting
 
 __all__ = [
     "MAX_QUERY_FILTERS",
@@ -221,12 +221,12 @@ class Settings:
             )
         self.nats_servers()  # refuse a malformed NATS_URL at start-up, not at the first publish
         if not _STREAM_NAME.fullmatch(self.nats_stream):
-            raise InvalidInput(
+            raise InvalidSetting(
                 f"NATS_STREAM {self.nats_stream[:60]!r} is not a JetStream stream name "
                 "(letters, digits, - and _, at most 64)"
             )
         if not _SUBJECT_PREFIX.fullmatch(self.nats_subject_prefix):
-            raise InvalidInput(
+            raise InvalidSetting(
                 f"NATS_SUBJECT_PREFIX {self.nats_subject_prefix[:60]!r} is not a NATS subject "
                 "prefix (dot-separated tokens without spaces, * or >)"
             )
@@ -275,7 +275,7 @@ class Settings:
             scheme, sep, rest = server.partition("://")
             if not sep or scheme.lower() not in _NATS_SCHEMES or not rest.strip("/"):
                 shown = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", server)[:80]
-                raise InvalidInput(
+                raise InvalidSetting(
                     f"NATS_URL {shown!r} is not a NATS server URL: use "
                     "nats://HOST:PORT (or tls://, ws://, wss://), e.g. nats://127.0.0.1:4222"
                 )

@@ -42,6 +42,7 @@ __all__ = [
     "LEASE_TTL",
     "STOP_TIMEOUT",
     "STREAM_INTERVAL",
+    "STREAM_LEASE_TTL",
     "Background",
     "PeriodicJob",
     "holder_id",
@@ -61,6 +62,10 @@ GC_ACTOR = "system:gc"
 #: Seconds between rounds of the event stream's publisher: how soon after a commit
 #: its events reach NATS (a round with nothing new is two indexed reads).
 STREAM_INTERVAL = 0.25
+#: The publisher's own lease TTL: after its holder crashes the stream stalls this
+#: long, not a minute. Renewed every round; two publishers overlapping (a holder
+#: stalled past it) is safe, only wasted work (services/stream.py).
+STREAM_LEASE_TTL = 3.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,8 @@ class PeriodicJob:
 
     ``run`` returns the figures of the run (JSON values) for the log line;
     ``quiet``: runs that return no figures are not logged; ``close`` frees what
-    the job holds (a connection) when the server stops.
+    the job holds (a connection) when the server stops; ``lease_ttl``: the
+    job's own TTL (None: the Background's).
     """
 
     name: str
@@ -77,6 +83,7 @@ class PeriodicJob:
     run: Callable[[], Mapping[str, Any]]
     quiet: bool = False
     close: Callable[[], None] | None = None
+    lease_ttl: float | None = None
 
 
 def scheduled_jobs(store: Store, logger: logging.Logger | None = None) -> list[PeriodicJob]:
@@ -89,7 +96,12 @@ def scheduled_jobs(store: Store, logger: logging.Logger | None = None) -> list[P
         publisher = store.event_publisher(logger or logging.getLogger("artifactstore.access"))
         jobs.append(
             PeriodicJob(
-                "events-stream", STREAM_INTERVAL, publisher.run, quiet=True, close=publisher.close
+                "events-stream",
+                STREAM_INTERVAL,
+                publisher.run,
+                quiet=True,
+                close=publisher.close,
+                lease_ttl=STREAM_LEASE_TTL,
             )
         )
     if store.settings.upload_sweep_interval > 0:
@@ -142,12 +154,13 @@ class Background:
         names = [job.name for job in jobs]
         if len(set(names)) != len(names):
             raise ValueError(f"two periodic jobs share a name (a lease): {names}")
-        if any(job.interval <= 0 for job in jobs) or lease_ttl <= 0:
+        if any(job.interval <= 0 or (job.lease_ttl or 1) <= 0 for job in jobs) or lease_ttl <= 0:
             raise ValueError("periodic jobs need positive intervals and a positive lease TTL")
         self.store = store
         self.jobs = tuple(jobs)
         self.logger = logger
         self.lease_ttl = lease_ttl
+        self._ttls = {job.name: job.lease_ttl or lease_ttl for job in jobs}
         self.stop_timeout = stop_timeout
         self.holder = holder_id()
         self._stopping = threading.Event()
@@ -237,7 +250,7 @@ class Background:
 
     def _claim(self, name: str) -> bool:
         """Take or renew lease ``name``; logs when this replica gains or loses it."""
-        won = self.store.acquire_lease(name, self.holder, self.lease_ttl)
+        won = self.store.acquire_lease(name, self.holder, self._ttls[name])
         with self._lock:
             had = name in self._held
             if won:
@@ -249,8 +262,8 @@ class Background:
         return won
 
     def _renew(self) -> None:
-        """Renew the held leases every third of the TTL, also while their jobs run."""
-        while not self._stopping.wait(self.lease_ttl / 3):
+        """Renew the held leases every third of the shortest TTL, also while their jobs run."""
+        while not self._stopping.wait(min(self._ttls.values()) / 3):
             with self._lock:
                 held = sorted(self._held)
             for name in held:

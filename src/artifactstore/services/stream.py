@@ -31,6 +31,7 @@ each round runs there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -40,12 +41,12 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+import nats
 from artifactstore.config import Settings
 from artifactstore.controlplane import outbox
 from artifactstore.controlplane.db.engine import Database
@@ -183,13 +184,21 @@ class EventPublisher:
     async def _connect(self) -> JetStreamContext:
         """Connect, create the stream if absent, and skip what the stream already holds."""
         await self._disconnect()
-        nc = await nats.connect(
-            servers=self.servers,
-            connect_timeout=CONNECT_TIMEOUT,
-            allow_reconnect=False,  # a lost connection fails the round; the next one reconnects
-            max_reconnect_attempts=0,
-            error_cb=_ignore,  # failures reach us as exceptions, and we log them
-            name="artifactstore-events",
+        # One try per server (nats-py's 0 attempts means "forever", even with
+        # reconnects off); a lost connection fails the round, and the next one
+        # connects afresh after the backoff. The outer bound is for a server that
+        # accepts the socket and then says nothing.
+        nc = await asyncio.wait_for(
+            nats.connect(
+                servers=self.servers,
+                connect_timeout=CONNECT_TIMEOUT,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                error_cb=_ignore,  # failures reach us as exceptions, and we log them
+                name="artifactstore-events",
+            ),
+            CONNECT_TIMEOUT * (len(self.servers) + 1),
         )
         self._nc = nc
         js = nc.jetstream(timeout=ACK_TIMEOUT)
@@ -246,7 +255,8 @@ class EventPublisher:
     async def _disconnect(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
-            await nc.close()
+            with contextlib.suppress(Exception):  # a broken connection: nothing to keep
+                await asyncio.wait_for(nc.close(), CONNECT_TIMEOUT)
 
     # --- plumbing ---------------------------------------------------------------------
 
