@@ -79,7 +79,8 @@ class StreamUnderTest:
             "ARTIFACTSTORE_NATS_SUBJECT_PREFIX": self.prefix,
         }
 
-    def overrides(self) -> dict[str, str]:
+    def overrides(self) -> dict[str, Any]:
+        """The same settings as ``Store.open`` keywords."""
         return {
             "nats_url": self.url,
             "nats_stream": self.stream,

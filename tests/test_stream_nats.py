@@ -23,6 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -222,12 +223,12 @@ async def _consume_after(under_test: StreamUnderTest, after: int, last: int) -> 
         )
         out: list[Any] = []
         while len(out) < last - after:
-            for msg in await sub.fetch(last - after - len(out), timeout=10):
-                assert msg.headers is not None
-                body = json.loads(msg.data)
-                assert msg.headers["Nats-Msg-Id"] == str(body["seq"])
+            for delivered in await sub.fetch(last - after - len(out), timeout=10):
+                assert delivered.headers is not None
+                body = json.loads(delivered.data)
+                assert delivered.headers["Nats-Msg-Id"] == str(body["seq"])
                 out.append(body)
-                await msg.ack()
+                await delivered.ack()
         await sub.unsubscribe()
         return out
     finally:
@@ -273,6 +274,10 @@ def _metric(client: httpx.Client, name: str) -> float:
     raise AssertionError(f"{name} is not in /metrics")
 
 
+def _on_stream(under_test: StreamUnderTest, digest: str) -> bool:
+    return any(m.body["payload"].get("blake3") == digest for m in under_test.messages())
+
+
 def test_serve_publishes_each_commit_within_a_second(
     tmp_path: Path, nats_stream: StreamUnderTest
 ) -> None:
@@ -281,13 +286,7 @@ def test_serve_publishes_each_commit_within_a_second(
         for _ in range(5):
             stored = upload_blob(c, os.urandom(100))
             committed = time.monotonic()
-            _wait(
-                lambda: any(
-                    m.body["payload"].get("blake3") == stored["digest"]
-                    for m in nats_stream.messages()
-                ),
-                "the event on the stream",
-            )
+            _wait(partial(_on_stream, nats_stream, stored["digest"]), "the event on the stream")
             lags.append(time.monotonic() - committed)
         assert _metric(c, "artifactstore_events_unpublished") == 0
         events = _log_events(c)
