@@ -92,10 +92,14 @@ def _assert_stream_is_the_log(
 # --- the library: the publisher's rounds ------------------------------------------------
 
 
+@pytest.mark.engines("sqlite", "postgresql")
 def test_every_committed_event_arrives_once_in_seq_order(
-    tmp_path: Path, nats_stream: StreamUnderTest, logger: logging.Logger
+    tmp_path: Path,
+    nats_stream: StreamUnderTest,
+    logger: logging.Logger,
+    database_url: str | None,
 ) -> None:
-    with _store(tmp_path / "home", nats_stream) as store:
+    with _store(tmp_path / "home", nats_stream, database_url=database_url) as store:
         _commit_some(store, tmp_path, "1.0")
         publisher = store.event_publisher(logger)
         try:
@@ -112,14 +116,18 @@ def test_every_committed_event_arrives_once_in_seq_order(
     _assert_stream_is_the_log(nats_stream.messages(), events, nats_stream.prefix)
 
 
+@pytest.mark.engines("sqlite", "postgresql")
 def test_a_cursor_that_lagged_the_stream_republishes_nothing(
-    tmp_path: Path, nats_stream: StreamUnderTest, logger: logging.Logger
+    tmp_path: Path,
+    nats_stream: StreamUnderTest,
+    logger: logging.Logger,
+    database_url: str | None,
 ) -> None:
     """A crash between JetStream's ack and the cursor update, long after: the stream's
     duplicate window (here 0.5 s, made by an operator) has passed, so only the
     publisher's look at the stream's last message keeps the events from doubling."""
     asyncio.run(_add_stream(nats_stream, duplicate_window=0.5))
-    with _store(tmp_path / "home", nats_stream) as store:
+    with _store(tmp_path / "home", nats_stream, database_url=database_url) as store:
         _commit_some(store, tmp_path, "1.0")
         first = store.event_publisher(logger)
         try:
@@ -141,10 +149,14 @@ def test_a_cursor_that_lagged_the_stream_republishes_nothing(
     _assert_stream_is_the_log(nats_stream.messages(), events, nats_stream.prefix)
 
 
+@pytest.mark.engines("sqlite", "postgresql")
 def test_a_stream_recreated_empty_gets_the_whole_log(
-    tmp_path: Path, nats_stream: StreamUnderTest, logger: logging.Logger
+    tmp_path: Path,
+    nats_stream: StreamUnderTest,
+    logger: logging.Logger,
+    database_url: str | None,
 ) -> None:
-    with _store(tmp_path / "home", nats_stream) as store:
+    with _store(tmp_path / "home", nats_stream, database_url=database_url) as store:
         _commit_some(store, tmp_path, "1.0")
         publisher = store.event_publisher(logger)
         try:

@@ -91,7 +91,7 @@ def scheduled_jobs(store: Store, logger: logging.Logger | None = None) -> list[P
     ``logger`` gets the event stream's own lines (connected, NATS unavailable)."""
     jobs: list[PeriodicJob] = []
     if store.settings.nats_servers():
-        # The event stream out (SPEC section 8): services/stream.py, one publisher
+        # The event stream out (docs/events.md): services/stream.py, one publisher
         # across replicas; it connects on its first round, never at start-up.
         publisher = store.event_publisher(logger or logging.getLogger("artifactstore.access"))
         jobs.append(
