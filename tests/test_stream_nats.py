@@ -32,7 +32,9 @@ import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 
 import nats
+from artifactstore.config import Settings
 from artifactstore.controlplane import outbox
+from artifactstore.errors import InvalidSetting
 from artifactstore.model.events import Event
 from artifactstore.services.stream import EventPublisher
 from artifactstore.store import Store
@@ -43,6 +45,8 @@ from tests.server.conftest import Server, upload_blob
 TRIALS = int(os.environ.get("ARTIFACTSTORE_STREAM_CRASH_TRIALS", "20"))
 SEED = int(os.environ.get("ARTIFACTSTORE_STREAM_CRASH_SEED") or random.randrange(2**32))
 WAIT = 30.0  # generous: two cores shared by several test runs
+
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture
@@ -87,6 +91,44 @@ def _assert_stream_is_the_log(
     assert [m.body for m in ours] == [e.to_json() for e in events]
     assert [m.subject for m in ours] == [f"{prefix}.{e.type}" for e in events]
     assert [m.stream_seq for m in ours] == [offset + e.seq for e in events]
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "servers"),
+    [
+        ("", ()),
+        ("nats://127.0.0.1:4222", ("nats://127.0.0.1:4222",)),
+        ("nats://a:4222, tls://b:4222", ("nats://a:4222", "tls://b:4222")),
+        ("wss://user:pw@nats.example", ("wss://user:pw@nats.example",)),
+    ],
+)
+def test_nats_urls_accepted(url: str, servers: tuple[str, ...]) -> None:
+    assert Settings.load(env={}, nats_url=url).nats_servers() == servers
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:4222", "127.0.0.1:4222", "nats://", "nats://a:4222,redis://b"]
+)
+def test_a_nats_url_of_another_scheme_is_a_setting_error(url: str) -> None:
+    with pytest.raises(InvalidSetting, match="NATS_URL"):
+        Settings.load(env={}, nats_url=url)
+
+
+def test_bad_stream_names_are_setting_errors() -> None:
+    with pytest.raises(InvalidSetting, match="NATS_STREAM"):
+        Settings.load(env={}, nats_stream="a.b")
+    with pytest.raises(InvalidSetting, match="NATS_SUBJECT_PREFIX"):
+        Settings.load(env={}, nats_subject_prefix="events.>")
+
+
+def test_the_logged_nats_url_hides_passwords_and_tokens() -> None:
+    settings = Settings.load(env={}, nats_url="nats://me:secret@a:4222,nats://tok3n@b:4222")
+    shown = settings.redacted_nats_url()
+    assert "secret" not in shown and "tok3n" not in shown
+    assert shown == "nats://me:***@a:4222,nats://***@b:4222"
 
 
 # --- the library: the publisher's rounds ------------------------------------------------
