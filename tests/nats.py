@@ -129,8 +129,23 @@ class StreamUnderTest:
         run(go())
 
 
+async def _quiet(_exc: Exception) -> None:
+    """nats-py's error callback: the skip reason says what failed."""
+
+
 async def _check(url: str) -> None:
-    nc = await nats.connect(url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0)
+    # One attempt (nats-py's 0 means "retry forever"), bounded as a whole.
+    nc = await asyncio.wait_for(
+        nats.connect(
+            url,
+            connect_timeout=3,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.1,
+            error_cb=_quiet,
+        ),
+        10,
+    )
     try:
         await nc.jetstream(timeout=5).account_info()
     finally:
