@@ -402,6 +402,43 @@ def test_nats_down_then_back_serve_commits_on_and_the_stream_catches_up(
     print(f"\ncaught up {took:.2f} s after NATS came back; {len(unavailable)} failed attempts")
 
 
+def test_two_replicas_one_publisher_and_a_takeover_when_it_dies(
+    tmp_path: Path, nats_stream: StreamUnderTest
+) -> None:
+    """Two ``serve`` processes over one store: one holds the ``events-stream`` lease and
+    publishes; SIGKILLed, the other takes over within seconds; the stream is the log."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    home = tmp_path / "home"
+    replicas = [Server(home, tmp_path / name, nats_stream.env()) for name in ("a", "b")]
+    for replica in replicas:
+        replica.start()
+    try:
+        for i in range(6):
+            with replicas[i % 2].client() as c:
+                upload_blob(c, os.urandom(100))
+        with replicas[0].client() as c:
+            _wait(lambda: _metric(c, "artifactstore_events_unpublished") == 0, "publishing")
+        connected = ['"status": "connected"' in replica.log() for replica in replicas]
+        assert connected.count(True) == 1, connected  # one publisher, one connection
+        holder, other = (0, 1) if connected[0] else (1, 0)
+        _hard_kill(replicas[holder])
+        with replicas[other].client() as c:
+            for _ in range(4):
+                upload_blob(c, os.urandom(100))
+            took = _wait(
+                lambda: _metric(c, "artifactstore_events_unpublished") == 0, "the takeover"
+            )
+            events = [Event.from_json(e) for e in _log_events(c)]
+        assert '"status": "connected"' in replicas[other].log()
+    finally:
+        for replica in replicas:
+            replica.stop()
+    _assert_stream_is_the_log(nats_stream.messages(), events, nats_stream.prefix)
+    assert took < 3.0 + 5.0, took  # the lease's TTL, and a busy machine
+    print(f"\nthe other replica published {took:.2f} s after the holder was killed")
+
+
 # --- crash trials -----------------------------------------------------------------------
 
 
