@@ -30,12 +30,14 @@ from typing import Any
 import httpx
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
+from sqlalchemy import text
 
 import nats
 from artifactstore.config import Settings
 from artifactstore.controlplane import outbox
 from artifactstore.errors import InvalidSetting
 from artifactstore.model.events import Event
+from artifactstore.server.background import Background, PeriodicJob
 from artifactstore.services.stream import EventPublisher
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE, make_tree
@@ -287,6 +289,43 @@ async def _consume_after(under_test: StreamUnderTest, after: int, last: int) -> 
         return out
     finally:
         await nc.close()
+
+
+def test_a_quiet_job_logs_only_runs_that_did_something_and_is_closed_at_stop(
+    tmp_path: Path,
+) -> None:
+    """The wiring the publisher relies on (``server/background.py``): its own lease TTL,
+    no log line for an idle round, ``close`` once its thread has ended."""
+    runs: list[int] = []
+    closed: list[bool] = []
+    lines: list[str] = []
+
+    def run() -> dict[str, Any]:
+        runs.append(len(runs))
+        return {"published": 1} if len(runs) == 3 else {}
+
+    job_logger = logging.getLogger(f"test.quiet.{os.getpid()}.{id(runs)}")
+    job_logger.propagate = False
+    job_logger.setLevel(logging.INFO)
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    job_logger.addHandler(handler)
+    job = PeriodicJob(
+        "quiet", 0.02, run, quiet=True, close=lambda: closed.append(True), lease_ttl=2.0
+    )
+    with Store.open(tmp_path / "home") as store:
+        background = Background(store, [job], job_logger)
+        background.start()
+        try:
+            _wait(lambda: len(runs) >= 8, "eight runs")
+            with store.db.read() as conn:
+                expires = conn.execute(text("SELECT expires_at FROM leases")).scalar_one()
+            assert expires - time.time() <= 2.0  # the job's TTL, not the default minute
+        finally:
+            background.stop()
+    oks = [json.loads(x) for x in lines if '"status": "ok"' in x]
+    assert [x["published"] for x in oks] == [1]
+    assert closed == [True]
 
 
 # --- serve: the publisher as a background job ------------------------------------------
