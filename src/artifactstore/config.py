@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from artifactstore.errors import InvalidInput
+from artifactstore.errors import InvalidInput, InvalidSetting
 
 __all__ = [
     "MAX_QUERY_FILTERS",
@@ -40,6 +40,9 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 6048
 _SIZE = re.compile(r"([0-9]{1,30})(?:\.([0-9]{1,30}))?\s*([kmgtpe]i?b?|b)?", re.IGNORECASE)
 #: Largest size accepted (what a signed 64-bit column holds).
 MAX_SIZE = 2**63 - 1
+_NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SUBJECT_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 #: Highest ``max_query_filters`` accepted: each filter deepens the SQL expression
 #: tree by one, and SQLite refuses trees deeper than 1,000 (about 980 filters).
 MAX_QUERY_FILTERS = 256
@@ -181,6 +184,21 @@ class Settings:
         8 * 1024 * 1024,
     )
 
+    # --- the event stream out to NATS JetStream (SPEC section 8, issue 18) -----------------
+    nats_url: str = _help(
+        "NATS server(s) the event stream is published to (nats://, tls://, ws:// or wss://; "
+        "comma-separated for a cluster; empty: no stream)",
+        "",
+    )
+    nats_stream: str = _help(
+        "JetStream stream the events are published to (created if absent)",
+        "ARTIFACTSTORE_EVENTS",
+    )
+    nats_subject_prefix: str = _help(
+        "subject prefix of the published events: an event goes to PREFIX.<type>",
+        "artifactstore.events",
+    )
+
     def __post_init__(self) -> None:
         home = Path(self.home)
         object.__setattr__(self, "home", home)
@@ -212,6 +230,17 @@ class Settings:
         if self.disk_reserve_bytes < 0:
             raise InvalidInput(
                 f"DISK_RESERVE_BYTES must be 0 or more, not {self.disk_reserve_bytes}"
+            )
+        self.nats_servers()  # refuse a malformed NATS_URL at start-up, not at the first publish
+        if not _STREAM_NAME.fullmatch(self.nats_stream):
+            raise InvalidSetting(
+                f"NATS_STREAM {self.nats_stream[:60]!r} is not a JetStream stream name "
+                "(letters, digits, - and _, at most 64)"
+            )
+        if not _SUBJECT_PREFIX.fullmatch(self.nats_subject_prefix):
+            raise InvalidSetting(
+                f"NATS_SUBJECT_PREFIX {self.nats_subject_prefix[:60]!r} is not a NATS subject "
+                "prefix (dot-separated tokens without spaces, * or >)"
             )
         if self.primary_digest not in ("blake3", "sha256"):
             raise InvalidInput(
@@ -249,6 +278,25 @@ class Settings:
                         "CIDR network (e.g. 10.0.0.0/8, 192.0.2.7, ::1)"
                     ) from None
         return tuple(out)
+
+    def nats_servers(self) -> tuple[str, ...]:
+        """``nats_url`` split into its servers (none: the stream is off); each is checked
+        here so that ``serve`` refuses a wrong scheme before it starts."""
+        servers = tuple(item.strip() for item in self.nats_url.split(",") if item.strip())
+        for server in servers:
+            scheme, sep, rest = server.partition("://")
+            if not sep or scheme.lower() not in _NATS_SCHEMES or not rest.strip("/"):
+                shown = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", server)[:80]
+                raise InvalidSetting(
+                    f"NATS_URL {shown!r} is not a NATS server URL: use "
+                    "nats://HOST:PORT (or tls://, ws://, wss://), e.g. nats://127.0.0.1:4222"
+                )
+        return servers
+
+    def redacted_nats_url(self) -> str:
+        """``nats_url`` for logs: a password or a token (user info without one) hidden."""
+        text = re.sub(r"//([^:/@,]+):[^@,]*@", r"//\1:***@", self.nats_url)
+        return re.sub(r"//[^:/@,]+@", "//***@", text)
 
     def redacted_database_url(self) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.database_url)

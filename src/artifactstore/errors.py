@@ -32,6 +32,7 @@ __all__ = [
     "InvalidPath",
     "InvalidReference",
     "InvalidSchema",
+    "InvalidSetting",
     "LegalHold",
     "LimitExceeded",
     "Locked",
@@ -81,6 +82,14 @@ class InvalidInput(ArtifactStoreError):
 
     code = "invalid_input"
     title = "Invalid input"
+
+
+class InvalidSetting(InvalidInput):
+    """A setting (environment, ``artifactstore.toml``) that the store cannot start with:
+    a usage error of the command (exit 2), found before anything runs."""
+
+    code = "invalid_setting"
+    title = "Invalid setting"
 
 
 class InvalidName(InvalidInput):

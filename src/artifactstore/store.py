@@ -31,12 +31,16 @@ from artifactstore.model.jsonio import check_metadata_limits
 from artifactstore.model.manifest import FileEntry, Manifest
 
 if TYPE_CHECKING:
+    import logging
+
     from artifactstore.controlplane.db.engine import Database
+    from artifactstore.controlplane.outbox import Backlog
     from artifactstore.model import retention
     from artifactstore.model.events import Event
     from artifactstore.model.versions import CommitResult, Page, PushResult, VersionRecord
     from artifactstore.services import Services
     from artifactstore.services.copy import CopyReport
+    from artifactstore.services.stream import EventPublisher
     from artifactstore.services.uploads import BlobUpload, SessionAppend
 
 __all__ = ["Store"]
@@ -579,6 +583,18 @@ class Store:
 
     def release_lease(self, name: str, holder: str) -> bool:
         return self.services.maintenance.release_lease(name, holder)
+
+    def event_publisher(self, logger: logging.Logger) -> EventPublisher:
+        """The publisher of the event stream out to NATS (``NATS_URL``; ``serve`` runs it)."""
+        from artifactstore.services.stream import EventPublisher
+
+        return EventPublisher(self.db, self.settings, logger)
+
+    def stream_backlog(self) -> Backlog:
+        """The log's last seq and how far the NATS stream (``NATS_STREAM``) has it."""
+        from artifactstore.controlplane import outbox
+
+        return outbox.backlog(self.db, self.settings.nats_stream)
 
     def stats(self) -> dict[str, int]:
         return self.services.maintenance.stats()

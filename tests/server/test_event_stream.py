@@ -100,6 +100,33 @@ def test_resume_with_last_event_id_gives_exactly_the_rest(live_server: Server) -
     assert after_param[0]["seq"] == end + 1
 
 
+def test_a_client_cut_off_mid_stream_resumes_without_gap_or_duplicate(
+    live_server: Server,
+) -> None:
+    """The connection drops (the client's socket closed) while events are still being
+    committed; reconnecting with the last ``id:`` seen gives exactly the rest."""
+    with live_server.client() as c:
+        start = _last_seq(c)
+        committing = threading.Thread(target=_add_events, args=(c, 30))
+        seen: list[int] = []
+        cuts = 0
+        committing.start()
+        try:
+            while len(seen) < 30:
+                last = seen[-1] if seen else start
+                with (
+                    httpx.Client(base_url=live_server.base_url) as own,
+                    _stream(own, **{"Last-Event-ID": str(last)}) as response,
+                ):
+                    # Cut after a few events, mid-burst (the last round reads to the end).
+                    seen += [e["seq"] for e in _read(_events(response), min(7, 30 - len(seen)))]
+                cuts += 1
+        finally:
+            committing.join(WAIT)
+    assert seen == list(range(start + 1, start + 31))
+    assert cuts >= 4
+
+
 @pytest.mark.parametrize(
     "value", ["abc", "-1", "1.5", "1e3", "99999999999999999999", "4611686018427387905", "٣"]
 )

@@ -11,6 +11,7 @@ from artifactstore.errors import (
     IntegrityError,
     InvalidName,
     InvalidReference,
+    InvalidSetting,
     Locked,
 )
 
@@ -23,6 +24,7 @@ _TABLE: tuple[tuple[type[ArtifactStoreError], int], ...] = (
     (IntegrityError, INTEGRITY),
     (InvalidReference, USAGE),  # a malformed argument on the command line
     (InvalidName, USAGE),
+    (InvalidSetting, USAGE),  # a malformed setting: the command cannot start
     (Locked, FAILED),  # legal hold or retention lock: the operation failed, stated on stderr
     (ArtifactStoreError, FAILED),
 )

@@ -193,7 +193,7 @@ def create_app(
     logger: logging.Logger | None = None,
 ) -> FastAPI:
     log = logger or _default_logger()
-    background = Background(store, scheduled_jobs(store), log)
+    background = Background(store, scheduled_jobs(store, log), log)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

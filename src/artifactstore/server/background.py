@@ -1,4 +1,5 @@
-"""Periodic jobs in ``serve`` (background GC, the upload sweep, restores), one replica at a time.
+"""Periodic jobs in ``serve`` (background GC, the upload sweep, restores, the event
+stream out to NATS), one replica at a time.
 
 Every replica (every worker process of every host) schedules the same jobs;
 before each run it takes the job's lease (``controlplane/leases.py``, named
@@ -13,7 +14,9 @@ its own daemon thread, never on the event loop, and a slow job does not
 delay another. A failed run is logged and retried at the next interval; no
 job's exception reaches the server. Each run writes one JSON line to the
 server's log: the job, the outcome, its duration and the figures the job
-returned.
+returned; a ``quiet`` job's runs that did nothing (no figures) write none, so
+that a job polling several times a second (the event stream) does not flood
+the log. A job with a ``close`` has it called once its thread has ended.
 
 A new job is one more :class:`PeriodicJob` in :func:`scheduled_jobs`.
 """
@@ -38,6 +41,8 @@ __all__ = [
     "GC_ACTOR",
     "LEASE_TTL",
     "STOP_TIMEOUT",
+    "STREAM_INTERVAL",
+    "STREAM_LEASE_TTL",
     "Background",
     "PeriodicJob",
     "holder_id",
@@ -54,22 +59,51 @@ STOP_TIMEOUT = 5.0
 #: The actor background GC records in ``blob.collected`` events.
 GC_ACTOR = "system:gc"
 
+#: Seconds between rounds of the event stream's publisher: how soon after a commit
+#: its events reach NATS (a round with nothing new is two indexed reads).
+STREAM_INTERVAL = 0.25
+#: The publisher's own lease TTL: after its holder crashes the stream stalls this
+#: long, not a minute. Renewed every round; two publishers overlapping (a holder
+#: stalled past it) is safe, only wasted work (services/stream.py).
+STREAM_LEASE_TTL = 3.0
+
 
 @dataclass(frozen=True)
 class PeriodicJob:
     """A job run every ``interval`` seconds by whichever replica holds lease ``name``.
 
-    ``run`` returns the figures of the run (JSON values) for the log line.
+    ``run`` returns the figures of the run (JSON values) for the log line;
+    ``quiet``: runs that return no figures are not logged; ``close`` frees what
+    the job holds (a connection) when the server stops; ``lease_ttl``: the
+    job's own TTL (None: the Background's).
     """
 
     name: str
     interval: float
     run: Callable[[], Mapping[str, Any]]
+    quiet: bool = False
+    close: Callable[[], None] | None = None
+    lease_ttl: float | None = None
 
 
-def scheduled_jobs(store: Store) -> list[PeriodicJob]:
-    """The jobs ``serve`` runs with these settings (none when all are switched off)."""
+def scheduled_jobs(store: Store, logger: logging.Logger | None = None) -> list[PeriodicJob]:
+    """The jobs ``serve`` runs with these settings (none when all are switched off);
+    ``logger`` gets the event stream's own lines (connected, NATS unavailable)."""
     jobs: list[PeriodicJob] = []
+    if store.settings.nats_servers():
+        # The event stream out (docs/events.md): services/stream.py, one publisher
+        # across replicas; it connects on its first round, never at start-up.
+        publisher = store.event_publisher(logger or logging.getLogger("artifactstore.access"))
+        jobs.append(
+            PeriodicJob(
+                "events-stream",
+                STREAM_INTERVAL,
+                publisher.run,
+                quiet=True,
+                close=publisher.close,
+                lease_ttl=STREAM_LEASE_TTL,
+            )
+        )
     if store.settings.upload_sweep_interval > 0:
         # Expired sessions' bytes and crash leftovers go whether or not GC is scheduled.
         sweep = store.settings.upload_sweep_interval
@@ -120,12 +154,13 @@ class Background:
         names = [job.name for job in jobs]
         if len(set(names)) != len(names):
             raise ValueError(f"two periodic jobs share a name (a lease): {names}")
-        if any(job.interval <= 0 for job in jobs) or lease_ttl <= 0:
+        if any(job.interval <= 0 or (job.lease_ttl or 1) <= 0 for job in jobs) or lease_ttl <= 0:
             raise ValueError("periodic jobs need positive intervals and a positive lease TTL")
         self.store = store
         self.jobs = tuple(jobs)
         self.logger = logger
         self.lease_ttl = lease_ttl
+        self._ttls = {job.name: job.lease_ttl or lease_ttl for job in jobs}
         self.stop_timeout = stop_timeout
         self.holder = holder_id()
         self._stopping = threading.Event()
@@ -175,6 +210,11 @@ class Background:
             if thread.is_alive():
                 self._log(job.name, "still_running", logging.WARNING)
                 continue
+            if job.close is not None:
+                try:
+                    job.close()
+                except Exception as exc:  # stopping goes on: the process is ending
+                    self._log(job.name, "close_failed", logging.WARNING, _failure(exc))
             with self._lock:
                 held = job.name in self._held
                 self._held.discard(job.name)
@@ -205,11 +245,12 @@ class Background:
             failure = {"duration_ms": _since(started), **_failure(exc)}
             self._log(job.name, "error", logging.ERROR, failure)
             return
-        self._log(job.name, "ok", logging.INFO, {"duration_ms": _since(started), **figures})
+        if figures or not job.quiet:
+            self._log(job.name, "ok", logging.INFO, {"duration_ms": _since(started), **figures})
 
     def _claim(self, name: str) -> bool:
         """Take or renew lease ``name``; logs when this replica gains or loses it."""
-        won = self.store.acquire_lease(name, self.holder, self.lease_ttl)
+        won = self.store.acquire_lease(name, self.holder, self._ttls[name])
         with self._lock:
             had = name in self._held
             if won:
@@ -221,8 +262,8 @@ class Background:
         return won
 
     def _renew(self) -> None:
-        """Renew the held leases every third of the TTL, also while their jobs run."""
-        while not self._stopping.wait(self.lease_ttl / 3):
+        """Renew the held leases every third of the shortest TTL, also while their jobs run."""
+        while not self._stopping.wait(min(self._ttls.values()) / 3):
             with self._lock:
                 held = sorted(self._held)
             for name in held:

@@ -8,9 +8,10 @@ Three kinds of table, and the difference matters:
   row for row. Their rows carry event times and sequence numbers, never the
   wall clock of the replay.
 * operational state (``chain_head``, ``blob_activity``, ``upload_sessions``,
-  ``token_usage``, ``auth_failures``): coordination data that is not history (the chain tip for
-  serialising appends, GC leases, in-flight uploads, tokens' last use, recent
-  failed authentications).
+  ``token_usage``, ``auth_failures``, ``leases``, ``stream_cursors``): coordination
+  data that is not history (the chain tip for serialising appends, GC leases,
+  in-flight uploads, tokens' last use, recent failed authentications, how far the
+  event stream is published).
   Rebuild leaves it alone.
 
 The Alembic migrations in ``migrations/`` create exactly these tables; a test
@@ -53,6 +54,7 @@ __all__ = [
     "retention_policies",
     "schemas",
     "storage_locations",
+    "stream_cursors",
     "token_usage",
     "tokens",
     "upload_sessions",
@@ -119,6 +121,15 @@ leases = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", String(128), nullable=False),
     Column("expires_at", Float, nullable=False),
+)
+
+#: The event stream's outbox cursor: every event up to ``published_seq`` has been
+#: acknowledged by the JetStream stream ``stream`` (``controlplane/outbox.py``).
+stream_cursors = Table(
+    "stream_cursors",
+    metadata,
+    Column("stream", String(64), primary_key=True),
+    Column("published_seq", BigInteger, nullable=False),
 )
 
 # --- views ------------------------------------------------------------------------------
@@ -325,4 +336,5 @@ OPERATIONAL_TABLES = (
     token_usage,
     leases,
     auth_failures,
+    stream_cursors,
 )

@@ -132,7 +132,7 @@ async def metrics(request: Request) -> PlainTextResponse:
 def _store_gauges(store: Store) -> dict[str, Gauge]:
     """The store-wide gauges (a global admin's or a metrics token's)."""
     stats = store.stats()
-    return {
+    gauges = {
         "artifactstore_blobs": Gauge.of("Blobs recorded.", stats["blobs"]),
         "artifactstore_blob_bytes": Gauge.of("Bytes of recorded blobs.", stats["blob_bytes"]),
         "artifactstore_upload_sessions_open": Gauge.of(
@@ -140,3 +140,12 @@ def _store_gauges(store: Store) -> dict[str, Gauge]:
         ),
         "artifactstore_versions": Gauge.of("Live package versions.", stats["versions"]),
     }
+    if store.settings.nats_servers():  # the event stream out (NATS_URL)
+        backlog = store.stream_backlog()
+        gauges["artifactstore_events_unpublished"] = Gauge.of(
+            "Committed events not yet acknowledged by the NATS stream.", backlog.unpublished
+        )
+        gauges["artifactstore_events_published_seq"] = Gauge.of(
+            "Seq of the last event the NATS stream acknowledged.", backlog.published
+        )
+    return gauges
