@@ -25,7 +25,7 @@ from artifactstore.model.identity import Digest
 from artifactstore.store import Store
 from tests.conftest import make_tree, read_tree
 
-pytestmark = pytest.mark.engines("sqlite", "postgresql")
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 TREE: dict[str, bytes | str] = {
     "bin/app": b"\x7fELF" + bytes(range(256)) * 40,

@@ -18,7 +18,7 @@ from artifactstore.controlplane.db.tables import metadata
 from artifactstore.errors import UnmigratedDatabase
 from tests.conftest import ARTIFACTSTORE
 
-pytestmark = pytest.mark.engines("sqlite", "postgresql")
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 
 @pytest.fixture
