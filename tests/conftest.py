@@ -23,13 +23,13 @@ from tests.matrix import (
     CONFIGS,
     ENGINES,
     StoreConfig,
+    StoreConfigs,
     pytest_runtest_makereport,
     pytest_sessionfinish,
     pytest_sessionstart,
     scaleout_storage,
 )
 from tests.pg import (
-    clone_database,
     empty_postgresql,
     postgresql_session,
     postgresql_template,
@@ -244,17 +244,11 @@ def store_config(config: str, request: pytest.FixtureRequest) -> StoreConfig:
 
 
 @pytest.fixture(scope="module")
-def module_store_config(config: str, request: pytest.FixtureRequest) -> Iterator[StoreConfig]:
-    """The same for a module's server: on scale-out a database of the module's own (a copy
-    of the migrated template: emptying the session's under a live server would pull rows
-    from under it), dropped at the module's end."""
-    if config == "embedded":
-        yield StoreConfig(config, None, None)
-        return
-    template = request.getfixturevalue("postgresql_template")
-    assert isinstance(template, str)
-    with clone_database(template) as url:
-        yield StoreConfig(config, url, scaleout_storage(request))
+def store_configs(config: str, request: pytest.FixtureRequest) -> Iterator[StoreConfigs]:
+    """New stores of the module's configuration, one per server or extra store (on
+    scale-out each its own database, dropped at the module's end)."""
+    with StoreConfigs(config, request) as configs:
+        yield configs
 
 
 @pytest.fixture

@@ -14,19 +14,25 @@ quietly or deselected it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import pytest
+
+from tests.pg import clone_database
 
 __all__ = [
     "CONFIGS",
     "ENGINES",
     "StoreConfig",
+    "StoreConfigs",
     "pytest_runtest_makereport",
     "pytest_sessionfinish",
     "pytest_sessionstart",
     "scaleout_storage",
+    "store_overrides",
 ]
 
 #: The configurations, in the order a marked module runs in.
@@ -60,6 +66,16 @@ class StoreConfig(NamedTuple):
         return {f"ARTIFACTSTORE_{k.upper()}": str(v) for k, v in self.overrides().items()}
 
 
+def store_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """The ``Store.open`` settings of a process environment's database and storage URLs:
+    what a test needs to open, beside a server, the store that server serves."""
+    names = {
+        "ARTIFACTSTORE_DATABASE_URL": "database_url",
+        "ARTIFACTSTORE_STORAGE_URL": "storage_url",
+    }
+    return {names[k]: v for k, v in env.items() if k in names}
+
+
 def scaleout_storage(request: pytest.FixtureRequest) -> str | None:
     """The hot storage URL of a scale-out store: a fresh prefix of the session's S3 bucket.
 
@@ -69,6 +85,26 @@ def scaleout_storage(request: pytest.FixtureRequest) -> str | None:
     """
     del request
     return None
+
+
+class StoreConfigs(contextlib.ExitStack):
+    """New stores of one configuration, for tests that run servers or several stores: on
+    scale-out each gets a database of its own (a copy of the session's migrated template),
+    dropped when this closes. A server's store cannot share the session's database, which
+    each test empties: that would pull rows from under a server that lives longer."""
+
+    def __init__(self, name: str, request: pytest.FixtureRequest) -> None:
+        super().__init__()
+        self.name = name
+        self._request = request
+
+    def new(self) -> StoreConfig:
+        if self.name == "embedded":
+            return StoreConfig(self.name, None, None)
+        template = self._request.getfixturevalue("postgresql_template")
+        assert isinstance(template, str)
+        url = self.enter_context(clone_database(template))
+        return StoreConfig(self.name, url, scaleout_storage(self._request))
 
 
 def _config_of(item: pytest.Item) -> str:

@@ -20,6 +20,8 @@ from artifactstore.controlplane.uploads import CLAIM_SECONDS
 from tests.conftest import Cli
 from tests.server.conftest import Server, assert_problem
 
+pytestmark = pytest.mark.configs("embedded", "scaleout")
+
 MiB = 1024 * 1024
 
 
