@@ -26,6 +26,7 @@ from tests.pg import clone_database
 __all__ = [
     "CONFIGS",
     "ENGINES",
+    "STORE_VARIABLES",
     "StoreConfig",
     "StoreConfigs",
     "pytest_runtest_makereport",
@@ -40,6 +41,11 @@ CONFIGS = ("embedded", "scaleout")
 
 #: The metadata database engine of each configuration.
 ENGINES = {"embedded": "sqlite", "scaleout": "postgresql"}
+
+#: The variables that place a store (what a configuration sets), by ``Store.open`` setting.
+STORE_VARIABLES = {
+    f"ARTIFACTSTORE_{name.upper()}": name for name in ("database_url", "storage_url")
+}
 
 #: How many scale-out tests have passed so far in this session.
 _SCALEOUT_PASSED = pytest.StashKey[int]()
@@ -69,11 +75,7 @@ class StoreConfig(NamedTuple):
 def store_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     """The ``Store.open`` settings of a process environment's database and storage URLs:
     what a test needs to open, beside a server, the store that server serves."""
-    names = {
-        "ARTIFACTSTORE_DATABASE_URL": "database_url",
-        "ARTIFACTSTORE_STORAGE_URL": "storage_url",
-    }
-    return {names[k]: v for k, v in env.items() if k in names}
+    return {STORE_VARIABLES[k]: v for k, v in env.items() if k in STORE_VARIABLES}
 
 
 def scaleout_storage(request: pytest.FixtureRequest) -> str | None:

@@ -64,7 +64,7 @@ def sql(store: Store, statement: str, *params: object) -> list[tuple[object, ...
         with closing(sqlite3.connect(database_path(store.settings.home))) as conn, conn:
             return conn.execute(statement, params).fetchall()
     with closing(psycopg.connect(url)) as pg, pg:
-        cur = pg.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
+        cur = pg.execute(statement.replace("?", "%s"), params)
         return [tuple(r) for r in cur.fetchall()] if cur.description else []
 
 

@@ -36,8 +36,8 @@ from artifactstore.model.identity import Digest, Reference
 from artifactstore.model.manifest import FileEntry, Manifest, media_type_for
 from artifactstore.model.paths import PackagePath
 from artifactstore.store import Store
-from tests.conftest import ARTIFACTSTORE, tls
-from tests.matrix import StoreConfigs, store_overrides
+from tests.conftest import ARTIFACTSTORE, Cli, tls
+from tests.matrix import STORE_VARIABLES, StoreConfigs, store_overrides
 from tests.server.inprocess import InProcessServer, LogFile
 
 __all__ = [
@@ -162,6 +162,12 @@ class Server(LogFile):
     def open_store(self, **overrides: Any) -> Store:
         """The store this server serves, opened beside it (its database and storage)."""
         return Store.open(self.home, **{**store_overrides(self.env), **overrides})
+
+    def local_cli(self, cwd: Path) -> Cli:
+        """The CLI in local mode on the store this server serves, run from ``cwd``."""
+        runner = Cli(self.home, cwd)
+        runner.env.update({k: v for k, v in self.env.items() if k in STORE_VARIABLES})
+        return runner
 
 
 def assert_problem(

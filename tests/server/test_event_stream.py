@@ -266,20 +266,19 @@ def test_cli_follow_with_a_limit_stops_there(live_server: Server, tmp_path: Path
     assert "blob.stored" in lines[0]
 
 
-def test_cli_follow_in_local_mode_still_polls_the_database(tmp_path: Path) -> None:
-    cli = Cli(tmp_path / "home", tmp_path)
-    (tmp_path / "a.txt").write_text("a\n")
+def test_cli_follow_in_local_mode_still_polls_the_database(cli: Cli) -> None:
+    (cli.cwd / "a.txt").write_text("a\n")
     cli.ok("push", "ci/app:1", "a.txt")
     last = int(cli.ok("events").stdout.decode().splitlines()[-1].split()[0])
     proc = subprocess.Popen(
         [str(ARTIFACTSTORE), "events", "--follow", "--after", str(last), "--limit", "1"],
-        cwd=tmp_path,
+        cwd=cli.cwd,
         env=cli.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    (tmp_path / "b.txt").write_text("b\n")
+    (cli.cwd / "b.txt").write_text("b\n")
     cli.ok("push", "ci/app:2", "b.txt")
     out, err = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0, err
