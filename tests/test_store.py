@@ -153,6 +153,7 @@ def test_read_file_of_absent_path(store: Store, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.configs("embedded")  # bytes only: the database holds one row of it
 def test_one_gib_sparse_file(store: Store, tmp_path: Path) -> None:
     src = tmp_path / "big"
     src.mkdir()

@@ -17,8 +17,6 @@ from artifactstore.client.uploads import SESSION_THRESHOLD
 from tests.conftest import ARTIFACTSTORE, REAL_CACHE, Cli, CliResult, make_tree, read_tree
 from tests.server.conftest import Server, digests_of
 
-pytestmark = pytest.mark.configs("embedded", "scaleout")
-
 MiB = 1024 * 1024
 
 
