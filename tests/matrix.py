@@ -21,8 +21,6 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from tests.pg import clone_database
-
 __all__ = [
     "CONFIGS",
     "ENGINES",
@@ -103,6 +101,8 @@ class StoreConfigs(contextlib.ExitStack):
     def new(self) -> StoreConfig:
         if self.name == "embedded":
             return StoreConfig(self.name, None, None)
+        from tests.pg import clone_database  # psycopg and the store: not for the CI guard alone
+
         template = self._request.getfixturevalue("postgresql_template")
         assert isinstance(template, str)
         url = self.enter_context(clone_database(template))
