@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence, Set
+from collections.abc import Collection, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Unpack
 
-from sqlalchemy import Connection, and_, exists, select
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, select
+from sqlalchemy.dialects.postgresql import JSONB
 
 from artifactstore.controlplane import namespaces
 from artifactstore.controlplane.blobs import dereference, not_held
@@ -280,19 +281,34 @@ def query(
         q = q.where(t.versions.c.committed_at > created_after)
     if (created_before := args.get("created_before")) is not None:
         q = q.where(t.versions.c.committed_at < created_before)
-    for key, value in sorted((args.get("where") or {}).items()):
-        vm = t.version_meta
-        q = q.where(
-            exists().where(
-                and_(vm.c.version_id == t.versions.c.id, vm.c.key == key, vm.c.value == value)
-            )
-        )
+    if where := args.get("where"):
+        q = q.where(_metadata_matches(conn, where))
     if cursor := args.get("cursor"):
         q = q.where(t.versions.c.id < _decode_cursor(cursor))
     rows = conn.execute(q.order_by(t.versions.c.id.desc()).limit(limit + 1)).all()
     items = [_record(r) for r in rows[:limit]]
     more = len(rows) > limit
     return Page(items, _encode_cursor(items[-1].id) if more and items else None)
+
+
+def _metadata_matches(conn: Connection, where: Mapping[str, str]) -> ColumnElement[bool]:
+    """Every ``key = value`` pair of ``where``, in the form the engine's index serves.
+
+    PostgreSQL: one containment test on ``versions.meta`` (its GIN index finds the
+    versions that hold all the pairs at once). SQLite: the version ids under each pair,
+    read from ``version_meta``'s covering key/value index. The two hold the same pairs
+    (``projection._commit``), so the answers are the same.
+    """
+    if conn.dialect.name == "postgresql":
+        pairs = bindparam("meta_pairs", dict(where), type_=JSONB(none_as_null=True))
+        return t.versions.c.meta.op("@>")(pairs)
+    vm = t.version_meta
+    return and_(
+        *(
+            t.versions.c.id.in_(select(vm.c.version_id).where(vm.c.key == k, vm.c.value == v))
+            for k, v in sorted(where.items())
+        )
+    )
 
 
 def _encode_cursor(version_id: int) -> str:
