@@ -28,8 +28,7 @@ _JSON = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postg
 
 def upgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
-    with op.batch_alter_table("versions") as batch:
-        batch.add_column(sa.Column("meta", _JSON, nullable=True))
+    op.add_column("versions", sa.Column("meta", _JSON, nullable=True))
     if postgresql:
         op.execute(
             "UPDATE versions SET meta = m.pairs FROM (SELECT version_id, "
@@ -61,5 +60,8 @@ def downgrade() -> None:
     op.drop_index("ix_versions_committed", table_name="versions")
     if op.get_bind().dialect.name == "postgresql":
         op.drop_index("ix_versions_meta", table_name="versions")
-    with op.batch_alter_table("versions") as batch:
-        batch.drop_column("meta")
+        op.drop_column("versions", "meta")
+    else:
+        # In place (SQLite 3.35+): a batch copy of ``versions`` would drop the table,
+        # and its foreign keys would take every row of ``files`` and ``version_meta``.
+        op.execute("ALTER TABLE versions DROP COLUMN meta")
