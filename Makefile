@@ -28,7 +28,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: bytecode
-	$(BIN)/pytest -q -x --durations=15
+	$(BIN)/pytest -q -x -rs --durations=15
 
 test: test-deps lint typecheck unit
 

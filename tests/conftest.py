@@ -19,9 +19,33 @@ import httpx
 import pytest
 
 from artifactstore.store import Store
-from tests.pg import empty_postgresql, postgresql_session, postgresql_url
+from tests.dataplane.s3server import S3Server, run_s3_server
+from tests.matrix import (
+    CONFIGS,
+    ENGINES,
+    StoreConfig,
+    StoreConfigs,
+    pytest_runtest_makereport,
+    pytest_sessionfinish,
+    pytest_sessionstart,
+    scaleout_storage,
+)
+from tests.pg import (
+    empty_postgresql,
+    postgresql_session,
+    postgresql_template,
+    postgresql_url,
+)
 
-__all__ = ["empty_postgresql", "postgresql_session", "postgresql_url"]  # fixtures for all
+__all__ = [  # fixtures and hooks for all
+    "empty_postgresql",
+    "postgresql_session",
+    "postgresql_template",
+    "postgresql_url",
+    "pytest_runtest_makereport",
+    "pytest_sessionfinish",
+    "pytest_sessionstart",
+]
 
 #: The installed console script of this virtual environment.
 ARTIFACTSTORE = Path(sys.executable).parent / "artifactstore"
@@ -29,6 +53,13 @@ ARTIFACTSTORE = Path(sys.executable).parent / "artifactstore"
 #: The user's cache directory as it was before the suite replaced it (``private_home``):
 #: what a test may look at, to prove that nothing was written there.
 REAL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server on a free loopback port, with an empty bucket, for the session
+    (the scale-out configuration's storage; ``tests/dataplane`` has its own for now)."""
+    yield from run_s3_server(tmp_path_factory.mktemp("aws"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -178,40 +209,66 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "engines(*names): run the test on each metadata database engine named "
-        "('sqlite', 'postgresql') through the `engine` fixture; unmarked tests use SQLite",
+        "configs(*names): run the test in each store configuration named ('embedded': "
+        "SQLite + file://, 'scaleout': PostgreSQL + S3) through the `config` fixture; "
+        "unmarked tests run embedded only",
     )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise ``engine`` over the engines a test, class or module is marked with."""
-    marker = metafunc.definition.get_closest_marker("engines")
-    if marker is not None and "engine" in metafunc.fixturenames:
-        metafunc.parametrize("engine", marker.args)
+    """Parametrise ``config`` over the configurations a test, class or module is marked with.
+
+    Module scope, so that a module's server (a module fixture) follows it too: the
+    module runs once per configuration, its tests grouped by it.
+    """
+    marker = metafunc.definition.get_closest_marker("configs")
+    if marker is not None and "config" in metafunc.fixturenames:
+        unknown = set(marker.args) - set(CONFIGS)
+        assert not unknown, f"unknown configuration(s) {sorted(unknown)}: use {CONFIGS}"
+        metafunc.parametrize("config", marker.args, scope="module")
+
+
+@pytest.fixture(scope="session")
+def config() -> str:
+    """The store configuration of an unmarked test (see ``pytest_generate_tests``)."""
+    return "embedded"
 
 
 @pytest.fixture
-def engine() -> str:
-    """The metadata database engine of an unmarked test (see ``pytest_generate_tests``)."""
-    return "sqlite"
+def engine(config: str) -> str:
+    """The metadata database engine of the test's configuration."""
+    return ENGINES[config]
 
 
 @pytest.fixture
-def database_url(engine: str, request: pytest.FixtureRequest) -> str | None:
-    """The database URL a test's store uses: None for the default SQLite file under its
-    home, else an emptied PostgreSQL database of the session's own (``tests/pg.py``)."""
-    if engine == "sqlite":
-        return None
-    assert engine == "postgresql", engine
+def store_config(config: str, request: pytest.FixtureRequest) -> StoreConfig:
+    """Where the test's store keeps its metadata and bytes: the defaults under its home
+    (embedded), or the session's PostgreSQL database emptied for it and scale-out storage."""
+    if config == "embedded":
+        return StoreConfig(config, None, None)
     url = request.getfixturevalue("postgresql_url")
     assert isinstance(url, str)
-    return url
+    return StoreConfig(config, url, scaleout_storage(request))
+
+
+@pytest.fixture(scope="module")
+def store_configs(config: str, request: pytest.FixtureRequest) -> Iterator[StoreConfigs]:
+    """New stores of the module's configuration, one per server or extra store (on
+    scale-out each its own database, dropped at the module's end)."""
+    with StoreConfigs(config, request) as configs:
+        yield configs
 
 
 @pytest.fixture
-def store(clean_env: None, tmp_path: Path, database_url: str | None) -> Iterator[Store]:
+def database_url(store_config: StoreConfig) -> str | None:
+    """The database URL a test's store uses: None for the default SQLite file under its home."""
+    return store_config.database_url
+
+
+@pytest.fixture
+def store(clean_env: None, tmp_path: Path, store_config: StoreConfig) -> Iterator[Store]:
     """A fresh store (GC grace 0, so collection needs no waiting), closed at teardown."""
-    s = Store.open(tmp_path / "home", gc_grace=0.0, database_url=database_url)
+    s = Store.open(tmp_path / "home", gc_grace=0.0, **store_config.overrides())
     try:
         yield s
     finally:
@@ -219,10 +276,10 @@ def store(clean_env: None, tmp_path: Path, database_url: str | None) -> Iterator
 
 
 @pytest.fixture
-def whole_store(clean_env: None, tmp_path: Path, database_url: str | None) -> Iterator[Store]:
+def whole_store(clean_env: None, tmp_path: Path, store_config: StoreConfig) -> Iterator[Store]:
     """The same, with no packs: every file's bytes are an object at the blob's own key,
     for tests that follow those bytes (packs have tests/test_packs.py)."""
-    s = Store.open(tmp_path / "home", gc_grace=0.0, pack_max_bytes=0, database_url=database_url)
+    s = Store.open(tmp_path / "home", gc_grace=0.0, pack_max_bytes=0, **store_config.overrides())
     try:
         yield s
     finally:
@@ -230,13 +287,13 @@ def whole_store(clean_env: None, tmp_path: Path, database_url: str | None) -> It
 
 
 @pytest.fixture
-def cli(tmp_path: Path, database_url: str | None) -> Cli:
-    """The CLI on the test's home, and on its store's database where that is PostgreSQL."""
+def cli(tmp_path: Path, store_config: StoreConfig) -> Cli:
+    """The CLI on the test's home, and on its store's database and storage where the
+    configuration names them."""
     work = tmp_path / "work"
     work.mkdir()
     runner = Cli(tmp_path / "home", work)
-    if database_url is not None:
-        runner.env["ARTIFACTSTORE_DATABASE_URL"] = database_url
+    runner.env.update(store_config.env())
     return runner
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from artifactstore.dataplane.layout import database_path
@@ -36,6 +37,8 @@ from artifactstore.model.retention import (
 )
 from artifactstore.store import Store
 from tests.conftest import Cli, make_tree
+
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 _COLUMNS = "time, actor, type, subject, payload, prev_hash, hash"
 
@@ -54,9 +57,15 @@ def busy(store: Store, tmp_path: Path) -> Store:
 
 
 def sql(store: Store, statement: str, *params: object) -> list[tuple[object, ...]]:
-    """Run one statement on the store's SQLite file directly and commit it."""
-    with closing(sqlite3.connect(database_path(store.settings.home))) as conn, conn:
-        return conn.execute(statement, params).fetchall()
+    """Run one statement on the store's database directly (behind the store's back,
+    through a driver connection of its own) and commit it; ``?`` marks parameters."""
+    url = store.settings.database_url
+    if url.startswith("sqlite:///"):
+        with closing(sqlite3.connect(database_path(store.settings.home))) as conn, conn:
+            return conn.execute(statement, params).fetchall()
+    with closing(psycopg.connect(url)) as pg, pg:
+        cur = pg.execute(statement.replace("?", "%s"), params)
+        return [tuple(r) for r in cur.fetchall()] if cur.description else []
 
 
 def last_seq(store: Store) -> int:

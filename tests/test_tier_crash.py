@@ -25,12 +25,17 @@ import random
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE, Cli, make_tree, read_tree
+from tests.matrix import StoreConfig
+
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 TRIALS = int(os.environ.get("ARTIFACTSTORE_TIER_CRASH_TRIALS", "12"))
 SEED = int(os.environ.get("ARTIFACTSTORE_CRASH_SEED") or random.randrange(2**32))
@@ -50,8 +55,8 @@ def _recorded(store: Store) -> dict[str, set[str]]:
     return out
 
 
-def _check(home: Path) -> None:
-    with Store.open(home, create=False) as store:
+def _check(home: Path, placed: dict[str, Any]) -> None:
+    with Store.open(home, create=False, **placed) as store:
         report = store.verify()
         assert report.ok, report.damaged
         store.verify_chain()
@@ -60,16 +65,21 @@ def _check(home: Path) -> None:
         assert len(recorded["local"]) + len(recorded["cold"]) == 24
 
 
-def test_tier_moves_survive_sigkill(tmp_path: Path) -> None:
+def test_tier_moves_survive_sigkill(tmp_path: Path, store_config: StoreConfig) -> None:
+    # Scale-out runs half the trials: the suite's time affords only so many.
+    trials = TRIALS if store_config.name == "embedded" else max(2, TRIALS // 2)
     rng = random.Random(SEED)
-    print(f"tier crash seed {SEED}")
+    print(f"tier crash seed {SEED}, {trials} trials")
+    placed = store_config.overrides()
     cli = Cli(tmp_path / "home", tmp_path)
+    cli.env.update(store_config.env())
     files = {f"small/{i}.txt": rng.randbytes(1000 + i).hex() for i in range(20)}
     files.update({f"big/{i}.bin": rng.randbytes(2 * MIB).hex()[: 3 * MIB] for i in range(4)})
     tree = make_tree(tmp_path / "dist", files)
     cli.ok("push", "ev/case:1", tree)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTSTORE_")}
     env["ARTIFACTSTORE_HOME"] = str(tmp_path / "home")
+    env.update(store_config.env())
 
     def move_argv(tier: str) -> list[str]:
         return [str(ARTIFACTSTORE), "tier", "move", "ev/case:1", "--to", tier]
@@ -86,7 +96,7 @@ def test_tier_moves_survive_sigkill(tmp_path: Path) -> None:
         cli.ok("tier", "move", "ev/case:1", "--to", tier)
         uncut = min(uncut, time.monotonic() - started)
     kills = 0
-    for trial in range(TRIALS):
+    for trial in range(trials):
         tier = "cold" if trial % 2 == 0 else "hot"
         delay = rng.uniform(0.8 * startup, uncut)
         print(f"trial {trial}: move to {tier}, SIGKILL after {delay:.3f}s")
@@ -103,13 +113,13 @@ def test_tier_moves_survive_sigkill(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
             kills += 1
-        _check(tmp_path / "home")
+        _check(tmp_path / "home", placed)
         rerun = subprocess.run(move_argv(tier), env=env, cwd=tmp_path, capture_output=True)
         assert rerun.returncode == 0, rerun.stderr
-        with Store.open(tmp_path / "home", create=False) as store:
+        with Store.open(tmp_path / "home", create=False, **placed) as store:
             assert {b.tier for b in store.tier_status("ev/case:1")} == {tier}
-    assert kills >= TRIALS // 3, "too few moves were interrupted to test anything"
-    with Store.open(tmp_path / "home", create=False) as store:
+    assert kills >= trials // 3, "too few moves were interrupted to test anything"
+    with Store.open(tmp_path / "home", create=False, **placed) as store:
         store.gc(grace=0)
         recorded = _recorded(store)
         assert _stored(tmp_path / "home" / "storage") == recorded["local"]

@@ -367,6 +367,12 @@ def test_an_old_log_verifies_and_replays_to_the_views_it_projected(tmp_path: Pat
             name: [tuple(_cell(v) for v in row) for row in table]
             for name, table in log["views"].items()
         }
+        # ``versions.meta`` (0006) is younger than the fixture: the pairs of its own
+        # ``version_meta`` rows, which the projection keeps equal to it.
+        pairs: dict[int, dict[str, str]] = {}
+        for version_id, key, value in expected["version_meta"]:
+            pairs.setdefault(version_id, {})[key] = value
+        expected["versions"] = [(*row, pairs.get(row[0])) for row in expected["versions"]]
         assert dump_views(store) == expected
         served = [e.to_json() for e in store.events()]
         assert [e["payload"] for e in served] == [json.loads(r["payload"]) for r in rows]

@@ -21,7 +21,7 @@ from artifactstore.model.events import PackageCommitted
 from artifactstore.store import Store
 from tests.conftest import make_tree
 
-pytestmark = pytest.mark.engines("sqlite", "postgresql")
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 PROCESSES = 2
 THREADS = 4

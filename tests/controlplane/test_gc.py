@@ -26,7 +26,7 @@ from artifactstore.model.records import GcReport
 from artifactstore.store import Store
 from tests.conftest import Cli, make_tree
 
-pytestmark = pytest.mark.engines("sqlite", "postgresql")
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 # --- helpers ------------------------------------------------------------------------------------
 

@@ -27,20 +27,23 @@ from artifactstore.model.events import BlobClaimed, TagMoved, stored_blobs
 from artifactstore.services.uploads import _Recording
 from artifactstore.store import Store
 from tests.conftest import FakeClock, make_tree
+from tests.matrix import StoreConfig
 from tests.test_rebuild import dump_views
+
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 #: A grace period long enough that every upload of a test still counts.
 DAY = 86400.0
 
 
-def _store(tmp_path: Path, grace: float) -> Store:
-    return Store.open(tmp_path / "home", gc_grace=grace)
+def _store(tmp_path: Path, grace: float, config: StoreConfig) -> Store:
+    return Store.open(tmp_path / "home", gc_grace=grace, **config.overrides())
 
 
 @pytest.fixture
-def store(clean_env: None, tmp_path: Path) -> Iterator[Store]:
+def store(clean_env: None, tmp_path: Path, store_config: StoreConfig) -> Iterator[Store]:
     """A store whose uploads keep counting for a day (the default grace period)."""
-    s = _store(tmp_path, DAY)
+    s = _store(tmp_path, DAY, store_config)
     try:
         yield s
     finally:
@@ -48,9 +51,9 @@ def store(clean_env: None, tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-def store0(clean_env: None, tmp_path: Path) -> Iterator[Store]:
+def store0(clean_env: None, tmp_path: Path, store_config: StoreConfig) -> Iterator[Store]:
     """A store with no grace period: only live versions hold bytes."""
-    s = _store(tmp_path, 0.0)
+    s = _store(tmp_path, 0.0, store_config)
     try:
         yield s
     finally:
@@ -175,10 +178,11 @@ def test_a_blob_another_namespace_holds_counts_here_once_pushed_here(
 
 
 def test_deleting_versions_frees_quota_once_the_grace_period_passes(
-    clean_env: None, tmp_path: Path, trees: Trees
+    clean_env: None, tmp_path: Path, trees: Trees, store_config: StoreConfig
 ) -> None:
     clock, grace = FakeClock(), 3600.0
-    with Store.open(tmp_path / "home", gc_grace=grace, clock=clock) as store:
+    overrides = store_config.overrides()
+    with Store.open(tmp_path / "home", gc_grace=grace, clock=clock, **overrides) as store:
         set_quota(store, "ci", 1000)
         store.push("ci/app:1", [trees({"a.bin": fill(800, "a")})])
         store.delete("ci/app:1")

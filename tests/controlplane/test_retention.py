@@ -44,7 +44,7 @@ from artifactstore.model.retention import (
 from artifactstore.store import Store
 from tests.conftest import make_tree
 
-pytestmark = pytest.mark.engines("sqlite", "postgresql")
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 DAY = 86400.0
 #: A whole second, so ages in whole hours are exact in floating point.

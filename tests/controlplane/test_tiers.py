@@ -15,7 +15,10 @@ from artifactstore.errors import CorruptBlob, InvalidInput, RestoreRequired
 from artifactstore.model.identity import Digest
 from artifactstore.model.records import GcReport
 from tests.conftest import FakeClock, make_tree, read_tree
+from tests.matrix import StoreConfig
 from tests.test_rebuild import dump_views
+
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 FILES = {"a.txt": "alpha", "b/c.bin": "x" * 100_000}
 
@@ -69,9 +72,13 @@ def test_restore_without_delay_is_immediate(pushed: Store, tmp_path: Path) -> No
     assert _blob_files(tmp_path / "home" / "cold") == set()
 
 
-def test_restore_completes_after_the_delay(clean_env: None, tmp_path: Path) -> None:
+def test_restore_completes_after_the_delay(
+    clean_env: None, tmp_path: Path, store_config: StoreConfig
+) -> None:
     clock = FakeClock()
-    with Store.open(tmp_path / "home", restore_delay=600, clock=clock) as store:
+    with Store.open(
+        tmp_path / "home", restore_delay=600, clock=clock, **store_config.overrides()
+    ) as store:
         store.push("ci/app:1", [make_tree(tmp_path / "dist", FILES)])
         store.tier_move("ci/app:1", "cold")
         report = store.tier_restore("ci/app:1")
@@ -95,9 +102,13 @@ def test_restore_completes_after_the_delay(clean_env: None, tmp_path: Path) -> N
         assert kinds.count("blob.tiered") == 4  # 2 to cold, 2 back
 
 
-def test_background_completion_finishes_due_restores(clean_env: None, tmp_path: Path) -> None:
+def test_background_completion_finishes_due_restores(
+    clean_env: None, tmp_path: Path, store_config: StoreConfig
+) -> None:
     clock = FakeClock()
-    with Store.open(tmp_path / "home", restore_delay=600, clock=clock) as store:
+    with Store.open(
+        tmp_path / "home", restore_delay=600, clock=clock, **store_config.overrides()
+    ) as store:
         store.push("ci/app:1", [make_tree(tmp_path / "dist", FILES)])
         store.tier_move("ci/app:1", "cold")
         store.tier_restore("ci/app:1")
@@ -214,8 +225,10 @@ def test_move_racing_gc_never_records_missing_bytes(
     assert store.verify().ok
 
 
-def test_rebuild_reproduces_tier_state(clean_env: None, tmp_path: Path) -> None:
-    with Store.open(tmp_path / "home", restore_delay=3600) as store:
+def test_rebuild_reproduces_tier_state(
+    clean_env: None, tmp_path: Path, store_config: StoreConfig
+) -> None:
+    with Store.open(tmp_path / "home", restore_delay=3600, **store_config.overrides()) as store:
         store.push("ci/app:1", [make_tree(tmp_path / "d1", FILES)])
         store.push("ci/app:2", [make_tree(tmp_path / "d2", {"z.txt": "zed"})])
         store.tier_move("ci/app:1", "cold")

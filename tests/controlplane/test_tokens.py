@@ -13,14 +13,18 @@ import pytest
 from artifactstore.controlplane.tokens import TOKEN_PREFIX
 from artifactstore.errors import InvalidInput, NotFound
 from artifactstore.store import Store
+from tests.matrix import StoreConfig
+
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "home", actor="test:admin") as s:
+def store(tmp_path: Path, store_config: StoreConfig) -> Iterator[Store]:
+    with Store.open(tmp_path / "home", actor="test:admin", **store_config.overrides()) as s:
         yield s
 
 
+@pytest.mark.configs("embedded")  # reads the SQLite file behind the store's back
 def test_secret_is_random_prefixed_and_only_its_hash_is_stored(
     store: Store, tmp_path: Path
 ) -> None:

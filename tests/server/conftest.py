@@ -35,7 +35,9 @@ import pytest
 from artifactstore.model.identity import Digest, Reference
 from artifactstore.model.manifest import FileEntry, Manifest, media_type_for
 from artifactstore.model.paths import PackagePath
-from tests.conftest import ARTIFACTSTORE, tls
+from artifactstore.store import Store
+from tests.conftest import ARTIFACTSTORE, Cli, tls
+from tests.matrix import STORE_VARIABLES, StoreConfigs, store_overrides
 from tests.server.inprocess import InProcessServer, LogFile
 
 __all__ = [
@@ -157,6 +159,16 @@ class Server(LogFile):
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=60.0, verify=tls(), **kw)
 
+    def open_store(self, **overrides: Any) -> Store:
+        """The store this server serves, opened beside it (its database and storage)."""
+        return Store.open(self.home, **{**store_overrides(self.env), **overrides})
+
+    def local_cli(self, cwd: Path) -> Cli:
+        """The CLI in local mode on the store this server serves, run from ``cwd``."""
+        runner = Cli(self.home, cwd)
+        runner.env.update({k: v for k, v in self.env.items() if k in STORE_VARIABLES})
+        return runner
+
 
 def assert_problem(
     response: httpx.Response, status: int, code: str | None = None
@@ -207,11 +219,13 @@ def server_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]
+    tmp_path_factory: pytest.TempPathFactory,
+    server_env: dict[str, str],
+    store_configs: StoreConfigs,
 ) -> Iterator[InProcessServer | Server]:
     """The module's server, in this process (a module may return ``live_server`` instead)."""
     workdir = tmp_path_factory.mktemp("server")
-    srv = InProcessServer(workdir / "home", workdir, server_env)
+    srv = InProcessServer(workdir / "home", workdir, {**store_configs.new().env(), **server_env})
     srv.start()
     try:
         yield srv
@@ -221,11 +235,13 @@ def server(
 
 @pytest.fixture(scope="module")
 def live_server(
-    tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]
+    tmp_path_factory: pytest.TempPathFactory,
+    server_env: dict[str, str],
+    store_configs: StoreConfigs,
 ) -> Iterator[Server]:
     """The module's real server process (its own data directory)."""
     workdir = tmp_path_factory.mktemp("live-server")
-    srv = Server(workdir / "home", workdir, server_env)
+    srv = Server(workdir / "home", workdir, {**store_configs.new().env(), **server_env})
     srv.start()
     try:
         yield srv

@@ -49,6 +49,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from artifactstore.config import Settings
 from artifactstore.server.main import app_for, bootstrap_admin
 from artifactstore.store import Store
+from tests.matrix import store_overrides
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers the httpx2 fork for its TestClient; httpx is what we
@@ -206,6 +207,10 @@ class InProcessServer(LogFile):
             handler.close()
 
     # --- helpers --------------------------------------------------------------------------
+
+    def open_store(self, **overrides: Any) -> Store:
+        """The store this server serves, opened beside it (its database and storage)."""
+        return Store.open(self.home, **{**store_overrides(self.env), **overrides})
 
     def client(self, **kw: Any) -> httpx.Client:
         """An httpx client of the running app (several may be used at once, from threads)."""

@@ -53,6 +53,8 @@ from tests.server.conftest import (
 )
 from tests.server.inprocess import serve_app
 
+pytestmark = pytest.mark.configs("embedded", "scaleout")
+
 TUS = {"Tus-Resumable": "1.0.0"}
 #: The SPEC section 4 routes this build must serve.
 SPEC_ROUTES = [
@@ -292,7 +294,7 @@ def blob(
     if request.param == "uploaded":
         return data, upload_blob(http, data)
     tree = make_tree(tmp_path / "tree", {"a": os.urandom(300), "b": data, "c": os.urandom(7)})
-    with Store.open(server.home) as store:
+    with server.open_store() as store:
         store.push(f"ci/packed:{secrets.token_hex(4)}", [tree])
         body = dict(zip(("digest", "sha256"), digests_of(data), strict=True))
         rec = store.find_blob(Digest.parse(body["digest"]))

@@ -24,8 +24,11 @@ from httpx_sse import EventSource
 
 from artifactstore.client.remote import RemoteStore
 from tests.conftest import ARTIFACTSTORE, Cli
+from tests.matrix import StoreConfigs
 from tests.server.conftest import Server, assert_problem, upload_blob
 from tests.server.inprocess import InProcessServer
+
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 WAIT = 30.0  # generous: the machine may be busy
 
@@ -146,8 +149,8 @@ def test_a_bad_after_is_a_clear_problem(live_server: Server, after: str) -> None
         assert_problem(c.get("/v1/events/stream", params={"after": after}), 422)
 
 
-def test_the_stream_needs_the_scope_of_the_log(tmp_path: Path) -> None:
-    srv = InProcessServer(tmp_path / "home", tmp_path, {}, no_auth=False)
+def test_the_stream_needs_the_scope_of_the_log(tmp_path: Path, store_configs: StoreConfigs) -> None:
+    srv = InProcessServer(tmp_path / "home", tmp_path, store_configs.new().env(), no_auth=False)
     srv.start()
     try:
         with srv.client() as anonymous:
@@ -174,9 +177,9 @@ def test_a_client_that_goes_away_ends_its_request(live_server: Server) -> None:
 
 
 @pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[Server]:
+def own_server(tmp_path: Path, store_configs: StoreConfigs) -> Iterator[Server]:
     """A server of the test's own, to stop and restart."""
-    srv = Server(tmp_path / "home", tmp_path, {})
+    srv = Server(tmp_path / "home", tmp_path, store_configs.new().env())
     srv.start()
     try:
         yield srv
@@ -290,20 +293,19 @@ def test_cli_follow_with_a_limit_stops_there(live_server: Server, tmp_path: Path
     assert "blob.stored" in lines[0]
 
 
-def test_cli_follow_in_local_mode_still_polls_the_database(tmp_path: Path) -> None:
-    cli = Cli(tmp_path / "home", tmp_path)
-    (tmp_path / "a.txt").write_text("a\n")
+def test_cli_follow_in_local_mode_still_polls_the_database(cli: Cli) -> None:
+    (cli.cwd / "a.txt").write_text("a\n")
     cli.ok("push", "ci/app:1", "a.txt")
     last = int(cli.ok("events").stdout.decode().splitlines()[-1].split()[0])
     proc = subprocess.Popen(
         [str(ARTIFACTSTORE), "events", "--follow", "--after", str(last), "--limit", "1"],
-        cwd=tmp_path,
+        cwd=cli.cwd,
         env=cli.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    (tmp_path / "b.txt").write_text("b\n")
+    (cli.cwd / "b.txt").write_text("b\n")
     cli.ok("push", "ci/app:2", "b.txt")
     out, err = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0, err

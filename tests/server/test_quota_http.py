@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -26,10 +25,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from artifactstore.client.remote import RemoteStore
+from artifactstore.controlplane.db.tables import upload_sessions
 from artifactstore.errors import QuotaExceeded
 from tests.conftest import ARTIFACTSTORE, make_tree
+from tests.matrix import StoreConfigs
 from tests.server.conftest import (
     InProcessServer,
     Server,
@@ -40,6 +42,8 @@ from tests.server.conftest import (
     upload_blob,
 )
 from tests.server_auth.test_permissions import AuthServer, _client, _start, _token
+
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OFFSET_TYPE = "application/offset+octet-stream"
@@ -62,13 +66,13 @@ def stored_files(server: Server | InProcessServer) -> set[Path]:
 
 
 def sessions(server: Server | InProcessServer, ns: str) -> int:
-    db = sqlite3.connect(f"file:{server.home / 'artifactstore.db'}?mode=ro", uri=True)
-    try:
-        row = db.execute("SELECT count(*) FROM upload_sessions WHERE namespace = ?", (ns,))
-        count: int = row.fetchone()[0]
+    """Upload sessions recorded for ``ns``, read from the server's database beside it."""
+    table = upload_sessions
+    with server.open_store(create=False) as store, store.db.read() as conn:
+        count: int = conn.execute(
+            select(func.count()).select_from(table).where(table.c.namespace == ns)
+        ).scalar_one()
         return count
-    finally:
-        db.close()
 
 
 def blob_events(http: httpx.Client, blake3: str) -> list[str]:
@@ -366,9 +370,11 @@ def test_a_settings_document_round_trips(http: httpx.Client) -> None:
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+def auth_server(
+    tmp_path_factory: pytest.TempPathFactory, store_configs: StoreConfigs
+) -> Iterator[AuthServer]:
     root = tmp_path_factory.mktemp("quota-auth")
-    srv = _start(root / "home", root / "server.log", {})
+    srv = _start(root / "home", root / "server.log", store_configs.new().env())
     yield srv
     os.killpg(srv.process.pid, signal.SIGTERM)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from artifactstore.model.records import GcReport, Hold, TierReport, TokenInfo
@@ -27,6 +28,8 @@ from artifactstore.server.routes.tiers import TierReportOut
 from artifactstore.server.routes.tokens import TokenOut
 from artifactstore.store import Store
 from tests.conftest import make_tree
+
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 
 def assert_same_keys(model: type[BaseModel], body: dict[str, Any]) -> None:

@@ -18,6 +18,8 @@ import pytest
 from artifactstore.server.serving import SMALL_READ
 from tests.server.conftest import InProcessServer, Server, assert_problem, upload_blob
 
+pytestmark = pytest.mark.configs("embedded", "scaleout")
+
 
 def _stored_file(server: InProcessServer | Server, digest: str) -> Path:
     (path,) = (server.home / "storage" / "blobs").rglob(digest.split(":")[1])

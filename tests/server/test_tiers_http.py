@@ -13,6 +13,8 @@ from tests.conftest import make_tree, read_tree
 from tests.server.conftest import Server, assert_problem, digests_of, push
 from tests.server.test_remote_cli import RemoteCli
 
+pytestmark = pytest.mark.configs("embedded", "scaleout")
+
 RESTORE_DELAY = 1.5
 FILES = {"report/index.html": b"<h1>evidence</h1>", "data.bin": bytes(range(256)) * 400}
 

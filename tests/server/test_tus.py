@@ -17,8 +17,9 @@ import pytest
 from tusclient import client as tus
 
 from artifactstore.controlplane.uploads import CLAIM_SECONDS
-from tests.conftest import Cli
 from tests.server.conftest import Server, assert_problem
+
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 MiB = 1024 * 1024
 
@@ -202,8 +203,7 @@ def test_sigkill_mid_patch_keeps_the_durable_prefix(server: Server, tmp_path: Pa
         time.sleep(0.5)
     assert rest.status_code == 204, rest.text
     check_blob(server, url, path, b3, sha)
-    cli = Cli(server.home, tmp_path)
-    verified = cli("verify", "--all")
+    verified = server.local_cli(tmp_path)("verify", "--all")
     assert verified.code == 0, verified
 
 

@@ -30,10 +30,12 @@ import pytest
 
 from artifactstore.client.remote import RemoteStore
 from artifactstore.server.auth import ROUTE_SCOPES
-from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE, http_server, tls
+from tests.matrix import StoreConfigs
 from tests.server.conftest import free_port, push
 from tests.server.inprocess import InProcessServer
+
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 # --- the server ------------------------------------------------------------------------------
 
@@ -101,16 +103,21 @@ def in_process_server(root: Path, env: Mapping[str, str] = SERVER_ENV) -> Iterat
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
-    with in_process_server(tmp_path_factory.mktemp("authserver")) as srv:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, store_configs: StoreConfigs
+) -> Iterator[InProcessServer]:
+    env = {**store_configs.new().env(), **SERVER_ENV}
+    with in_process_server(tmp_path_factory.mktemp("authserver"), env) as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
-    """A server process, for the CLI (its own data directory)."""
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, store_configs: StoreConfigs
+) -> Iterator[AuthServer]:
+    """A server process, for the CLI (its own data directory and database)."""
     root = tmp_path_factory.mktemp("live-authserver")
-    srv = _start(root / "home", root / "server.log", SERVER_ENV)
+    srv = _start(root / "home", root / "server.log", {**store_configs.new().env(), **SERVER_ENV})
     yield srv
     _stop(srv)
 
@@ -506,7 +513,7 @@ def test_actor_of_every_mutation_survives_rebuild(server: InProcessServer, world
     assert any(a.startswith("token:setup#") for a in actors)
     server.stop()  # a clean shutdown, as SIGTERM
     try:
-        with Store.open(server.home, create=False) as store:
+        with server.open_store(create=False) as store:
             before = [(e.seq, e.actor) for e in store.events()]
             store.rebuild()
             rebuilt = [(r.reference, r.actor) for r in store.iter_query()]

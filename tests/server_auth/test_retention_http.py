@@ -16,16 +16,20 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ARTIFACTSTORE
+from tests.matrix import StoreConfigs
 from tests.server.conftest import assert_problem
 from tests.server_auth.test_permissions import AuthServer, _client, _push, _start, _token, _tree
 
+pytestmark = pytest.mark.configs("embedded", "scaleout")
+
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, store_configs: StoreConfigs
+) -> Iterator[AuthServer]:
     root = tmp_path_factory.mktemp("retention-server")
-    srv = _start(
-        root / "home", root / "server.log", {"ARTIFACTSTORE_AUTH_FAILURES_PER_MINUTE": "100000"}
-    )
+    env = {**store_configs.new().env(), "ARTIFACTSTORE_AUTH_FAILURES_PER_MINUTE": "100000"}
+    srv = _start(root / "home", root / "server.log", env)
     yield srv
     os.killpg(srv.process.pid, signal.SIGTERM)
     try:

@@ -18,13 +18,17 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from tests.matrix import StoreConfigs
 from tests.server.conftest import assert_problem, push, upload_blob
 from tests.server.inprocess import InProcessServer
 from tests.server_auth.test_permissions import (
+    SERVER_ENV,
     _client,
     _token,
     in_process_server,
 )
+
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 A_BYTES = b"tenant a's file " * 64
 B_BYTES = b"tenant b's secret " * 64
@@ -42,8 +46,11 @@ class Tenants:
 
 
 @pytest.fixture(scope="module")
-def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
-    with in_process_server(tmp_path_factory.mktemp("tenants")) as srv:
+def tenants(
+    tmp_path_factory: pytest.TempPathFactory, store_configs: StoreConfigs
+) -> Iterator[Tenants]:
+    env = {**store_configs.new().env(), **SERVER_ENV}
+    with in_process_server(tmp_path_factory.mktemp("tenants"), env) as srv:
         _, a_rw = _token(srv, "a-rw", ["a:read", "a:write"])
         _, b_rw = _token(srv, "b-rw", ["b:read", "b:write"])
         with _client(srv, a_rw) as a:

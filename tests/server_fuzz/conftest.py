@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,10 @@ def access_log(path: Path) -> list[dict[str, Any]]:
 class ServerProcess:
     """``artifactstore serve --no-auth`` on 127.0.0.1:``port`` over the store at ``home``."""
 
-    def __init__(self, home: Path, port: int, log: Path) -> None:
+    def __init__(
+        self, home: Path, port: int, log: Path, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.env = {**server_env(home), **(env or {})}  # ``env``: more ARTIFACTSTORE_* settings
         self.home = home
         self.port = port
         self.log = log
@@ -93,7 +96,7 @@ class ServerProcess:
                     "--port",
                     str(self.port),
                 ],
-                env=server_env(self.home),
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

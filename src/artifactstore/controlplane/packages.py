@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Collection, Sequence, Set
+from collections.abc import Collection, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Unpack
 
-from sqlalchemy import Connection, and_, exists, select
+from sqlalchemy import ColumnElement, Connection, Select, String, and_, cast, literal, select
+from sqlalchemy.dialects.postgresql import JSONB
 
 from artifactstore.controlplane import namespaces
 from artifactstore.controlplane.blobs import dereference, not_held
@@ -40,6 +42,7 @@ __all__ = [
     "get",
     "get_keys",
     "query",
+    "query_statement",
 ]
 
 
@@ -265,6 +268,18 @@ def query(
     ``namespaces`` restricts the answer to those the caller may read (None: all).
     """
     limit = args.get("limit", 100)
+    rows = conn.execute(query_statement(conn, namespaces, **args)).all()
+    items = [_record(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return Page(items, _encode_cursor(items[-1].id) if more and items else None)
+
+
+def query_statement(
+    conn: Connection, namespaces: Collection[str] | None = None, **args: Unpack[QueryArgs]
+) -> Select[Any]:
+    """The SELECT of :func:`query` (one row more than the limit: is there a next page?);
+    apart so that a test can ask the engine for its plan."""
+    limit = args.get("limit", 100)
     if not 1 <= limit <= 1000:
         raise InvalidInput("limit must be between 1 and 1000")
     q = select(t.versions).where(t.versions.c.deleted_seq.is_(None))
@@ -280,19 +295,31 @@ def query(
         q = q.where(t.versions.c.committed_at > created_after)
     if (created_before := args.get("created_before")) is not None:
         q = q.where(t.versions.c.committed_at < created_before)
-    for key, value in sorted((args.get("where") or {}).items()):
-        vm = t.version_meta
-        q = q.where(
-            exists().where(
-                and_(vm.c.version_id == t.versions.c.id, vm.c.key == key, vm.c.value == value)
-            )
-        )
+    if where := args.get("where"):
+        q = q.where(_metadata_matches(conn, where))
     if cursor := args.get("cursor"):
         q = q.where(t.versions.c.id < _decode_cursor(cursor))
-    rows = conn.execute(q.order_by(t.versions.c.id.desc()).limit(limit + 1)).all()
-    items = [_record(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return Page(items, _encode_cursor(items[-1].id) if more and items else None)
+    return q.order_by(t.versions.c.id.desc()).limit(limit + 1)
+
+
+def _metadata_matches(conn: Connection, where: Mapping[str, str]) -> ColumnElement[bool]:
+    """Every ``key = value`` pair of ``where``, in the form the engine's index serves.
+
+    PostgreSQL: one containment test on ``versions.meta`` (its GIN index finds the
+    versions that hold all the pairs at once). SQLite: the version ids under each pair,
+    read from ``version_meta``'s covering key/value index. The two hold the same pairs
+    (``projection._commit``), so the answers are the same.
+    """
+    if conn.dialect.name == "postgresql":
+        pairs = cast(literal(json.dumps(dict(where), sort_keys=True), String), JSONB)
+        return t.versions.c.meta.op("@>")(pairs)
+    vm = t.version_meta
+    return and_(
+        *(
+            t.versions.c.id.in_(select(vm.c.version_id).where(vm.c.key == k, vm.c.value == v))
+            for k, v in sorted(where.items())
+        )
+    )
 
 
 def _encode_cursor(version_id: int) -> str:

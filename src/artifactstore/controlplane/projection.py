@@ -224,6 +224,14 @@ def _commit(conn: Connection, at: Event, m: JsonObject) -> None:
         conn.execute(
             insert(t.packages).values(namespace=ns, name=name, created_seq=seq, created_at=at.time)
         )
+    # The metadata a query can match: rows of ``version_meta`` (SQLite's index) and the
+    # same pairs as one object in ``versions.meta`` (PostgreSQL's GIN index).
+    queryable = {
+        k: v
+        for k, raw in m["metadata"].items()
+        if (v := _scalar_text(raw)) is not None and len(k) <= 256
+    }
+    meta = [{"version_id": seq, "key": k, "value": v} for k, v in queryable.items()]
     conn.execute(
         insert(t.versions).values(
             id=seq,
@@ -238,6 +246,7 @@ def _commit(conn: Connection, at: Event, m: JsonObject) -> None:
             committed_at=at.time,
             actor=at.actor,
             size=sum(f["size"] for f in files),
+            meta=queryable or None,
             file_count=len(files),
             deleted_seq=None,
             deleted_at=None,
@@ -259,11 +268,6 @@ def _commit(conn: Connection, at: Event, m: JsonObject) -> None:
                 for f in files
             ],
         )
-    meta = [
-        {"version_id": seq, "key": k, "value": v}
-        for k, raw in m["metadata"].items()
-        if (v := _scalar_text(raw)) is not None and len(k) <= 256
-    ]
     if meta:
         conn.execute(insert(t.version_meta), meta)
 
@@ -289,7 +293,7 @@ def _packages_deleted(conn: Connection, items: Sequence[tuple[Event, PackageDele
     conn.execute(
         update(t.versions)
         .where(t.versions.c.id == bindparam("b_id"))
-        .values(deleted_seq=bindparam("b_seq"), deleted_at=bindparam("b_at")),
+        .values(deleted_seq=bindparam("b_seq"), deleted_at=bindparam("b_at"), meta=None),
         [{"b_id": e.version_id, "b_seq": at.seq, "b_at": at.time} for at, e in items],
     )
 

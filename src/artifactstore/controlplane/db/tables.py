@@ -21,6 +21,7 @@ compares the two.
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -35,9 +36,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
     "OPERATIONAL_TABLES",
+    "POSTGRESQL_ONLY",
     "VIEW_TABLES",
     "auth_failures",
     "blob_activity",
@@ -63,6 +66,9 @@ __all__ = [
 ]
 
 metadata = MetaData()
+
+#: JSON text on SQLite, JSONB on PostgreSQL (indexable, compared by value); None is NULL.
+_JSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 # --- the log --------------------------------------------------------------------------
 
@@ -196,10 +202,25 @@ versions = Table(
     Column("file_count", Integer, nullable=False),
     Column("deleted_seq", BigInteger, nullable=True),
     Column("deleted_at", String(32), nullable=True),
+    # A live version's queryable metadata (the pairs of its ``version_meta`` rows) as one
+    # object; NULL when it has none or is deleted. PostgreSQL answers ``meta.K=V`` queries
+    # from it through a GIN index (0006); SQLite from ``version_meta``'s index.
+    Column("meta", _JSON, nullable=True),
     UniqueConstraint("namespace", "name", "version", name="uq_versions_ref"),
 )
 Index("ix_versions_digest", versions.c.digest)
 Index("ix_versions_listing", versions.c.namespace, versions.c.id)
+# Time-range queries (``created_after``/``created_before``), in a namespace or across all.
+Index("ix_versions_committed", versions.c.namespace, versions.c.committed_at)
+Index("ix_versions_committed_at", versions.c.committed_at)
+#: Indexes only PostgreSQL has (``ddl_if``): the migrations create them there alone.
+POSTGRESQL_ONLY = frozenset({"ix_versions_meta"})
+Index(
+    "ix_versions_meta",
+    versions.c.meta,
+    postgresql_using="gin",
+    postgresql_ops={"meta": "jsonb_path_ops"},  # smaller and faster; @> is all we ask
+).ddl_if(dialect="postgresql")
 
 files = Table(
     "files",
@@ -224,7 +245,8 @@ version_meta = Table(
     Column("key", String(256), primary_key=True),
     Column("value", Text, nullable=False),
 )
-Index("ix_version_meta_kv", version_meta.c.key, version_meta.c.value)
+# Covering: a key/value filter reads the matching version ids from the index alone.
+Index("ix_version_meta_kv", version_meta.c.key, version_meta.c.value, version_meta.c.version_id)
 
 schemas = Table(
     "schemas",

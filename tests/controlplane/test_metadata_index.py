@@ -1,0 +1,163 @@
+"""Metadata and time-range queries are answered from indexes on both engines.
+
+The engine is asked for its plan of the statement ``query`` runs, over a view
+of some thousands of versions (statistics gathered), so that the planner has a
+real choice between the index and a scan: on PostgreSQL the ``meta.K=V``
+filter is a JSONB containment served by the GIN index on ``versions.meta``; on
+SQLite it reads ``version_meta``'s covering key/value index; time ranges use
+the ``committed_at`` indexes. The migration that added them fills ``meta`` for
+existing versions exactly as a rebuild does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, insert, text
+
+from artifactstore.controlplane import packages
+from artifactstore.controlplane.db import tables as t
+from artifactstore.controlplane.db.engine import _MIGRATIONS
+from artifactstore.model.records import QueryArgs
+from artifactstore.store import Store
+from tests.conftest import make_tree
+from tests.matrix import StoreConfigs
+from tests.test_rebuild import dump_views
+
+pytestmark = pytest.mark.configs("embedded", "scaleout")
+
+#: Versions in the view: enough that a scan costs the planner far more than the index.
+ROWS = 20_000
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _at(i: int) -> str:
+    return (START + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory, store_configs: StoreConfigs) -> Iterator[Store]:
+    """A store with ROWS versions written straight into the views (no log: only plans
+    are asked of it), spread over 4 namespaces, each with a build number of its own
+    and a branch that every other version shares, and the engine's statistics gathered."""
+    store = Store.open(tmp_path_factory.mktemp("big") / "home", **store_configs.new().overrides())
+    versions, meta = [], []
+    for i in range(1, ROWS + 1):
+        pairs = {"build": str(i), "branch": "main" if i % 2 else "dev"}
+        versions.append(
+            {
+                "id": i,
+                "namespace": f"ns{i % 4}",
+                "name": "app",
+                "version": str(i),
+                "digest": f"blake3:{i:064x}",
+                "sha256": f"sha256:{i:064x}",
+                "manifest": b"",
+                "variant": None,
+                "created": _at(i),
+                "committed_at": _at(i),
+                "actor": "test",
+                "size": 0,
+                "file_count": 0,
+                "deleted_seq": None,
+                "deleted_at": None,
+                "meta": pairs,
+            }
+        )
+        meta += [{"version_id": i, "key": k, "value": v} for k, v in pairs.items()]
+    with store.db.engine.begin() as conn:
+        conn.execute(insert(t.versions), versions)
+        conn.execute(insert(t.version_meta), meta)
+    with store.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE"))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _found(conn: Connection, **args: Any) -> list[str]:
+    """The versions the query ``args`` make finds (its rows, not records: the views
+    hold no real manifests)."""
+    query: QueryArgs = args  # type: ignore[assignment]
+    return [r.version for r in conn.execute(packages.query_statement(conn, **query))]
+
+
+def _plan(conn: Connection, **args: Any) -> str:
+    """The engine's plan of the query ``args`` make (one line per node)."""
+    query: QueryArgs = args  # type: ignore[assignment]
+    statement = packages.query_statement(conn, **query)
+    sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    if conn.dialect.name == "postgresql":
+        return "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql.replace("%", "%%")))
+    return "\n".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+
+
+def test_a_metadata_filter_is_served_by_the_index(big: Store, engine: str) -> None:
+    with big.db.read() as conn:
+        plan = _plan(conn, namespace="ns1", where={"build": "4321"})
+        assert _found(conn, namespace="ns1", where={"build": "4321"}) == ["4321"]
+    if engine == "postgresql":
+        assert "ix_versions_meta" in plan and "@>" in plan, plan
+    else:
+        assert "COVERING INDEX ix_version_meta_kv" in plan, plan
+
+
+def test_several_pairs_are_one_containment_on_postgresql(big: Store, engine: str) -> None:
+    with big.db.read() as conn:
+        where = {"build": "4321", "branch": "main"}
+        plan = _plan(conn, where=where)
+        assert _found(conn, where=where) == ["4321"]
+        assert _found(conn, where={"build": "4321", "branch": "dev"}) == []
+    if engine == "postgresql":
+        assert plan.count("Index Cond: (meta @> ") == 1 and "ix_versions_meta" in plan, plan
+    else:
+        assert plan.count("ix_version_meta_kv") == 2, plan
+
+
+def test_a_time_range_is_served_by_the_index(big: Store) -> None:
+    window = {"created_after": _at(5000), "created_before": _at(5041)}
+    with big.db.read() as conn:
+        for args, index in (
+            ({"namespace": "ns2", **window}, "ix_versions_committed"),
+            (window, "ix_versions_committed_at"),
+        ):
+            plan = _plan(conn, **args)
+            assert index in plan, plan
+            got = [int(v) for v in _found(conn, **args)]
+            want = [i for i in range(5040, 5000, -1) if "namespace" not in args or i % 4 == 2]
+            assert got == want
+
+
+def test_the_migration_fills_meta_as_a_rebuild_would(store: Store, tmp_path: Path) -> None:
+    """Down to 0005 (no ``meta``) and up again: the views equal what rebuild makes,
+    deleted versions (whose pairs are gone) included."""
+    src = make_tree(tmp_path / "d", {"a": "a"})
+    store.push("ci/app:1", [src], metadata={"branch": "main", "n": 7, "deep": {"x": 1}})
+    store.push("ci/app:2", [src], metadata={"ok": True})
+    store.push("ci/app:3", [src])
+    store.push("ci/app:4", [src], metadata={"branch": "dev"})
+    store.delete("ci/app:4")
+    built = dump_views(store)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    for target in ("0007", "0008"):
+        with store.db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            (command.downgrade if target == "0007" else command.upgrade)(cfg, target)
+    assert dump_views(store) == built
+    with store.db.read() as conn:
+        metas = dict(
+            conn.execute(
+                t.versions.select().with_only_columns(t.versions.c.version, t.versions.c.meta)
+            ).all()
+        )
+    assert metas == {"1": {"branch": "main", "n": "7"}, "2": {"ok": "true"}, "3": None, "4": None}
+    store.rebuild()
+    assert dump_views(store) == built
