@@ -136,7 +136,7 @@ def test_the_logged_nats_url_hides_passwords_and_tokens() -> None:
 # --- the library: the publisher's rounds ------------------------------------------------
 
 
-@pytest.mark.engines("sqlite", "postgresql")
+@pytest.mark.configs("embedded", "scaleout")
 def test_every_committed_event_arrives_once_in_seq_order(
     tmp_path: Path,
     nats_stream: StreamUnderTest,
@@ -160,7 +160,7 @@ def test_every_committed_event_arrives_once_in_seq_order(
     _assert_stream_is_the_log(nats_stream.messages(), events, nats_stream.prefix)
 
 
-@pytest.mark.engines("sqlite", "postgresql")
+@pytest.mark.configs("embedded", "scaleout")
 def test_a_cursor_that_lagged_the_stream_republishes_nothing(
     tmp_path: Path,
     nats_stream: StreamUnderTest,
@@ -193,7 +193,7 @@ def test_a_cursor_that_lagged_the_stream_republishes_nothing(
     _assert_stream_is_the_log(nats_stream.messages(), events, nats_stream.prefix)
 
 
-@pytest.mark.engines("sqlite", "postgresql")
+@pytest.mark.configs("embedded", "scaleout")
 def test_a_stream_recreated_empty_gets_the_whole_log(
     tmp_path: Path,
     nats_stream: StreamUnderTest,

@@ -177,7 +177,7 @@ def stored_files(home: Path) -> list[str]:
     return sorted(stored_objects(storage_root(home)))
 
 
-@pytest.mark.engines("sqlite", "postgresql")
+@pytest.mark.configs("embedded", "scaleout")
 def test_gc_races_pushes_reusing_blobs(
     tmp_path: Path, engine: str, database_url: str | None
 ) -> None:
@@ -288,7 +288,7 @@ def _stored_size(store: Store, rec: BlobRecord) -> int | None:
     return min(stored - rec.place.offset, rec.place.length)
 
 
-@pytest.mark.engines("postgresql")
+@pytest.mark.configs("scaleout")
 def test_gc_waiting_on_a_commits_row_lock_sees_its_reference(
     tmp_path: Path, engine: str, database_url: str | None
 ) -> None:

@@ -1,4 +1,4 @@
-"""The shared failed-authentication throttle (controlplane/throttle.py) on both engines:
+"""The shared failed-authentication throttle (controlplane/throttle.py) in both configurations:
 the limit, the sliding window, and the bounds that keep the table small."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from artifactstore.controlplane import throttle
 from artifactstore.controlplane.db import tables as t
 from artifactstore.store import Store
 
-pytestmark = pytest.mark.engines("sqlite", "postgresql")
+pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 LIMIT, WINDOW = 3, 60.0
 
