@@ -37,7 +37,7 @@ import pytest
 from tests import pg
 from tests.cli.remote import run_remote
 from tests.conftest import Cli, CliResult
-from tests.server.conftest import Server, assert_problem, free_port, push
+from tests.server.conftest import Server, assert_problem, free_port, push, serving
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prlimit is Linux's")
 
@@ -157,16 +157,6 @@ def _through(url: str, link: Link) -> str:
     """``url`` with its host and port replaced by the link's."""
     info = psycopg.conninfo.conninfo_to_dict(url)
     return f"postgresql://{info.get('user') or ''}@127.0.0.1:{link.port}/{info['dbname']}"
-
-
-@contextlib.contextmanager
-def serving(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
-    srv = Server(tmp_path / "home", tmp_path, env)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def _ready(client: httpx.Client) -> tuple[httpx.Response, float]:

@@ -42,7 +42,7 @@ from artifactstore.services.stream import EventPublisher
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE, make_tree
 from tests.nats import Published, StreamUnderTest, TcpProxy, stream_under_test
-from tests.server.conftest import Server, upload_blob
+from tests.server.conftest import Server, serving, upload_blob
 
 TRIALS = int(os.environ.get("ARTIFACTSTORE_STREAM_CRASH_TRIALS", "20"))
 SEED = int(os.environ.get("ARTIFACTSTORE_STREAM_CRASH_SEED") or random.randrange(2**32))
@@ -331,16 +331,6 @@ def test_a_quiet_job_logs_only_runs_that_did_something_and_is_closed_at_stop(
 # --- serve: the publisher as a background job ------------------------------------------
 
 
-@contextlib.contextmanager
-def _serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
-    server = Server(tmp_path / "home", tmp_path, env)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _wait(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> float:
     began = time.monotonic()
     while not condition():
@@ -374,7 +364,7 @@ def _on_stream(under_test: StreamUnderTest, digest: str) -> bool:
 def test_serve_publishes_each_commit_within_a_second(
     tmp_path: Path, nats_stream: StreamUnderTest
 ) -> None:
-    with _serve(tmp_path, nats_stream.env()) as server, server.client() as c:
+    with serving(tmp_path, nats_stream.env()) as server, server.client() as c:
         lags = []
         for _ in range(5):
             stored = upload_blob(c, os.urandom(100))
@@ -413,7 +403,7 @@ def test_nats_down_then_back_serve_commits_on_and_the_stream_catches_up(
     proxy = TcpProxy(nats_stream.url)
     proxy.restore()
     try:
-        with _serve(tmp_path, nats_stream.env(proxy.url)) as server, server.client() as c:
+        with serving(tmp_path, nats_stream.env(proxy.url)) as server, server.client() as c:
             upload_blob(c, os.urandom(100))
             _wait(lambda: len(nats_stream.messages()) == len(_log_events(c)), "the first event")
             proxy.cut()

@@ -170,6 +170,17 @@ class Server(LogFile):
         return runner
 
 
+@contextlib.contextmanager
+def serving(tmp_path: Path, env: Mapping[str, str]) -> Iterator[Server]:
+    """A started ``serve`` with its data under ``tmp_path/home``, stopped on the way out."""
+    server = Server(tmp_path / "home", tmp_path, env)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def assert_problem(
     response: httpx.Response, status: int, code: str | None = None
 ) -> dict[str, Any]:
