@@ -62,14 +62,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
 from bench._common import (
-    command_line,
+    add_scratch_and_json,
     fmt_num,
-    format_machine,
-    load_average,
-    machine_info,
     pick_scratch_parent,
+    print_header,
     render_table,
-    repo_revision,
     scratch_dir,
     write_json,
 )
@@ -121,8 +118,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--s3-small", type=int, default=1000, help="small PUTs of the client contest")
     p.add_argument("--s3-files", type=int, default=10_000, help="small files of the push")
     p.add_argument("--postgresql-url", default=ADMIN_URL, help="maintenance database URL")
-    p.add_argument("--json", type=Path, dest="json_path", help="also write figures here")
-    p.add_argument("--scratch", type=Path, help="where stores go (default: $TMPDIR)")
+    add_scratch_and_json(p)
     return p.parse_args()
 
 
@@ -356,9 +352,7 @@ def main() -> None:
     args = _args()
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
     parent = pick_scratch_parent(args.scratch)
-    print(format_machine(machine_info(parent)))
-    print(f"command:  {command_line()}")
-    print(f"revision: {repo_revision()}, load average {load_average()}")
+    print_header(f"scale: {', '.join(sorted(parts))}", parent)
     results: dict[str, Any] = {}
     with scratch_dir(parent, "bench-scale-") as root:
         if "metadata" in parts:
