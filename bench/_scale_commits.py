@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import secrets
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -29,8 +27,8 @@ from typing import Any
 
 import blake3
 import httpx
-from bench._common import render_table
-from bench._services import free_port, tree_cpu_seconds
+from bench._common import child_env, render_table, venv_cli
+from bench._services import free_port, start_service, stop_service, tree_cpu_seconds
 
 from artifactstore.config import Settings
 from artifactstore.model.identity import Digest, Namespace, PackageName, Version
@@ -40,7 +38,7 @@ from artifactstore.store import Store
 
 __all__ = ["commits_part"]
 
-ARTIFACTSTORE = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "artifactstore"
+ARTIFACTSTORE = venv_cli("artifactstore")
 
 
 def _entry(data: bytes, path: str = "f.bin") -> FileEntry:
@@ -53,8 +51,8 @@ class Replicas:
     """Two ``serve`` processes on one database and one storage directory."""
 
     def __init__(self, root: Path, database_url: str) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTSTORE_")}
-        self.env.update(
+        self.env = child_env(
+            ["ARTIFACTSTORE_"],
             ARTIFACTSTORE_DATABASE_URL=database_url,
             ARTIFACTSTORE_STORAGE_URL=f"file://{root / 'shared' / 'storage'}",
             ARTIFACTSTORE_COLD_STORAGE_URL=f"file://{root / 'shared' / 'cold'}",
@@ -68,19 +66,15 @@ class Replicas:
         with Store.from_config(settings) as store:
             _, self.token = store.create_token("bench", ["admin"], actor="bench")
         self.ports = [free_port(), free_port()]
-        self.procs: list[subprocess.Popen[bytes]] = []
-        for i, port in enumerate(self.ports):
-            home = root / f"replica{i}"
-            log = (root / f"replica{i}.log").open("wb")
-            argv = [str(ARTIFACTSTORE), "serve", "--host", "127.0.0.1", "--port", str(port)]
-            self.procs.append(
-                subprocess.Popen(
-                    [*argv, "--workers", "1"],
-                    env={**self.env, "ARTIFACTSTORE_HOME": str(home)},
-                    stdout=log,
-                    stderr=log,
-                )
+        serve = [str(ARTIFACTSTORE), "serve", "--host", "127.0.0.1", "--workers", "1"]
+        self.procs = [
+            start_service(
+                [*serve, "--port", str(port)],
+                {**self.env, "ARTIFACTSTORE_HOME": str(root / f"replica{i}")},
+                root / f"replica{i}.log",
             )
+            for i, port in enumerate(self.ports)
+        ]
         for port in self.ports:
             deadline = time.monotonic() + 60
             while True:
@@ -98,13 +92,7 @@ class Replicas:
 
     def stop(self) -> None:
         for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_service(p)
 
 
 def _writer(

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import hashlib
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -38,8 +37,8 @@ from typing import Any
 
 import boto3
 import httpx
-from bench._common import MB, make_small_tree, render_table, write_random_file
-from bench._services import free_port, tree_cpu_seconds
+from bench._common import MB, make_small_tree, render_table, timed, write_random_file
+from bench._services import free_port, start_service, stop_service, tree_cpu_seconds
 from boto3.s3.transfer import TransferConfig
 
 __all__ = ["s3_part"]
@@ -63,12 +62,10 @@ class Moto:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log_path = root / "moto.log"
-        env = {**os.environ, **CREDENTIALS}
-        self.proc = subprocess.Popen(
+        self.proc = start_service(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self.log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            env=env,
+            {**os.environ, **CREDENTIALS},
+            self.log_path,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -95,12 +92,7 @@ class Moto:
         return tree_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_service(self.proc)
 
 
 def _obstore(moto: Moto) -> Any:
@@ -121,19 +113,13 @@ def _best(fn: Callable[[], float]) -> float:
     return min(fn() for _ in range(TRIALS))
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def _contest(moto: Moto, big: Path, size: int, small: int) -> list[list[str]]:
     client = moto.boto()
     config = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART)
     expected = hashlib.sha256(big.read_bytes()).hexdigest() if size <= (1 << 31) else ""
 
     def boto_put() -> float:
-        return _timed(lambda: client.upload_file(str(big), BUCKET, "big-boto", Config=config))
+        return timed(lambda: client.upload_file(str(big), BUCKET, "big-boto", Config=config))
 
     def boto_get() -> float:
         def read() -> None:
@@ -144,7 +130,7 @@ def _contest(moto: Moto, big: Path, size: int, small: int) -> list[list[str]]:
                 h.update(chunk)
             assert not expected or h.hexdigest() == expected
 
-        return _timed(read)
+        return timed(read)
 
     rows: list[list[str]] = []
     figures: dict[str, float] = {}
@@ -158,7 +144,7 @@ def _contest(moto: Moto, big: Path, size: int, small: int) -> list[list[str]]:
         store = _obstore(moto)
 
         def ob_put() -> float:
-            return _timed(lambda: obstore.put(store, "big-ob", big, chunk_size=PART))
+            return timed(lambda: obstore.put(store, "big-ob", big, chunk_size=PART))
 
         def ob_get() -> float:
             def read() -> None:
@@ -167,7 +153,7 @@ def _contest(moto: Moto, big: Path, size: int, small: int) -> list[list[str]]:
                     h.update(chunk)
                 assert not expected or h.hexdigest() == expected
 
-            return _timed(read)
+            return timed(read)
 
         figures["obstore PUT"] = _best(ob_put)
         figures["obstore GET"] = _best(ob_get)
@@ -209,7 +195,7 @@ def _contest(moto: Moto, big: Path, size: int, small: int) -> list[list[str]]:
 
             await asyncio.gather(*(one(k) for k in keys))
 
-        return _timed(lambda: asyncio.run(run()))
+        return timed(lambda: asyncio.run(run()))
 
     for conc in (1, 16):
         b = small / min(boto_small(conc) for _ in range(TRIALS))
@@ -251,19 +237,19 @@ def _library(moto: Moto, root: Path, big: Path, size: int, files: int) -> list[l
     try:
         store.db  # noqa: B018  (waits for the store to open)
         direct_put = _best(
-            lambda: _timed(lambda: client.upload_file(str(big), BUCKET, "direct", Config=config))
+            lambda: timed(lambda: client.upload_file(str(big), BUCKET, "direct", Config=config))
         )
         pushes = iter(range(TRIALS))
-        lib_put = _best(lambda: _timed(lambda: store.push(f"bench/big:{next(pushes)}", [big])))
+        lib_put = _best(lambda: timed(lambda: store.push(f"bench/big:{next(pushes)}", [big])))
 
         def direct_read() -> None:
             for _ in client.get_object(Bucket=BUCKET, Key="direct")["Body"].iter_chunks(1 << 20):
                 pass
 
-        direct_get = _best(lambda: _timed(direct_read))
+        direct_get = _best(lambda: timed(direct_read))
         pulls = iter(range(TRIALS))
         lib_get = _best(
-            lambda: _timed(lambda: store.pull("bench/big:0", root / "lib" / f"out{next(pulls)}"))
+            lambda: timed(lambda: store.pull("bench/big:0", root / "lib" / f"out{next(pulls)}"))
         )
         for op, lib, direct in (("PUT", lib_put, direct_put), ("GET", lib_get, direct_get)):
             rows.append(
@@ -276,7 +262,7 @@ def _library(moto: Moto, root: Path, big: Path, size: int, files: int) -> list[l
             )
         tree = make_small_tree(root / "lib" / "tree", files)
         before = moto.requests()
-        took = _timed(lambda: store.push("bench/tree:1", [tree.root]))
+        took = timed(lambda: store.push("bench/tree:1", [tree.root]))
         used = moto.requests() - before
         rows.append(
             [
