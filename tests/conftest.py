@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 from artifactstore.store import Store
-from tests.dataplane.s3server import S3Server, run_s3_server
 from tests.matrix import (
     CONFIGS,
     ENGINES,
@@ -36,6 +35,7 @@ from tests.pg import (
     postgresql_template,
     postgresql_url,
 )
+from tests.s3 import s3_server_fixture
 
 __all__ = [  # fixtures and hooks for all
     "empty_postgresql",
@@ -45,6 +45,7 @@ __all__ = [  # fixtures and hooks for all
     "pytest_runtest_makereport",
     "pytest_sessionfinish",
     "pytest_sessionstart",
+    "s3_server_fixture",  # ``s3_server``
 ]
 
 #: The installed console script of this virtual environment.
@@ -53,13 +54,6 @@ ARTIFACTSTORE = Path(sys.executable).parent / "artifactstore"
 #: The user's cache directory as it was before the suite replaced it (``private_home``):
 #: what a test may look at, to prove that nothing was written there.
 REAL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """moto's S3 server on a free loopback port, with an empty bucket, for the session
-    (the scale-out configuration's storage; ``tests/dataplane`` has its own for now)."""
-    yield from run_s3_server(tmp_path_factory.mktemp("aws"))
 
 
 @pytest.fixture(scope="session", autouse=True)

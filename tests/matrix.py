@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -77,19 +76,15 @@ def store_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return {STORE_VARIABLES[k]: v for k, v in env.items() if k in STORE_VARIABLES}
 
 
-def s3_url(endpoint: str, bucket: str) -> str:
-    """A storage URL of its own in ``bucket``: a fresh prefix, so stores never meet."""
-    return f"s3://{bucket}/store-{uuid.uuid4().hex}?endpoint={endpoint}&region=us-east-1"
-
-
 def scaleout_storage(request: pytest.FixtureRequest) -> str | None:
     """The hot storage URL of a scale-out store: a fresh prefix of the session's S3 bucket.
 
     None (file:// under the store's home) until the S3 hot backend lands
     (branch h18-s3hot: ``open_data_plane`` refuses an s3:// STORAGE_URL before it);
-    then the body is the line in the comment below.
+    then the body is the line in the comment below (``s3_url`` of ``tests/s3.py``), a
+    fresh prefix so that stores never meet.
     """
-    # server = request.getfixturevalue("s3_server"); return s3_url(server.endpoint, server.bucket)
+    # return s3_url(request.getfixturevalue("s3_server"), f"store-{uuid.uuid4().hex}")
     del request
     return None
 
