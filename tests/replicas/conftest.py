@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ARTIFACTSTORE, CliResult, tls
-from tests.dataplane.s3server import S3Server, run_s3_server
+from tests.conftest import ARTIFACTSTORE, Cli, CliResult, tls
 from tests.pg import new_database
+from tests.s3 import S3Server, s3_url
 from tests.server.conftest import free_port
 
 __all__ = ["LIMIT", "Replica", "Replicas"]
@@ -131,23 +131,14 @@ class Replicas:
     def cli(self, *args: str | Path, server: Replica | None = None) -> CliResult:
         """The CLI against ``server`` (remote mode), or local on the shared database and
         storage (``server`` None), with a home of its own."""
-        env = _clean_env()
+        run = Cli(self.root / "cli-home", self.root)
         if server is None:
-            env.update(self.shared_env(self.root / "cli-home"))
+            run.env.update(self.shared_env(run.home))
         else:
-            env.update({"ARTIFACTSTORE_URL": server.url, "ARTIFACTSTORE_TOKEN": self.admin})
-        env["XDG_CACHE_HOME"] = str(self.root / "cli-cache")
-        proc = subprocess.run(
-            [str(ARTIFACTSTORE), *map(str, args)],
-            cwd=self.root,
-            env=env,
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
-        result = CliResult(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
-        assert "Traceback" not in result.stderr, result.stderr
-        return result
+            del run.env["ARTIFACTSTORE_HOME"]
+            run.env.update({"ARTIFACTSTORE_URL": server.url, "ARTIFACTSTORE_TOKEN": self.admin})
+        run.env["XDG_CACHE_HOME"] = str(self.root / "cli-cache")
+        return run(*args)
 
     def shared_env(self, home: Path) -> Mapping[str, str]:
         return {
@@ -157,21 +148,16 @@ class Replicas:
         }
 
 
-@pytest.fixture(scope="session")
-def replicas_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """moto's S3 server for the session (it sets the dummy AWS credentials in the
-    environment, which the replicas inherit)."""
-    yield from run_s3_server(tmp_path_factory.mktemp("replicas-aws"))
-
-
 def _storage_url(request: pytest.FixtureRequest, root: Path) -> str:
     if request.param == "file":
         shared = root / "shared-storage"
         shared.mkdir()
         return f"file://{shared}"
     assert request.param == "s3", request.param
-    server: S3Server = request.getfixturevalue("replicas_s3")
-    return f"s3://{server.bucket}/{root.name}?endpoint={server.endpoint}"
+    # The session's server (``tests/s3.py``) sets the dummy AWS credentials in the
+    # environment, which the replicas inherit.
+    server: S3Server = request.getfixturevalue("s3_server")
+    return s3_url(server, root.name)
 
 
 @pytest.fixture(scope="module", params=STORAGES)
