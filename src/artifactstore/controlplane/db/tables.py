@@ -69,15 +69,15 @@ metadata = MetaData()
 
 #: JSON text on SQLite, JSONB on PostgreSQL (indexable, compared by value); None is NULL.
 _JSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+#: A 64-bit integer key: BIGINT on PostgreSQL, INTEGER (the rowid) on SQLite.
+_ROWID = BigInteger().with_variant(Integer, "sqlite")
 
 # --- the log --------------------------------------------------------------------------
 
 events = Table(
     "events",
     metadata,
-    Column(
-        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
-    ),
+    Column("seq", _ROWID, primary_key=True, autoincrement=False),
     Column("time", String(32), nullable=False),
     Column("actor", String(256), nullable=False),
     Column("type", String(64), nullable=False),
@@ -185,9 +185,7 @@ packages = Table(
 versions = Table(
     "versions",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
-    ),
+    Column("id", _ROWID, primary_key=True, autoincrement=False),
     Column("namespace", String(64), nullable=False),
     Column("name", String(128), nullable=False),
     Column("version", String(128), nullable=False),
@@ -342,9 +340,7 @@ VIEW_TABLES = (
 auth_failures = Table(
     "auth_failures",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    Column("id", _ROWID, primary_key=True, autoincrement=True),
     Column("client", String(64), nullable=False),
     Column("failed_at", Float, nullable=False),
 )
