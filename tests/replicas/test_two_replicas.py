@@ -17,7 +17,8 @@ import httpx
 import psycopg
 
 from artifactstore.model.manifest import Manifest
-from tests.replicas.conftest import LIMIT, Replicas
+from tests.conftest import make_tree, read_tree
+from tests.replicas.conftest import LIMIT, Replica, Replicas
 from tests.server.conftest import assert_problem, make_manifest, put_manifest, upload_blob
 
 # Read at import: the autouse clean_env fixture removes ARTIFACTSTORE_* before each test.
@@ -25,17 +26,10 @@ ROUNDS = int(os.environ.get("ARTIFACTSTORE_REPLICA_ROUNDS", "3"))
 BAD = "ast_" + "z" * 16 + "_" + "q" * 43
 
 
-def _tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    return root
-
-
-def _pulled(pair: Replicas, ref: str, out: Path, server: object) -> dict[str, bytes]:
-    result = pair.cli("pull", ref, "-o", out, server=server)  # type: ignore[arg-type]
+def _pulled(pair: Replicas, ref: str, out: Path, server: Replica) -> dict[str, bytes]:
+    result = pair.cli("pull", ref, "-o", out, server=server)
     assert result.code == 0, result
-    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    return read_tree(out)
 
 
 def _commit_at_once(
@@ -59,7 +53,7 @@ def _commit_at_once(
 
 def test_push_on_a_pull_on_b(replicas: Replicas, tmp_path: Path) -> None:
     files = {"bin/tool": b"tool " * 1000, "README": b"hello from A\n"}
-    src = _tree(tmp_path / "src", files)
+    src = make_tree(tmp_path / "src", files)
     assert replicas.cli("push", "ci/app:1.0", src, server=replicas.a).code == 0
     assert _pulled(replicas, "ci/app:1.0", tmp_path / "out", replicas.b) == files
 
