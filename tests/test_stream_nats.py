@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -41,7 +42,8 @@ from artifactstore.server.background import Background, PeriodicJob
 from artifactstore.services.stream import EventPublisher
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE, make_tree
-from tests.nats import Published, StreamUnderTest, TcpProxy, stream_under_test
+from tests.nats import Published, StreamUnderTest, stream_under_test
+from tests.relay import Relay
 from tests.server.conftest import Server, serving, upload_blob
 
 TRIALS = int(os.environ.get("ARTIFACTSTORE_STREAM_CRASH_TRIALS", "20"))
@@ -357,6 +359,16 @@ def _metric(client: httpx.Client, name: str) -> float:
     raise AssertionError(f"{name} is not in /metrics")
 
 
+def _relay(under_test: StreamUnderTest, *, delay: float = 0.0) -> Relay:
+    """A relay to the NATS server (``tests/relay.py``): the test cuts NATS off behind it."""
+    target = urlsplit(under_test.url)
+    return Relay(target.hostname or "127.0.0.1", target.port or 4222, delay=delay)
+
+
+def _through(relay: Relay) -> str:
+    return f"nats://127.0.0.1:{relay.port}"
+
+
 def _on_stream(under_test: StreamUnderTest, digest: str) -> bool:
     return any(m.body["payload"].get("blake3") == digest for m in under_test.messages())
 
@@ -400,26 +412,25 @@ def test_serve_refuses_a_nats_url_that_is_not_nats(tmp_path: Path) -> None:
 def test_nats_down_then_back_serve_commits_on_and_the_stream_catches_up(
     tmp_path: Path, nats_stream: StreamUnderTest
 ) -> None:
-    proxy = TcpProxy(nats_stream.url)
-    proxy.restore()
+    relay = _relay(nats_stream)
     try:
-        with serving(tmp_path, nats_stream.env(proxy.url)) as server, server.client() as c:
+        with serving(tmp_path, nats_stream.env(_through(relay))) as server, server.client() as c:
             upload_blob(c, os.urandom(100))
             _wait(lambda: len(nats_stream.messages()) == len(_log_events(c)), "the first event")
-            proxy.cut()
+            relay.set("refuse")  # NATS down
             for _ in range(5):  # commits do not depend on NATS
                 upload_blob(c, os.urandom(100))
             assert c.get("/ready").status_code == 200
             assert _metric(c, "artifactstore_events_unpublished") == 5
             time.sleep(1.0)  # a few failed rounds
-            proxy.restore()
+            relay.set("up")
             took = _wait(
                 lambda: _metric(c, "artifactstore_events_unpublished") == 0, "the catch-up"
             )
             events = _log_events(c)
             log = server.log()
     finally:
-        proxy.cut()
+        relay.close()
     _assert_stream_is_the_log(
         nats_stream.messages(), [Event.from_json(e) for e in events], nats_stream.prefix
     )
@@ -526,9 +537,8 @@ def test_sigkill_at_random_instants_loses_and_repeats_nothing(
     often each happened."""
     rng = random.Random(SEED)
     print(f"\nARTIFACTSTORE_STREAM_CRASH_SEED={SEED}")
-    proxy = TcpProxy(nats_stream.url, delay=0.01)
-    proxy.restore()
-    server = Server(tmp_path / "home", tmp_path, nats_stream.env(proxy.url))
+    relay = _relay(nats_stream, delay=0.01)
+    server = Server(tmp_path / "home", tmp_path, nats_stream.env(_through(relay)))
     behind_log = behind_stream = 0
     acknowledged = 0
     try:
@@ -557,7 +567,7 @@ def test_sigkill_at_random_instants_loses_and_repeats_nothing(
         server.stop()
     finally:
         server.stop()
-        proxy.cut()
+        relay.close()
     events = [Event.from_json(e) for e in events_json]
     assert len(events) >= acknowledged
     _assert_stream_is_the_log(nats_stream.messages(), events, nats_stream.prefix)
