@@ -17,9 +17,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
-import threading
-import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,7 +30,6 @@ __all__ = [
     "NATS_URL",
     "Published",
     "StreamUnderTest",
-    "TcpProxy",
     "stream_under_test",
     "unreachable",
 ]
@@ -165,76 +161,3 @@ def stream_under_test() -> Iterator[StreamUnderTest]:
         yield under_test
     finally:
         under_test.delete()
-
-
-class TcpProxy:
-    """A TCP relay on a loopback port to the NATS server: :meth:`cut` is NATS going down
-    (listener closed, every connection dropped), :meth:`restore` is it coming back on
-    the same port. The real server stays up for everyone else. ``delay``: seconds each
-    chunk from the server waits before it is passed on (a slow network: acknowledgements
-    take longer, so a kill lands between a publish and its record more often)."""
-
-    def __init__(self, target: str, *, delay: float = 0.0) -> None:
-        self.delay = delay
-        host_port = target.split("://", 1)[-1].rsplit("@", 1)[-1]
-        host, _, port = host_port.partition(":")
-        self.target = (host, int(port or 4222))
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port: int = probe.getsockname()[1]
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-
-    def restore(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def cut(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b, delay in ((client, upstream, 0.0), (upstream, client, self.delay)):
-                threading.Thread(target=self._pipe, args=(a, b, delay), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket, delay: float) -> None:
-        try:
-            while data := src.recv(65536):
-                if delay:
-                    time.sleep(delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)

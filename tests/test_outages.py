@@ -1,7 +1,7 @@
 """Outages of the database and of the object store, with real processes.
 
 A real PostgreSQL outage cannot be provoked on a shared server, so ``serve``
-reaches PostgreSQL through a TCP forwarder of the test's own (``Link``) that
+reaches PostgreSQL through a TCP relay of the test's own (``tests/relay.py``) that
 can refuse connections (a server that is down: connections reset) or
 blackhole them (a host that stops answering: connections accepted, nothing
 forwarded). The file store is made unable to take bytes the way a full disk
@@ -17,18 +17,13 @@ Commands started with an unreachable or bad configuration fail the same way.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import resource
 import secrets
-import socket
-import struct
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import httpx
 import psycopg
@@ -37,100 +32,13 @@ import pytest
 from tests import pg
 from tests.cli.remote import run_remote
 from tests.conftest import Cli, CliResult
+from tests.relay import Relay
 from tests.server.conftest import Server, assert_problem, free_port, push, serving
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prlimit is Linux's")
 
-Mode = Literal["up", "refuse", "blackhole"]
-
 #: The longest ``/ready`` may take while a part is down (its own timeout is 3 s).
 READY_BOUND = 6.0
-
-
-class Link:
-    """A TCP forwarder on a free loopback port to ``target``, run on an event loop in a
-    thread of the test process, whose link the test cuts and restores.
-
-    ``refuse``: new connections are reset at once, open ones are reset (a server
-    that went down). ``blackhole``: new connections are accepted and never
-    answered, open ones stop forwarding in both directions (a host that
-    vanished from the network). ``up``: forwarding again; connections that lived
-    through a blackhole are reset, as a real peer would after losing their bytes.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.mode: Mode = "up"
-        self._open: set[asyncio.StreamWriter] = set()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._accept, "127.0.0.1", 0), self._loop
-        ).result(10)
-        self._server = server
-        self.port: int = server.sockets[0].getsockname()[1]
-
-    def set(self, mode: Mode) -> None:
-        """Switch the link; returns once open connections are dealt with."""
-
-        async def switch() -> None:
-            self.mode = mode
-            if mode != "blackhole":
-                for writer in list(self._open):
-                    _reset(writer)
-                self._open.clear()
-
-        asyncio.run_coroutine_threadsafe(switch(), self._loop).result(10)
-
-    def close(self) -> None:
-        self.set("refuse")
-
-        async def stop() -> None:
-            self._server.close()
-            await self._server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.mode == "refuse":
-            _reset(writer)
-            return
-        self._open.add(writer)
-        if self.mode == "blackhole":
-            return  # held open, never answered, until the link changes
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            self._open.discard(writer)
-            _reset(writer)
-            return
-        self._open.add(up_writer)
-        await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                if self.mode != "up":
-                    continue  # blackholed: the bytes vanish
-                writer.write(data)
-                await writer.drain()
-        finally:
-            self._open.discard(writer)
-            writer.close()
-
-
-def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close with an RST (SO_LINGER 0), as a host whose server process died does."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
 
 
 # --- fixtures and helpers ----------------------------------------------------------------
@@ -144,16 +52,16 @@ def pg_database() -> Iterator[str]:
 
 
 @pytest.fixture
-def link(pg_database: str) -> Iterator[Link]:
+def link(pg_database: str) -> Iterator[Relay]:
     info = psycopg.conninfo.conninfo_to_dict(pg_database)
-    proxy = Link(str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432))
+    proxy = Relay(str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432))
     try:
         yield proxy
     finally:
         proxy.close()
 
 
-def _through(url: str, link: Link) -> str:
+def _through(url: str, link: Relay) -> str:
     """``url`` with its host and port replaced by the link's."""
     info = psycopg.conninfo.conninfo_to_dict(url)
     return f"postgresql://{info.get('user') or ''}@127.0.0.1:{link.port}/{info['dbname']}"
@@ -218,7 +126,7 @@ def _cli_push(tmp_path: Path, url: str, ref: str) -> CliResult:
 # --- the database ------------------------------------------------------------------------
 
 
-def test_database_outage(tmp_path: Path, pg_database: str, link: Link) -> None:
+def test_database_outage(tmp_path: Path, pg_database: str, link: Relay) -> None:
     env = {"ARTIFACTSTORE_DATABASE_URL": _through(pg_database, link)}
     with serving(tmp_path, env) as srv, srv.client() as c:
         pushed = {}
@@ -335,7 +243,7 @@ def test_bad_configuration_fails_clearly(tmp_path: Path, case: str, command: str
     assert "secret" not in result.stderr  # the password never reaches the terminal
 
 
-def test_blackholed_database_gives_up(tmp_path: Path, pg_database: str, link: Link) -> None:
+def test_blackholed_database_gives_up(tmp_path: Path, pg_database: str, link: Relay) -> None:
     """A database host that accepts and never answers: ``ls`` fails after the connect
     timeout (5 s) with one line, instead of waiting for the kernel to give up."""
     link.set("blackhole")

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -41,7 +42,8 @@ from artifactstore.server.background import Background, PeriodicJob
 from artifactstore.services.stream import EventPublisher
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE, make_tree
-from tests.nats import Published, StreamUnderTest, TcpProxy, stream_under_test
+from tests.nats import Published, StreamUnderTest, stream_under_test
+from tests.relay import Relay
 from tests.server.conftest import Server, serving, upload_blob
 
 TRIALS = int(os.environ.get("ARTIFACTSTORE_STREAM_CRASH_TRIALS", "20"))
@@ -83,16 +85,37 @@ def _drain(publisher: EventPublisher, store: Store) -> None:
     assert store.stream_backlog().unpublished == 0, "the publisher did not catch up"
 
 
-def _assert_stream_is_the_log(
-    messages: list[Published], events: list[Event], prefix: str, *, offset: int = 0
-) -> None:
-    """The stream holds exactly the log: each event once, in seq order, with its subject,
-    message id and body (the JSON of ``GET /v1/events``), after ``offset`` other messages."""
-    ours = messages[offset:]
-    assert [m.msg_id for m in ours] == [str(e.seq) for e in events]
-    assert [m.body for m in ours] == [e.to_json() for e in events]
-    assert [m.subject for m in ours] == [f"{prefix}.{e.type}" for e in events]
-    assert [m.stream_seq for m in ours] == [offset + e.seq for e in events]
+@contextlib.contextmanager
+def _publishing(store: Store, logger: logging.Logger) -> Iterator[EventPublisher]:
+    """The store's publisher, closed afterwards; the test runs its rounds."""
+    publisher = store.event_publisher(logger)
+    try:
+        yield publisher
+    finally:
+        publisher.close()
+
+
+def _publish_all(store: Store, logger: logging.Logger) -> None:
+    """A publisher of its own runs until the stream has every committed event."""
+    with _publishing(store, logger) as publisher:
+        _drain(publisher, store)
+
+
+#: One message as :func:`_stream` and :func:`_as_published` give it:
+#: (``Nats-Msg-Id``, subject, our seq, body).
+Message = tuple[str | None, str, int, Any]
+
+
+def _stream(messages: list[Published], *, offset: int = 0) -> list[Message]:
+    """The stream's messages after ``offset`` other ones, each with its stream seq less
+    the offset (which must be our seq)."""
+    return [(m.msg_id, m.subject, m.stream_seq - offset, m.body) for m in messages[offset:]]
+
+
+def _as_published(events: list[Event], prefix: str) -> list[Message]:
+    """The log as the stream must hold it: each event once, in seq order, its seq as the
+    message id, subject ``PREFIX.<type>``, body the JSON of ``GET /v1/events``."""
+    return [(str(e.seq), f"{prefix}.{e.type}", e.seq, e.to_json()) for e in events]
 
 
 # --- settings -------------------------------------------------------------------------
@@ -145,19 +168,16 @@ def test_every_committed_event_arrives_once_in_seq_order(
 ) -> None:
     with _store(tmp_path / "home", nats_stream, database_url=database_url) as store:
         _commit_some(store, tmp_path, "1.0")
-        publisher = store.event_publisher(logger)
-        try:
+        with _publishing(store, logger) as publisher:
             _drain(publisher, store)
             _commit_some(store, tmp_path, "2.0")
             _drain(publisher, store)
             for _ in range(3):  # rounds with nothing new publish nothing
                 assert publisher.run() == {}
-        finally:
-            publisher.close()
         events = store.events()
     assert len(events) >= 8
     assert {e.type for e in events} >= {"package.committed", "schema.registered", "hold.placed"}
-    _assert_stream_is_the_log(nats_stream.messages(), events, nats_stream.prefix)
+    assert _stream(nats_stream.messages()) == _as_published(events, nats_stream.prefix)
 
 
 @pytest.mark.configs("embedded", "scaleout")
@@ -173,24 +193,16 @@ def test_a_cursor_that_lagged_the_stream_republishes_nothing(
     asyncio.run(_add_stream(nats_stream, duplicate_window=0.5))
     with _store(tmp_path / "home", nats_stream, database_url=database_url) as store:
         _commit_some(store, tmp_path, "1.0")
-        first = store.event_publisher(logger)
-        try:
-            _drain(first, store)
-        finally:
-            first.close()
+        _publish_all(store, logger)
         head = store.stream_backlog().head
         # The cursor as a crash right after the acks leaves it: not moved at all.
         outbox.rewind(store.db, nats_stream.stream, 0)
         assert store.stream_backlog().unpublished == head
         time.sleep(1.0)  # past the duplicate window
         _commit_some(store, tmp_path, "2.0")
-        second = store.event_publisher(logger)
-        try:
-            _drain(second, store)
-        finally:
-            second.close()
+        _publish_all(store, logger)
         events = store.events()
-    _assert_stream_is_the_log(nats_stream.messages(), events, nats_stream.prefix)
+    assert _stream(nats_stream.messages()) == _as_published(events, nats_stream.prefix)
 
 
 @pytest.mark.configs("embedded", "scaleout")
@@ -202,17 +214,14 @@ def test_a_stream_recreated_empty_gets_the_whole_log(
 ) -> None:
     with _store(tmp_path / "home", nats_stream, database_url=database_url) as store:
         _commit_some(store, tmp_path, "1.0")
-        publisher = store.event_publisher(logger)
-        try:
+        with _publishing(store, logger) as publisher:
             _drain(publisher, store)
             nats_stream.delete()
             publisher.close()  # a new connection: the publisher looks at the stream again
             _commit_some(store, tmp_path, "2.0")
             _drain(publisher, store)
-        finally:
-            publisher.close()
         events = store.events()
-    _assert_stream_is_the_log(nats_stream.messages(), events, nats_stream.prefix)
+    assert _stream(nats_stream.messages()) == _as_published(events, nats_stream.prefix)
 
 
 def test_a_consumer_resumes_after_any_seq(
@@ -223,13 +232,10 @@ def test_a_consumer_resumes_after_any_seq(
     asyncio.run(_add_stream(nats_stream, foreign=2))
     with _store(tmp_path / "home", nats_stream) as store:
         _commit_some(store, tmp_path, "1.0")
-        publisher = store.event_publisher(logger)
-        try:
-            _drain(publisher, store)
-        finally:
-            publisher.close()
+        _publish_all(store, logger)
         events = store.events()
-    _assert_stream_is_the_log(nats_stream.messages(), events, nats_stream.prefix, offset=2)
+    on_stream = _stream(nats_stream.messages(), offset=2)
+    assert on_stream == _as_published(events, nats_stream.prefix)
     last = events[-1].seq
     for after in sorted({0, 1, last // 2, last - 1, last}):
         got = asyncio.run(_consume_after(nats_stream, after, last))
@@ -357,6 +363,16 @@ def _metric(client: httpx.Client, name: str) -> float:
     raise AssertionError(f"{name} is not in /metrics")
 
 
+def _relay(under_test: StreamUnderTest, *, delay: float = 0.0) -> Relay:
+    """A relay to the NATS server (``tests/relay.py``): the test cuts NATS off behind it."""
+    target = urlsplit(under_test.url)
+    return Relay(target.hostname or "127.0.0.1", target.port or 4222, delay=delay)
+
+
+def _through(relay: Relay) -> str:
+    return f"nats://127.0.0.1:{relay.port}"
+
+
 def _on_stream(under_test: StreamUnderTest, digest: str) -> bool:
     return any(m.body["payload"].get("blake3") == digest for m in under_test.messages())
 
@@ -400,29 +416,27 @@ def test_serve_refuses_a_nats_url_that_is_not_nats(tmp_path: Path) -> None:
 def test_nats_down_then_back_serve_commits_on_and_the_stream_catches_up(
     tmp_path: Path, nats_stream: StreamUnderTest
 ) -> None:
-    proxy = TcpProxy(nats_stream.url)
-    proxy.restore()
+    relay = _relay(nats_stream)
     try:
-        with serving(tmp_path, nats_stream.env(proxy.url)) as server, server.client() as c:
+        with serving(tmp_path, nats_stream.env(_through(relay))) as server, server.client() as c:
             upload_blob(c, os.urandom(100))
             _wait(lambda: len(nats_stream.messages()) == len(_log_events(c)), "the first event")
-            proxy.cut()
+            relay.set("refuse")  # NATS down
             for _ in range(5):  # commits do not depend on NATS
                 upload_blob(c, os.urandom(100))
             assert c.get("/ready").status_code == 200
             assert _metric(c, "artifactstore_events_unpublished") == 5
             time.sleep(1.0)  # a few failed rounds
-            proxy.restore()
+            relay.set("up")
             took = _wait(
                 lambda: _metric(c, "artifactstore_events_unpublished") == 0, "the catch-up"
             )
             events = _log_events(c)
             log = server.log()
     finally:
-        proxy.cut()
-    _assert_stream_is_the_log(
-        nats_stream.messages(), [Event.from_json(e) for e in events], nats_stream.prefix
-    )
+        relay.close()
+    logged = [Event.from_json(e) for e in events]
+    assert _stream(nats_stream.messages()) == _as_published(logged, nats_stream.prefix)
     unavailable = [json.loads(x) for x in log.splitlines() if '"status": "unavailable"' in x]
     assert unavailable, log[-3000:]
     assert all(x["event"] == "event_stream" and x["retry_in"] > 0 for x in unavailable)
@@ -463,7 +477,7 @@ def test_two_replicas_one_publisher_and_a_takeover_when_it_dies(
     finally:
         for replica in replicas:
             replica.stop()
-    _assert_stream_is_the_log(nats_stream.messages(), events, nats_stream.prefix)
+    assert _stream(nats_stream.messages()) == _as_published(events, nats_stream.prefix)
     assert took < 3.0 + 5.0, took  # the lease's TTL, and a busy machine
     print(f"\nthe other replica published {took:.2f} s after the holder was killed")
 
@@ -526,9 +540,8 @@ def test_sigkill_at_random_instants_loses_and_repeats_nothing(
     often each happened."""
     rng = random.Random(SEED)
     print(f"\nARTIFACTSTORE_STREAM_CRASH_SEED={SEED}")
-    proxy = TcpProxy(nats_stream.url, delay=0.01)
-    proxy.restore()
-    server = Server(tmp_path / "home", tmp_path, nats_stream.env(proxy.url))
+    relay = _relay(nats_stream, delay=0.01)
+    server = Server(tmp_path / "home", tmp_path, nats_stream.env(_through(relay)))
     behind_log = behind_stream = 0
     acknowledged = 0
     try:
@@ -557,10 +570,10 @@ def test_sigkill_at_random_instants_loses_and_repeats_nothing(
         server.stop()
     finally:
         server.stop()
-        proxy.cut()
+        relay.close()
     events = [Event.from_json(e) for e in events_json]
     assert len(events) >= acknowledged
-    _assert_stream_is_the_log(nats_stream.messages(), events, nats_stream.prefix)
+    assert _stream(nats_stream.messages()) == _as_published(events, nats_stream.prefix)
     print(
         f"{TRIALS} trials, {len(events)} events: the kill left committed events unpublished "
         f"in {behind_log}, acknowledged events unrecorded in the cursor in {behind_stream}"

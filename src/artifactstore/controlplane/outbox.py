@@ -73,15 +73,14 @@ def advance(db: Database, stream: str, seq: int) -> int:
     """
     from sqlalchemy.dialects import postgresql, sqlite
 
+    insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(t.stream_cursors)
+    upsert = insert.values(stream=stream, published_seq=seq).on_conflict_do_update(
+        index_elements=["stream"],
+        set_={"published_seq": insert.excluded.published_seq},
+        where=t.stream_cursors.c.published_seq < insert.excluded.published_seq,
+    )
     with db.write(durable=False) as conn:
-        conn.execute(
-            update(t.stream_cursors)
-            .where(t.stream_cursors.c.stream == stream, t.stream_cursors.c.published_seq < seq)
-            .values(published_seq=seq)
-        )
-        values = {"stream": stream, "published_seq": seq}
-        insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(t.stream_cursors)
-        conn.execute(insert.values(values).on_conflict_do_nothing(index_elements=["stream"]))
+        conn.execute(upsert)
         current = conn.execute(
             select(t.stream_cursors.c.published_seq).where(t.stream_cursors.c.stream == stream)
         ).scalar_one()

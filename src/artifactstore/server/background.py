@@ -154,13 +154,12 @@ class Background:
         names = [job.name for job in jobs]
         if len(set(names)) != len(names):
             raise ValueError(f"two periodic jobs share a name (a lease): {names}")
-        if any(job.interval <= 0 or (job.lease_ttl or 1) <= 0 for job in jobs) or lease_ttl <= 0:
+        self._ttls = {job.name: job.lease_ttl or lease_ttl for job in jobs}
+        if lease_ttl <= 0 or any(job.interval <= 0 or self._ttls[job.name] <= 0 for job in jobs):
             raise ValueError("periodic jobs need positive intervals and a positive lease TTL")
         self.store = store
         self.jobs = tuple(jobs)
         self.logger = logger
-        self.lease_ttl = lease_ttl
-        self._ttls = {job.name: job.lease_ttl or lease_ttl for job in jobs}
         self.stop_timeout = stop_timeout
         self.holder = holder_id()
         self._stopping = threading.Event()
