@@ -286,7 +286,7 @@ class Settings:
         for server in servers:
             scheme, sep, rest = server.partition("://")
             if not sep or scheme.lower() not in _NATS_SCHEMES or not rest.strip("/"):
-                shown = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", server)[:80]
+                shown = _redact_nats(server)[:80]
                 raise InvalidSetting(
                     f"NATS_URL {shown!r} is not a NATS server URL: use "
                     "nats://HOST:PORT (or tls://, ws://, wss://), e.g. nats://127.0.0.1:4222"
@@ -295,11 +295,16 @@ class Settings:
 
     def redacted_nats_url(self) -> str:
         """``nats_url`` for logs: a password or a token (user info without one) hidden."""
-        text = re.sub(r"//([^:/@,]+):[^@,]*@", r"//\1:***@", self.nats_url)
-        return re.sub(r"//[^:/@,]+@", "//***@", text)
+        return _redact_nats(self.nats_url)
 
     def redacted_database_url(self) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.database_url)
+
+
+def _redact_nats(text: str) -> str:
+    """A NATS URL list with each password, or a token (user info without one), hidden."""
+    text = re.sub(r"//([^:/@,]+):[^@,]*@", r"//\1:***@", text)
+    return re.sub(r"//[^:/@,]+@", "//***@", text)
 
 
 def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
