@@ -32,12 +32,17 @@ from artifactstore.dataplane.backends.s3_staging import S3Staging
 from artifactstore.errors import InvalidInput
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE
-from tests.s3 import S3Server, s3_server_fixture, s3_url  # noqa: F401  (``s3_server``)
+from tests.dataplane.s3server import S3Server
 from tests.server.conftest import Server
 
 MiB = 1 << 20
 TUS = {"Tus-Resumable": "1.0.0"}
 TUS_BYTES = {**TUS, "Content-Type": "application/offset+octet-stream"}
+
+
+def s3_url(server: S3Server, prefix: str) -> str:
+    """The ``s3://`` STORAGE_URL of ``prefix`` in the session's bucket (``s3_server``)."""
+    return f"s3://{server.bucket}/{prefix}?endpoint={server.endpoint}&region=us-east-1"
 
 
 def _tree(root: Path) -> dict[str, bytes]:

@@ -26,7 +26,6 @@ from artifactstore.model.records import Placement
 from artifactstore.testing.backend_contract import ContractTarget, local_target, memory_target
 from artifactstore.testing.targets import s3_target
 from tests.dataplane.s3server import S3Server
-from tests.s3 import s3_server_fixture  # noqa: F401  (``s3_server``, shared with other directories)
 
 
 @dataclass(frozen=True)
