@@ -97,8 +97,13 @@ def test_cold_may_sit_beside_hot(s3_server: S3Server, tmp_path: Path) -> None:
         storage_url=s3_url(s3_server, "side/hot"),
         cold_storage_url=s3_url(s3_server, "side/hotter"),
     )
-    plane, _ = open_data_plane(settings)
-    plane.close()
+    plane, _ = open_data_plane(settings)  # "hot" is a string prefix of "hotter", not a folder's
+    try:
+        hot, cold = plane.backends[0], plane.cold
+        assert isinstance(hot, S3Backend) and isinstance(cold, S3Backend)
+        assert (hot.prefix, cold.prefix) == ("side/hot/", "side/hotter/")
+    finally:
+        plane.close()
 
 
 def test_a_library_store_on_s3(s3_server: S3Server, tmp_path: Path) -> None:
