@@ -25,8 +25,7 @@ from artifactstore.dataplane.blobs import (
 )
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
 from artifactstore.model.records import Placement
-from artifactstore.testing.backend_contract import ContractTarget, local_target, memory_target
-from artifactstore.testing.targets import s3_target
+from artifactstore.testing.targets import ContractTarget, local_target, memory_target, s3_target
 from tests.dataplane.s3server import S3Server
 
 
