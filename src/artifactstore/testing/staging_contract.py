@@ -39,8 +39,10 @@ from artifactstore.testing.targets import (
     ContractTarget,
     content_key,
     get,
+    local_target,
     payload,
     put,
+    s3_target,
     traced_peak,
 )
 
@@ -69,19 +71,16 @@ class StagingTarget:
 
 def local_staging_target(root: Path) -> StagingTarget:
     """A :class:`LocalStaging` over a fresh :class:`LocalBackend` under ``root``."""
-    backend = LocalBackend(root)
-    staging_dir = root / "tmp"
-
-    def leftovers() -> list[str]:
-        return sorted(p.name for p in staging_dir.iterdir())
-
-    return StagingTarget(LocalStaging(backend, root), ContractTarget(backend, leftovers))
+    store = local_target(root)
+    assert isinstance(store.backend, LocalBackend)
+    return StagingTarget(LocalStaging(store.backend, root), store)
 
 
 def s3_staging_target(bucket: str, endpoint: str, prefix: str) -> StagingTarget:
     """An :class:`S3Staging` over an :class:`S3Backend` under a fresh ``prefix``."""
-    backend = S3Backend(bucket, prefix, endpoint=endpoint, region="us-east-1")
-    return StagingTarget(S3Staging(backend), ContractTarget(backend, backend.staging))
+    store = s3_target(bucket, endpoint, prefix)
+    assert isinstance(store.backend, S3Backend)
+    return StagingTarget(S3Staging(store.backend), store)
 
 
 def staged(target: StagingTarget, upload_id: str = UID) -> bytes:
