@@ -262,7 +262,6 @@ class S3Staging:
         """One multipart upload of the chain at ``dest``; every part but the last >= 5 MiB."""
         b = self.backend
         upload = PartUpload(b, dest, f"publishing {dest} failed")
-        upload_id = upload.begin()  # the server-side copies need it before any part
 
         def copy(seg: _Segment, start: int) -> None:
             """Server-side copies of ``seg`` from ``start``, in pieces of 5 MiB or more."""
@@ -270,18 +269,7 @@ class S3Staging:
             pieces = -(-length // COPY_PART)
             step = -(-length // pieces)
             for first in range(start, seg.size, step):
-                number = len(upload.parts) + 1
-                copied = b.client.upload_part_copy(
-                    Bucket=b.bucket,
-                    Key=dest,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource={"Bucket": b.bucket, "Key": seg.key},
-                    CopySourceRange=f"bytes={first}-{min(seg.size, first + step) - 1}",
-                )
-                upload.parts.append(
-                    {"ETag": copied["CopyPartResult"]["ETag"], "PartNumber": number}
-                )
+                upload.copy(seg.key, first, min(seg.size, first + step) - 1)
 
         buf = bytearray()
         try:

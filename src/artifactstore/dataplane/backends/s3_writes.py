@@ -84,6 +84,25 @@ class PartUpload:
         self.parts.append({"ETag": sent["ETag"], "PartNumber": number})
         self.sent += len(body)
 
+    def copy(self, source_key: str, first: int, last: int) -> None:
+        """Copy bytes ``first`` to ``last`` (inclusive) of ``source_key`` in the bucket,
+        server-side, as the next part."""
+        upload_id = self.begin()
+        b = self._b
+        number = len(self.parts) + 1
+        try:
+            copied = b.client.upload_part_copy(
+                Bucket=b.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": b.bucket, "Key": source_key},
+                CopySourceRange=f"bytes={first}-{last}",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(self._failure, exc) from exc
+        self.parts.append({"ETag": copied["CopyPartResult"]["ETag"], "PartNumber": number})
+
     def send_full(self, buf: bytearray) -> None:
         """Send the whole ``PART_SIZE`` parts at the front of ``buf``, and drop them from it."""
         while len(buf) >= PART_SIZE:
