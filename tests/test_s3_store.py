@@ -7,16 +7,13 @@ and database continues an upload the first one began.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import random
 import subprocess
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -32,12 +29,17 @@ from artifactstore.dataplane.backends.s3_staging import S3Staging
 from artifactstore.errors import InvalidInput
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE
-from tests.s3 import S3Server, s3_server_fixture, s3_url  # noqa: F401  (``s3_server``)
+from tests.dataplane.s3server import S3Server
 from tests.server.conftest import Server
+from tests.server.test_tus import CHECKPOINT, TUS_BYTES, kill_mid_patch, open_session, upload_offset
 
 MiB = 1 << 20
 TUS = {"Tus-Resumable": "1.0.0"}
-TUS_BYTES = {**TUS, "Content-Type": "application/offset+octet-stream"}
+
+
+def s3_url(server: S3Server, prefix: str) -> str:
+    """The ``s3://`` STORAGE_URL of ``prefix`` in the session's bucket (``s3_server``)."""
+    return f"s3://{server.bucket}/{prefix}?endpoint={server.endpoint}&region=us-east-1"
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -95,8 +97,13 @@ def test_cold_may_sit_beside_hot(s3_server: S3Server, tmp_path: Path) -> None:
         storage_url=s3_url(s3_server, "side/hot"),
         cold_storage_url=s3_url(s3_server, "side/hotter"),
     )
-    plane, _ = open_data_plane(settings)
-    plane.close()
+    plane, _ = open_data_plane(settings)  # "hot" is a string prefix of "hotter", not a folder's
+    try:
+        hot, cold = plane.backends[0], plane.cold
+        assert isinstance(hot, S3Backend) and isinstance(cold, S3Backend)
+        assert (hot.prefix, cold.prefix) == ("side/hot/", "side/hotter/")
+    finally:
+        plane.close()
 
 
 def test_a_library_store_on_s3(s3_server: S3Server, tmp_path: Path) -> None:
@@ -150,14 +157,8 @@ def test_servers_on_one_bucket(s3_server: S3Server, tmp_path: Path) -> None:
 
         data = random.Random(7).randbytes(PART_SIZE + 2 * MiB + 11)
         half = PART_SIZE + MiB  # past one checkpoint: two segments, then a third
+        url = open_session(one, len(data))
         with one.client() as http:
-            created = http.post(
-                "/v1/uploads",
-                params={"namespace": "ci"},
-                headers={**TUS, "Upload-Length": str(len(data))},
-            )
-            assert created.status_code == 201, created.text
-            url = created.headers["Location"]
             first = http.patch(
                 url, content=data[:half], headers={**TUS_BYTES, "Upload-Offset": "0"}
             )
@@ -224,54 +225,20 @@ def test_sigkill_mid_patch_resumes_from_the_last_checkpoint_in_the_bucket(
     """A server SIGKILLed mid-PATCH: the session resumes at its last checkpoint (a segment
     S3 acknowledged), completes byte-identical, and leaves no open multipart upload."""
     prefix = f"killed-{uuid.uuid4().hex}"
-    checkpoint = 2 * MiB
     env = {
         "ARTIFACTSTORE_STORAGE_URL": s3_url(s3_server, prefix),
-        "ARTIFACTSTORE_UPLOAD_CHECKPOINT_BYTES": str(checkpoint),
+        "ARTIFACTSTORE_UPLOAD_CHECKPOINT_BYTES": str(CHECKPOINT),
     }
     server = Server(tmp_path / "home", tmp_path, env)
     data = random.Random(9).randbytes(12 * MiB + 5)
     first = 7 * MiB
     server.start()
     try:
-        with server.client() as http:
-            created = http.post(
-                "/v1/uploads",
-                params={"namespace": "ci"},
-                headers={**TUS, "Upload-Length": str(len(data))},
-            )
-        url = created.headers["Location"]
-        sent = 0
-        stall = threading.Event()
+        url = open_session(server, len(data))
+        kill_mid_patch(server, url, data, first, TUS_BYTES)
 
-        def body() -> Iterator[bytes]:
-            nonlocal sent
-            for start in range(0, first, MiB):
-                yield data[start : start + MiB]
-                sent += MiB
-            stall.wait(60)  # a client that stops sending, until the server dies
-
-        def patch() -> None:
-            headers = {**TUS_BYTES, "Upload-Offset": "0"}
-            with contextlib.suppress(httpx.HTTPError):  # the kill cuts the connection
-                httpx.patch(url, content=body(), headers=headers, timeout=60)
-
-        def offset() -> int:
-            return int(httpx.head(url, headers=TUS, timeout=30).headers["upload-offset"])
-
-        thread = threading.Thread(target=patch, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (sent < first or offset() < first - 2 * checkpoint):
-            time.sleep(0.05)
-        assert sent == first and thread.is_alive()
-        server.kill()
-        stall.set()
-        thread.join(30)
-        server.start()
-
-        resumed = offset()
-        assert first - 2 * checkpoint <= resumed <= first, resumed
+        resumed = upload_offset(url)
+        assert first - 2 * CHECKPOINT <= resumed <= first, resumed
         finish = {**TUS_BYTES, "Upload-Offset": str(resumed)}
         deadline = time.monotonic() + CLAIM_SECONDS + 30
         while True:  # the killed request's claim lapses within CLAIM_SECONDS

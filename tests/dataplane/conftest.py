@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import io
 import random
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,10 +25,47 @@ from artifactstore.dataplane.blobs import (
 )
 from artifactstore.model.identity import Algorithm, BlobDigests, Digest
 from artifactstore.model.records import Placement
-from artifactstore.testing.backend_contract import ContractTarget, local_target, memory_target
-from artifactstore.testing.targets import s3_target
+from artifactstore.testing.targets import ContractTarget, local_target, memory_target, s3_target
 from tests.dataplane.s3server import S3Server
-from tests.s3 import s3_server_fixture  # noqa: F401  (``s3_server``, shared with other directories)
+
+
+class _Throttled(http.server.BaseHTTPRequestHandler):
+    """Answers 503 Slow Down to the first ``failures`` requests, then a HEAD's 200."""
+
+    failures = 2
+    seen: list[str] = []
+
+    def do_HEAD(self) -> None:
+        self.seen.append(self.command)
+        if len(self.seen) <= self.failures:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+        else:
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.send_header("ETag", '"abc"')
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Throttled:
+    endpoint: str
+    seen: list[str]  # the requests it had; clear() to be throttled again
+
+
+@pytest.fixture
+def throttled(s3_server: S3Server) -> Iterator[Throttled]:
+    """A loopback endpoint that throttles twice (s3_server only for its dummy credentials)."""
+    _Throttled.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Throttled)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Throttled(f"http://127.0.0.1:{server.server_address[1]}", _Throttled.seen)
+    server.shutdown()
+    server.server_close()
 
 
 @dataclass(frozen=True)

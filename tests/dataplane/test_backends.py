@@ -23,14 +23,14 @@ from artifactstore.dataplane import layout
 from artifactstore.dataplane.backends.local import LocalBackend
 from artifactstore.errors import StorageError
 from artifactstore.model.identity import Digest
-from artifactstore.testing.backend_contract import (
-    BackendContract,
+from artifactstore.testing.backend_contract import BackendContract
+from artifactstore.testing.targets import (
     ContractTarget,
     local_target,
     memory_target,
     put,
+    s3_target,
 )
-from artifactstore.testing.targets import s3_target
 from tests.dataplane.s3server import S3Server
 
 

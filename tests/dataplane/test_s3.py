@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +16,7 @@ from artifactstore.errors import InvalidInput, StorageError
 from artifactstore.store import Store
 from artifactstore.testing.targets import assert_absent, assert_holds, get, payload, put, s3_target
 from tests.conftest import make_tree
+from tests.dataplane.conftest import Throttled
 from tests.dataplane.s3server import S3Server
 
 MiB = 1 << 20
@@ -178,41 +177,10 @@ def test_a_store_keeps_its_cold_tier_in_s3(s3_server: S3Server, tmp_path: Path) 
         assert (tmp_path / "out" / name).read_text() == content
 
 
-class _FlakyS3(http.server.BaseHTTPRequestHandler):
-    """Answers HEAD with 503 (S3's "slow down") for the first ``failures`` requests, then 200."""
-
-    failures = 2
-    seen: list[str] = []
-
-    def do_HEAD(self) -> None:
-        self.seen.append(self.path)
-        if len(self.seen) <= self.failures:
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-        else:
-            self.send_response(200)
-            self.send_header("Content-Length", "5")
-            self.send_header("ETag", '"abc"')
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        return None
-
-
-def test_transient_errors_are_retried(s3_server: S3Server) -> None:
-    # s3_server only for its dummy credentials: this server is a tiny flaky one.
-    _FlakyS3.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyS3)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-        b = S3Backend("bucket", "p", endpoint=endpoint, region="us-east-1")
-        assert b.stat("k") == 5
-        assert len(_FlakyS3.seen) == 3, "two 503s, then the answer"
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_transient_errors_are_retried(throttled: Throttled) -> None:
+    b = S3Backend("bucket", "p", endpoint=throttled.endpoint, region="us-east-1")
+    assert b.stat("k") == 5
+    assert len(throttled.seen) == 3, "two 503s, then the answer"
 
 
 def test_a_batch_past_its_memory_spills_small_objects_to_staging(

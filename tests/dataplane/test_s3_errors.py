@@ -7,13 +7,9 @@ IAM checks on), a missing bucket.
 
 from __future__ import annotations
 
-import http.server
 import os
-import socket
 import subprocess
-import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,53 +18,22 @@ from artifactstore.dataplane.backends import open_backend
 from artifactstore.dataplane.backends.s3 import S3Backend
 from artifactstore.errors import InvalidInput, StorageError
 from tests.conftest import ARTIFACTSTORE
+from tests.dataplane.conftest import Throttled
 from tests.dataplane.s3server import S3Server, run_s3_server
-
-
-class _Throttled(http.server.BaseHTTPRequestHandler):
-    """Answers 503 Slow Down to the first ``failures`` requests, then a HEAD's 200."""
-
-    failures = 2
-    seen: list[str] = []
-
-    def do_HEAD(self) -> None:
-        self.seen.append(self.command)
-        if len(self.seen) <= self.failures:
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-        else:
-            self.send_response(200)
-            self.send_header("Content-Length", "5")
-            self.send_header("ETag", '"abc"')
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        return None
-
-
-@pytest.fixture
-def throttled(s3_server: S3Server) -> Iterator[str]:
-    """A loopback endpoint that throttles twice (s3_server only for its dummy credentials)."""
-    _Throttled.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Throttled)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+from tests.server.conftest import free_port
 
 
 @pytest.mark.parametrize("mode", ["standard", "adaptive"])
-def test_the_url_sets_the_retry_policy(throttled: str, mode: str) -> None:
-    url = f"s3://bucket/p?endpoint={throttled}&region=us-east-1&retry_mode={mode}"
+def test_the_url_sets_the_retry_policy(throttled: Throttled, mode: str) -> None:
+    url = f"s3://bucket/p?endpoint={throttled.endpoint}&region=us-east-1&retry_mode={mode}"
     few = open_backend(f"{url}&max_attempts=2", "STORAGE_URL", fsync=True, name="local")
     with pytest.raises(StorageError, match="503"):
         few.stat("k")
-    assert len(_Throttled.seen) == 2, "two attempts, both throttled"
-    _Throttled.seen = []
+    assert len(throttled.seen) == 2, "two attempts, both throttled"
+    throttled.seen.clear()
     enough = open_backend(f"{url}&max_attempts=3", "STORAGE_URL", fsync=True, name="local")
     assert enough.stat("k") == 5
-    assert len(_Throttled.seen) == 3, "two 503s, then the answer"
+    assert len(throttled.seen) == 3, "two 503s, then the answer"
 
 
 @pytest.mark.parametrize(
@@ -84,12 +49,6 @@ def test_the_url_sets_the_retry_policy(throttled: str, mode: str) -> None:
 def test_bad_retry_parameters_are_refused(query: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         open_backend(f"s3://bucket/p?{query}", "STORAGE_URL", fsync=True, name="local")
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _push(tmp_path: Path, url: str, **env: str | None) -> str:
@@ -117,7 +76,7 @@ def _push(tmp_path: Path, url: str, **env: str | None) -> str:
 
 
 def test_an_unreachable_endpoint_is_named(s3_server: S3Server, tmp_path: Path) -> None:
-    url = f"s3://{s3_server.bucket}/p?endpoint=http://127.0.0.1:{_closed_port()}&max_attempts=2"
+    url = f"s3://{s3_server.bucket}/p?endpoint=http://127.0.0.1:{free_port()}&max_attempts=2"
     assert "cannot reach the S3 endpoint" in _push(tmp_path, url)
 
 

@@ -122,12 +122,12 @@ def error_from(response: httpx.Response, *, url: str, token_sent: bool) -> Artif
     if body is None:
         # An empty body (a HEAD's) says only its status; anything else that is not a
         # problem (HTML, plain text) is some other server's answer, whatever its status.
-        cls = None if response.content else _BY_STATUS.get(response.status_code)
         if response.status_code == 503 and not response.content:
             return errors.ServerNotReady(
                 f"{url} answered {status}: its database or storage is down "
                 f"({url}/ready names which); retry once it is back"
             )
+        cls = None if response.content else _BY_STATUS.get(response.status_code)
         if cls is None and not response.content:
             return errors.BadResponse(
                 f"{url} answered {status} with no explanation (the log of the server, or of "

@@ -22,7 +22,6 @@ object or a backend staging entry (an open multipart upload) behind.
 from __future__ import annotations
 
 import hashlib
-import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,16 @@ from artifactstore.dataplane.backends.s3_staging import S3Staging
 from artifactstore.dataplane.protocol import Backend
 from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import StorageError
-from artifactstore.testing.targets import ContractTarget, content_key, get, payload, put
+from artifactstore.testing.targets import (
+    ContractTarget,
+    content_key,
+    get,
+    local_target,
+    payload,
+    put,
+    s3_target,
+    traced_peak,
+)
 
 __all__ = [
     "StagingContract",
@@ -63,19 +71,16 @@ class StagingTarget:
 
 def local_staging_target(root: Path) -> StagingTarget:
     """A :class:`LocalStaging` over a fresh :class:`LocalBackend` under ``root``."""
-    backend = LocalBackend(root)
-    staging_dir = root / "tmp"
-
-    def leftovers() -> list[str]:
-        return sorted(p.name for p in staging_dir.iterdir())
-
-    return StagingTarget(LocalStaging(backend, root), ContractTarget(backend, leftovers))
+    store = local_target(root)
+    assert isinstance(store.backend, LocalBackend)
+    return StagingTarget(LocalStaging(store.backend, root), store)
 
 
 def s3_staging_target(bucket: str, endpoint: str, prefix: str) -> StagingTarget:
     """An :class:`S3Staging` over an :class:`S3Backend` under a fresh ``prefix``."""
-    backend = S3Backend(bucket, prefix, endpoint=endpoint, region="us-east-1")
-    return StagingTarget(S3Staging(backend), ContractTarget(backend, backend.staging))
+    store = s3_target(bucket, endpoint, prefix)
+    assert isinstance(store.backend, S3Backend)
+    return StagingTarget(S3Staging(store.backend), store)
 
 
 def staged(target: StagingTarget, upload_id: str = UID) -> bytes:
@@ -267,23 +272,14 @@ class StagingContract:
         size = 40 * MiB
         chunk = payload(3, MiB)
         target.staging.create(UID)
-        tracing = tracemalloc.is_tracing()
-        if not tracing:
-            tracemalloc.start()
-        try:
-            baseline = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
+        with traced_peak() as peak:
             sink = target.staging.append(UID, 0)
             for i in range(size // MiB):
                 sink.write(chunk)
                 if i == 20:
                     sink.sync()
             assert sink.close() == size
-            peak = tracemalloc.get_traced_memory()[1] - baseline
-        finally:
-            if not tracing:
-                tracemalloc.stop()
-        assert peak < 24 * MiB, f"appending {size} bytes allocated {peak} bytes at once"
+        assert peak.size < 24 * MiB, f"appending {size} bytes allocated {peak.size} bytes at once"
         expected = hashlib.sha256(chunk * (size // MiB)).hexdigest()
         actual = hashlib.sha256()
         for part in target.staging.read_staged(UID):

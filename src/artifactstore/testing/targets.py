@@ -6,9 +6,11 @@ backend's own behaviour.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from artifactstore.model.identity import Digest
 
 __all__ = [
     "ContractTarget",
+    "Peak",
     "assert_absent",
     "assert_holds",
     "content_key",
@@ -33,6 +36,7 @@ __all__ = [
     "payload",
     "put",
     "s3_target",
+    "traced_peak",
 ]
 
 
@@ -102,6 +106,31 @@ def assert_absent(backend: Backend, key: str) -> None:
     assert key not in set(backend.list()), f"{key} should not be listed"
     with pytest.raises(BlobNotFound):
         get(backend, key)
+
+
+@dataclass(slots=True)
+class Peak:
+    """What :func:`traced_peak` measured once its block ended."""
+
+    size: int = 0  # the most bytes allocated at once, over what was held at the start
+
+
+@contextlib.contextmanager
+def traced_peak() -> Iterator[Peak]:
+    """Measure the block's peak allocation with tracemalloc (started and stopped here
+    unless it was already tracing)."""
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    peak = Peak()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        yield peak
+        peak.size = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        if not tracing:
+            tracemalloc.stop()
 
 
 def assert_holds(backend: Backend, key: str, data: bytes) -> None:

@@ -51,6 +51,7 @@ from artifactstore.dataplane.backends.s3_writes import (
     BATCH_MEMORY,
     PART_SIZE,
     STAGING,
+    PartUpload,
     S3Batch,
     Staged,
 )
@@ -59,7 +60,7 @@ from artifactstore.errors import BlobNotFound, InvalidInput, StorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef
 
 __all__ = ["BATCH_MEMORY", "COPY_LIMIT", "COPY_PART", "PART_SIZE", "S3Backend", "open_s3"]
 
@@ -183,38 +184,22 @@ class S3Backend:
         """
         if self._head(dest) is not None:
             return
-        source: CopySourceTypeDef = {"Bucket": self._bucket, "Key": src}
-        try:
-            if size <= COPY_LIMIT:
+        if size <= COPY_LIMIT:
+            source: CopySourceTypeDef = {"Bucket": self._bucket, "Key": src}
+            try:
                 self._client.copy_object(Bucket=self._bucket, Key=dest, CopySource=source)
-                return
-            upload_id = self._client.create_multipart_upload(Bucket=self._bucket, Key=dest)[
-                "UploadId"
-            ]
-        except (ClientError, BotoCoreError) as exc:
-            raise s3_error(f"publishing {dest} failed", exc) from exc
+            except (ClientError, BotoCoreError) as exc:
+                raise s3_error(f"publishing {dest} failed", exc) from exc
+            return
+        upload = PartUpload(self, dest, f"publishing {dest} failed")
+        upload.begin()
         try:
-            parts: builtins.list[CompletedPartTypeDef] = []
-            for number, start in enumerate(range(0, size, COPY_PART), start=1):
-                end = min(size, start + COPY_PART) - 1
-                copied = self._client.upload_part_copy(
-                    Bucket=self._bucket,
-                    Key=dest,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource=source,
-                    CopySourceRange=f"bytes={start}-{end}",
-                )
-                parts.append({"ETag": copied["CopyPartResult"]["ETag"], "PartNumber": number})
-            self._client.complete_multipart_upload(
-                Bucket=self._bucket,
-                Key=dest,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-            )
-        except (ClientError, BotoCoreError) as exc:
-            self._abort(dest, upload_id)
-            raise s3_error(f"publishing {dest} failed", exc) from exc
+            for start in range(0, size, COPY_PART):
+                upload.copy(src, start, min(size, start + COPY_PART) - 1)
+            upload.complete()
+        except StorageError:
+            upload.abort()
+            raise
 
     def _discard(self, item: Staged) -> None:
         if item.upload_key is None:

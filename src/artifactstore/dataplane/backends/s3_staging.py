@@ -33,16 +33,13 @@ import builtins
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from artifactstore.dataplane.backends.s3 import COPY_PART, PART_SIZE, S3Backend
 from artifactstore.dataplane.backends.s3_client import s3_error
+from artifactstore.dataplane.backends.s3_writes import PartUpload
 from artifactstore.errors import StorageError
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 __all__ = ["MIN_PART", "UPLOADS", "S3Staging"]
 
@@ -87,74 +84,47 @@ class _SegmentAppend:
         self._id = upload_id
         self._start = offset  # where the segment being written starts: the durable size
         self._buf = bytearray()
-        self._upload: str | None = None
-        self._parts: list[CompletedPartTypeDef] = []
-        self._sent = 0  # bytes of this segment sent as parts
+        self._upload = self._segment()
         self._closed = False
         self._failed = False
+
+    def _segment(self) -> PartUpload:
+        """The segment that starts at ``_start``, sent in parts once it outgrows one."""
+        key = self._s.segment_key(self._id, self._start)
+        return PartUpload(self._s.backend, key, f"staging upload {self._id} failed")
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed or self._failed:
             raise StorageError("append after close" if self._closed else "append after a failure")
         self._buf += data  # a copy: the caller reuses its buffer
         try:
-            while len(self._buf) >= PART_SIZE:
-                self._send_part(memoryview(self._buf)[:PART_SIZE])
-                del self._buf[:PART_SIZE]
+            self._upload.send_full(self._buf)
         except StorageError:
             self._fail()
             raise
-
-    def _key(self) -> str:
-        return self._s.segment_key(self._id, self._start)
-
-    def _send_part(self, body: bytes | bytearray | memoryview) -> None:
-        b = self._s.backend
-        try:
-            if self._upload is None:
-                created = b.client.create_multipart_upload(Bucket=b.bucket, Key=self._key())
-                self._upload = created["UploadId"]
-            number = len(self._parts) + 1
-            sent = b.client.upload_part(
-                Bucket=b.bucket,
-                Key=self._key(),
-                UploadId=self._upload,
-                PartNumber=number,
-                Body=bytes(body),
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise s3_error(f"staging upload {self._id} failed", exc) from exc
-        self._parts.append({"ETag": sent["ETag"], "PartNumber": number})
-        self._sent += len(body)
 
     def _fail(self) -> None:
         """Drop the unfinished segment: its bytes were never acknowledged."""
         self._failed = True
         self._buf = bytearray()
-        if self._upload is not None:
-            upload, self._upload = self._upload, None
-            self._s.backend._abort(self._key(), upload)
+        self._upload.abort()
 
     def _finish(self) -> int:
         """Complete the segment being written (durable once S3 answers); the staged size."""
         if self._failed:
             raise StorageError(f"staging upload {self._id} failed; its last bytes are lost")
-        size = self._sent + len(self._buf)
+        upload = self._upload
+        size = upload.sent + len(self._buf)
         if size == 0:
             return self._start
         b = self._s.backend
         try:
-            if self._upload is None:
-                b.client.put_object(Bucket=b.bucket, Key=self._key(), Body=bytes(self._buf))
+            if upload.upload_id is None:
+                b.client.put_object(Bucket=b.bucket, Key=upload.key, Body=bytes(self._buf))
             else:
                 if self._buf:
-                    self._send_part(self._buf)
-                b.client.complete_multipart_upload(
-                    Bucket=b.bucket,
-                    Key=self._key(),
-                    UploadId=self._upload,
-                    MultipartUpload={"Parts": self._parts},
-                )
+                    upload.send(self._buf)
+                upload.complete()
         except StorageError:
             self._fail()
             raise
@@ -163,7 +133,7 @@ class _SegmentAppend:
             raise s3_error(f"staging upload {self._id} failed", exc) from exc
         self._start += size
         self._buf = bytearray()
-        self._upload, self._parts, self._sent = None, [], 0
+        self._upload = self._segment()
         return self._start
 
     def sync(self) -> int:
@@ -291,18 +261,7 @@ class S3Staging:
     def _compose(self, chain: builtins.list[_Segment], dest: str) -> None:
         """One multipart upload of the chain at ``dest``; every part but the last >= 5 MiB."""
         b = self.backend
-        try:
-            upload = b.client.create_multipart_upload(Bucket=b.bucket, Key=dest)["UploadId"]
-        except (ClientError, BotoCoreError) as exc:
-            raise s3_error(f"publishing {dest} failed", exc) from exc
-        parts: builtins.list[CompletedPartTypeDef] = []
-
-        def send(body: bytes | bytearray | memoryview) -> None:
-            number = len(parts) + 1
-            sent = b.client.upload_part(
-                Bucket=b.bucket, Key=dest, UploadId=upload, PartNumber=number, Body=bytes(body)
-            )
-            parts.append({"ETag": sent["ETag"], "PartNumber": number})
+        upload = PartUpload(b, dest, f"publishing {dest} failed")
 
         def copy(seg: _Segment, start: int) -> None:
             """Server-side copies of ``seg`` from ``start``, in pieces of 5 MiB or more."""
@@ -310,16 +269,7 @@ class S3Staging:
             pieces = -(-length // COPY_PART)
             step = -(-length // pieces)
             for first in range(start, seg.size, step):
-                number = len(parts) + 1
-                copied = b.client.upload_part_copy(
-                    Bucket=b.bucket,
-                    Key=dest,
-                    UploadId=upload,
-                    PartNumber=number,
-                    CopySource={"Bucket": b.bucket, "Key": seg.key},
-                    CopySourceRange=f"bytes={first}-{min(seg.size, first + step) - 1}",
-                )
-                parts.append({"ETag": copied["CopyPartResult"]["ETag"], "PartNumber": number})
+                upload.copy(seg.key, first, min(seg.size, first + step) - 1)
 
         buf = bytearray()
         try:
@@ -329,9 +279,7 @@ class S3Staging:
                     start = min(seg.size, PART_SIZE - len(buf))
                     for chunk in self._span(seg, 0, start):
                         buf += chunk
-                    if len(buf) >= PART_SIZE:
-                        send(buf)
-                        buf = bytearray()
+                    upload.send_full(buf)
                 if start == seg.size:
                     continue
                 if not buf and seg.size - start >= MIN_PART:
@@ -339,19 +287,15 @@ class S3Staging:
                     continue
                 for chunk in self._span(seg, start, seg.size - start):
                     buf += chunk
-                    while len(buf) >= PART_SIZE:
-                        send(memoryview(buf)[:PART_SIZE])
-                        del buf[:PART_SIZE]
+                    upload.send_full(buf)
             if buf:
-                send(buf)
-            b.client.complete_multipart_upload(
-                Bucket=b.bucket, Key=dest, UploadId=upload, MultipartUpload={"Parts": parts}
-            )
+                upload.send(buf)
+            upload.complete()
         except (ClientError, BotoCoreError) as exc:
-            b._abort(dest, upload)
+            upload.abort()
             raise s3_error(f"publishing {dest} failed", exc) from exc
         except BaseException:
-            b._abort(dest, upload)
+            upload.abort()
             raise
 
     def discard(self, upload_id: str) -> None:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from artifactstore.dataplane.backends.s3 import S3Backend
 
-__all__ = ["BATCH_MEMORY", "PART_SIZE", "STAGING", "S3Batch", "S3Writer", "Staged"]
+__all__ = ["BATCH_MEMORY", "PART_SIZE", "STAGING", "PartUpload", "S3Batch", "S3Writer", "Staged"]
 
 #: One multipart part, and the most a writer buffers. S3 wants >= 5 MiB parts
 #: (but the last) and at most 10,000 of them: 8 MiB parts carry 78 GiB.
@@ -40,74 +40,139 @@ _PUBLISHERS = 16
 STAGING = "tmp/"
 
 
+class PartUpload:
+    """A multipart upload to ``key``, created with its first part (or by ``begin``).
+
+    Shared by the batch writers and the upload staging's segments: the caller
+    keeps at most one part buffered and hands it over with ``send_full``.
+    """
+
+    def __init__(self, backend: S3Backend, key: str, failure: str) -> None:
+        self._b = backend
+        self.key = key
+        self._failure = failure  # what a StorageError from here says first
+        self.upload_id: str | None = None
+        self.parts: list[CompletedPartTypeDef] = []
+        self.sent = 0  # bytes sent as parts
+
+    def begin(self) -> str:
+        """The upload's id, created now unless it exists."""
+        if self.upload_id is None:
+            b = self._b
+            try:
+                created = b.client.create_multipart_upload(Bucket=b.bucket, Key=self.key)
+            except (ClientError, BotoCoreError) as exc:
+                raise s3_error(self._failure, exc) from exc
+            self.upload_id = created["UploadId"]
+        return self.upload_id
+
+    def send(self, body: bytes | bytearray | memoryview) -> None:
+        """Upload ``body`` as the next part."""
+        upload_id = self.begin()
+        b = self._b
+        number = len(self.parts) + 1
+        try:
+            sent = b.client.upload_part(
+                Bucket=b.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=bytes(body),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(self._failure, exc) from exc
+        self.parts.append({"ETag": sent["ETag"], "PartNumber": number})
+        self.sent += len(body)
+
+    def copy(self, source_key: str, first: int, last: int) -> None:
+        """Copy bytes ``first`` to ``last`` (inclusive) of ``source_key`` in the bucket,
+        server-side, as the next part."""
+        upload_id = self.begin()
+        b = self._b
+        number = len(self.parts) + 1
+        try:
+            copied = b.client.upload_part_copy(
+                Bucket=b.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": b.bucket, "Key": source_key},
+                CopySourceRange=f"bytes={first}-{last}",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(self._failure, exc) from exc
+        self.parts.append({"ETag": copied["CopyPartResult"]["ETag"], "PartNumber": number})
+
+    def send_full(self, buf: bytearray) -> None:
+        """Send the whole ``PART_SIZE`` parts at the front of ``buf``, and drop them from it."""
+        while len(buf) >= PART_SIZE:
+            self.send(memoryview(buf)[:PART_SIZE])
+            del buf[:PART_SIZE]
+
+    def complete(self) -> None:
+        """Complete the upload: ``key`` holds the parts' bytes (the caller aborts on failure)."""
+        b = self._b
+        try:
+            b.client.complete_multipart_upload(
+                Bucket=b.bucket,
+                Key=self.key,
+                UploadId=self.begin(),
+                MultipartUpload={"Parts": self.parts},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(self._failure, exc) from exc
+
+    def abort(self) -> None:
+        """Abort the upload, if one was created (best effort: the sweep finds what stays)."""
+        if self.upload_id is not None:
+            upload_id, self.upload_id = self.upload_id, None
+            self._b._abort(self.key, upload_id)
+
+
 class S3Writer:
     def __init__(self, batch: S3Batch) -> None:
         self._batch = batch
         self._buf: bytearray | None = bytearray()
-        self._upload_id: str | None = None
         # The key is not known before commit(), and S3 cannot rename: a large
         # object uploads to a staging key, copied to its key at publish.
-        self._upload_key = batch._b._full(f"{STAGING}{secrets.token_hex(12)}.part")
-        self._parts: list[CompletedPartTypeDef] = []
-        self._size = 0
+        key = batch._b._full(f"{STAGING}{secrets.token_hex(12)}.part")
+        self._upload = PartUpload(batch._b, key, "uploading a part failed")
 
     def write(self, data: bytes | memoryview) -> None:
         if self._buf is None:
             raise StorageError("write after commit or cancel")
         self._buf += data  # a copy: the caller reuses its buffer
-        self._size += len(data)
         try:
-            while len(self._buf) >= PART_SIZE:
-                self._send_part(memoryview(self._buf)[:PART_SIZE])
-                del self._buf[:PART_SIZE]
+            self._upload.send_full(self._buf)
         except StorageError:
             self.cancel()
             raise
-
-    def _send_part(self, body: bytes | bytearray | memoryview) -> None:
-        b = self._batch._b
-        try:
-            if self._upload_id is None:
-                created = b._client.create_multipart_upload(Bucket=b._bucket, Key=self._upload_key)
-                self._upload_id = created["UploadId"]
-            number = len(self._parts) + 1
-            sent = b._client.upload_part(
-                Bucket=b._bucket,
-                Key=self._upload_key,
-                UploadId=self._upload_id,
-                PartNumber=number,
-                Body=bytes(body),
-            )
-            self._parts.append({"ETag": sent["ETag"], "PartNumber": number})
-        except (ClientError, BotoCoreError) as exc:
-            raise s3_error("uploading a part failed", exc) from exc
 
     def commit(self, key: str) -> None:
         if self._buf is None:
             raise StorageError("commit after commit or cancel")
         self._batch._b._object(key)  # refuse a bad key now, not at batch commit
         buf, self._buf = self._buf, None
-        if self._upload_id is None:
-            self._batch._stage_small(key, buf, self._upload_key)
+        upload = self._upload
+        if upload.upload_id is None:
+            self._batch._stage_small(key, buf, upload.key)
             return
         try:
             if buf:
                 self._buf = buf  # let cancel() see the upload if the last part fails
-                self._send_part(buf)
+                upload.send(buf)
                 self._buf = None
         except StorageError:
             self.cancel()
             raise
         self._batch._staged.append(
-            Staged(key, b"", self._upload_key, self._upload_id, self._parts, self._size)
+            Staged(key, b"", upload.key, upload.upload_id, upload.parts, upload.sent)
         )
-        self._upload_id = None  # the batch owns it now
+        upload.upload_id = None  # the batch owns it now
 
     def cancel(self) -> None:
         self._buf = None
-        if self._upload_id is not None:
-            upload_id, self._upload_id = self._upload_id, None
-            self._batch._b._abort(self._upload_key, upload_id)
+        self._upload.abort()
 
 
 @dataclass(slots=True)
