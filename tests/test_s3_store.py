@@ -30,16 +30,12 @@ from artifactstore.errors import InvalidInput
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE
 from tests.dataplane.s3server import S3Server
+from tests.s3 import s3_url
 from tests.server.conftest import Server
 from tests.server.test_tus import CHECKPOINT, TUS_BYTES, kill_mid_patch, open_session, upload_offset
 
 MiB = 1 << 20
 TUS = {"Tus-Resumable": "1.0.0"}
-
-
-def s3_url(server: S3Server, prefix: str) -> str:
-    """The ``s3://`` STORAGE_URL of ``prefix`` in the session's bucket (``s3_server``)."""
-    return f"s3://{server.bucket}/{prefix}?endpoint={server.endpoint}&region=us-east-1"
 
 
 def _tree(root: Path) -> dict[str, bytes]:
