@@ -40,8 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, inspect, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
 from artifactstore.config import Settings
 from artifactstore.controlplane.db import tables as t
@@ -51,7 +49,7 @@ from artifactstore.controlplane.eventlog import serialise
 from artifactstore.controlplane.projection import project
 from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.copying import Batches, Span, check_object, copy_object
-from artifactstore.errors import ChainBroken, Conflict, CorruptBlob, InvalidInput, StorageError
+from artifactstore.errors import ChainBroken, Conflict, CorruptBlob, InvalidInput
 from artifactstore.model.events import GENESIS, Event, event_hash
 from artifactstore.model.identity import BlobDigests
 from artifactstore.model.records import Progress, no_progress
@@ -334,12 +332,7 @@ def copy_store(
             f"which the target does not have{hint}"
         )
     report = CopyReport(source_seq=snap.seq)
-    try:
-        done = _check_target(src_db, dst_db, snap)
-    except OperationalError as exc:  # until the engine names an outage itself
-        first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        where = make_url(dst_db.url).render_as_string(hide_password=True)
-        raise StorageError(f"the target database at {where} is unavailable: {first}") from None
+    done = _check_target(src_db, dst_db, snap)  # DatabaseUnavailable: the target's is down
     on_total(sum(s.digests.size for spans in snap.objects.values() for s in spans))
     _copy_blobs(src_plane, dst_plane, snap, _recorded(dst_db), report, progress)
     if report.damaged:
