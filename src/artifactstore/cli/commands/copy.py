@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import click
 
 from artifactstore.cli.context import CliContext
-from artifactstore.cli.output import emit_json, human_size, note, progress_bars
+from artifactstore.cli.output import emit_json, human_size, note, progress_bar
 from artifactstore.errors import InvalidInput
 from artifactstore.model.records import Progress, no_progress
 
@@ -38,7 +38,7 @@ class _Bar:
         self._advance: Progress = no_progress  # no bar yet
 
     def start(self, total: int) -> None:
-        (self._advance,) = self._stack.enter_context(progress_bars(total, "copy"))
+        self._advance = self._stack.enter_context(progress_bar("copy", total))
 
     def __call__(self, n: int) -> None:
         self._advance(n)
