@@ -54,10 +54,6 @@ def _open_services(
     return open_services(settings, plane, staging, create=create, clock=clock)
 
 
-def _quiet(_n: int) -> None:
-    """A progress callback that draws nothing."""
-
-
 def _ref(ref: str | Reference) -> Reference:
     return Reference.parse(ref) if isinstance(ref, str) else ref
 
@@ -537,42 +533,21 @@ class Store:
         """Copy this store (its log, views and every recorded blob) to new engines.
 
         The target's backends take the names this store's have, because the
-        copied events record locations by backend name (services/copy.py).
+        copied events record locations by backend name (dataplane/copying.py).
         """
-        from artifactstore.controlplane.db.engine import Database
-        from artifactstore.dataplane.backends import open_backend
-        from artifactstore.services.copy import copy_store
+        from artifactstore.dataplane.copying import open_target
+        from artifactstore.services.copy import check_target_urls, copy_to
 
-        if database_url == self.settings.database_url:
-            raise InvalidInput("--to-database-url names the source's own database")
-        ours = {self.settings.storage_url, self.settings.cold_storage_url}
-        if storage_url in ours or cold_storage_url in ours:
-            raise InvalidInput("the target storage must differ from the source's")
-        if cold_storage_url is not None and cold_storage_url == storage_url:
-            raise InvalidInput("--to-cold-storage-url must differ from --to-storage-url")
-        source = self._plane
-        fsync = self.settings.fsync
-        hot = open_backend(
-            storage_url, "--to-storage-url", fsync=fsync, name=source.backend.properties.name
+        settings = self.settings
+        check_target_urls(settings, database_url, storage_url, cold_storage_url)
+        plane = open_target(self._plane, storage_url, cold_storage_url, fsync=settings.fsync)
+        return copy_to(
+            (self.db, self._plane),
+            database_url,
+            plane,
+            progress=progress or records.no_progress,
+            on_total=on_total or records.no_progress,
         )
-        cold = None
-        if cold_storage_url is not None:
-            name = source.cold.properties.name if source.cold is not None else "cold"
-            cold = open_backend(cold_storage_url, "--to-cold-storage-url", fsync=fsync, name=name)
-        if database_url.startswith("sqlite:///"):  # a new SQLite target's directory
-            Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        db = Database(database_url)
-        plane = DataPlane(hot, primary=source.primary, cold=cold, pack_max=source.pack_max)
-        try:
-            return copy_store(
-                (self.db, source),
-                (db, plane),
-                progress=progress or _quiet,
-                on_total=on_total or _quiet,
-            )
-        finally:
-            db.dispose()
-            plane.close()
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         """Take or renew lease ``name`` for ``ttl`` seconds: whether ``holder`` holds it now.

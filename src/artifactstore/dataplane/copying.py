@@ -19,12 +19,29 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from artifactstore.dataplane.backends import open_backend
+from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.dataplane.protocol import Backend, WriteBatch
 from artifactstore.errors import BlobNotFound
 from artifactstore.model.identity import BlobDigests
 
-__all__ = ["Batches", "Span", "check_object", "copy_object"]
+__all__ = ["Batches", "Span", "check_object", "copy_object", "open_target"]
+
+
+def open_target(
+    source: DataPlane, storage_url: str, cold_storage_url: str | None, *, fsync: bool
+) -> DataPlane:
+    """The data plane a copy writes to: its backends take the names the source's have,
+    because the copied events record locations by backend name."""
+    hot = open_backend(
+        storage_url, "--to-storage-url", fsync=fsync, name=source.backend.properties.name
+    )
+    cold = None
+    if cold_storage_url is not None:
+        name = source.cold.properties.name if source.cold is not None else "cold"
+        cold = open_backend(cold_storage_url, "--to-cold-storage-url", fsync=fsync, name=name)
+    return DataPlane(hot, primary=source.primary, cold=cold, pack_max=source.pack_max)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,12 +36,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, inspect, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
+from artifactstore.config import Settings
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, insert_rows
 from artifactstore.controlplane.db.engine import Database
@@ -49,11 +49,12 @@ from artifactstore.controlplane.eventlog import serialise
 from artifactstore.controlplane.projection import project
 from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.copying import Batches, Span, check_object, copy_object
-from artifactstore.errors import ChainBroken, Conflict, CorruptBlob, InvalidInput, StorageError
+from artifactstore.errors import ChainBroken, Conflict, CorruptBlob, InvalidInput
 from artifactstore.model.events import GENESIS, Event, event_hash
 from artifactstore.model.identity import BlobDigests
+from artifactstore.model.records import Progress, no_progress
 
-__all__ = ["EVENT_BATCH", "CopyReport", "copy_store"]
+__all__ = ["EVENT_BATCH", "CopyReport", "check_target_urls", "copy_store", "copy_to"]
 
 #: Events copied per target transaction: a rerun after a kill redoes at most one batch.
 EVENT_BATCH = 1000
@@ -191,7 +192,7 @@ def _copy_blobs(
     snap: _Snapshot,
     recorded: set[tuple[str, str, str, int | None]],
     report: CopyReport,
-    progress: Callable[[int], None],
+    progress: Progress,
 ) -> None:
     present = {name: set(target.named(name).list()) for name in {b for b, _ in snap.objects}}
     batches = Batches()
@@ -208,10 +209,17 @@ def _copy_blobs(
                     progress(size)
                     continue
                 dst.delete(key)  # damaged bytes an earlier run left: copied again below
+            # A pack's progress is counted when it is done (it may hold bytes of
+            # collected blobs).
             whole = len(spans) == 1 and spans[0].offset is None
             batch = batches.of(backend, dst)
             damaged = copy_object(
-                source.named(backend), batch, key, spans, target.pool, progress if whole else _quiet
+                source.named(backend),
+                batch,
+                key,
+                spans,
+                target.pool,
+                progress if whole else no_progress,
             )
             if damaged:
                 report.damaged.extend({"digest": d, "problem": p} for d, p in damaged)
@@ -225,10 +233,6 @@ def _copy_blobs(
     except BaseException:
         batches.cancel()
         raise
-
-
-def _quiet(_n: int) -> None:
-    """Progress of a pack: counted when it is done (it may hold bytes of collected blobs)."""
 
 
 def _upsert_max(
@@ -306,8 +310,8 @@ def copy_store(
     source: tuple[Database, DataPlane],
     target: tuple[Database, DataPlane],
     *,
-    progress: Callable[[int], None] = _quiet,
-    on_total: Callable[[int], None] = _quiet,
+    progress: Progress = no_progress,
+    on_total: Callable[[int], None] = no_progress,
 ) -> CopyReport:
     """Copy the source store into the target (empty, or an earlier copy of it).
 
@@ -328,12 +332,7 @@ def copy_store(
             f"which the target does not have{hint}"
         )
     report = CopyReport(source_seq=snap.seq)
-    try:
-        done = _check_target(src_db, dst_db, snap)
-    except OperationalError as exc:  # until the engine names an outage itself
-        first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        where = make_url(dst_db.url).render_as_string(hide_password=True)
-        raise StorageError(f"the target database at {where} is unavailable: {first}") from None
+    done = _check_target(src_db, dst_db, snap)  # DatabaseUnavailable: the target's is down
     on_total(sum(s.digests.size for spans in snap.objects.values() for s in spans))
     _copy_blobs(src_plane, dst_plane, snap, _recorded(dst_db), report, progress)
     if report.damaged:
@@ -359,3 +358,38 @@ def copy_store(
     with src_db.read() as conn:
         report.behind = _head(conn)[0] - snap.seq
     return report
+
+
+def check_target_urls(
+    settings: Settings, database_url: str, storage_url: str, cold_storage_url: str | None
+) -> None:
+    """Refuse (InvalidInput) a target that is the source's own database or storage."""
+    if database_url == settings.database_url:
+        raise InvalidInput("--to-database-url names the source's own database")
+    ours = {settings.storage_url, settings.cold_storage_url}
+    if storage_url in ours or cold_storage_url in ours:
+        raise InvalidInput("the target storage must differ from the source's")
+    if cold_storage_url is not None and cold_storage_url == storage_url:
+        raise InvalidInput("--to-cold-storage-url must differ from --to-storage-url")
+
+
+def copy_to(
+    source: tuple[Database, DataPlane],
+    database_url: str,
+    plane: DataPlane,
+    *,
+    progress: Progress = no_progress,
+    on_total: Callable[[int], None] = no_progress,
+) -> CopyReport:
+    """:func:`copy_store` into the database at ``database_url`` (a new SQLite file's
+    directory is created) and ``plane``, both closed afterwards."""
+    try:
+        if database_url.startswith("sqlite:///"):
+            Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        db = Database(database_url)
+        try:
+            return copy_store(source, (db, plane), progress=progress, on_total=on_total)
+        finally:
+            db.dispose()
+    finally:
+        plane.close()

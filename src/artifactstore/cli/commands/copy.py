@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import ExitStack
 from urllib.parse import urlparse
 
 import click
 
 from artifactstore.cli.context import CliContext
-from artifactstore.cli.output import emit_json, human_size, note, progress_bars
+from artifactstore.cli.output import emit_json, human_size, note, progress_bar
 from artifactstore.errors import InvalidInput
+from artifactstore.model.records import Progress, no_progress
 
 __all__ = ["COMMANDS"]
 
@@ -35,17 +35,13 @@ class _Bar:
 
     def __init__(self, stack: ExitStack) -> None:
         self._stack = stack
-        self._advance: Callable[[int], None] = _quiet
+        self._advance: Progress = no_progress  # no bar yet
 
     def start(self, total: int) -> None:
-        (self._advance,) = self._stack.enter_context(progress_bars(total, "copy"))
+        self._advance = self._stack.enter_context(progress_bar("copy", total))
 
     def __call__(self, n: int) -> None:
         self._advance(n)
-
-
-def _quiet(_n: int) -> None:
-    """No bar yet."""
 
 
 @click.command()
