@@ -34,8 +34,8 @@ from artifactstore.model.identity import BlobDigests
 from artifactstore.model.retention import RetentionPolicy
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE, Cli, CliResult, flip_stored_byte, make_tree, read_tree
-from tests.dataplane.s3server import S3Server, run_s3_server
 from tests.pg import new_database
+from tests.s3 import S3Server, s3_url
 
 #: Trials of the SIGKILL test at random instants (besides the two aimed ones).
 KILL_TRIALS = int(os.environ.get("COPY_KILL_TRIALS", "2"))
@@ -414,19 +414,10 @@ def test_a_damaged_leftover_in_the_target_is_copied_again(
     assert_same_store(source_home, target)
 
 
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """moto's S3 server on a free loopback port, with an empty bucket."""
-    yield from run_s3_server(tmp_path_factory.mktemp("aws"))
-
-
 def test_the_copy_to_postgresql_and_s3_is_the_same_store(
     s3_server: S3Server, source_home: Path, tmp_path: Path
 ) -> None:
-    def url(prefix: str) -> str:
-        return f"s3://{s3_server.bucket}/{prefix}?endpoint={s3_server.endpoint}&region=us-east-1"
-
-    hot, cold = url("copy-hot"), url("copy-cold")
+    hot, cold = s3_url(s3_server, "copy-hot"), s3_url(s3_server, "copy-cold")
     cli = Cli(source_home, tmp_path)  # made now: it passes the server's AWS_* on
     with new_database() as database:
         args = ["copy", "--to-database-url", database, "--to-storage-url", hot]
