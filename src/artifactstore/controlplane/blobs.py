@@ -362,9 +362,10 @@ def lock_rows(conn: Connection, blake3s: Iterable[str]) -> None:
     order is a deadlock.
     """
     for chunk in in_batches(sorted(set(blake3s))):
-        conn.execute(
-            select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)).with_for_update(read=True)
-        ).all()
+        # ORDER BY is what orders the locks: PostgreSQL locks rows as the scan returns
+        # them, so an IN list alone locks in heap order, crossing GC's blake3 order.
+        query = select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk))
+        conn.execute(query.order_by(t.blobs.c.blake3).with_for_update(read=True)).all()
 
 
 def recorded(conn: Connection, blake3s: Iterable[str]) -> set[str]:

@@ -29,9 +29,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, union
 
-from artifactstore.controlplane.blobs import not_held
+from artifactstore.controlplane.blobs import lock_rows, not_held
 from artifactstore.controlplane.db import tables as t
-from artifactstore.controlplane.db.bulk import in_batches
 from artifactstore.controlplane.eventlog import append
 from artifactstore.controlplane.protection import (
     serialise,
@@ -161,11 +160,7 @@ def check_quota(
     sizes = dict(blobs)
     # Locks in GC's order, blob rows before the chain head, so that the two never
     # wait on each other in opposite orders (PostgreSQL).
-    names = sorted(sizes)
-    for chunk in in_batches(names):
-        conn.execute(
-            select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk)).with_for_update(read=True)
-        ).all()
+    lock_rows(conn, sizes)
     serialise(conn)
     adding = sum(sizes[b] for b in not_held(conn, str(namespace), sizes, held_since))
     if adding == 0:

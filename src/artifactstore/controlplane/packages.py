@@ -122,6 +122,7 @@ def commit(
         q = (
             select(t.blobs.c.blake3, t.blobs.c.sha256, t.blobs.c.size)
             .where(t.blobs.c.blake3.in_(chunk))
+            .order_by(t.blobs.c.blake3)  # locks in GC's order (blobs.lock_rows)
             .with_for_update(read=True)
         )
         present.update((r.blake3, (r.sha256, r.size)) for r in conn.execute(q))
