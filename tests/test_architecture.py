@@ -25,14 +25,32 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "model": {"errors"},
     "config": {"errors", "model"},
+    "provenance": {"errors", "model"},
     "dataplane": {"errors", "model", "config"},
-    "controlplane": {"errors", "model", "config", "dataplane"},
-    "client": {"errors", "model", "config", "dataplane.digests"},
-    "services": {"errors", "model", "config", "dataplane", "controlplane", "client.files"},
-    "store": {"errors", "model", "config", "dataplane", "controlplane", "client.files", "services"},
+    "controlplane": {"errors", "model", "provenance", "config", "dataplane"},
+    "client": {"errors", "model", "provenance", "config", "dataplane.digests"},
+    "services": {
+        "errors",
+        "model",
+        "provenance",
+        "config",
+        "dataplane",
+        "controlplane",
+        "client.files",
+    },
+    "store": {
+        "errors",
+        "model",
+        "provenance",
+        "config",
+        "dataplane",
+        "controlplane",
+        "client.files",
+        "services",
+    },
     "testing": {"errors", "model", "dataplane"},
-    "server": {"errors", "model", "config", "store"},
-    "cli": {"errors", "model", "config", "store", "client", "server"},
+    "server": {"errors", "model", "provenance", "config", "store"},
+    "cli": {"errors", "model", "provenance", "config", "store", "client", "server"},
     "__init__": {"store"},
 }
 #: Within a group that may import another, modules it still may not.
@@ -44,10 +62,20 @@ FORBIDDEN: dict[str, set[str]] = {
 #: Third-party packages a group may not import.
 FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
     group: {"sqlalchemy", "alembic"}
-    for group in ("model", "dataplane", "client", "server", "cli", "testing", "__init__")
+    for group in (
+        "model",
+        "provenance",
+        "dataplane",
+        "client",
+        "server",
+        "cli",
+        "testing",
+        "__init__",
+    )
 }
 FORBIDDEN_THIRD_PARTY["model"] |= {"httpx", "fastapi", "starlette"}
 FORBIDDEN_THIRD_PARTY["dataplane"] |= {"httpx", "fastapi", "starlette"}
+FORBIDDEN_THIRD_PARTY["provenance"] |= {"httpx", "fastapi", "starlette"}
 FORBIDDEN_THIRD_PARTY["controlplane"] = {"httpx", "fastapi", "starlette"}
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "HoldNotFound",
     "IntegrityError",
     "InvalidInput",
+    "InvalidKey",
     "InvalidManifest",
     "InvalidMetadata",
     "InvalidName",
@@ -48,6 +49,7 @@ __all__ = [
     "ServerNotReady",
     "ServerTimeout",
     "ServerUnreachable",
+    "SignatureInvalid",
     "StorageError",
     "StorageFull",
     "TlsFailure",
@@ -90,6 +92,13 @@ class InvalidSetting(InvalidInput):
 
     code = "invalid_setting"
     title = "Invalid setting"
+
+
+class InvalidKey(InvalidInput):
+    """A key file that cannot be used: unreadable, not Ed25519 PEM, or readable by others."""
+
+    code = "invalid_key"
+    title = "Unusable key"
 
 
 class InvalidName(InvalidInput):
@@ -419,6 +428,14 @@ class ChecksumMismatch(DigestMismatch):
 class CorruptBlob(IntegrityError):
     code = "corrupt_blob"
     title = "Stored blob is damaged or missing"
+
+
+class SignatureInvalid(IntegrityError):
+    """A signature that does not verify, or that no trusted key made: a refused input
+    (HTTP 422), not damage to what is stored."""
+
+    code = "signature_invalid"
+    title = "Signature not valid"
 
 
 class ChainBroken(IntegrityError):

@@ -22,6 +22,7 @@ PROBLEM_TYPE_BASE = "https://artifactstore.dev/problems/"
 _STATUS: tuple[tuple[type[e.ArtifactStoreError], int], ...] = (
     (e.ChecksumMismatch, 460),  # tus checksum extension
     (e.DigestMismatch, 422),
+    (e.SignatureInvalid, 422),  # a refused signature, not stored damage
     (e.IntegrityError, 500),  # stored data damaged: the server's fault, reported honestly
     (e.Unauthenticated, 401),
     (e.TooManyRequests, 429),
