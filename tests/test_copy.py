@@ -345,8 +345,8 @@ def test_bad_targets_are_refused_clearly(source: Cli, source_home: Path, tmp_pat
     storage = f"file://{tmp_path / 'storage'}"
     cold = ["--to-cold-storage-url", f"file://{tmp_path / 'cold'}"]
     for database, store, code, words in [
-        ("mysql://db/x", storage, 2, "unsupported scheme"),
-        ("not a url", storage, 2, "unsupported scheme"),
+        ("mysql://db/x", storage, 2, "unsupported database URL scheme"),
+        ("not a url", storage, 2, "unsupported database URL scheme"),
         (f"sqlite:///{tmp_path / 'x.db'}", "ftp://host/x", 2, "unsupported"),
         (f"sqlite:///{source_home / 'artifactstore.db'}", storage, 2, "source's own database"),
         (f"sqlite:///{tmp_path / 'x.db'}", f"file://{source_home / 'storage'}", 2, "differ"),

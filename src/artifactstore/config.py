@@ -23,17 +23,34 @@ from typing import Any
 from artifactstore.errors import InvalidInput, InvalidSetting
 
 __all__ = [
+    "DATABASE_SCHEMES",
     "MAX_QUERY_FILTERS",
     "MAX_SIZE",
     "SETTINGS_HELP",
     "IPNetwork",
     "Settings",
+    "check_database_url",
     "parse_duration",
     "parse_size",
 ]
 
 #: A network of trusted proxies (``TRUSTED_PROXIES``).
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The DATABASE_URL schemes this build opens (a driver suffix such as ``+psycopg`` aside).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def check_database_url(url: str) -> None:
+    """Refuse, in one line, a database URL this build cannot open: before a driver
+    gets to print its own traceback, and before ``copy`` writes anywhere."""
+    scheme = url.partition(":")[0].split("+")[0] if "://" in url else ""
+    if scheme not in DATABASE_SCHEMES:
+        raise InvalidSetting(
+            f"unsupported database URL scheme {scheme or url!r}: give sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DATABASE"
+        )
+
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}

@@ -9,24 +9,20 @@ import click
 
 from artifactstore.cli.context import CliContext
 from artifactstore.cli.output import emit_json, human_size, note, progress_bar
-from artifactstore.errors import InvalidInput
+from artifactstore.config import check_database_url
+from artifactstore.errors import InvalidInput, InvalidSetting
 from artifactstore.model.records import Progress, no_progress
 
 __all__ = ["COMMANDS"]
 
 pass_ctx = click.make_pass_decorator(CliContext)
 
-#: Database URL schemes this build opens (as config.py documents DATABASE_URL).
-_DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
-
 
 def _database_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    scheme = urlparse(value).scheme.split("+")[0]
-    if scheme not in _DATABASE_SCHEMES:
-        raise click.BadParameter(
-            f"unsupported scheme {scheme or value!r}: give sqlite:///PATH or "
-            "postgresql://USER@HOST:PORT/DATABASE"
-        )
+    try:
+        check_database_url(value)
+    except InvalidSetting as exc:
+        raise click.BadParameter(str(exc)) from None
     return value
 
 

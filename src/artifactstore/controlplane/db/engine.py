@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from artifactstore.config import DATABASE_SCHEMES
 from artifactstore.dataplane.reserve import Reserve, is_full
 from artifactstore.errors import (
     DatabaseUnavailable,
@@ -381,7 +382,7 @@ def _check_url(url: str) -> None:
             "DATABASE_URL is not a database URL: write sqlite:///PATH or "
             "postgresql://USER@HOST:PORT/DATABASE"
         ) from None
-    if parsed.get_backend_name() not in ("sqlite", "postgresql", "postgres"):
+    if parsed.get_backend_name() not in DATABASE_SCHEMES:
         raise InvalidInput(
             f"unsupported DATABASE_URL scheme {parsed.drivername!r}: this build supports "
             "sqlite:/// and postgresql://"
