@@ -241,6 +241,7 @@ def test_bad_configuration_fails_clearly(tmp_path: Path, case: str, command: str
     for word in words:
         assert word in errors[0], (word, errors[0])
     assert "secret" not in result.stderr  # the password never reaches the terminal
+    assert "serving" not in result.stderr  # a start that fails never announced itself
 
 
 def test_blackholed_database_gives_up(tmp_path: Path, pg_database: str, link: Relay) -> None:

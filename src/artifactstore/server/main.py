@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI
@@ -92,8 +92,13 @@ def run(
     port: int,
     workers: int,
     server: Literal["uvicorn", "granian"],
+    announce: Callable[[], None],
 ) -> None:
-    """Prepare the store (migrate a new one, refuse an outdated one), then serve."""
+    """Prepare the store (migrate a new one, refuse an outdated one), then serve.
+
+    ``announce`` runs once the store answered, just before serving: a start that
+    fails says only why, not "serving" first.
+    """
     store = Store.from_config(settings, create=True)
     try:
         # Refuse to start, in one line, rather than serve 503s from the first request:
@@ -102,6 +107,7 @@ def run(
         secret = None if settings.no_auth else bootstrap_admin(store)
     finally:
         store.close()
+    announce()
     if secret is not None:
         print(
             "created the first admin token (shown only now; store it safely):\n"

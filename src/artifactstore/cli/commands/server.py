@@ -60,11 +60,18 @@ def serve(
 
     settings = Settings.load(home=ctx.home, no_auth=no_auth or None)
     check_bind(host, settings.no_auth)
-    note(
+    line = (
         f"artifact-store serving {settings.home} on http://{host}:{port} ({server_impl}, "
         f"{workers} worker{'s' if workers > 1 else ''}{', no auth' if settings.no_auth else ''})"
     )
-    run(settings, host=host, port=port, workers=workers, server=server_impl)  # type: ignore[arg-type]
+    run(
+        settings,
+        host=host,
+        port=port,
+        workers=workers,
+        server=server_impl,  # type: ignore[arg-type]
+        announce=lambda: note(line),
+    )
 
 
 COMMANDS = [serve]
