@@ -362,6 +362,8 @@ def test_a_settings_document_round_trips(http: httpx.Client) -> None:
         "anonymous_read": False,
         "quota_bytes": None,
         "movable_tags": [],
+        "trusted_keys": [],
+        "require_signature": False,
         "used_bytes": 0,
     }
 
