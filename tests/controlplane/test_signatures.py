@@ -4,6 +4,7 @@ carried by the commit in its transaction, and never changing the version."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,9 @@ from tests.conftest import make_tree
 pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 
-def _trust(store: Store, ns: str, *keys: PrivateKey, require: bool, expires: str | None = None):
+def _trust(
+    store: Store, ns: str, *keys: PrivateKey, require: bool, expires: str | None = None
+) -> dict[str, Any]:
     entries = [TrustEntry.of(k.public.raw, expires).to_json() for k in keys]
     return store.set_namespace_settings(ns, {"trusted_keys": entries, "require_signature": require})
 
