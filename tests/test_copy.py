@@ -32,6 +32,7 @@ from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.model.events import TokenCreated
 from artifactstore.model.identity import BlobDigests
 from artifactstore.model.retention import RetentionPolicy
+from artifactstore.provenance.keys import generate
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE, Cli, CliResult, flip_stored_byte, make_tree, read_tree
 from tests.pg import new_database
@@ -69,9 +70,28 @@ def build_source(home: Path, work: Path, *, big: int = 300 << 10) -> None:
                 },
             )
             s.push(f"ci/app:1.{i}", [tree], metadata={"branch": "main", "n": i})
-        for i in range(2):  # the movable tag moves
+        key = generate()
+        for i in range(2):  # the movable tag moves (its first version's signature goes with it)
             tree = make_tree(work / f"latest{i}", {"tag.txt": f"latest {i}\n".encode()})
-            s.push("ci/app:latest", [tree], metadata={"branch": "main"}, variant="ci.build.v1")
+            s.push(
+                "ci/app:latest",
+                [tree],
+                metadata={"branch": "main"},
+                variant="ci.build.v1",
+                sign=key,
+            )
+        s.sign("ci/app:1.4", key)
+        s.sign("ci/app:1.4", generate())
+        s.set_namespace_settings(
+            "ci",
+            {
+                "movable_tags": ["latest"],
+                "trusted_keys": [
+                    {"public_key": key.public.pem().decode(), "expires": "2100-01-01"}
+                ],
+                "require_signature": False,  # later tests push unsigned into ci
+            },
+        )
         s.delete("ci/app:1.0")
         s.place_hold("ci/app:1.1", "audit 2026")
         released = s.place_hold("ci/app:1.2", "a mistake")
@@ -203,7 +223,7 @@ def test_the_copy_is_the_same_store_on_postgresql(
     assert "restore_required" in cold.stderr
     target.cli.ok("tier", "move", "ci/app:1.3", "--to", "hot")
     pushed = source_home.parent / "work"  # the trees build_source pushed
-    for ref, tree in [("1.3", "v3"), ("1.5", "v5"), ("1.1", "v1"), ("latest", "latest1")]:
+    for ref, tree in [("1.3", "v3"), ("1.4", "v4"), ("1.1", "v1"), ("latest", "latest1")]:
         ref = f"ci/app:{ref}"
         assert target.cli.ok("show", ref, "--json").out == source.ok("show", ref, "--json").out
         target.cli.ok("pull", ref, "-o", tmp_path / ref)

@@ -28,6 +28,7 @@ from artifactstore.errors import (
 from artifactstore.model.retention import (
     RetentionPolicy,
 )
+from artifactstore.provenance.keys import generate
 from artifactstore.store import Store
 from tests.conftest import make_tree
 
@@ -105,7 +106,15 @@ class Lock:
     days: float
 
 
-Op = Push | Repush | Delete | Register | Gc | Hold | Release | Policy | Apply | Lock
+@dataclass(frozen=True)
+class Sign:
+    """Sign a version with one of two keys (signing again is a no-op)."""
+
+    ref: str
+    key: int
+
+
+Op = Push | Repush | Delete | Register | Gc | Hold | Release | Policy | Apply | Lock | Sign
 
 metadata_values = st.one_of(
     st.integers(-3, 3),
@@ -137,7 +146,10 @@ ops = st.one_of(
     ),
     st.just(Apply()),
     st.builds(Lock, days=st.sampled_from([1.0, 2.5])),
+    st.builds(Sign, ref=st.sampled_from(REFS), key=st.integers(0, 1)),
 )
+#: Signing keys of the Sign operations (made once: key generation is not what is tested).
+KEYS = (generate(), generate())
 
 
 def dump_views(store: Store) -> Views:
@@ -215,6 +227,9 @@ class Runner:
                     self.store.register_schema(schema_id, SCHEMAS[schema])
             case Gc():
                 self.store.gc(grace=0)
+            case Sign(ref, key):
+                with suppress(PackageNotFound):
+                    self.store.sign(ref, KEYS[key])
 
 
 @contextmanager

@@ -50,6 +50,7 @@ __all__ = [
     "ServerTimeout",
     "ServerUnreachable",
     "SignatureInvalid",
+    "SignatureRequired",
     "StorageError",
     "StorageFull",
     "TlsFailure",
@@ -436,6 +437,13 @@ class SignatureInvalid(IntegrityError):
 
     code = "signature_invalid"
     title = "Signature not valid"
+
+
+class SignatureRequired(SignatureInvalid):
+    """The namespace requires signatures and the commit carries none (docs/provenance.md)."""
+
+    code = "signature_required"
+    title = "Signature required"
 
 
 class ChainBroken(IntegrityError):

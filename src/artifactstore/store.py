@@ -26,6 +26,7 @@ from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import InvalidInput
 from artifactstore.model import records
 from artifactstore.model.clock import Clock
+from artifactstore.model.envelope import Envelope, Signer
 from artifactstore.model.identity import BlobDigests, Digest, Namespace, PackageName, Reference
 from artifactstore.model.jsonio import check_metadata_limits
 from artifactstore.model.manifest import FileEntry, Manifest
@@ -197,13 +198,40 @@ class Store:
             variant=args.get("variant"),
             annotations=args.get("annotations"),
             producer=args.get("producer", "artifactstore"),
+            sign=args.get("sign"),
         )
 
     def commit_manifest(
-        self, manifest: Manifest, actor: str | None = None, *, require_held: bool = False
+        self,
+        manifest: Manifest,
+        actor: str | None = None,
+        *,
+        require_held: bool = False,
+        signatures: Sequence[Envelope] = (),
     ) -> CommitResult:
-        """Commit a manifest whose blobs were uploaded separately (the HTTP path)."""
-        return self.services.push.commit_manifest(manifest, actor, require_held=require_held)
+        """Commit a manifest whose blobs were uploaded separately (the HTTP path), with the
+        signatures that travel with it (docs/provenance.md)."""
+        return self.services.push.commit_manifest(
+            manifest, actor, require_held=require_held, signatures=signatures
+        )
+
+    # --- signatures (services/signing.py) ------------------------------------------------
+
+    def signatures(self, ref: str | Reference) -> list[Envelope]:
+        """The DSSE envelopes recorded over a version, oldest first."""
+        return self.services.signing.signatures(_ref(ref))
+
+    def add_signature(
+        self, ref: str | Reference, envelope: Envelope, actor: str | None = None
+    ) -> bool:
+        """Check and record an envelope over a version; False if it was already recorded.
+        SignatureInvalid if it is not over this version or the namespace's policy refuses it."""
+        return self.services.signing.add(_ref(ref), [envelope], actor or self.actor) > 0
+
+    def sign(self, ref: str | Reference, key: Signer, actor: str | None = None) -> Envelope:
+        """Sign a version with a private key (``provenance.keys.load_private_key``) and record
+        the envelope."""
+        return self.services.signing.sign(_ref(ref), key, actor or self.actor)[0]
 
     # --- read (services/pull.py, services/query.py) ------------------------------------
 

@@ -55,6 +55,8 @@ def test_show_and_set_keep_what_is_not_given(ns_cli: Cli) -> None:
         "anonymous_read": False,
         "quota_bytes": None,
         "movable_tags": [],
+        "trusted_keys": [],
+        "require_signature": False,
         "used_bytes": 3000,
     }
     shown = cli.ok("namespace", "show", ns).out
@@ -67,6 +69,8 @@ def test_show_and_set_keep_what_is_not_given(ns_cli: Cli) -> None:
         "anonymous_read": True,
         "quota_bytes": 6000,
         "movable_tags": ["latest", "stable"],
+        "trusted_keys": [],
+        "require_signature": False,
         "used_bytes": 3000,
     }
     human = cli.ok("namespace", "show", ns).out.splitlines()
@@ -76,6 +80,8 @@ def test_show_and_set_keep_what_is_not_given(ns_cli: Cli) -> None:
         "  used            2.9 KiB (3000 bytes), 50.0% of the quota",
         "  movable tags    latest, stable",
         "  anonymous read  on",
+        "  require signed  no",
+        "  trusted keys    (none)",
     ]
     cli.ok("namespace", "set", ns, "--quota", "1.5KiB", "--no-movable-tags")
     body = settings(cli, ns)

@@ -113,6 +113,8 @@ def test_exactly_at_the_limit_fits_and_one_byte_over_stores_nothing(
         "anonymous_read": False,
         "quota_bytes": 1000,
         "movable_tags": [],
+        "trusted_keys": [],
+        "require_signature": False,
         "used_bytes": 1000,
     }
     files, events = blob_files(store), len(store.events())

@@ -95,6 +95,8 @@ def test_namespace_settings(store: Store) -> None:
         "anonymous_read": False,
         "quota_bytes": None,
         "movable_tags": [],
+        "trusted_keys": [],
+        "require_signature": False,
         "used_bytes": 0,
     }
     assert store.namespace_settings("ci") == default

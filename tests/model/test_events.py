@@ -31,6 +31,7 @@ from artifactstore.model.events import (
     RetentionLocked,
     RetentionSet,
     SchemaRegistered,
+    SignatureAdded,
     TagMoved,
     TokenCreated,
     TokenRevoked,
@@ -136,6 +137,7 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         namespaces,
         st.integers(1, 36500) | st.floats(1e-6, 36500, allow_nan=False),
     ),
+    "signature.added": st.builds(SignatureAdded, sizes, references, b3, json_objects),
 }
 
 _MANIFEST = _manifest_map("ci", "app", "1", {"files": [], "metadata": {"ü": 1}})
@@ -167,6 +169,12 @@ SAMPLES: dict[str, TypedEvent] = {
         HoldReleased(12, "ci/app:1", "closed"),
         RetentionSet("ci", "app", {"keep_last": 1, "keep_days": None, "keep_where": None}),
         RetentionLocked("ci", 2.5),
+        SignatureAdded(
+            7,
+            "ci/app:1",
+            "blake3:" + "f" * 64,
+            {"payloadType": "application/vnd.in-toto+json", "payload": "e30=", "signatures": []},
+        ),
     )
 }
 

@@ -301,6 +301,8 @@ def test_settings_and_metrics_show_quota_and_usage(http: httpx.Client) -> None:
         "anonymous_read": False,
         "quota_bytes": 5000,
         "movable_tags": ["latest"],
+        "trusted_keys": [],
+        "require_signature": False,
         "used_bytes": 1234,
     }
     assert http.get(f"/v1/namespaces/{other}").json()["quota_bytes"] is None
@@ -362,6 +364,8 @@ def test_a_settings_document_round_trips(http: httpx.Client) -> None:
         "anonymous_read": False,
         "quota_bytes": None,
         "movable_tags": [],
+        "trusted_keys": [],
+        "require_signature": False,
         "used_bytes": 0,
     }
 

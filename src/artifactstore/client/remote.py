@@ -36,6 +36,12 @@ from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import ChainBroken, DigestMismatch, IntegrityError, InvalidInput
 from artifactstore.model import records
 from artifactstore.model.clock import utc_now
+from artifactstore.model.envelope import (
+    SIGNATURE_HEADER,
+    Envelope,
+    Signer,
+    signature_header,
+)
 from artifactstore.model.events import GENESIS, Event
 from artifactstore.model.identity import Reference
 from artifactstore.model.manifest import FileEntry, Manifest
@@ -45,6 +51,7 @@ from artifactstore.model.retention import (
     RetentionSettings,
 )
 from artifactstore.model.versions import Page, PushResult, VersionListing
+from artifactstore.provenance.dsse import PackageRef, sign_package
 
 __all__ = ["RemoteStore"]
 
@@ -417,27 +424,58 @@ class RemoteStore:
             producer=args.get("producer", "artifactstore"),
             created=utc_now(),
         )
+        key = args.get("sign")
+        envelopes = [] if key is None else [sign_package(PackageRef.of(manifest), key)]
         by_digest = {str(d.blake3): (f, d) for f, d in zip(files, digests, strict=True)}
         uploaded = self._uploads.upload_missing(str(r.namespace), by_digest, progress, check=True)
         try:
-            response = self._commit(manifest)
+            response = self._commit(manifest, envelopes)
         except errors.MissingBlobs as exc:  # collected between our HEAD and the commit
             # The progress bar counted these bytes once already.
             wanted = {d: by_digest[d] for d in exc.digests if d in by_digest}
             uploaded += self._uploads.upload_missing(
                 str(r.namespace), wanted, records.no_progress, check=False
             )
-            response = self._commit(manifest)
+            response = self._commit(manifest, envelopes)
         body = response.json()
-        return PushResult(VersionListing.from_json(body), body["created_now"], uploaded)
+        listing = VersionListing.from_json(body)
+        if key is not None and listing.digest != manifest.digests().blake3:
+            # Identical content was already there under its own manifest: sign that one.
+            stored = PackageRef(str(listing.reference), listing.digest.hex, listing.sha256.hex)
+            self.add_signature(listing.reference, sign_package(stored, key))
+        return PushResult(listing, body["created_now"], uploaded)
 
-    def _commit(self, manifest: Manifest) -> httpx.Response:
+    def _commit(self, manifest: Manifest, envelopes: Sequence[Envelope]) -> httpx.Response:
+        """PUT the manifest; each envelope travels in an ``Artifactstore-Signature`` header."""
+        headers = [("Content-Type", "application/cbor")]
+        headers += [(SIGNATURE_HEADER, signature_header(e)) for e in envelopes]
         return self._request(
             "PUT",
             f"/v1/packages/{manifest.namespace}/{manifest.name}/{manifest.version}",
             content=manifest.to_cbor(),
-            headers={"Content-Type": "application/cbor"},
+            headers=headers,
         )
+
+    # --- signatures -------------------------------------------------------------------------
+
+    def signatures(self, ref: str | Reference) -> list[Envelope]:
+        items = self._request("GET", self._version_path(ref) + "/signatures").json()["items"]
+        return [Envelope.from_json(item) for item in items]
+
+    def add_signature(self, ref: str | Reference, envelope: Envelope) -> bool:
+        response = self._request(
+            "POST", self._version_path(ref) + "/signatures", json=envelope.to_json()
+        )
+        return response.status_code == 201
+
+    def sign(self, ref: str | Reference, key: Signer) -> Envelope:
+        """Sign the manifest the server sent, once it hashes to the package digest the
+        server names (``show`` checks): the key never leaves this process."""
+        listing = self.show(ref)
+        package = PackageRef(str(listing.reference), listing.digest.hex, listing.sha256.hex)
+        envelope = sign_package(package, key)
+        self.add_signature(listing.reference, envelope)
+        return envelope
 
 
 def _event_from(item: Any) -> Event:

@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, Connection, Select, String, and_, cast, li
 from sqlalchemy.dialects.postgresql import JSONB
 
 from artifactstore.controlplane import namespaces
+from artifactstore.controlplane import signatures as signing
 from artifactstore.controlplane.blobs import dereference, not_held
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, values_in
@@ -27,11 +28,13 @@ from artifactstore.errors import (
     PackageNotFound,
     VersionExists,
 )
+from artifactstore.model.envelope import Envelope
 from artifactstore.model.events import PackageCommitted, PackageDeleted, TagMoved
 from artifactstore.model.identity import Digest, Namespace, PackageName, Reference
 from artifactstore.model.manifest import Manifest
 from artifactstore.model.records import QueryArgs
 from artifactstore.model.versions import CommitResult, Page, VersionRecord
+from artifactstore.provenance.dsse import PackageRef
 
 __all__ = [
     "VersionKey",
@@ -89,6 +92,8 @@ def commit(
     held_since: str,
     require_held: bool = False,
     recorded_here: Set[str] = frozenset(),
+    signatures: Sequence[Envelope] = (),
+    now: float | None = None,
 ) -> CommitResult:
     """Commit a manifest inside the caller's write transaction.
 
@@ -108,6 +113,13 @@ def commit(
     ``recorded_here``: blobs this transaction recorded from the digests the
     manifest was built with (a push). They are neither looked up nor locked:
     no other transaction sees their rows before this one ends.
+
+    ``signatures``: DSSE envelopes over this manifest that travel with the
+    commit (docs/provenance.md): a namespace that requires signatures refuses
+    the commit unless one is by a trusted key (``now``, default the clock, is
+    when trust is judged), and each is recorded (``signature.added``) in this
+    transaction. A no-op commit (identical content already there) records
+    them only if they are over the stored manifest itself.
     """
     ref = Reference(manifest.namespace, manifest.name, version=manifest.version)
     ns = str(manifest.namespace)
@@ -130,12 +142,17 @@ def commit(
     # looking for the version: two concurrent commits of one version, or two moves
     # of one tag, then see each other on PostgreSQL too (SQLite serialises writers).
     serialise(conn)
+    now = time.time() if now is None else now
+    sent = manifest.digests()
+    signing.require(conn, PackageRef(str(ref), sent.blake3.hex, sent.sha256.hex), signatures, now)
     try:
         existing = get(conn, ref)
     except PackageNotFound:
         existing = None
     if existing is not None:
         if existing.manifest.same_content(manifest):
+            if existing.digest == sent.blake3:
+                signing.add(conn, existing, signatures, actor, now)
             return CommitResult(existing, created=False)
         if str(ref.version) not in namespaces.get(conn, manifest.namespace).movable_tags:
             raise VersionExists(
@@ -166,7 +183,6 @@ def commit(
     if existing is None:
         event = append(conn, PackageCommitted(body, digest), actor)
     else:
-        now = time.time()
         check_deletable(conn, [existing], now)
         event = append(conn, TagMoved(body, digest, existing.id, str(existing.digest)), actor)
         dereference(conn, (str(f.blake3) for f in existing.manifest.files), now)
@@ -184,6 +200,7 @@ def commit(
         size=manifest.total_size,
         file_count=len(manifest.files),
     )
+    signing.add(conn, record, signatures, actor, now)
     return CommitResult(record, created=True)
 
 

@@ -15,6 +15,7 @@ value; :data:`_PROJECTIONS` is the table from event type to handler.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ from artifactstore.model.events import (
     RetentionLocked,
     RetentionSet,
     SchemaRegistered,
+    SignatureAdded,
     TagMoved,
     TokenCreated,
     TokenRevoked,
@@ -400,6 +402,23 @@ def _schema_registered(conn: Connection, at: Event, e: SchemaRegistered) -> None
     )
 
 
+def _signature_added(conn: Connection, at: Event, e: SignatureAdded) -> None:
+    """One recorded envelope: its canonical text (what the API serves back) and its hash."""
+    text = json.dumps(dict(e.envelope), sort_keys=True, separators=(",", ":"))
+    signatures = e.envelope.get("signatures") or []
+    conn.execute(
+        insert(t.signatures).values(
+            id=at.seq,
+            version_id=e.version_id,
+            envelope=text,
+            envelope_sha256=hashlib.sha256(text.encode()).hexdigest(),
+            key_ids=json.dumps([s.get("keyid") or "" for s in signatures]),
+            actor=at.actor,
+            added_at=at.time,
+        )
+    )
+
+
 #: A handler of a run of consecutive events of one type.
 _Apply = Callable[[Connection, Sequence[Recorded]], None]
 
@@ -452,6 +471,7 @@ _PROJECTIONS: dict[str, _Apply] = {
     HoldReleased.type: _each(HoldReleased, _hold_released),
     RetentionSet.type: _each(RetentionSet, _retention_set),
     RetentionLocked.type: _each(RetentionLocked, _retention_locked),
+    SignatureAdded.type: _each(SignatureAdded, _signature_added),
 }
 
 #: The event types the projection knows (a test holds it equal to ``EVENT_CLASSES``).

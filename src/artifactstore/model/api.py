@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Unpack
 
+from artifactstore.model.envelope import Envelope, Signer
 from artifactstore.model.events import Event
 from artifactstore.model.identity import Digest, Reference
 from artifactstore.model.manifest import Manifest
@@ -104,6 +105,16 @@ class StoreAPI(Protocol):
 
     def delete(self, ref: str | Reference) -> Version:
         """Tombstone a version; LegalHold or RetentionLocked if it is protected."""
+
+    # --- signatures (docs/provenance.md) ---
+    def signatures(self, ref: str | Reference) -> list[Envelope]:
+        """The DSSE envelopes recorded over a version, oldest first."""
+
+    def add_signature(self, ref: str | Reference, envelope: Envelope) -> bool:
+        """Record an envelope over a version (checked first); False if already recorded."""
+
+    def sign(self, ref: str | Reference, key: Signer) -> Envelope:
+        """Sign a version with a private key (which never leaves the caller) and record it."""
 
     # --- schemas ---
     def register_schema(self, variant: str, schema: Any) -> bool: ...

@@ -53,6 +53,7 @@ from artifactstore.model.package_events import (
     RetentionLocked,
     RetentionSet,
     SchemaRegistered,
+    SignatureAdded,
     TagMoved,
 )
 from artifactstore.model.payload import JsonObject, read_int, read_obj, read_str
@@ -77,6 +78,7 @@ __all__ = [
     "RetentionLocked",
     "RetentionSet",
     "SchemaRegistered",
+    "SignatureAdded",
     "TagMoved",
     "TokenCreated",
     "TokenRevoked",
@@ -130,6 +132,7 @@ TypedEvent = (
     | HoldReleased
     | RetentionSet
     | RetentionLocked
+    | SignatureAdded
 )
 
 #: Every event type the log may hold, and its class (each documented in docs/events.md).
@@ -154,6 +157,7 @@ EVENT_CLASSES: Mapping[str, type[TypedEvent]] = MappingProxyType(
             HoldReleased,
             RetentionSet,
             RetentionLocked,
+            SignatureAdded,
         )
     }
 )

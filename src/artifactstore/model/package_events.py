@@ -244,3 +244,40 @@ class RetentionLocked:
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any], subject: str) -> Self:
         return cls(read_str(payload, "namespace"), read_number(payload, "keep_days"))
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureAdded:
+    """A DSSE envelope over a version was recorded (docs/provenance.md).
+
+    ``envelope`` is the DSSE JSON envelope as recorded (``Envelope.to_json()``);
+    ``digest`` the package digest (blake3) it is over. Recording one never
+    changes the version or its digest.
+    """
+
+    type: ClassVar[str] = "signature.added"
+    version_id: int
+    reference: str
+    digest: str
+    envelope: JsonObject
+
+    @property
+    def subject(self) -> str:
+        return self.reference
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "version_id": self.version_id,
+            "reference": self.reference,
+            "digest": self.digest,
+            "envelope": dict(self.envelope),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], subject: str) -> Self:
+        return cls(
+            read_int(payload, "version_id"),
+            read_str(payload, "reference"),
+            read_str(payload, "digest"),
+            read_obj(payload, "envelope"),
+        )

@@ -12,8 +12,10 @@ from typing import Any, ClassVar, Protocol, Self, TypedDict, TypeVar
 
 from artifactstore.errors import InvalidInput
 from artifactstore.model import jsonform
+from artifactstore.model.envelope import Signer
 from artifactstore.model.identity import BlobDigests, Version
 from artifactstore.model.paths import PackagePath
+from artifactstore.model.trust import MAX_TRUSTED_KEYS, TrustEntry
 
 __all__ = [
     "AVAILABLE",
@@ -67,6 +69,9 @@ class PushArgs(TypedDict, total=False):
     hash_progress: Progress
     #: the walk of ``paths`` (``client.files.collect_files``) when the caller has it
     walked: Sequence[LocalFile] | None
+    #: a private key (``provenance.keys.load_private_key``): the commit carries its
+    #: signature (docs/provenance.md), in the commit's transaction
+    sign: Signer | None
 
 
 class QueryArgs(TypedDict, total=False):
@@ -278,14 +283,29 @@ MAX_MOVABLE_TAGS = 64
 
 @dataclass(frozen=True, slots=True)
 class NamespaceSettings:
+    """A namespace's settings document (replaced whole by ``namespace.updated``).
+
+    ``trusted_keys`` and ``require_signature`` are the signature policy
+    (docs/provenance.md): with ``require_signature`` a commit must carry a
+    signature by a trusted key whose trust has not expired.
+    """
+
     anonymous_read: bool = False
     quota_bytes: int | None = None
     movable_tags: tuple[str, ...] = ()
+    trusted_keys: tuple[TrustEntry, ...] = ()
+    require_signature: bool = False
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> NamespaceSettings:
         """Validate a settings document; anything unknown or mistyped is refused."""
-        unknown = set(body) - {"anonymous_read", "quota_bytes", "movable_tags"}
+        unknown = set(body) - {
+            "anonymous_read",
+            "quota_bytes",
+            "movable_tags",
+            "trusted_keys",
+            "require_signature",
+        }
         if unknown:
             raise InvalidInput(f"unknown namespace setting(s): {', '.join(sorted(unknown))}")
         anonymous_read = body.get("anonymous_read", False)
@@ -303,14 +323,32 @@ class NamespaceSettings:
             raise InvalidInput(f"at most {MAX_MOVABLE_TAGS} movable tags per namespace")
         for tag in tags:
             Version(tag)
-        return cls(anonymous_read, quota, tuple(sorted(set(tags))))
+        return cls(anonymous_read, quota, tuple(sorted(set(tags))), *_signature_policy(body))
 
     def to_json(self) -> dict[str, Any]:
         return {
             "anonymous_read": self.anonymous_read,
             "quota_bytes": self.quota_bytes,
             "movable_tags": list(self.movable_tags),
+            "trusted_keys": [k.to_json() for k in self.trusted_keys],
+            "require_signature": self.require_signature,
         }
+
+
+def _signature_policy(body: Mapping[str, Any]) -> tuple[tuple[TrustEntry, ...], bool]:
+    """The trusted keys (one entry per key id: the last given wins) and the requirement."""
+    entries = body.get("trusted_keys", [])
+    if not isinstance(entries, list):
+        raise InvalidInput("trusted_keys must be a list of {public_key, expires} objects")
+    if len(entries) > MAX_TRUSTED_KEYS:
+        raise InvalidInput(f"at most {MAX_TRUSTED_KEYS} trusted keys per namespace")
+    by_id = {e.key_id: e for e in map(TrustEntry.from_json, entries)}
+    require = body.get("require_signature", False)
+    if not isinstance(require, bool):
+        raise InvalidInput("require_signature must be true or false")
+    if require and not by_id:
+        raise InvalidInput("require_signature needs at least one trusted key")
+    return tuple(sorted(by_id.values(), key=lambda e: e.key_id)), require
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ __all__ = [
     "load_public_key",
     "note_key_hash",
     "public_key_from_pem",
+    "public_key_from_raw",
     "write_key_pair",
 ]
 
@@ -85,6 +86,11 @@ class PrivateKey:
     @property
     def public(self) -> PublicKey:
         return PublicKey(self.key.public_key())
+
+    @property
+    def key_id(self) -> str:
+        """The public key's id: what a DSSE signature by this key names as its ``keyid``."""
+        return self.public.id
 
     def sign(self, message: bytes) -> bytes:
         return self.key.sign(message)
@@ -167,6 +173,14 @@ def public_key_from_pem(data: bytes, source: str = "the public key") -> PublicKe
     if not isinstance(key, Ed25519PublicKey):
         raise InvalidKey(f"{source} is a {type(key).__name__}; only Ed25519 keys are supported")
     return PublicKey(key)
+
+
+def public_key_from_raw(raw: bytes) -> PublicKey:
+    """A public key from its 32 raw bytes (a trust entry's key)."""
+    try:
+        return PublicKey(Ed25519PublicKey.from_public_bytes(raw))
+    except ValueError as exc:
+        raise InvalidKey("not the 32 raw bytes of an Ed25519 public key") from exc
 
 
 def load_public_key(path: Path) -> PublicKey:

@@ -43,6 +43,7 @@ from artifactstore.server.routes import (
     packages,
     retention,
     schemas,
+    signatures,
     tiers,
     tokens,
     uploads,
@@ -224,7 +225,18 @@ def create_app(
     )
     app.state.limits = limits or ServerLimits()
     app.state.metrics = Metrics()
-    for module in (health, blobs, uploads, packages, schemas, events, tokens, retention, tiers):
+    for module in (
+        health,
+        blobs,
+        uploads,
+        packages,
+        signatures,
+        schemas,
+        events,
+        tokens,
+        retention,
+        tiers,
+    ):
         app.include_router(module.router)
     _check_route_table(app)
 

@@ -324,6 +324,9 @@ ROUTE_SCOPES: dict[tuple[str, str], tuple[Action, NsSource]] = {
     ("GET", "/v1/packages/{ns}/{name}/{version}/tier"): ("read", "path:ns"),
     ("POST", "/v1/packages/{ns}/{name}/{version}/tier"): ("admin", "path:ns"),
     ("POST", "/v1/packages/{ns}/{name}/{version}/restore"): ("read", "path:ns"),
+    # Signatures: a writer adds them (a commit carries them too); readers list them.
+    ("GET", "/v1/packages/{ns}/{name}/{version}/signatures"): ("read", "path:ns"),
+    ("POST", "/v1/packages/{ns}/{name}/{version}/signatures"): ("write", "path:ns"),
 }
 
 

@@ -11,6 +11,7 @@ plane's modules for rows and events and the data plane for bytes.
 ``retention``   deletion, retention policies, legal holds
 ``tiers``       storage tiers and restores
 ``access``      tokens and namespace settings
+``signing``     signatures on versions (DSSE envelopes)
 ``maintenance`` verify, the event log, rebuild, GC, health
 ``uploads``     HTTP uploads: one-shot and resumable sessions
 ==============  ==================================================
@@ -32,6 +33,7 @@ from artifactstore.services.pull import PullService
 from artifactstore.services.push import PushService
 from artifactstore.services.query import QueryService
 from artifactstore.services.retention import RetentionService
+from artifactstore.services.signing import SigningService
 from artifactstore.services.tiers import TierService
 from artifactstore.services.uploads import UploadService
 
@@ -47,6 +49,7 @@ class Services:
     retention: RetentionService
     tiers: TierService
     access: AccessService
+    signing: SigningService
     maintenance: MaintenanceService
     uploads: UploadService
 
@@ -77,6 +80,7 @@ def open_services(
         retention=RetentionService(core),
         tiers=tiers,
         access=AccessService(core),
+        signing=SigningService(core),
         maintenance=MaintenanceService(core, uploads),
         uploads=uploads,
     )

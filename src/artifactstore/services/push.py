@@ -17,14 +17,16 @@ from typing import Any
 from artifactstore.client.files import LocalFile, manifest_for
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import gc as gc_mod
-from artifactstore.controlplane import namespaces, packages
+from artifactstore.controlplane import namespaces, packages, signatures
 from artifactstore.dataplane.files import StagedFiles
 from artifactstore.errors import MissingBlobs
 from artifactstore.model.clock import utc_now
+from artifactstore.model.envelope import Envelope, Signer
 from artifactstore.model.identity import BlobDigests, Namespace, Reference
 from artifactstore.model.manifest import Manifest
 from artifactstore.model.records import Placement
 from artifactstore.model.versions import CommitResult, PushResult, VersionRecord
+from artifactstore.provenance.dsse import PackageRef, sign_package
 from artifactstore.services.core import Core
 
 __all__ = ["PUSH_ATTEMPTS", "PushService"]
@@ -55,13 +57,15 @@ class PushService:
         variant: str | None,
         annotations: Mapping[str, str] | None,
         producer: str,
+        sign: Signer | None = None,
     ) -> PushResult[VersionRecord]:
         """Commit the staged ``files`` as version ``reference``.
 
         ``restage`` stages the files again, every one of them, for when GC
         collected bytes between publishing and recording them (only with a
         grace period shorter than the push). Whatever is still staged when
-        this fails is cancelled (nothing, once published).
+        this fails is cancelled (nothing, once published). With ``sign``, the
+        commit carries the key's signature over the manifest (docs/provenance.md).
         """
         created = utc_now()
 
@@ -84,7 +88,7 @@ class PushService:
                 if attempt:
                     staged = restage()
                 try:
-                    return self._commit(reference.namespace, staged, manifest)
+                    return self._commit(reference.namespace, staged, manifest, sign)
                 except MissingBlobs:
                     if attempt == PUSH_ATTEMPTS - 1:
                         raise
@@ -98,8 +102,10 @@ class PushService:
         namespace: Namespace,
         staged: StagedFiles,
         manifest: Callable[[list[BlobDigests]], Manifest],
+        sign: Signer | None,
     ) -> PushResult[VersionRecord]:
-        """Publish, then record the blobs and commit the version in one transaction."""
+        """Publish, then record the blobs and commit the version (and its signature) in one
+        transaction."""
         core = self._core
         ingested = self._publish(staged, namespace)
         with core.db.write() as conn:
@@ -115,13 +121,26 @@ class PushService:
                 now=core.clock(),
                 namespace=str(namespace),
             )
+            built = manifest([d for d, _ in ingested])
+            now = core.clock()
+            envelopes = [] if sign is None else [sign_package(PackageRef.of(built), sign)]
             result = packages.commit(
                 conn,
-                manifest([d for d, _ in ingested]),
+                built,
                 core.actor,
                 held_since=core.held_since(),
                 recorded_here=set(stored),
+                signatures=envelopes,
+                now=now,
             )
+            if (
+                sign is not None
+                and not result.created
+                and result.record.digest != (built.digests().blake3)
+            ):
+                # Identical content already there under its own manifest: sign that one.
+                envelope = sign_package(signatures.package_ref(result.record), sign)
+                signatures.add(conn, result.record, [envelope], core.actor, now)
         self._drop_unused_packs(ingested, set(stored))
         return PushResult(result.record, result.created, len(stored))
 
@@ -153,12 +172,18 @@ class PushService:
                 gc_mod.unlink_if_untouched(conn, self._core.plane, key, math.inf)
 
     def commit_manifest(
-        self, manifest: Manifest, actor: str | None = None, *, require_held: bool = False
+        self,
+        manifest: Manifest,
+        actor: str | None = None,
+        *,
+        require_held: bool = False,
+        signatures: Sequence[Envelope] = (),
     ) -> CommitResult:
         """Commit a manifest whose blobs were uploaded separately (the HTTP path).
 
         ``require_held``: every blob must be held by the manifest's namespace
         (the caller is not a global admin, so it must have sent the bytes).
+        ``signatures``: envelopes over the manifest that travel with the commit.
         """
         core = self._core
         core.check_file_count(len(manifest.files))
@@ -170,6 +195,8 @@ class PushService:
                 actor or core.actor,
                 held_since=core.held_since(),
                 require_held=require_held,
+                signatures=signatures,
+                now=core.clock(),
             )
 
 

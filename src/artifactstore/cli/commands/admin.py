@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,16 +28,37 @@ pass_ctx = click.make_pass_decorator(CliContext)
 @click.command()
 @click.argument("ref", required=False)
 @click.option("--all", "all_", is_flag=True, help="Verify every stored blob.")
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Public key file (PEM): REF must also carry a valid signature by it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_ctx
-def verify(ctx: CliContext, ref: str | None, all_: bool, as_json: bool) -> None:
-    """Re-read and re-hash stored bytes; exit 3 on any damage."""
+def verify(
+    ctx: CliContext, ref: str | None, all_: bool, key_file: Path | None, as_json: bool
+) -> None:
+    """Re-read and re-hash stored bytes; exit 3 on any damage.
+
+    With --key, also check REF's manifest digest and that a signature by that
+    key is over it (exit 3 if not), and report which of the namespace's
+    trusted keys signed it.
+    """
     if (ref is None) == (not all_):
         raise click.UsageError("give either REF or --all")
+    if key_file is not None and ref is None:
+        raise click.UsageError("--key checks the signatures of one REF")
     reference = None if ref is None else Reference.parse(ref)
-    report = ctx.store(create=False).verify(reference)
+    store = ctx.store(create=False)
+    report = store.verify(reference)
+    signed: dict[str, Any] | None = None
+    if key_file is not None and reference is not None and report.ok:
+        from artifactstore.cli.commands.signing import check_signatures
+
+        signed = check_signatures(store, reference, key_file)
     if as_json:
-        emit_json(report.to_json())
+        emit_json(report.to_json() if signed is None else {**report.to_json(), "signature": signed})
     else:
         for item in report.damaged:
             note(f"DAMAGED {item['digest']}: {item['problem']}")
@@ -44,6 +66,9 @@ def verify(ctx: CliContext, ref: str | None, all_: bool, as_json: bool) -> None:
             f"{report.blobs_checked} blobs, {human_size(report.bytes_checked)} checked: "
             + ("ok" if report.ok else f"{len(report.damaged)} damaged")
         )
+        if signed is not None:
+            trusted = ", ".join(k[:16] + "..." for k in signed["trusted_signers"]) or "none"
+            note(f"signature by key {signed['key_id']} verified; trusted signers: {trusted}")
     if not report.ok:
         raise click.exceptions.Exit(INTEGRITY)
 

@@ -1,7 +1,9 @@
-"""namespace show / set: a namespace's quota, movable tags and anonymous read."""
+"""namespace show / set / trust: a namespace's quota, movable tags, anonymous read and
+signature policy."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -61,11 +63,22 @@ def _show(namespace: str, settings: dict[str, Any]) -> None:
     click.echo(f"  used            {_usage_line(used, quota)}")
     click.echo(f"  movable tags    {', '.join(tags) if tags else '(none)'}")
     click.echo(f"  anonymous read  {'on' if settings.get('anonymous_read') else 'off'}")
+    click.echo(f"  require signed  {'yes' if settings.get('require_signature') else 'no'}")
+    _show_trust(settings)
+
+
+def _show_trust(settings: dict[str, Any]) -> None:
+    keys = settings.get("trusted_keys") or []
+    if not keys:
+        click.echo("  trusted keys    (none)")
+    for entry in keys:
+        until = f"until {entry['expires']}" if entry.get("expires") else "no expiry"
+        click.echo(f"  trusted key     {entry['key_id']} ({until})")
 
 
 @click.group(name="namespace")
 def namespace_group() -> None:
-    """Namespace settings: byte quota, movable tags, anonymous read."""
+    """Namespace settings: byte quota, movable tags, anonymous read, trusted signing keys."""
 
 
 @namespace_group.command(name="show")
@@ -154,6 +167,71 @@ def set_settings(
         + ("none" if quota_now is None else human_size(int(quota_now)))
         + f", movable tags {', '.join(tags) if tags else 'none'}"
         + f", anonymous read {'on' if settings.get('anonymous_read') else 'off'}"
+    )
+
+
+@namespace_group.command(name="trust")
+@click.argument("namespace")
+@click.argument("public_key", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--expires", metavar="DATE", help="Trust the key until then (RFC 3339 date or time).")
+@click.option(
+    "--require/--no-require",
+    default=None,
+    help="Refuse commits without a signature by a trusted, unexpired key (or stop refusing).",
+)
+@click.option("--remove", "remove", multiple=True, metavar="KEYID", help="Stop trusting a key.")
+@click.option("--list", "list_", is_flag=True, help="Only list the trusted keys.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new settings as JSON.")
+@pass_ctx
+def trust(
+    ctx: CliContext,
+    namespace: str,
+    public_key: Path | None,
+    expires: str | None,
+    require: bool | None,
+    remove: tuple[str, ...],
+    list_: bool,
+    as_json: bool,
+) -> None:
+    """Trust a signing key (PUBLIC_KEY, a PEM file) in NAMESPACE; remove or list keys.
+
+    Trusting a key that is already trusted replaces its expiry. With
+    --require, a commit to the namespace must carry a valid signature by a
+    trusted key whose trust has not expired (push --sign).
+    """
+    Namespace(namespace)
+    if expires is not None and public_key is None:
+        raise click.UsageError("--expires applies to the PUBLIC_KEY being trusted")
+    store = ctx.store()
+    current = store.namespace_settings(namespace)
+    if list_ or (public_key is None and require is None and not remove):
+        if as_json:
+            emit_json(current.get("trusted_keys") or [])
+        else:
+            _show_trust(current)
+        return
+    wanted = {k: v for k, v in current.items() if k != "used_bytes"}
+    entries = [e for e in wanted.get("trusted_keys") or [] if e["key_id"] not in remove]
+    unknown = set(remove) - {e["key_id"] for e in wanted.get("trusted_keys") or []}
+    if unknown:
+        raise InvalidInput(f"namespace {namespace} does not trust key {sorted(unknown)[0]}")
+    if public_key is not None:
+        from artifactstore.provenance.keys import load_public_key
+
+        key = load_public_key(public_key)
+        entries = [e for e in entries if e["key_id"] != key.id]
+        entries.append({"public_key": key.pem().decode("ascii"), "expires": expires})
+    wanted["trusted_keys"] = entries
+    if require is not None:
+        wanted["require_signature"] = require
+    settings = store.set_namespace_settings(namespace, wanted)
+    if as_json:
+        emit_json(settings)
+        return
+    count = len(settings.get("trusted_keys") or [])
+    note(
+        f"namespace {namespace}: {count} trusted key(s); signatures "
+        + ("required" if settings.get("require_signature") else "not required")
     )
 
 

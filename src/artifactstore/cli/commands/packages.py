@@ -55,6 +55,13 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option(
     "--follow-symlinks", is_flag=True, help="Push what symlinks leaving the tree point to."
 )
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="KEYFILE",
+    help="Sign the version with this private key; the signature commits with it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx
 def push(
@@ -66,10 +73,16 @@ def push(
     variant: str | None,
     annotate: tuple[str, ...],
     follow_symlinks: bool,
+    sign_key: Path | None,
     as_json: bool,
 ) -> None:
     """Push files and directories as package version REF (NS/NAME:VERSION)."""
     reference = Reference.parse(ref)  # a malformed REF is a usage error, whatever else is wrong
+    key = None
+    if sign_key is not None:  # an unusable key fails before anything is hashed or sent
+        from artifactstore.provenance.keys import load_private_key
+
+        key = load_private_key(sign_key)
     metadata: dict[str, Any] = {}
     if meta_file is not None:
         loaded = strict_json_loads(meta_file.read(), error=InvalidInput)
@@ -93,6 +106,7 @@ def push(
         "annotations": _pairs(annotate, "--annotate"),
         "follow_symlinks": follow_symlinks,
         "walked": files,
+        "sign": key,
     }
     # A remote push hashes every file before it sends any: a bar of its own for that.
     labels = (f"hash {ref}", f"push {ref}") if ctx.remote else (f"push {ref}",)
@@ -185,10 +199,18 @@ def ls(
 def show(ctx: CliContext, ref: str, as_json: bool) -> None:
     """Show one version: digest, metadata and files."""
     reference = Reference.parse(ref)
-    rec = ctx.store(create=False).show(reference)
+    store = ctx.store(create=False)
+    rec = store.show(reference)
     manifest = rec.require_manifest()
+    envelopes = store.signatures(rec.reference)
     if as_json:
-        emit_json({**rec.summary(), "manifest": manifest.to_map()})
+        emit_json(
+            {
+                **rec.summary(),
+                "manifest": manifest.to_map(),
+                "signatures": [e.to_json() for e in envelopes],
+            }
+        )
         return
     click.echo(f"{rec.reference}")
     click.echo(f"  digest     {rec.digest}")
@@ -201,6 +223,9 @@ def show(ctx: CliContext, ref: str, as_json: bool) -> None:
         click.echo(f"  meta       {key}={shown}")
     for key, value in sorted(manifest.annotations.items()):
         click.echo(f"  annotation {key}={value}")
+    for envelope in envelopes:
+        keys = ", ".join(k or "(no keyid)" for k in envelope.key_ids)
+        click.echo(f"  signature  by {keys}")
     click.echo(f"  files      {rec.file_count} ({human_size(rec.size)})")
     for f in manifest.files:
         click.echo(f"    {human_size(f.size):>10}  {f.blake3.hex[:12]}  {f.path}")

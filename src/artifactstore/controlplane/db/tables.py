@@ -56,6 +56,7 @@ __all__ = [
     "packages",
     "retention_policies",
     "schemas",
+    "signatures",
     "storage_locations",
     "stream_cursors",
     "token_usage",
@@ -274,6 +275,23 @@ holds = Table(
 )
 Index("ix_holds_version", holds.c.version_id)
 
+#: DSSE envelopes over versions: ``id`` is the seq of the ``signature.added`` event,
+#: ``envelope`` its canonical JSON and ``envelope_sha256`` that text's SHA-256 (the same
+#: envelope twice is recorded once); ``key_ids`` the signatures' keyid hints (JSON list).
+#: A version's rows go with its row (a new commit of a tombstoned name) (0009).
+signatures = Table(
+    "signatures",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("version_id", BigInteger, ForeignKey("versions.id", ondelete="CASCADE"), nullable=False),
+    Column("envelope", Text, nullable=False),
+    Column("envelope_sha256", String(64), nullable=False),
+    Column("key_ids", Text, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("added_at", String(32), nullable=False),
+    UniqueConstraint("version_id", "envelope_sha256", name="uq_signatures_envelope"),
+)
+
 #: Retention policies, one row per namespace default (``package`` = "") or package. The
 #: namespace row also carries the retention lock (``locked``, ``lock_days``, ``locked_at``),
 #: so a locked namespace without a default policy has a row whose ``policy`` is NULL (0003).
@@ -321,6 +339,7 @@ namespace_blobs = Table(
 
 #: Derived from the log; emptied and replayed by rebuild. Children before parents.
 VIEW_TABLES = (
+    signatures,
     version_meta,
     files,
     holds,

@@ -19,6 +19,11 @@ from artifactstore.errors import (
     LimitExceeded,
     PackageNotFound,
 )
+from artifactstore.model.envelope import (
+    MAX_SIGNATURES,
+    SIGNATURE_HEADER,
+    parse_signature_header,
+)
 from artifactstore.model.identity import Namespace, PackageName, Reference, Version
 from artifactstore.model.manifest import Manifest
 from artifactstore.model.paths import PackagePath
@@ -109,13 +114,24 @@ async def _read_body(request: Request, limit: int) -> bytes:
         423: PROBLEM,
     },
     openapi_extra={
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "A DSSE envelope over this manifest, as unpadded base64url of "
+                "its JSON; repeatable. Recorded with the commit; a namespace that requires "
+                "signatures refuses a commit without one by a trusted key.",
+            }
+        ],
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {"schema": MANIFEST_JSON_SCHEMA},
                 CBOR: {"schema": {"type": "string", "format": "binary"}},
             },
-        }
+        },
     },
 )
 async def put_version(request: Request, ns: Ns, name: Name, version: Ver) -> JSONResponse:
@@ -137,9 +153,16 @@ async def put_version(request: Request, ns: Ns, name: Name, version: Ver) -> JSO
             f"the manifest names {manifest.namespace}/{manifest.name}:"
             f"{manifest.version}, but the URL names {ref}"
         )
+    envelopes = [
+        parse_signature_header(value) for value in request.headers.getlist(SIGNATURE_HEADER)
+    ]
+    if len(envelopes) > MAX_SIGNATURES:
+        raise LimitExceeded(f"at most {MAX_SIGNATURES} {SIGNATURE_HEADER} headers per commit")
     principal = request.state.principal
     result = await run_in_threadpool(
-        lambda: store.commit_manifest(manifest, principal.actor, require_held=not principal.admin)
+        lambda: store.commit_manifest(
+            manifest, principal.actor, require_held=not principal.admin, signatures=envelopes
+        )
     )
     body_out = {**result.record.summary(), "created_now": result.created}
     return JSONResponse(
@@ -153,12 +176,13 @@ async def put_version(request: Request, ns: Ns, name: Name, version: Ver) -> JSO
 
 
 def _detail(store: Store, record: VersionRecord) -> dict[str, Any]:
-    """The version plus its active legal holds and retention state (what would happen now)."""
+    """The version plus its signatures, active legal holds and retention state (what would
+    happen now)."""
     holds, retention = store.version_retention(record)
     return {
         **record.summary(),
         "manifest": record.manifest.to_map(),
-        "signatures": [],
+        "signatures": [e.to_json() for e in store.signatures(record.reference)],
         "holds": [h.to_json() for h in holds],
         "retention": retention.to_json(),
     }

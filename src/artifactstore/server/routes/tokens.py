@@ -14,6 +14,7 @@ from artifactstore.config import MAX_SIZE
 from artifactstore.errors import Forbidden, InvalidInput
 from artifactstore.model.jsonio import strict_json_loads
 from artifactstore.model.records import MAX_MOVABLE_TAGS, TokenInfo
+from artifactstore.model.trust import MAX_TRUSTED_KEYS
 from artifactstore.server.params import Ns
 from artifactstore.server.problems import Problem
 from artifactstore.server.routes.packages import _read_body
@@ -37,6 +38,26 @@ TokenList = items_of(TokenInfo)
 _Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")]
 
 
+class TrustedKeyIn(BaseModel):
+    """One trusted signing key; ``key_id``, when sent, must be the key's own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    public_key: str = Field(
+        description="Ed25519 public key: PEM SubjectPublicKeyInfo, or base64 of its 32 bytes."
+    )
+    key_id: str | None = Field(None, description="SHA-256 hex of the 32 raw key bytes.")
+    expires: str | None = Field(
+        None, description="RFC 3339 time from which the key is no longer trusted; null: never."
+    )
+
+
+class TrustedKey(BaseModel):
+    key_id: str
+    public_key: str = Field(description="PEM SubjectPublicKeyInfo")
+    expires: str | None
+
+
 class NamespaceSettingsIn(BaseModel):
     """The whole settings document: a PUT replaces every setting (an omitted one is reset)."""
 
@@ -57,6 +78,15 @@ class NamespaceSettingsIn(BaseModel):
         max_length=MAX_MOVABLE_TAGS,
         description="Version names (such as latest) a push may move to a new manifest.",
     )
+    trusted_keys: list[TrustedKeyIn] = Field(
+        default_factory=list,
+        max_length=MAX_TRUSTED_KEYS,
+        description="Public keys whose signatures the namespace trusts (docs/provenance.md).",
+    )
+    require_signature: bool = Field(
+        False,
+        description="Refuse commits that carry no valid signature by a trusted, unexpired key.",
+    )
     used_bytes: int | None = Field(
         None,
         json_schema_extra={"readOnly": True},
@@ -70,6 +100,8 @@ class NamespaceSettings(BaseModel):
     anonymous_read: bool
     quota_bytes: int | None = Field(description="null: no quota")
     movable_tags: list[str]
+    trusted_keys: list[TrustedKey]
+    require_signature: bool
     used_bytes: int = Field(
         ge=0,
         description="Bytes of the distinct blobs the namespace holds: referenced by live "
