@@ -29,6 +29,7 @@ COMMAND_MODULES = {
     "events": "admin",
     "gc": "admin",
     "hold": "retention",
+    "log": "log",
     "ls": "packages",
     "migrate": "admin",
     "namespace": "namespace",

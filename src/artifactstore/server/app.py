@@ -47,6 +47,7 @@ from artifactstore.server.routes import (
     tokens,
     uploads,
 )
+from artifactstore.server.routes import log as transparency_log
 from artifactstore.store import Store
 
 __all__ = ["ServerLimits", "create_app"]
@@ -224,7 +225,18 @@ def create_app(
     )
     app.state.limits = limits or ServerLimits()
     app.state.metrics = Metrics()
-    for module in (health, blobs, uploads, packages, schemas, events, tokens, retention, tiers):
+    for module in (
+        health,
+        blobs,
+        uploads,
+        packages,
+        schemas,
+        events,
+        transparency_log,
+        tokens,
+        retention,
+        tiers,
+    ):
         app.include_router(module.router)
     _check_route_table(app)
 

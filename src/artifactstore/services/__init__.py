@@ -12,6 +12,7 @@ plane's modules for rows and events and the data plane for bytes.
 ``tiers``       storage tiers and restores
 ``access``      tokens and namespace settings
 ``maintenance`` verify, the event log, rebuild, GC, health
+``log``         the transparency log: checkpoints, proofs, audit
 ``uploads``     HTTP uploads: one-shot and resumable sessions
 ==============  ==================================================
 """
@@ -27,6 +28,7 @@ from artifactstore.dataplane.staging import Staging
 from artifactstore.model.clock import Clock
 from artifactstore.services.access import AccessService
 from artifactstore.services.core import Core
+from artifactstore.services.log import LogService
 from artifactstore.services.maintenance import MaintenanceService
 from artifactstore.services.pull import PullService
 from artifactstore.services.push import PushService
@@ -49,6 +51,7 @@ class Services:
     access: AccessService
     maintenance: MaintenanceService
     uploads: UploadService
+    log: LogService
 
     def close(self) -> None:
         self.core.db.dispose()
@@ -79,6 +82,7 @@ def open_services(
         access=AccessService(core),
         maintenance=MaintenanceService(core, uploads),
         uploads=uploads,
+        log=LogService(core),
     )
 
 
