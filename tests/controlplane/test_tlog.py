@@ -47,10 +47,10 @@ def test_roots_and_proofs_match_the_recomputed_tree(store: Store) -> None:
                 proof = store.log_inclusion(seq, size)
                 assert list(proof.hashes) == merkle.inclusion_proof(seq - 1, size, truth)
         for old in sorted({1, max(1, total // 3), total}):
-            proof = store.log_consistency(old, total)
-            assert list(proof.hashes) == merkle.consistency_proof(old, total, truth)
+            extends = store.log_consistency(old, total)
+            assert list(extends.hashes) == merkle.consistency_proof(old, total, truth)
             old_cp = Checkpoint(cp.origin, old, truth.root(old))
-            verify_consistency(old_cp, cp, proof)
+            verify_consistency(old_cp, cp, extends)
     with store.db.read() as conn:
         assert tlog.filled_size(conn) == 192  # 200 rounded down to whole groups of 16
         rows = conn.execute(select(func.count()).select_from(tlog_nodes)).scalar()
@@ -66,7 +66,7 @@ def test_fill_is_idempotent_and_rebuild_drops_the_tree(store: Store) -> None:
     first = store.log_checkpoint()
     assert tlog.fill(store.db) == 96 and tlog.fill(store.db) == 96
     with store.db.read() as conn:
-        assert conn.execute(select(func.count()).select_from(tlog_nodes)).scalar() > 0
+        assert conn.execute(select(func.count()).select_from(tlog_nodes)).scalar_one() > 0
     store.rebuild()
     with store.db.read() as conn:
         assert conn.execute(select(func.count()).select_from(tlog_nodes)).scalar() == 0
