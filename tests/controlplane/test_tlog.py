@@ -124,7 +124,7 @@ def test_audit_catches_a_cut_tail(store: Store) -> None:
 def test_audit_catches_a_rewritten_chain(store: Store) -> None:
     append(store, 50)
     saved = _checkpoint(store)
-    _rewrite_from(store, 10)
+    rewrite_chain_from(store, 10)
     assert store.verify_chain() == 50  # recomputed hashes: the chain verifies
     report = store.log_audit([("saved", saved)])
     assert "rewritten" in (report.checkpoints[0].problem or "")
@@ -165,7 +165,7 @@ def test_audit_reports_an_altered_node(store: Store) -> None:
     assert any("node (5, 0)" in p for p in report.problems)
 
 
-def _rewrite_from(store: Store, seq: int) -> None:
+def rewrite_chain_from(store: Store, seq: int) -> None:
     """Edit event ``seq`` and recompute every later hash, as an attacker with the
     database would: the chain verifies afterwards."""
     with store.db.write() as conn:
