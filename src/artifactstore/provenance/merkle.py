@@ -22,7 +22,7 @@ returns a bare bool.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from artifactstore.errors import ProofInvalid
 
@@ -168,28 +168,36 @@ def _check_hashes(proof: Sequence[bytes]) -> None:
             raise ProofInvalid(f"a proof hash of {len(h)} bytes is not a SHA-256 hash")
 
 
+def _sides(fn: int, sn: int, path: Sequence[bytes]) -> Iterator[tuple[bool, bytes]]:
+    """RFC 9162's walk up the tree (2.1.3.2 step 4, 2.1.4.2 step 6): each proof hash
+    with whether it is the left sibling; ProofInvalid when the proof's length does not
+    match the path from ``fn`` in a tree whose last index is ``sn``."""
+    for c in path:
+        if sn == 0:
+            raise ProofInvalid("the proof is longer than the tree is deep")
+        if fn & 1 or fn == sn:
+            yield True, c
+            if not fn & 1:
+                while fn & 1 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            yield False, c
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofInvalid("the proof is shorter than the path to the root")
+
+
 def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
     """The root that ``proof`` proves leaf hash ``leaf`` at ``index`` to be under
     (RFC 9162 2.1.3.2 steps 1 to 5); ProofInvalid for a proof of the wrong shape."""
     _check_hashes(proof)
     if not 0 <= index < size:
         raise ProofInvalid(f"leaf index {index} is not below the tree size {size}")
-    fn, sn, r = index, size - 1, leaf
-    for p in proof:
-        if sn == 0:
-            raise ProofInvalid("the inclusion proof is longer than the tree is deep")
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            if not fn & 1:
-                while fn & 1 == 0 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofInvalid("the inclusion proof is shorter than the path to the root")
+    r = leaf
+    for left, c in _sides(index, size - 1, proof):
+        r = node_hash(c, r) if left else node_hash(r, c)
     return r
 
 
@@ -229,22 +237,11 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     fr = sr = path[0]
-    for c in path[1:]:  # step 6
-        if sn == 0:
-            raise ProofInvalid("the consistency proof is longer than the tree is deep")
-        if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
-            if not fn & 1:
-                while fn & 1 == 0 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
+    for left, c in _sides(fn, sn, path[1:]):  # step 6
+        if left:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
         else:
             sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofInvalid("the consistency proof is shorter than the path to the root")
     if fr != old_root:
         raise ProofInvalid(f"the consistency proof does not lead to the old root (size {old})")
     if sr != new_root:
