@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, delete, func, select, text, tuple_
+from sqlalchemy import Connection, and_, delete, func, or_, select, text
 
 from artifactstore.controlplane.db.bulk import insert_rows
 from artifactstore.controlplane.db.engine import Database
@@ -150,8 +150,18 @@ def subtrees(conn: Connection) -> merkle.Subtrees:
         high = [n for n in nodes if n[0] >= STORED_LEVEL]
         out: dict[merkle.Node, bytes] = {}
         if high:
+            # One (level = L AND idx IN ...) per level, OR-ed: both engines search the
+            # primary key for each; a row-value IN made SQLite scan the whole table.
+            by_level: dict[int, list[int]] = {}
+            for lv, ix in high:
+                by_level.setdefault(lv, []).append(ix)
             query = select(tlog_nodes.c.level, tlog_nodes.c.idx, tlog_nodes.c.hash).where(
-                tuple_(tlog_nodes.c.level, tlog_nodes.c.idx).in_(high)
+                or_(
+                    *(
+                        and_(tlog_nodes.c.level == lv, tlog_nodes.c.idx.in_(ixs))
+                        for lv, ixs in by_level.items()
+                    )
+                )
             )
             out = {(int(r.level), int(r.idx)): bytes(r.hash) for r in conn.execute(query)}
         missing = [n for n in high if n not in out]
