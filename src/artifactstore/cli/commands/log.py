@@ -143,9 +143,7 @@ def prove(
     _within_log(store, cp, checkpoint_file)
     found = store.events(seq - 1, 1)
     if not found or found[0].seq != seq:
-        raise LogInconsistent(
-            f"event {seq} is no longer in the log",
-        )
+        raise LogInconsistent(f"event {seq} is no longer in the log: it was removed")
     entry = found[0].hash
     proof = store.log_inclusion(seq, cp.size)
     verify_inclusion(entry, proof, cp)
