@@ -78,6 +78,7 @@ bench: bytecode bench-deps
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/http_rss.py
 	$(BIN)/python bench/retention.py
+	$(BIN)/python bench/log.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -215,6 +215,26 @@ class Settings:
         "subject prefix of the published events: an event goes to PREFIX.<type>",
         "artifactstore.events",
     )
+    # --- the transparency log (SPEC section 8, issue 19) ----------------------------------
+    log_signing_key: str = _help(
+        "PEM PKCS#8 Ed25519 private key file (mode 0600) that signs the log's checkpoints "
+        "(empty: HOME/log-signing.key, generated with its .pub at first need)",
+        "",
+    )
+    log_origin: str = _help(
+        "the log's origin line in its checkpoints and the name of its key: set it to your "
+        "registry's address without scheme (no spaces or +)",
+        "artifactstore.local/log",
+    )
+    log_checkpoint_interval: float = _help(
+        "seconds between the checkpoints serve makes and writes to LOG_CHECKPOINT_URL (0: none)",
+        300.0,
+    )
+    log_checkpoint_url: str = _help(
+        "where serve writes each periodic checkpoint as checkpoint-<size>.txt, outside the "
+        "database: file:///DIR or s3://bucket/prefix?endpoint=URL&region=R (empty: nowhere)",
+        "",
+    )
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -259,6 +279,14 @@ class Settings:
                 f"NATS_SUBJECT_PREFIX {self.nats_subject_prefix[:60]!r} is not a NATS subject "
                 "prefix (dot-separated tokens without spaces, * or >)"
             )
+        if not self.log_origin or any(
+            c.isspace() or c == "+" or ord(c) < 0x20 for c in self.log_origin
+        ):
+            raise InvalidSetting(
+                f"LOG_ORIGIN {self.log_origin[:60]!r} must be non-empty, without spaces or +"
+            )
+        if self.log_checkpoint_interval < 0:
+            raise InvalidSetting("LOG_CHECKPOINT_INTERVAL must be 0 (off) or more seconds")
         if self.primary_digest not in ("blake3", "sha256"):
             raise InvalidInput(
                 f"PRIMARY_DIGEST must be blake3 or sha256, not {self.primary_digest!r}"
@@ -313,6 +341,10 @@ class Settings:
     def redacted_nats_url(self) -> str:
         """``nats_url`` for logs: a password or a token (user info without one) hidden."""
         return _redact_nats(self.nats_url)
+
+    def log_key_path(self) -> Path:
+        """The checkpoint signing key's file: LOG_SIGNING_KEY, or the default under HOME."""
+        return Path(self.log_signing_key) if self.log_signing_key else self.home / "log-signing.key"
 
     def redacted_database_url(self) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.database_url)

@@ -25,6 +25,7 @@ __all__ = [
     "Forbidden",
     "HoldNotFound",
     "IntegrityError",
+    "InvalidCheckpoint",
     "InvalidInput",
     "InvalidKey",
     "InvalidManifest",
@@ -37,9 +38,11 @@ __all__ = [
     "LegalHold",
     "LimitExceeded",
     "Locked",
+    "LogInconsistent",
     "MissingBlobs",
     "NotFound",
     "PackageNotFound",
+    "ProofInvalid",
     "QuotaExceeded",
     "RemoteError",
     "RestoreRequired",
@@ -100,6 +103,14 @@ class InvalidKey(InvalidInput):
 
     code = "invalid_key"
     title = "Unusable key"
+
+
+class InvalidCheckpoint(InvalidInput):
+    """A checkpoint that is not a C2SP signed note holding a ``tlog-checkpoint``: it is
+    refused before any signature or proof is looked at."""
+
+    code = "invalid_checkpoint"
+    title = "Malformed checkpoint"
 
 
 class InvalidName(InvalidInput):
@@ -455,3 +466,18 @@ class ChainBroken(IntegrityError):
     def __init__(self, detail: str, seq: int) -> None:
         super().__init__(detail)
         self.seq = seq
+
+
+class ProofInvalid(IntegrityError):
+    """A transparency-log proof (inclusion or consistency) that does not verify."""
+
+    code = "proof_invalid"
+    title = "Log proof not valid"
+
+
+class LogInconsistent(IntegrityError):
+    """The event log does not extend a saved checkpoint (a cut tail, a rewritten chain),
+    or the stored tree disagrees with the events."""
+
+    code = "log_inconsistent"
+    title = "Log inconsistent with a checkpoint"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from artifactstore.client.files import collect_files, version_reference
 from artifactstore.config import Settings
-from artifactstore.dataplane.backends import open_data_plane
+from artifactstore.dataplane.backends import open_backend, open_data_plane
 from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.files import stage_files
 from artifactstore.dataplane.presign import Presigner
@@ -36,8 +36,16 @@ if TYPE_CHECKING:
 
     from artifactstore.controlplane.db.engine import Database
     from artifactstore.controlplane.outbox import Backlog
+    from artifactstore.dataplane.protocol import Backend
     from artifactstore.model import retention
     from artifactstore.model.events import Event
+    from artifactstore.model.tlog import (
+        AuditReport,
+        Checkpoint,
+        ConsistencyProof,
+        InclusionProof,
+        LogKey,
+    )
     from artifactstore.model.versions import CommitResult, Page, PushResult, VersionRecord
     from artifactstore.services import Services
     from artifactstore.services.copy import CopyReport
@@ -69,6 +77,7 @@ class Store:
         self._plane = plane
         opener = ThreadPoolExecutor(1, thread_name_prefix="artifactstore-open")
         self._opened = opener.submit(_open_services, settings, plane, staging, create, clock)
+        self._checkpoint_sink: Backend | None = None
         opener.shutdown(wait=False)  # the one task runs on
 
     # --- lifecycle ------------------------------------------------------------------
@@ -576,6 +585,38 @@ class Store:
             progress=progress or records.no_progress,
             on_total=on_total or records.no_progress,
         )
+
+    # --- the transparency log (services/log.py) -----------------------------------------
+
+    def log_checkpoint(self) -> str:
+        """A signed checkpoint (C2SP note) of the whole event log as it is now."""
+        return self.services.log.checkpoint()
+
+    def log_key(self) -> LogKey:
+        """The log's public key (PEM and C2SP verifier key), for auditors."""
+        return self.services.log.key()
+
+    def log_inclusion(self, seq: int, size: int | None = None) -> InclusionProof:
+        """Proof that event ``seq`` is in the tree of ``size`` entries (None: all)."""
+        return self.services.log.inclusion(seq, size)
+
+    def log_consistency(self, old: int, new: int | None = None) -> ConsistencyProof:
+        """Proof that the tree of ``new`` entries (None: all) extends that of ``old``."""
+        return self.services.log.consistency(old, new)
+
+    def log_audit(self, checkpoints: Sequence[tuple[str, Checkpoint]]) -> AuditReport:
+        """Recompute the tree from the event rows and check each (name, checkpoint)."""
+        return self.services.log.audit(checkpoints)
+
+    def log_publish(self) -> dict[str, Any]:
+        """Make a checkpoint and write it to LOG_CHECKPOINT_URL (``serve`` does it on a
+        schedule); the figures for the job's log line."""
+        url = self.settings.log_checkpoint_url
+        if url and self._checkpoint_sink is None:
+            self._checkpoint_sink = open_backend(
+                url, "LOG_CHECKPOINT_URL", fsync=self.settings.fsync, name="checkpoints"
+            )
+        return self.services.log.publish(self._checkpoint_sink)
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         """Take or renew lease ``name`` for ``ttl`` seconds: whether ``holder`` holds it now.

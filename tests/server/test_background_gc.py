@@ -272,7 +272,11 @@ def test_without_an_interval_nothing_runs(
 
 def test_no_jobs_start_no_thread(clean_env: None, tmp_path: Path) -> None:
     with Store.open(
-        tmp_path / "home", gc_grace=0.0, gc_interval=0.0, upload_sweep_interval=0.0
+        tmp_path / "home",
+        gc_grace=0.0,
+        gc_interval=0.0,
+        upload_sweep_interval=0.0,
+        log_checkpoint_interval=0.0,
     ) as store:
         assert scheduled_jobs(store) == []
         before = set(threading.enumerate())

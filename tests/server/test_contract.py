@@ -82,6 +82,9 @@ SPEC_ROUTES = [
     ("GET", "/v1/events"),
     ("GET", "/v1/events/stream"),
     ("POST", "/v1/admin/gc"),
+    ("GET", "/v1/log/checkpoint"),
+    ("GET", "/v1/log/proof/inclusion"),
+    ("GET", "/v1/log/proof/consistency"),
 ]
 OFFSET = {"Content-Type": "application/offset+octet-stream"}
 

@@ -230,6 +230,9 @@ def _sample(method: str, path: str, w: World) -> tuple[str, dict[str, object]]:
         url = url.removesuffix("/1") + "/2"
     if ROUTE_SCOPES[(method, path)][1] == "query:namespace":
         url += "?namespace=ci"
+    url += {"/v1/log/proof/inclusion": "?seq=1", "/v1/log/proof/consistency": "?old=1"}.get(
+        path, ""
+    )
     kwargs: dict[str, object] = {}
     if method in ("PUT", "POST", "PATCH"):
         kwargs["content"] = b"{}"

@@ -30,6 +30,7 @@ COMMAND_MODULES = {
     "gc": "admin",
     "hold": "retention",
     "key": "signing",
+    "log": "log",
     "ls": "packages",
     "migrate": "admin",
     "namespace": "namespace",

@@ -31,6 +31,7 @@ from artifactstore.client.files import (
     version_reference,
 )
 from artifactstore.client.http import HttpClient
+from artifactstore.client.remote_log import RemoteLog
 from artifactstore.client.uploads import Uploader, hash_file, run_parallel
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import ChainBroken, DigestMismatch, IntegrityError, InvalidInput
@@ -83,8 +84,9 @@ def _check_manifest(listing: VersionListing, asked: Reference) -> None:
         )
 
 
-class RemoteStore:
-    """The subset of Store verbs a remote caller has, over the /v1 API."""
+class RemoteStore(RemoteLog):
+    """The subset of Store verbs a remote caller has, over the /v1 API (the log's in
+    ``remote_log.py``)."""
 
     def __init__(
         self,

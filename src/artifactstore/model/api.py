@@ -31,6 +31,13 @@ from artifactstore.model.records import (
     VerifyReport,
 )
 from artifactstore.model.retention import RetentionPolicy, RetentionReport, RetentionSettings
+from artifactstore.model.tlog import (
+    AuditReport,
+    Checkpoint,
+    ConsistencyProof,
+    InclusionProof,
+    LogKey,
+)
 
 __all__ = ["Pushed", "StoreAPI", "UploadAppend", "Version"]
 
@@ -161,6 +168,16 @@ class StoreAPI(Protocol):
         """Events verified; ChainBroken at the first that does not verify."""
 
     def gc(self, *, dry_run: bool = False, grace: float | None = None) -> GcReport: ...
+
+    # --- the transparency log ---
+    def log_checkpoint(self) -> str:
+        """A signed checkpoint (C2SP note) of the whole log."""
+
+    def log_key(self) -> LogKey: ...
+    def log_inclusion(self, seq: int, size: int | None = None) -> InclusionProof: ...
+    def log_consistency(self, old: int, new: int | None = None) -> ConsistencyProof: ...
+    def log_audit(self, checkpoints: Sequence[tuple[str, Checkpoint]]) -> AuditReport:
+        """Whether the log extends each (name, checkpoint); signatures checked by the caller."""
 
 
 class UploadAppend(Protocol):

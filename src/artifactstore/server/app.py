@@ -48,6 +48,7 @@ from artifactstore.server.routes import (
     tokens,
     uploads,
 )
+from artifactstore.server.routes import log as transparency_log
 from artifactstore.store import Store
 
 __all__ = ["ServerLimits", "create_app"]
@@ -233,6 +234,7 @@ def create_app(
         signatures,
         schemas,
         events,
+        transparency_log,
         tokens,
         retention,
         tiers,

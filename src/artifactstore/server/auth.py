@@ -302,6 +302,12 @@ ROUTE_SCOPES: dict[tuple[str, str], tuple[Action, NsSource]] = {
     ("GET", "/v1/schemas"): ("authenticated", "none"),
     ("GET", "/v1/events"): ("admin", "none"),
     ("GET", "/v1/events/stream"): ("admin", "none"),
+    # The transparency log is made of the events' hashes: the event log's readers'.
+    # Its public key is public: anyone holding a checkpoint may check it.
+    ("GET", "/v1/log/checkpoint"): ("admin", "none"),
+    ("GET", "/v1/log/proof/inclusion"): ("admin", "none"),
+    ("GET", "/v1/log/proof/consistency"): ("admin", "none"),
+    ("GET", "/v1/log/key"): ("public", "none"),
     ("POST", "/v1/admin/gc"): ("admin", "none"),
     ("POST", "/v1/tokens"): ("admin", "none"),
     ("GET", "/v1/tokens"): ("admin", "none"),

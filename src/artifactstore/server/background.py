@@ -1,5 +1,5 @@
 """Periodic jobs in ``serve`` (background GC, the upload sweep, restores, the event
-stream out to NATS), one replica at a time.
+stream out to NATS, the log's checkpoints), one replica at a time.
 
 Every replica (every worker process of every host) schedules the same jobs;
 before each run it takes the job's lease (``controlplane/leases.py``, named
@@ -110,6 +110,11 @@ def scheduled_jobs(store: Store, logger: logging.Logger | None = None) -> list[P
         jobs.append(PeriodicJob("uploads", sweep, lambda: {"removed": store.expire_uploads()}))
     if store.settings.gc_interval > 0:
         jobs.append(PeriodicJob("gc", store.settings.gc_interval, lambda: _collect(store)))
+    if store.settings.log_checkpoint_interval > 0:
+        # A signed checkpoint of the log, written outside the database
+        # (LOG_CHECKPOINT_URL), so that a later cut or rewrite of the log shows.
+        interval = store.settings.log_checkpoint_interval
+        jobs.append(PeriodicJob("log-checkpoint", interval, store.log_publish))
     delay = store.settings.restore_delay
     if delay > 0:
         # Restores that are due complete here, so that a HEAD or a tier status sees

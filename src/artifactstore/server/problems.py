@@ -23,6 +23,7 @@ _STATUS: tuple[tuple[type[e.ArtifactStoreError], int], ...] = (
     (e.ChecksumMismatch, 460),  # tus checksum extension
     (e.DigestMismatch, 422),
     (e.SignatureInvalid, 422),  # a refused signature, not stored damage
+    (e.ProofInvalid, 422),  # a proof the caller holds, not stored damage
     (e.IntegrityError, 500),  # stored data damaged: the server's fault, reported honestly
     (e.Unauthenticated, 401),
     (e.TooManyRequests, 429),

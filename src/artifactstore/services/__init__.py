@@ -13,6 +13,7 @@ plane's modules for rows and events and the data plane for bytes.
 ``access``      tokens and namespace settings
 ``signing``     signatures on versions (DSSE envelopes)
 ``maintenance`` verify, the event log, rebuild, GC, health
+``log``         the transparency log: checkpoints, proofs, audit
 ``uploads``     HTTP uploads: one-shot and resumable sessions
 ==============  ==================================================
 """
@@ -28,6 +29,7 @@ from artifactstore.dataplane.staging import Staging
 from artifactstore.model.clock import Clock
 from artifactstore.services.access import AccessService
 from artifactstore.services.core import Core
+from artifactstore.services.log import LogService
 from artifactstore.services.maintenance import MaintenanceService
 from artifactstore.services.pull import PullService
 from artifactstore.services.push import PushService
@@ -52,6 +54,7 @@ class Services:
     signing: SigningService
     maintenance: MaintenanceService
     uploads: UploadService
+    log: LogService
 
     def close(self) -> None:
         self.core.db.dispose()
@@ -83,6 +86,7 @@ def open_services(
         signing=SigningService(core),
         maintenance=MaintenanceService(core, uploads),
         uploads=uploads,
+        log=LogService(core),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 from artifactstore.controlplane import gc as gc_mod
-from artifactstore.controlplane import leases, packages, views
+from artifactstore.controlplane import leases, packages, tlog, views
 from artifactstore.controlplane import verify as checks
 from artifactstore.controlplane.blobs import placement
 from artifactstore.controlplane.eventlog import iter_events, verify_chain
@@ -63,8 +63,10 @@ class MaintenanceService:
             return verify_chain(conn)
 
     def rebuild(self) -> int:
-        """Empty every view and replay the whole log into it; returns events replayed."""
+        """Empty every view and replay the whole log into it; returns events replayed.
+        The transparency log's stored tree is dropped too: the next request refills it."""
         with self._core.db.write() as conn:
+            tlog.clear(conn)
             return views.rebuild(conn)
 
     def gc(

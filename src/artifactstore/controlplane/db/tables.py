@@ -13,6 +13,10 @@ Three kinds of table, and the difference matters:
   in-flight uploads, tokens' last use, recent failed authentications, how far the
   event stream is published).
   Rebuild leaves it alone.
+* caches of the log (``CACHE_TABLES``: ``tlog_nodes``, the transparency log's
+  perfect subtrees, ``controlplane/tlog.py``): derived from the events but
+  filled lazily, not by the projection; ``rebuild`` empties them and the next
+  request refills them. Never trusted by ``log audit``.
 
 The Alembic migrations in ``migrations/`` create exactly these tables; a test
 compares the two.
@@ -39,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
+    "CACHE_TABLES",
     "OPERATIONAL_TABLES",
     "POSTGRESQL_ONLY",
     "VIEW_TABLES",
@@ -59,6 +64,7 @@ __all__ = [
     "signatures",
     "storage_locations",
     "stream_cursors",
+    "tlog_nodes",
     "token_usage",
     "tokens",
     "upload_sessions",
@@ -375,3 +381,16 @@ OPERATIONAL_TABLES = (
     auth_failures,
     stream_cursors,
 )
+
+#: The transparency log's perfect subtrees of 2**level entries, from level
+#: ``tlog.STORED_LEVEL`` up: ``idx`` counts subtrees of that level from the left.
+tlog_nodes = Table(
+    "tlog_nodes",
+    metadata,
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+#: Derived from the log but filled on demand; rebuild empties them.
+CACHE_TABLES = (tlog_nodes,)
