@@ -41,11 +41,11 @@ import pytest
 from sqlalchemy import exists, select
 
 from artifactstore.controlplane.db import tables as t
-from artifactstore.dataplane.layout import storage_root
 from artifactstore.errors import PackageNotFound
 from artifactstore.store import Store
-from tests.conftest import ARTIFACTSTORE, Cli, make_tree, stored_objects
+from tests.conftest import ARTIFACTSTORE, Cli, make_tree
 from tests.matrix import StoreConfig
+from tests.stored import Stored
 
 pytestmark = pytest.mark.configs("embedded", "scaleout")
 
@@ -141,10 +141,6 @@ class Crasher:
         return proc.returncode, elapsed
 
 
-def blob_files(home: Path) -> set[str]:
-    return stored_objects(storage_root(home))
-
-
 def recorded_keys(store: Store) -> set[str]:
     with store.db.read() as conn:
         return {r.key for r in conn.execute(select(t.storage_locations.c.key))}
@@ -227,6 +223,7 @@ def test_sigkill_push_and_gc_at_random_moments(
     home, work, scratch = cli.home, cli.cwd, tmp_path / "scratch"
     scratch.mkdir()
     placed = store_config.overrides()
+    stored = Stored.at(home, cli.env)
     crasher = Crasher(cli)
     trees = Trees(rng)
     acknowledged: dict[str, Expected] = {}
@@ -265,14 +262,14 @@ def test_sigkill_push_and_gc_at_random_moments(
             delay = rng.uniform(0.75 * span, span)
         else:
             delay = rng.uniform(0.6 * startup, span)
-        before = blob_files(home)
+        before = stored.keys()
         code, took = crasher.kill_after(delay, "push", ref, src)
         print(f"trial {n:3d} push{' (5 files)' if few else ''}: kill at {delay:.3f}s, exit {code}")
         if code == 0:
             spans[few].append(took)
         present = check_store(home, acknowledged, (ref, expected), scratch, placed)
         with Store.open(home, create=False, **placed) as store:
-            debris = blob_files(home) - before - recorded_keys(store)
+            debris = stored.keys() - before - recorded_keys(store)
         outcome = (
             "completed"
             if code == 0
@@ -310,7 +307,7 @@ def test_sigkill_push_and_gc_at_random_moments(
         check_store(home, acknowledged, None, scratch, placed)
         with Store.open(home, create=False, **placed) as store:
             decided = sum(e.type == "blob.collected" for e in store.events()) - collected_before
-            leftover = blob_files(home) - recorded_keys(store)
+            leftover = stored.keys() - recorded_keys(store)
         outcome = (
             "completed"
             if code == 0
@@ -325,7 +322,7 @@ def test_sigkill_push_and_gc_at_random_moments(
         cli.ok("gc", "--grace", "0s")  # GC reruns to completion...
         with Store.open(home, create=False, **placed) as store:
             assert unreferenced_rows(store) == 0  # ...collecting every unreferenced row
-            assert blob_files(home) == recorded_keys(store)  # ...and every orphan
+            assert stored.keys() == recorded_keys(store)  # ...and every orphan
         check_store(home, acknowledged, None, scratch, placed)
 
     print("outcomes:", dict(sorted(outcomes.items())))
@@ -344,4 +341,4 @@ def test_sigkill_push_and_gc_at_random_moments(
             }
             assert expected_of(pulled) == expected, ref
             shutil.rmtree(out)
-        assert blob_files(home) == recorded_keys(store)
+        assert stored.keys() == recorded_keys(store)

@@ -34,16 +34,13 @@ from artifactstore.controlplane.db import tables as t
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE, Cli, make_tree, read_tree
 from tests.matrix import StoreConfig
+from tests.stored import Stored
 
 pytestmark = pytest.mark.configs("embedded", "scaleout")
 
 TRIALS = int(os.environ.get("ARTIFACTSTORE_TIER_CRASH_TRIALS", "12"))
 SEED = int(os.environ.get("ARTIFACTSTORE_CRASH_SEED") or random.randrange(2**32))
 MIB = 1 << 20
-
-
-def _stored(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in (root / "blobs").rglob("*") if p.is_file()}
 
 
 def _recorded(store: Store) -> dict[str, set[str]]:
@@ -122,8 +119,8 @@ def test_tier_moves_survive_sigkill(tmp_path: Path, store_config: StoreConfig) -
     with Store.open(tmp_path / "home", create=False, **placed) as store:
         store.gc(grace=0)
         recorded = _recorded(store)
-        assert _stored(tmp_path / "home" / "storage") == recorded["local"]
-        assert _stored(tmp_path / "home" / "cold") == recorded["cold"]
+        assert Stored.of(store, "local").keys() == recorded["local"]
+        assert Stored.of(store, "cold").keys() == recorded["cold"]
         store.tier_move("ev/case:1", "hot")
         store.pull("ev/case:1", tmp_path / "out")
     assert read_tree(tmp_path / "out") == read_tree(tree)
