@@ -27,7 +27,7 @@ from tests.matrix import (
     pytest_runtest_makereport,
     pytest_sessionfinish,
     pytest_sessionstart,
-    scaleout_storage,
+    scaleout,
 )
 from tests.pg import (
     empty_postgresql,
@@ -36,6 +36,7 @@ from tests.pg import (
     postgresql_url,
 )
 from tests.s3 import s3_server_fixture
+from tests.stored import Stored
 
 __all__ = [  # fixtures and hooks for all
     "empty_postgresql",
@@ -242,7 +243,7 @@ def store_config(config: str, request: pytest.FixtureRequest) -> StoreConfig:
         return StoreConfig(config, None, None)
     url = request.getfixturevalue("postgresql_url")
     assert isinstance(url, str)
-    return StoreConfig(config, url, scaleout_storage(request))
+    return scaleout(url, request)
 
 
 @pytest.fixture(scope="module")
@@ -291,20 +292,12 @@ def cli(tmp_path: Path, store_config: StoreConfig) -> Cli:
     return runner
 
 
-def stored_objects(root: Path) -> set[str]:
-    """Keys of the published objects under a local backend's ``root``: blobs and packs."""
-    return {
-        p.relative_to(root).as_posix()
-        for sub in ("blobs", "packs")
-        for p in (root / sub).rglob("*")
-        if p.is_file()
-    }
-
-
 class StoredSpan(NamedTuple):
-    """Where a blob's bytes lie on disk, as its storage location records them."""
+    """Where a blob's bytes lie, as its storage location records them: the object at
+    ``key`` of the store's backend ``tier``, from ``offset`` (a pack holds many blobs)."""
 
-    path: Path
+    tier: str
+    key: str
     offset: int
     length: int
 
@@ -316,19 +309,12 @@ def stored_span(store: Store, digest: str) -> StoredSpan:
     with store.db.read() as conn:
         rec = blob_records.find(conn, Digest.parse(digest))
     assert rec is not None, f"{digest} is not recorded"
-    root = store.plane.named(rec.backend).properties.local_root
-    assert root is not None
     place = rec.place
     offset, length = (0, rec.digests.size) if place.offset is None else (place.offset, place.length)
-    return StoredSpan(root / place.key, offset, length)
+    return StoredSpan(rec.backend, place.key, offset, length)
 
 
 def flip_stored_byte(store: Store, digest: str, at: int = 0) -> None:
     """Damage byte ``at`` of a blob where it is stored (whole or inside its pack)."""
     span = stored_span(store, digest)
-    span.path.chmod(0o644)
-    with span.path.open("r+b") as f:
-        f.seek(span.offset + at)
-        byte = f.read(1)
-        f.seek(span.offset + at)
-        f.write(bytes([byte[0] ^ 0x01]))
+    Stored.of(store, span.tier).flip(span.key, span.offset + at)

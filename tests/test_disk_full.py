@@ -25,8 +25,9 @@ from artifactstore.config import Settings
 from artifactstore.controlplane import gc
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.store import Store
-from tests.conftest import Cli, make_tree, stored_objects
+from tests.conftest import Cli, make_tree
 from tests.server.conftest import Server, assert_problem, post_blob, push
+from tests.stored import Stored
 
 MiB = 1024 * 1024
 RESERVE = Settings.load({}).disk_reserve_bytes
@@ -187,8 +188,7 @@ def test_gc_decides_and_unlinks_in_batches(
     monkeypatch.setattr(gc, "BATCH", 3)
     src = make_tree(work / "src", {f"f{i}": os.urandom(100) for i in range(10)})
     whole_store.push("demo/many:1", [src])
-    root = whole_store.plane.backend.properties.local_root
-    assert root is not None
+    stored = Stored.of(whole_store)
     whole_store.delete("demo/many:1")
     stored_at_each_decision: list[int] = []
     report = gc.collect(
@@ -197,11 +197,11 @@ def test_gc_decides_and_unlinks_in_batches(
         grace=0.0,
         dry_run=False,
         actor="test:gc",
-        on_decided=lambda: stored_at_each_decision.append(len(stored_objects(root))),
+        on_decided=lambda: stored_at_each_decision.append(len(stored.keys())),
     )
     assert len(report.collected) == 10
     assert stored_at_each_decision == [10, 7, 4, 1]
-    assert stored_objects(root) == set()
+    assert stored.keys() == set()
     assert whole_store.verify().damaged == []
 
 

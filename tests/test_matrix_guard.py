@@ -21,13 +21,37 @@ def test_embedded():
     pass
 """
 
+#: A scale-out store as ``tests/matrix.py`` makes it, with an ``s3_server`` of the tiny
+#: session's own (an address only: nothing is stored) and the database URL ``{database}``.
 SCALEOUT = """
+from typing import NamedTuple
+
 import pytest
 
+from tests.matrix import scaleout
+
+
+class S3Server(NamedTuple):
+    endpoint: str
+    bucket: str
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    return S3Server("http://127.0.0.1:9", "tiny")
+
+
 @pytest.mark.parametrize("config", ["embedded", "scaleout"])
-def test_both(config):
+def test_both(config, request):
+    if config == "scaleout":
+        scaleout("{database}", request)
     {body}
 """
+POSTGRESQL = "postgresql://artifacts@127.0.0.1/tiny"
+
+
+def scaleout_source(body: str = "pass", database: str = POSTGRESQL) -> str:
+    return SCALEOUT.format(body=body, database=database)
 
 
 def _run(tmp_path: Path, source: str, *, ci: bool) -> subprocess.CompletedProcess[str]:
@@ -63,15 +87,32 @@ def test_without_ci_the_same_run_passes(tmp_path: Path) -> None:
 
 
 def test_under_ci_a_passing_scaleout_test_satisfies_it(tmp_path: Path) -> None:
-    result = _run(tmp_path, SCALEOUT.format(body="pass"), ci=True)
+    result = _run(tmp_path, scaleout_source(), ci=True)
     assert result.returncode == pytest.ExitCode.OK, result.stdout + result.stderr
 
 
 def test_under_ci_a_skipped_scaleout_test_does_not(tmp_path: Path) -> None:
     body = 'if config == "scaleout":\n        pytest.skip("no PostgreSQL")'
-    result = _run(tmp_path, SCALEOUT.format(body=body), ci=True)
+    result = _run(tmp_path, scaleout_source(body), ci=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout + result.stderr
     assert "1 passed, 1 skipped" in result.stdout
+
+
+def test_under_ci_a_scaleout_test_without_a_scaleout_store_does_not(tmp_path: Path) -> None:
+    """Marked scale-out, but its store was never made by ``tests/matrix.py``: it proves
+    nothing about PostgreSQL + S3."""
+    source = scaleout_source().replace('scaleout("', 'print("')
+    result = _run(tmp_path, source, ci=True)
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+    assert "not one test ran and passed in the scale-out configuration" in result.stdout
+
+
+def test_under_ci_a_scaleout_store_on_another_engine_does_not(tmp_path: Path) -> None:
+    """A scale-out store whose metadata is not PostgreSQL's (S3 beside SQLite) does not count."""
+    result = _run(tmp_path, scaleout_source(database="sqlite:///tiny.db"), ci=True)
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
 
 
 def test_under_ci_a_failing_run_keeps_its_own_status(tmp_path: Path) -> None:

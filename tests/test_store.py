@@ -9,7 +9,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from artifactstore.dataplane.layout import blob_key, storage_root
+from artifactstore.dataplane.layout import blob_key
 from artifactstore.errors import (
     InvalidInput,
     InvalidMetadata,
@@ -21,9 +21,9 @@ from artifactstore.errors import (
     VersionExists,
 )
 from artifactstore.model.events import Event
-from artifactstore.model.identity import Digest
 from artifactstore.store import Store
 from tests.conftest import make_tree, read_tree
+from tests.stored import Stored
 
 pytestmark = pytest.mark.configs("embedded", "scaleout")
 
@@ -58,10 +58,6 @@ def blake3_file(path: Path) -> str:
     h = blake3.blake3(max_threads=blake3.blake3.AUTO)
     h.update_mmap(str(path))
     return "blake3:" + h.hexdigest()
-
-
-def blob_file(store: Store, digest: Digest) -> Path:
-    return storage_root(store.settings.home) / blob_key(digest)
 
 
 def event_types(events: list[Event]) -> list[str]:
@@ -289,6 +285,7 @@ def test_schema_register_and_validate(store: Store, tmp_path: Path) -> None:
 
 def test_delete_then_gc_keeps_shared_blobs(whole_store: Store, tmp_path: Path) -> None:
     store = whole_store
+    stored = Stored.of(store)
     a = store.push("ci/a:1", [make_tree(tmp_path / "a", {"shared": "S", "only-a": "A"})]).record
     b = store.push("ci/b:1", [make_tree(tmp_path / "b", {"shared": "S", "only-b": "B"})]).record
     digest = {f.path.value: f.blake3 for f in (*a.manifest.files, *b.manifest.files)}
@@ -303,7 +300,7 @@ def test_delete_then_gc_keeps_shared_blobs(whole_store: Store, tmp_path: Path) -
 
     plan = store.gc(dry_run=True, grace=0)
     assert plan.collected == [str(digest["only-a"])]
-    assert blob_file(store, digest["only-a"]).exists()  # a dry run deletes nothing
+    assert stored.has_blob(str(digest["only-a"]))  # a dry run deletes nothing
 
     held = store.gc(grace=3600)  # the dereference started the grace period
     assert held.collected == [] and held.protected_by_grace == 1
@@ -311,9 +308,9 @@ def test_delete_then_gc_keeps_shared_blobs(whole_store: Store, tmp_path: Path) -
     report = store.gc(grace=0)
     assert report.collected == [str(digest["only-a"])]
     assert report.bytes_freed == 1
-    assert not blob_file(store, digest["only-a"]).exists()
-    assert blob_file(store, digest["shared"]).exists()
-    assert blob_file(store, digest["only-b"]).exists()
+    assert not stored.has_blob(str(digest["only-a"]))
+    assert stored.has_blob(str(digest["shared"]))
+    assert stored.has_blob(str(digest["only-b"]))
     store.pull("ci/b:1", tmp_path / "out")
     assert read_tree(tmp_path / "out") == {"shared": b"S", "only-b": b"B"}
     assert store.verify().ok
@@ -322,7 +319,7 @@ def test_delete_then_gc_keeps_shared_blobs(whole_store: Store, tmp_path: Path) -
     # A collected blob is stored again (and recorded again) by the next push of its bytes.
     again = store.push("ci/a:2", [make_tree(tmp_path / "a2", {"only-a": "A"})])
     assert again.blobs_stored == 1
-    assert blob_file(store, digest["only-a"]).read_bytes() == b"A"
+    assert stored.read(blob_key(digest["only-a"])) == b"A"
 
 
 # --- integrity, events, rebuild ---------------------------------------------------------------

@@ -6,7 +6,6 @@ driven with ``now`` values relative to it, so no test sleeps.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,13 +17,14 @@ from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import gc
 from artifactstore.controlplane.db import tables as t
 from artifactstore.dataplane.digests import DualHasher
-from artifactstore.dataplane.layout import blob_key, storage_root
+from artifactstore.dataplane.layout import blob_key
 from artifactstore.dataplane.protocol import Backend, BackendProperties, WriteBatch, Writer
 from artifactstore.errors import CorruptBlob, MissingBlobs
 from artifactstore.model.identity import Digest
 from artifactstore.model.records import GcReport
 from artifactstore.store import Store
 from tests.conftest import Cli, make_tree
+from tests.stored import Stored
 
 pytestmark = pytest.mark.configs("embedded", "scaleout")
 
@@ -37,8 +37,13 @@ def digest_of(data: bytes) -> Digest:
     return hasher.result().blake3
 
 
-def blob_path(store: Store, data: bytes) -> Path:
-    return storage_root(store.settings.home) / blob_key(digest_of(data))
+def blob_at(data: bytes) -> str:
+    """The key of ``data`` stored whole (these tests' stores pack nothing)."""
+    return blob_key(digest_of(data))
+
+
+def present(store: Store, key: str) -> bool:
+    return Stored.of(store).exists(key)
 
 
 def lease(store: Store, data: bytes) -> float | None:
@@ -68,24 +73,35 @@ def run_gc(store: Store, *, grace: float, at: float, dry_run: bool = False) -> G
     )
 
 
-def write_orphan(store: Store, data: bytes) -> Path:
+def write_orphan(store: Store, data: bytes) -> str:
     """Publish ``data`` at its blob key straight through the backend: bytes without a row."""
     batch = store.plane.backend.batch()
     writer = batch.writer()
     writer.write(data)
-    writer.commit(blob_key(digest_of(data)))
+    writer.commit(blob_at(data))
     batch.commit()
-    path = blob_path(store, data)
-    assert path.read_bytes() == data
-    return path
+    assert Stored.of(store).read(blob_at(data)) == data
+    return blob_at(data)
 
 
-def staging_file(store: Store, name: str, age: float) -> Path:
-    path = storage_root(store.settings.home) / "tmp" / name
-    path.write_bytes(b"partial upload")
-    stamp = time.time() - age
-    os.utime(path, (stamp, stamp))
-    return path
+#: The staging floor of these tests (``gc.STAGING_MIN_AGE``, an hour, patched by
+#: ``floor``): S3 stamps an object's age itself, so a leftover gets old by waiting.
+FLOOR = 1.5
+
+
+@pytest.fixture
+def floor(monkeypatch: pytest.MonkeyPatch) -> float:
+    monkeypatch.setattr(gc, "STAGING_MIN_AGE", FLOOR)
+    return FLOOR
+
+
+def staging_leftover(store: Store, name: str) -> str:
+    """What a write killed before it published leaves: an in-flight object."""
+    return Stored.of(store).put_staging(name, b"partial upload")
+
+
+def wait_past(seconds: float, since: float) -> None:
+    time.sleep(max(0.0, since + seconds - time.monotonic()))
 
 
 @pytest.fixture
@@ -97,11 +113,14 @@ def store(whole_store: Store) -> Store:
 @pytest.fixture
 def other(store: Store) -> Iterator[Store]:
     """A second Store on the same data directory: another process, as far as SQLite cares."""
+    settings = store.settings
     s = Store.open(
-        store.settings.home,
+        settings.home,
         gc_grace=0.0,
         pack_max_bytes=0,
-        database_url=store.settings.database_url,
+        database_url=settings.database_url,
+        storage_url=settings.storage_url,
+        cold_storage_url=settings.cold_storage_url,
     )
     try:
         yield s
@@ -188,20 +207,20 @@ def test_blob_within_grace_is_kept_and_dry_run_counts(store: Store, tmp_path: Pa
     assert plan.bytes_freed == len(tree["only-1"]) + len(tree["only-2"])
     assert plan.protected_by_grace == 0
     assert (recorded(store), event_count(store)) == before  # a dry run changes nothing
-    assert all(blob_path(store, data).exists() for data in tree.values())
+    assert all(present(store, blob_at(data)) for data in tree.values())
 
     kept = run_gc(store, grace=100, at=touched + 50)
     assert kept.collected == [] and kept.protected_by_grace == 2
     assert (recorded(store), event_count(store)) == before
-    assert all(blob_path(store, data).exists() for data in tree.values())
+    assert all(present(store, blob_at(data)) for data in tree.values())
 
     done = run_gc(store, grace=100, at=touched + 150)
     assert done.collected == only and done.bytes_freed == plan.bytes_freed
     assert recorded(store) == {str(digest_of(tree["shared"]))}
-    assert not blob_path(store, tree["only-1"]).exists()
-    assert not blob_path(store, tree["only-2"]).exists()
+    assert not present(store, blob_at(tree["only-1"]))
+    assert not present(store, blob_at(tree["only-2"]))
     assert lease(store, tree["only-1"]) is None  # the lease goes with the bytes
-    assert blob_path(store, tree["shared"]).read_bytes() == tree["shared"]
+    assert Stored.of(store).read(blob_at(tree["shared"])) == tree["shared"]
     assert [e.type for e in store.events()][-2:] == ["blob.collected", "blob.collected"]
     assert store.verify().ok and store.verify("gc/b:1").ok
     assert store.verify_chain() == event_count(store)
@@ -216,20 +235,20 @@ def test_orphan_is_collected_after_grace_but_not_within(store: Store) -> None:
     t0 = time.time()
     with store.db.write() as conn:  # what an ingest does before it publishes (step 1)
         blob_records.touch(conn, [blob_key(digest_of(leased))], t0)
-    path = write_orphan(store, leased)
+    key = write_orphan(store, leased)
 
     within = run_gc(store, grace=100, at=t0 + 50)
     assert within.orphans_removed == 0 and within.collected == []
-    assert path.read_bytes() == leased
+    assert Stored.of(store).read(key) == leased
     assert lease(store, leased) == t0
 
     bare = write_orphan(store, unleased)  # bytes nothing leases and nothing records
     assert run_gc(store, grace=100, at=t0 + 50).orphans_removed == 1
-    assert not bare.exists() and path.exists()
+    assert not present(store, bare) and present(store, key)
 
     after = run_gc(store, grace=100, at=t0 + 150)
     assert after.orphans_removed == 1 and after.collected == []
-    assert not path.exists()
+    assert not present(store, key)
     assert lease(store, leased) is None
     assert recorded(store) == set()
     assert list(store.plane.backend.list("blobs/")) == []
@@ -247,72 +266,77 @@ def test_crash_between_decision_and_unlink_leaves_an_orphan_the_next_run_removes
     with store.db.write() as conn:  # step 2 only: then the "crash"
         keys = gc.decide(conn, store.plane, report, cutoff=touched + 1, actor="test:gc")
     assert keys == [(blob_key(digest_of(data)), "local")]
-    assert recorded(store) == set() and blob_path(store, data).exists()
+    assert recorded(store) == set() and present(store, blob_at(data))
     assert store.verify().ok  # bytes without a row are allowed
 
     rerun = run_gc(store, grace=0, at=touched + 1)
     assert rerun.collected == [] and rerun.orphans_removed == 1
-    assert not blob_path(store, data).exists()
+    assert not present(store, blob_at(data))
     assert lease(store, data) is None
 
 
-def test_staging_leftovers_are_swept_only_when_old(store: Store) -> None:
-    old = staging_file(store, "crashed.part", age=gc.STAGING_MIN_AGE * 2)
-    recent = staging_file(store, "recent.part", age=60)
-    assert run_gc(store, grace=3 * gc.STAGING_MIN_AGE, at=time.time()).collected == []
-    assert old.exists() and recent.exists()  # both younger than the grace period
+def test_staging_leftovers_are_swept_only_when_old(store: Store, floor: float) -> None:
+    started = time.monotonic()
+    old = staging_leftover(store, "crashed.part")
+    wait_past(floor + 0.2, started)
+    recent = staging_leftover(store, "recent.part")
+    assert run_gc(store, grace=3 * floor, at=time.time()).collected == []
+    assert present(store, old) and present(store, recent)  # both younger than the grace
     store.gc(grace=0)
-    assert not old.exists()
+    assert not present(store, old)
     # Older than a zero grace, but it may belong to a push still staging its other files
     # (staging holds no lease): a short grace does not shorten the staging floor.
-    assert recent.exists()
+    assert present(store, recent)
 
 
 # --- fail closed --------------------------------------------------------------------------------
 
 
-def _collectable_state(store: Store, tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A deleted version's blob, an orphan and a staging leftover: all ripe for GC."""
+def _collectable_state(store: Store, tmp_path: Path) -> tuple[str, str, str]:
+    """A deleted version's blob, an orphan and a staging leftover past the (patched)
+    staging floor: all ripe for GC."""
+    started = time.monotonic()
+    leftover = staging_leftover(store, "leftover.part")
     dead = b"unreferenced and past its grace"
     store.push("gc/dead:1", [make_tree(tmp_path / "dead", {"f": dead})])
     store.delete("gc/dead:1")
-    return (
-        blob_path(store, dead),
-        write_orphan(store, b"orphan bytes"),
-        staging_file(store, "leftover.part", age=gc.STAGING_MIN_AGE * 2),
-    )
+    orphan = write_orphan(store, b"orphan bytes")
+    wait_past(FLOOR + 0.2, started)
+    return blob_at(dead), orphan, leftover
 
 
 def test_gc_fails_closed_when_a_live_blob_file_is_missing(
-    store: Store, tmp_path: Path, cli: Cli
+    store: Store, tmp_path: Path, cli: Cli, floor: float
 ) -> None:
     live = {"a": b"live a", "b": b"live b"}
     store.push("gc/live:1", [make_tree(tmp_path / "live", live)])
     ripe = _collectable_state(store, tmp_path)
-    blob_path(store, live["a"]).unlink()  # damage from outside
+    stored = Stored.of(store)
+    stored.remove(blob_at(live["a"]))  # damage from outside
     before = (recorded(store), event_count(store))
 
     with pytest.raises(CorruptBlob, match="missing from storage"):
         store.gc(grace=0)
     assert (recorded(store), event_count(store)) == before
-    assert all(p.exists() for p in ripe)
-    assert blob_path(store, live["b"]).exists()
+    assert all(stored.exists(key) for key in ripe)
+    assert stored.exists(blob_at(live["b"]))
 
     failed = cli.fails(3, "gc", "--grace", "0s")  # SPEC 9: deletes nothing and exits 3
     assert "deleted nothing" in failed.stderr
     assert (recorded(store), event_count(store)) == before
-    assert all(p.exists() for p in ripe)
+    assert all(stored.exists(key) for key in ripe)
 
     # Once the damage is repaired, GC proceeds.
-    blob_path(store, live["a"]).parent.mkdir(parents=True, exist_ok=True)
-    blob_path(store, live["a"]).write_bytes(live["a"])
+    stored.replace(blob_at(live["a"]), live["a"])
     report = store.gc(grace=0)
     assert len(report.collected) == 1 and report.orphans_removed == 1
-    assert not any(p.exists() for p in ripe)
+    assert not any(stored.exists(key) for key in ripe)
     assert store.verify().ok
 
 
-def test_gc_fails_closed_when_a_live_blob_is_not_recorded(store: Store, tmp_path: Path) -> None:
+def test_gc_fails_closed_when_a_live_blob_is_not_recorded(
+    store: Store, tmp_path: Path, floor: float
+) -> None:
     live = b"referenced but its record is gone"
     store.push("gc/live:1", [make_tree(tmp_path / "live", {"f": live})])
     ripe = _collectable_state(store, tmp_path)
@@ -323,8 +347,8 @@ def test_gc_fails_closed_when_a_live_blob_is_not_recorded(store: Store, tmp_path
     with pytest.raises(CorruptBlob, match="not recorded"):
         store.gc(grace=0)
     assert (recorded(store), event_count(store)) == before
-    assert all(p.exists() for p in ripe)
-    assert blob_path(store, live).exists()  # the unrecorded bytes are not an "orphan" either
+    assert all(present(store, key) for key in ripe)
+    assert present(store, blob_at(live))  # the unrecorded bytes are not an "orphan" either
 
 
 # --- interleavings with an ingest -------------------------------------------------------------
@@ -357,13 +381,13 @@ def test_ingest_renewing_the_lease_after_the_decision_keeps_its_bytes(
     pushed = store.push("gc/b:1", [make_tree(tmp_path / "b", {"x": tree["x"]})])
     assert unlinked == [False]
     assert pushed.blobs_stored == 1  # recorded again
-    assert blob_path(store, tree["x"]).read_bytes() == tree["x"]
+    assert Stored.of(store).read(key_x) == tree["x"]
     assert store.verify("gc/b:1").ok
 
     # y was not touched again: step 3 deletes it, and a later ingest simply stores it anew.
     with other.db.write() as conn:
         assert gc.unlink_if_untouched(conn, other.plane, key_y, decided_at)
-    assert not blob_path(store, tree["y"]).exists()
+    assert not present(store, key_y)
     store.push("gc/c:1", [make_tree(tmp_path / "c", {"y": tree["y"]})])
     assert store.verify("gc/c:1").ok and store.verify().ok
     assert other.gc(grace=3600).collected == []  # fail-closed check passes: nothing dangles

@@ -38,13 +38,13 @@ from sqlalchemy import func, select
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import packages
 from artifactstore.controlplane.db import tables as t
-from artifactstore.dataplane.layout import storage_root
 from artifactstore.errors import CorruptBlob, MissingBlobs, PackageNotFound
 from artifactstore.model.events import stored_blobs
 from artifactstore.model.records import BlobRecord, GcReport
 from artifactstore.store import Store
-from tests.conftest import stored_objects
+from tests.matrix import StoreConfig
 from tests.server.conftest import make_manifest
+from tests.stored import Stored
 
 # Read at import: the autouse _clean_env fixture removes ARTIFACTSTORE_* before each test.
 COMMITS = {
@@ -173,13 +173,9 @@ def counts(store: Store) -> dict[str, int]:
         }
 
 
-def stored_files(home: Path) -> list[str]:
-    return sorted(stored_objects(storage_root(home)))
-
-
 @pytest.mark.configs("embedded", "scaleout")
 def test_gc_races_pushes_reusing_blobs(
-    tmp_path: Path, engine: str, database_url: str | None
+    tmp_path: Path, engine: str, store_config: StoreConfig
 ) -> None:
     home, work = tmp_path / "home", tmp_path / "work"
     seed = random.randrange(2**32)
@@ -187,7 +183,7 @@ def test_gc_races_pushes_reusing_blobs(
     shared = Shared(target=target)
 
     def opened() -> Store:
-        return Store.open(home, gc_grace=0.0, database_url=database_url)
+        return Store.open(home, gc_grace=0.0, **store_config.overrides())
 
     first = opened()  # creates and migrates the database
     stores = [first, opened(), opened()]
@@ -237,6 +233,7 @@ def test_gc_races_pushes_reusing_blobs(
     assert shared.gc_runs >= 10 and shared.collected > 0, summary
 
     with opened() as store:
+        stored = Stored.of(store)
         events = store.events()
         collected_at = {e.subject: e.seq for e in events if e.type == "blob.collected"}
         restored = {
@@ -262,12 +259,12 @@ def test_gc_races_pushes_reusing_blobs(
             store.delete(ref)
             with pytest.raises(PackageNotFound):
                 store.show(ref)
-        before, files_before = counts(store), stored_files(home)
+        before, files_before = counts(store), sorted(stored.keys())
         assert before["blobs"] > 0 and files_before
         held = store.gc(grace=3600)
         assert held.collected == [] and held.orphans_removed == 0
         assert held.protected_by_grace == before["blobs"]
-        assert counts(store) == before and stored_files(home) == files_before
+        assert counts(store) == before and sorted(stored.keys()) == files_before
 
         # ...and a zero grace collects every row, file and lease: nothing leaked.
         done = store.gc(grace=0)
@@ -275,8 +272,8 @@ def test_gc_races_pushes_reusing_blobs(
         after = counts(store)
         assert after["blobs"] == after["storage_locations"] == 0, after
         assert after["blob_activity"] == 0, after
-        assert stored_files(home) == []
-        assert list((storage_root(home) / "tmp").iterdir()) == []
+        assert sorted(stored.keys()) == []
+        assert stored.staging() == []
         assert store.verify_chain() == after["events"]
 
 
@@ -290,7 +287,7 @@ def _stored_size(store: Store, rec: BlobRecord) -> int | None:
 
 @pytest.mark.configs("scaleout")
 def test_gc_waiting_on_a_commits_row_lock_sees_its_reference(
-    tmp_path: Path, engine: str, database_url: str | None
+    tmp_path: Path, store_config: StoreConfig
 ) -> None:
     """GC asks for a blob's row while a commit that references the blob holds it shared.
     The statement that waited was evaluated before the commit (READ COMMITTED re-checks
@@ -301,8 +298,8 @@ def test_gc_waiting_on_a_commits_row_lock_sees_its_reference(
     src.mkdir()
     (src / "x.bin").write_bytes(data)
     with (
-        Store.open(tmp_path / "home", gc_grace=0.0, database_url=database_url) as store,
-        Store.open(tmp_path / "home", gc_grace=0.0, database_url=database_url) as gc_store,
+        Store.open(tmp_path / "home", gc_grace=0.0, **store_config.overrides()) as store,
+        Store.open(tmp_path / "home", gc_grace=0.0, **store_config.overrides()) as gc_store,
     ):
         store.push("ci/old:1", [src])
         store.delete("ci/old:1")  # the blob is garbage now...
@@ -312,7 +309,7 @@ def test_gc_waiting_on_a_commits_row_lock_sees_its_reference(
         with store.db.write() as conn:  # ...until this commit references it again
             packages.commit(conn, manifest, "test", held_since=store.services.core.held_since())
             gc.start()
-            assert _wait_for_lock_wait(database_url), "GC never waited for the row"
+            assert _wait_for_lock_wait(store_config.database_url), "GC never waited for the row"
         gc.join(30)
         assert reports and reports[0].collected == [], reports
         assert store.verify("ci/new:1").ok

@@ -28,6 +28,7 @@ from artifactstore.services.uploads import _Recording
 from artifactstore.store import Store
 from tests.conftest import FakeClock, make_tree
 from tests.matrix import StoreConfig
+from tests.stored import Stored
 from tests.test_rebuild import dump_views
 
 pytestmark = pytest.mark.configs("embedded", "scaleout")
@@ -83,9 +84,9 @@ def fill(n: int, seed: str) -> bytes:
     return (pattern * (n // len(pattern) + 1))[:n]
 
 
-def blob_files(store: Store) -> set[Path]:
-    root = store.settings.home / "storage"
-    return {p for p in root.rglob("*") if p.is_file()}
+def blob_files(store: Store) -> set[str]:
+    """Every object of the store's storage: published, staged, an upload's."""
+    return Stored.of(store).everything()
 
 
 def cat(store: Store, ref: str, path: str) -> bytes:

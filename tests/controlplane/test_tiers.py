@@ -16,6 +16,7 @@ from artifactstore.model.identity import Digest
 from artifactstore.model.records import GcReport
 from tests.conftest import FakeClock, make_tree, read_tree
 from tests.matrix import StoreConfig
+from tests.stored import Stored
 from tests.test_rebuild import dump_views
 
 pytestmark = pytest.mark.configs("embedded", "scaleout")
@@ -23,8 +24,12 @@ pytestmark = pytest.mark.configs("embedded", "scaleout")
 FILES = {"a.txt": "alpha", "b/c.bin": "x" * 100_000}
 
 
-def _blob_files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("blobs/**/*") if p.is_file()}
+def _hot(store: Store) -> Stored:
+    return Stored.of(store, "local")
+
+
+def _cold(store: Store) -> Stored:
+    return Stored.of(store, "cold")
 
 
 @pytest.fixture
@@ -45,12 +50,11 @@ def _keys(store: Store, ref: str = "ci/app:1") -> set[str]:
 
 def test_move_to_cold_makes_reads_answer_restore_required(pushed: Store, tmp_path: Path) -> None:
     store = pushed
-    hot_root, cold_root = tmp_path / "home" / "storage", tmp_path / "home" / "cold"
     report = store.tier_move("ci/app:1", "cold")
     assert len(report.changed) == 2 and report.bytes_changed == 100_005
     assert {(b.tier, b.restore_status) for b in report.blobs} == {("cold", "archived")}
-    assert _blob_files(hot_root) == set()  # the hot copies went
-    assert _blob_files(cold_root) == _keys(store)
+    assert _hot(store).blob_keys() == set()  # the hot copies went
+    assert _cold(store).blob_keys() == _keys(store)
     with pytest.raises(RestoreRequired) as caught:
         store.pull("ci/app:1", tmp_path / "out")
     assert sorted(caught.value.digests) == sorted(b.digest for b in report.blobs)
@@ -69,7 +73,7 @@ def test_restore_without_delay_is_immediate(pushed: Store, tmp_path: Path) -> No
     assert {(b.tier, b.restore_status) for b in report.blobs} == {("hot", "available")}
     store.pull("ci/app:1", tmp_path / "out")
     assert read_tree(tmp_path / "out") == {k: v.encode() for k, v in FILES.items()}
-    assert _blob_files(tmp_path / "home" / "cold") == set()
+    assert _cold(store).blob_keys() == set()
 
 
 def test_restore_completes_after_the_delay(
@@ -134,13 +138,10 @@ def test_moving_twice_is_a_no_op(pushed: Store) -> None:
 def test_damaged_bytes_are_not_copied_to_the_other_tier(pushed: Store, tmp_path: Path) -> None:
     store = pushed
     victim = next(b for b in store.tier_status("ci/app:1") if b.size == 5)  # a.txt
-    path = tmp_path / "home" / "storage" / blob_key(Digest.parse(victim.digest))
-    path.chmod(0o644)
-    path.write_bytes(b"ALPHA")
+    _hot(store).replace(blob_key(Digest.parse(victim.digest)), b"ALPHA")
     with pytest.raises(CorruptBlob):
         store.tier_move("ci/app:1", "cold")
-    cold = tmp_path / "home" / "cold"
-    assert blob_key(Digest.parse(victim.digest)) not in _blob_files(cold)
+    assert blob_key(Digest.parse(victim.digest)) not in _cold(store).blob_keys()
     statuses = {b.digest: b.tier for b in store.tier_status("ci/app:1")}
     assert statuses[victim.digest] == "hot"  # still recorded where the damage is
 
@@ -148,37 +149,34 @@ def test_damaged_bytes_are_not_copied_to_the_other_tier(pushed: Store, tmp_path:
 def test_gc_collects_cold_blobs_and_cold_orphans(pushed: Store, tmp_path: Path) -> None:
     store = pushed
     store.tier_move("ci/app:1", "cold")
-    cold = tmp_path / "home" / "cold"
+    cold = _cold(store)
     # A crash after copying and before recording leaves an orphan at the target.
-    orphan_key = blob_key(Digest.parse("blake3:" + "ab" * 32))
-    (cold / orphan_key).parent.mkdir(parents=True, exist_ok=True)
-    (cold / orphan_key).write_bytes(b"orphan")
+    cold.replace(blob_key(Digest.parse("blake3:" + "ab" * 32)), b"orphan")
     store.delete("ci/app:1")
     report = store.gc(grace=0)
     assert len(report.collected) == 2 and report.orphans_removed == 1
-    assert _blob_files(cold) == set()
+    assert cold.blob_keys() == set()
     assert store.verify().ok
 
 
 def test_gc_removes_the_hot_copy_a_crashed_move_left(pushed: Store, tmp_path: Path) -> None:
     store = pushed
-    hot = tmp_path / "home" / "storage"
+    hot = _hot(store)
     keys = _keys(store)
-    saved = {k: (hot / k).read_bytes() for k in keys}
+    saved = {k: hot.read(k) for k in keys}
     store.tier_move("ci/app:1", "cold")
     for k, data in saved.items():  # as if the move died before deleting the old copies
-        (hot / k).parent.mkdir(parents=True, exist_ok=True)
-        (hot / k).write_bytes(data)
+        hot.replace(k, data)
     report = store.gc(grace=0)
     assert report.orphans_removed == 2 and report.collected == []
-    assert _blob_files(hot) == set() and _blob_files(tmp_path / "home" / "cold") == keys
+    assert hot.blob_keys() == set() and _cold(store).blob_keys() == keys
 
 
 def test_gc_fails_closed_when_a_cold_blob_is_missing(pushed: Store, tmp_path: Path) -> None:
     store = pushed
     store.tier_move("ci/app:1", "cold")
     key = sorted(_keys(store))[0]
-    (tmp_path / "home" / "cold" / key).unlink()
+    _cold(store).remove(key)
     with pytest.raises(CorruptBlob):
         store.gc(grace=0)
     assert not store.verify().ok
@@ -220,8 +218,8 @@ def test_move_racing_gc_never_records_missing_bytes(
     with store.db.read() as conn:
         assert tiers.status(conn, blobs) == []
     store.gc(grace=0)
-    assert _blob_files(tmp_path / "home" / "cold") == set()
-    assert _blob_files(tmp_path / "home" / "storage") == set()
+    assert _cold(store).blob_keys() == set()
+    assert _hot(store).blob_keys() == set()
     assert store.verify().ok
 
 

@@ -18,15 +18,21 @@ import psycopg
 
 from artifactstore.model.manifest import Manifest
 from tests.conftest import make_tree, read_tree
-from tests.replicas.conftest import LIMIT, Replica, Replicas
-from tests.server.conftest import assert_problem, make_manifest, put_manifest, upload_blob
+from tests.replicas.conftest import LIMIT, Replicas
+from tests.server.conftest import (
+    Server,
+    assert_problem,
+    make_manifest,
+    put_manifest,
+    upload_blob,
+)
 
 # Read at import: the autouse clean_env fixture removes ARTIFACTSTORE_* before each test.
 ROUNDS = int(os.environ.get("ARTIFACTSTORE_REPLICA_ROUNDS", "3"))
 BAD = "ast_" + "z" * 16 + "_" + "q" * 43
 
 
-def _pulled(pair: Replicas, ref: str, out: Path, server: Replica) -> dict[str, bytes]:
+def _pulled(pair: Replicas, ref: str, out: Path, server: Server) -> dict[str, bytes]:
     result = pair.cli("pull", ref, "-o", out, server=server)
     assert result.code == 0, result
     return read_tree(out)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -38,7 +39,7 @@ from artifactstore.model.paths import PackagePath
 from artifactstore.store import Store
 from tests.conftest import ARTIFACTSTORE, Cli, tls
 from tests.matrix import STORE_VARIABLES, StoreConfigs, store_overrides
-from tests.server.inprocess import InProcessServer, LogFile
+from tests.server.inprocess import InProcessServer, LogFile, bearer
 
 __all__ = [
     "InProcessServer",
@@ -65,12 +66,23 @@ def free_port() -> int:
 
 
 class Server(LogFile):
-    """One server process: its URL, data directory, environment and stderr log."""
+    """One server process: its URL, data directory, environment and stderr log.
+
+    ``no_auth`` is ``serve --no-auth``; without it the first start over a new database
+    prints the bootstrap admin token (:attr:`admin`) to the log.
+    """
 
     def __init__(
-        self, home: Path, workdir: Path, env: Mapping[str, str], args: Sequence[str] = ()
+        self,
+        home: Path,
+        workdir: Path,
+        env: Mapping[str, str],
+        args: Sequence[str] = (),
+        *,
+        no_auth: bool = True,
     ) -> None:
         self.args = list(args)  # more options of ``serve``
+        self.no_auth = no_auth
         self.home = home
         self.workdir = workdir
         self.port = free_port()
@@ -92,7 +104,7 @@ class Server(LogFile):
                 [
                     str(ARTIFACTSTORE),
                     "serve",
-                    "--no-auth",
+                    *(["--no-auth"] if self.no_auth else []),
                     "--workers",  # one process: tests read its metrics, logs and caches
                     "1",
                     "--host",
@@ -156,8 +168,20 @@ class Server(LogFile):
 
     # --- helpers --------------------------------------------------------------------------
 
-    def client(self, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=60.0, verify=tls(), **kw)
+    @property
+    def url(self) -> str:
+        return self.base_url
+
+    @property
+    def admin(self) -> str:
+        """The bootstrap admin token's secret, as the first start printed it."""
+        match = re.search(r"ARTIFACTSTORE_TOKEN=(ast_\S+)", self.log())
+        assert match is not None, "no admin token: --no-auth, or not this server's database"
+        return match.group(1)
+
+    def client(self, token: str | None = None, **kw: Any) -> httpx.Client:
+        """An httpx client of the server (``token``: as a bearer of that token)."""
+        return httpx.Client(base_url=self.base_url, timeout=60.0, verify=tls(), **bearer(token, kw))
 
     def open_store(self, **overrides: Any) -> Store:
         """The store this server serves, opened beside it (its database and storage)."""

@@ -57,7 +57,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-__all__ = ["InProcessServer", "LogFile", "serve_app"]
+__all__ = ["InProcessServer", "LogFile", "bearer", "serve_app"]
 
 #: The peer address requests appear to come from (``serve --no-auth`` binds loopback).
 CLIENT_ADDRESS = ("127.0.0.1", 50000)
@@ -78,6 +78,13 @@ class _Borrowed(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         return self.inner.handle_request(request)
+
+
+def bearer(token: str | None, kw: dict[str, Any]) -> dict[str, Any]:
+    """httpx client options ``kw`` with an ``Authorization`` header for ``token`` (if any)."""
+    if token is None:
+        return kw
+    return {**kw, "headers": {"Authorization": f"Bearer {token}", **kw.get("headers", {})}}
 
 
 class LogFile:
@@ -212,9 +219,11 @@ class InProcessServer(LogFile):
         """The store this server serves, opened beside it (its database and storage)."""
         return Store.open(self.home, **{**store_overrides(self.env), **overrides})
 
-    def client(self, **kw: Any) -> httpx.Client:
-        """An httpx client of the running app (several may be used at once, from threads)."""
+    def client(self, token: str | None = None, **kw: Any) -> httpx.Client:
+        """An httpx client of the running app (several may be used at once, from threads);
+        ``token``: as a bearer of that token."""
         assert self._running is not None, "not running"
+        kw = bearer(token, kw)
         kw.setdefault("timeout", 60.0)
         return httpx.Client(
             base_url=self.base_url, transport=_Borrowed(self._running._transport), **kw

@@ -42,6 +42,7 @@ from tests.server.conftest import (
     upload_blob,
 )
 from tests.server_auth.test_permissions import AuthServer, _client, _start, _token
+from tests.stored import Stored
 
 pytestmark = pytest.mark.configs("embedded", "scaleout")
 
@@ -60,9 +61,9 @@ def used(http: httpx.Client, ns: str) -> int:
     return int(http.get(f"/v1/namespaces/{ns}").json()["used_bytes"])
 
 
-def stored_files(server: Server | InProcessServer) -> set[Path]:
-    """Every file of the storage directory: published blobs, staged and temporary bytes."""
-    return {p for p in (server.home / "storage").rglob("*") if p.is_file()}
+def stored_files(server: Server | InProcessServer) -> set[str]:
+    """Every object of the server's storage: published blobs, staged and temporary bytes."""
+    return Stored.at(server.home, server.env).everything()
 
 
 def sessions(server: Server | InProcessServer, ns: str) -> int:
@@ -160,8 +161,8 @@ def test_deferred_length_upload_is_refused_as_its_bytes_arrive(
 
     refused(patch(0, data), 1000, 0)
     assert http.get(url).json()["offset"] == 0
-    staged = server.home / "storage" / "uploads" / url.rsplit("/", 1)[1]
-    assert staged.stat().st_size == 0  # the refused bytes were not staged
+    staging = Stored.at(server.home, server.env).upload_staging()
+    assert staging.staged_size(url.rsplit("/", 1)[1]) == 0  # the refused bytes were not staged
     # What fits is accepted and kept; the byte past the quota is refused, not staged.
     assert patch(0, data[:600]).status_code == 204
     refused(patch(600, data[600:]), 1000, 0)

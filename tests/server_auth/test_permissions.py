@@ -29,11 +29,14 @@ import httpx
 import pytest
 
 from artifactstore.client.remote import RemoteStore
+from artifactstore.dataplane.layout import blob_key
+from artifactstore.model.identity import Digest
 from artifactstore.server.auth import ROUTE_SCOPES
 from tests.conftest import ARTIFACTSTORE, http_server, tls
 from tests.matrix import StoreConfigs
 from tests.server.conftest import free_port, push
 from tests.server.inprocess import InProcessServer
+from tests.stored import Stored
 
 pytestmark = pytest.mark.configs("embedded", "scaleout")
 
@@ -47,6 +50,7 @@ class AuthServer:
     log: Path
     process: subprocess.Popen[bytes]
     admin: str
+    env: dict[str, str]  # the server's environment: where its store is
 
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, verify=tls(), **kw)
@@ -77,7 +81,7 @@ def _start(home: Path, log: Path, extra_env: dict[str, str]) -> AuthServer:
         raise AssertionError(f"server did not start: {log.read_text()[-2000:]}")
     match = re.search(r"ARTIFACTSTORE_TOKEN=(ast_\S+)", log.read_text())
     assert match is not None, "the first start must print an admin token"
-    return AuthServer(url, home, log, process, match.group(1))
+    return AuthServer(url, home, log, process, match.group(1), env)
 
 
 SERVER_ENV = {"ARTIFACTSTORE_AUTH_FAILURES_PER_MINUTE": "100000", "ARTIFACTSTORE_GC_GRACE": "1h"}
@@ -379,8 +383,8 @@ def test_a_digest_is_not_a_capability(live_server: AuthServer, tmp_path: Path) -
             a.get(f"/v1/blobs/{blake}?namespace=a", headers={"Range": "bytes=0-9"}).content
             == secret_bytes[:10]
         )
-    blob_files = list((server.home / "storage" / "blobs").rglob(blake.split(":")[1]))
-    assert len(blob_files) == 1
+    stored = Stored.at(server.home, server.env).keys()
+    assert [k for k in stored if k.endswith(blake.split(":")[1])] == [blob_key(Digest.parse(blake))]
 
 
 def test_a_write_only_token_pushes_with_the_cli(live_server: AuthServer, tmp_path: Path) -> None:
