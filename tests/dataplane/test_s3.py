@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -291,6 +292,7 @@ def test_a_read_stopped_early_ends_its_read_ahead_thread(s3_server: S3Server) ->
     _large(b, "big", payload(11, PART_SIZE + MiB))
     before = {t for t in threading.enumerate() if t.name == "s3-read"}
     chunks = b.read("big")
+    assert isinstance(chunks, Generator)
     first = next(chunks)
     assert len(first) == MiB
     chunks.close()  # a client gone mid-download
