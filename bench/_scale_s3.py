@@ -15,8 +15,10 @@ Figures, all against the same moto server in the same run, best of 2 trials:
 * **through the API**: the same 1 GiB uploaded to and downloaded from an
   ``artifactstore serve`` whose ``STORAGE_URL`` is the bucket, against boto3
   straight to the bucket (target >= 0.8x each way); ``--s3-files`` small files
-  pushed, with the S3 requests it took (counted in moto's request log). Runs
-  only when this build takes ``s3://`` as hot storage; says so otherwise.
+  pushed by the project's client, with the S3 requests it took
+  (``bench/_scale_s3_api.py``).
+
+``--s3-legs api,library,contest`` picks legs (all by default).
 
 moto keeps objects in memory and is a Python server: it, not the client,
 is likely the limit of the large transfers (its CPU share is printed).
@@ -38,6 +40,7 @@ from typing import Any
 import boto3
 import httpx
 from bench._common import MB, make_small_tree, render_table, timed, write_random_file
+from bench._scale_s3_api import api_rows
 from bench._services import free_port, start_service, stop_service, tree_cpu_seconds
 from boto3.s3.transfer import TransferConfig
 
@@ -277,50 +280,33 @@ def _library(moto: Moto, root: Path, big: Path, size: int, files: int) -> list[l
     return rows
 
 
-def _api_available() -> str | None:
-    """None when this build serves with an s3:// STORAGE_URL; else why not."""
-    from artifactstore.config import Settings
-    from artifactstore.dataplane.backends import open_data_plane
-    from artifactstore.errors import InvalidInput
-
-    try:
-        open_data_plane(
-            Settings(
-                home=Path("/nonexistent"), storage_url="s3://probe/x?endpoint=http://127.0.0.1:1"
-            )
-        )
-    except InvalidInput as exc:
-        return str(exc)
-    except Exception:
-        return None
-    return None
-
-
 def s3_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     work = root / "s3"
     work.mkdir()
     big = work / "big.bin"
     write_random_file(big, args.s3_bytes)
+    legs = set(args.s3_legs.split(","))
+    out: dict[str, Any] = {}
     moto = Moto(work)
     try:
-        cpu0 = moto.cpu()
-        started = time.perf_counter()
-        rows = _contest(moto, big, args.s3_bytes, args.s3_small)
-        moto_share = (moto.cpu() - cpu0) / (time.perf_counter() - started)
-        lib_rows = _library(moto, work, big, args.s3_bytes, args.s3_files)
+        if "api" in legs:
+            cpu, started = moto.cpu(), time.perf_counter()
+            out["api"] = api_rows(moto, BUCKET, work, big, args.s3_files, TRIALS, CREDENTIALS)
+            out["moto_cores_api"] = (moto.cpu() - cpu) / (time.perf_counter() - started)
+            print("\nthrough the API (artifactstore serve, S3 hot storage) against boto3 straight")
+            print(render_table(["transfer", "API", "boto3 direct", "ratio"], out["api"]))
+            print(f"moto's server used {out['moto_cores_api']:.2f} cores during the API leg")
+        if "library" in legs:
+            out["library"] = _library(moto, work, big, args.s3_bytes, args.s3_files)
+            print("\nthe library (Store.push / Store.pull, S3 as hot storage) against boto3")
+            print(render_table(["transfer", "library", "boto3 direct", "ratio"], out["library"]))
+        if "contest" in legs:
+            cpu, started = moto.cpu(), time.perf_counter()
+            out["contest"] = _contest(moto, big, args.s3_bytes, args.s3_small)
+            out["moto_cores"] = (moto.cpu() - cpu) / (time.perf_counter() - started)
+            print("\nS3 clients against one moto server (best of 2; ratio = obstore / boto3)")
+            print(render_table(["transfer", "boto3", "obstore", "ratio"], out["contest"]))
+            print(f"moto's server used {out['moto_cores']:.2f} cores during the contest")
     finally:
         moto.stop()
-    print("\nthe library (Store.push / Store.pull, S3 as hot storage) against boto3 straight")
-    print(render_table(["transfer", "library", "boto3 direct", "ratio"], lib_rows))
-    print("\nS3 clients against one moto server (best of 2; ratio = obstore / boto3)")
-    print(render_table(["transfer", "boto3", "obstore", "ratio"], rows))
-    print(f"moto's server used {moto_share:.2f} cores on average during the contest")
-    why = _api_available()
-    if why is not None:
-        print(f"through the API: not measured, this build refuses s3:// hot storage ({why})")
-    return {
-        "contest": rows,
-        "library": lib_rows,
-        "moto_cores": moto_share,
-        "api": why or "not implemented",
-    }
+    return out

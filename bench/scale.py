@@ -1,7 +1,8 @@
 """Scale-out benchmark (issue 18): metadata queries at 1,000,000 versions on SQLite and
 PostgreSQL, commit throughput over two replicas, and bytes on S3.
 
-Three parts (``--only metadata,commits,s3``):
+Three parts (``--only metadata,commits,s3``), and ``stream`` on request
+(``bench/_scale_stream.py``: events/s to NATS over a slow link):
 
 **metadata.** ``--versions`` package versions (default 1,000,000) with
 metadata are loaded into a SQLite store and into a PostgreSQL database of
@@ -117,6 +118,13 @@ def _args() -> argparse.Namespace:
     p.add_argument("--s3-bytes", type=int, default=1 << 30, help="size of the large transfer")
     p.add_argument("--s3-small", type=int, default=1000, help="small PUTs of the client contest")
     p.add_argument("--s3-files", type=int, default=10_000, help="small files of the push")
+    p.add_argument(
+        "--s3-legs", default="api,library,contest", help="legs of the s3 part (comma-separated)"
+    )
+    p.add_argument("--stream-events", type=int, default=5000, help="events of the stream part")
+    p.add_argument(
+        "--stream-delay", type=float, default=0.01, help="seconds the relay adds to NATS answers"
+    )
     p.add_argument("--postgresql-url", default=ADMIN_URL, help="maintenance database URL")
     add_scratch_and_json(p)
     return p.parse_args()
@@ -365,6 +373,10 @@ def main() -> None:
             from bench._scale_s3 import s3_part
 
             results["s3"] = s3_part(args, root)
+        if "stream" in parts:
+            from bench._scale_stream import stream_part
+
+            results["stream"] = stream_part(args, root)
     if args.json_path:
         write_json(args.json_path, results)
 

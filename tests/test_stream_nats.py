@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import blake3
 import httpx
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
@@ -35,9 +36,10 @@ from sqlalchemy import text
 
 import nats
 from artifactstore.config import Settings
-from artifactstore.controlplane import outbox
+from artifactstore.controlplane import eventlog, outbox
 from artifactstore.errors import InvalidSetting
 from artifactstore.model.events import Event
+from artifactstore.model.package_events import SchemaRegistered
 from artifactstore.server.background import Background, PeriodicJob
 from artifactstore.services.stream import EventPublisher
 from artifactstore.store import Store
@@ -65,7 +67,7 @@ def logger() -> logging.Logger:
 
 
 def _store(home: Path, stream: StreamUnderTest, **overrides: Any) -> Store:
-    return Store.open(home, **stream.overrides(), **overrides)
+    return Store.open(home, **{**stream.overrides(), **overrides})
 
 
 def _commit_some(store: Store, tmp: Path, tag: str) -> None:
@@ -243,15 +245,25 @@ def test_a_consumer_resumes_after_any_seq(
 
 
 async def _add_stream(
-    under_test: StreamUnderTest, *, duplicate_window: float = 0, foreign: int = 0
+    under_test: StreamUnderTest,
+    *,
+    duplicate_window: float = 0,
+    foreign: int = 0,
+    max_msg_size: int | None = None,
+    update: bool = False,
 ) -> None:
-    """The stream as an operator made it before the store published to it."""
+    """The stream as an operator made it before the store published to it (``update``:
+    as the operator changes it afterwards)."""
     nc = await nats.connect(under_test.url, connect_timeout=5, allow_reconnect=False)
     try:
         js = nc.jetstream(timeout=10)
         config = StreamConfig(name=under_test.stream, subjects=[f"{under_test.prefix}.>"])
         if duplicate_window:
             config.duplicate_window = duplicate_window
+        config.max_msg_size = max_msg_size
+        if update:
+            await js.update_stream(config)
+            return
         await js.add_stream(config)
         for i in range(foreign):
             await js.publish(f"{under_test.prefix}.hello", json.dumps({"hello": i}).encode())
@@ -375,6 +387,74 @@ def _metric(client: httpx.Client, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} is not in /metrics")
+
+
+def _schemas(store: Store, tag: str, count: int, *, pad: int = 0) -> None:
+    """``count`` schema.registered events in one transaction (``pad``: bytes of filler in
+    each schema, to make its message that much larger)."""
+    items = []
+    for i in range(count):
+        schema: dict[str, Any] = {"type": "object", "description": "x" * pad}
+        text_form = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+        digest = "blake3:" + blake3.blake3(text_form.encode()).hexdigest()
+        items.append(SchemaRegistered(f"test.{tag}{i}.v1", schema, digest))
+    with store.db.write() as conn:
+        eventlog.append_many(conn, items, "test")
+
+
+@pytest.mark.configs("embedded")
+def test_a_refused_message_ends_the_stream_at_the_events_before_it(
+    tmp_path: Path, nats_stream: StreamUnderTest, logger: logging.Logger
+) -> None:
+    """With many messages in flight, one JetStream refuses (too large for the stream)
+    must not let the ones after it in: their expected last sequence is never reached.
+    The stream stops right before it, the cursor with it; once the operator allows
+    larger messages, the rest follows, each once."""
+    asyncio.run(_add_stream(nats_stream, max_msg_size=4096))
+    with _store(tmp_path / "home", nats_stream) as store:
+        _schemas(store, "before", 40)
+        big_seq = store.stream_backlog().head + 1
+        _schemas(store, "big", 1, pad=8192)
+        _schemas(store, "after", 300)
+        with _publishing(store, logger) as publisher:
+            deadline = time.monotonic() + 5
+            while store.stream_backlog().published < big_seq - 1:
+                assert time.monotonic() < deadline, "the events before the big one never went"
+                publisher.run()
+                time.sleep(0.05)
+            for _ in range(10):  # rounds that try the big one again (after their backoff)
+                publisher.run()
+                time.sleep(0.1)
+            events = store.events()
+            assert store.stream_backlog().published == big_seq - 1
+            held = _stream(nats_stream.messages())
+            assert held == _as_published(events[: big_seq - 1], nats_stream.prefix)
+            asyncio.run(_add_stream(nats_stream, max_msg_size=-1, update=True))
+            _drain(publisher, store)
+    assert _stream(nats_stream.messages()) == _as_published(events, nats_stream.prefix)
+
+
+@pytest.mark.configs("embedded")
+def test_a_slow_link_carries_far_more_than_one_event_per_round_trip(
+    tmp_path: Path, nats_stream: StreamUnderTest, logger: logging.Logger
+) -> None:
+    """2,000 events over a relay that delays every answer by 10 ms: one acknowledged
+    publish at a time would take over 20 s; with a window in flight it takes a few.
+    (The figure is ``bench/scale.py --only stream``'s; this only bounds it loosely.)"""
+    relay = _relay(nats_stream, delay=0.01)
+    try:
+        env = {"nats_url": _through(relay)}
+        with _store(tmp_path / "home", nats_stream, **env) as store:
+            _schemas(store, "bulk", 2000)
+            with _publishing(store, logger) as publisher:
+                started = time.monotonic()
+                _drain(publisher, store)
+                took = time.monotonic() - started
+            events = store.events()
+    finally:
+        relay.close()
+    assert took < 12, f"2,000 events took {took:.1f} s over a 10 ms link"
+    assert _stream(nats_stream.messages()) == _as_published(events, nats_stream.prefix)
 
 
 def _relay(under_test: StreamUnderTest, *, delay: float = 0.0) -> Relay:

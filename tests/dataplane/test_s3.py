@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import pytest
 
@@ -232,3 +236,67 @@ def test_staged_segments_past_a_gap_count_for_nothing(s3_server: S3Server) -> No
     assert b"".join(staging.read_staged(upload_id)) == b"0123456789" + b"x" * 10
     staging.discard(upload_id)
     assert list(b.list()) == []
+
+
+def test_parts_in_flight_keep_their_order_whatever_order_they_finish_in(
+    s3_server: S3Server,
+) -> None:
+    """The first part is held back until the later ones were acknowledged: the object
+    still holds the bytes in the order they were written."""
+    b = _fresh(s3_server)
+    real = b.client.upload_part
+    later_done = threading.Event()
+
+    def upload_part(**kw: Any) -> Any:
+        if kw["PartNumber"] == 1:
+            assert later_done.wait(30), "the later parts never went up while part 1 waited"
+        answer = real(**kw)
+        if kw["PartNumber"] == s3_writes.PARTS_IN_FLIGHT:
+            later_done.set()
+        return answer
+
+    data = payload(9, s3_writes.PARTS_IN_FLIGHT * PART_SIZE + 5)
+    with patch.object(b.client, "upload_part", upload_part):
+        _large(b, "ordered", data)
+    assert get(b, "ordered") == data
+    assert b.staging() == []
+
+
+def test_a_failed_part_in_flight_fails_the_write_and_leaves_no_upload(
+    s3_server: S3Server,
+) -> None:
+    """The upload is aborted behind the writer's back: a part in flight fails, and a
+    later write (or the commit) says so; nothing is published, nothing stays open."""
+    b = _fresh(s3_server)
+    batch = b.batch()
+    writer = batch.writer()
+    piece = payload(10, MiB)
+    with pytest.raises(StorageError, match="uploading a part failed"):
+        for i in range(6 * PART_SIZE // MiB):
+            writer.write(piece)
+            if i == PART_SIZE // MiB:  # the first part is on its way: pull the rug
+                for up in b.client.list_multipart_uploads(Bucket=b.bucket, Prefix=b.prefix).get(
+                    "Uploads", []
+                ):
+                    b.client.abort_multipart_upload(
+                        Bucket=b.bucket, Key=up["Key"], UploadId=up["UploadId"]
+                    )
+        writer.commit("never")
+    batch.cancel()
+    assert_absent(b, "never")
+    assert b.staging() == []
+
+
+def test_a_read_stopped_early_ends_its_read_ahead_thread(s3_server: S3Server) -> None:
+    b = _fresh(s3_server)
+    _large(b, "big", payload(11, PART_SIZE + MiB))
+    before = {t for t in threading.enumerate() if t.name == "s3-read"}
+    chunks = b.read("big")
+    assert isinstance(chunks, Generator)
+    first = next(chunks)
+    assert len(first) == MiB
+    chunks.close()  # a client gone mid-download
+    deadline = time.monotonic() + 10
+    while {t for t in threading.enumerate() if t.name == "s3-read"} - before:
+        assert time.monotonic() < deadline, "the read-ahead thread outlived its read"
+        time.sleep(0.05)

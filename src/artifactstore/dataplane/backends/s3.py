@@ -6,8 +6,10 @@ variables, ``~/.aws`` files, instance roles); the URL never holds a secret.
 
 Two phases, as the protocol asks:
 
-* Writers and batches (``s3_writes.py``) keep at most one part per writer and
-  ``BATCH_MEMORY`` per batch in memory; larger objects go to ``tmp/`` keys.
+* Writers and batches (``s3_writes.py``) keep at most a few parts per writer
+  (``PARTS_IN_FLIGHT`` going up at once on the backend's part threads, plus the
+  one filling) and ``BATCH_MEMORY`` per batch in memory; larger objects go to
+  ``tmp/`` keys.
 * ``WriteBatch.commit()`` publishes here: a small object with one
   ``PUT ... If-None-Match: *``: the first copy of a key wins, atomically on the
   server, which is what content addresses need (a ``412`` means the key
@@ -34,6 +36,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +50,11 @@ from artifactstore.dataplane.backends.s3_client import (
     parse_s3_url,
     s3_error,
 )
+from artifactstore.dataplane.backends.s3_reads import ReadAhead
 from artifactstore.dataplane.backends.s3_writes import (
     BATCH_MEMORY,
     PART_SIZE,
+    PARTS_IN_FLIGHT,
     STAGING,
     PartUpload,
     S3Batch,
@@ -67,7 +72,9 @@ __all__ = ["BATCH_MEMORY", "COPY_LIMIT", "COPY_PART", "PART_SIZE", "S3Backend", 
 #: The largest object one CopyObject may copy; larger ones copy in parts of ``COPY_PART``.
 COPY_LIMIT = 5 << 30
 COPY_PART = 512 << 20
-_READ_CHUNK = 1 << 20
+#: Threads that send multipart parts, shared by every upload of the backend (each
+#: keeps at most PARTS_IN_FLIGHT there): a few uploads at once all make progress.
+_PART_THREADS = 3 * PARTS_IN_FLIGHT
 _ABSENT = frozenset({"404", "NoSuchKey", "NotFound"})
 _EXISTS = frozenset({"412", "PreconditionFailed"})
 _PAST_END = frozenset({"416", "InvalidRange"})
@@ -96,6 +103,8 @@ class S3Backend:
             S3Location(bucket, prefix, endpoint, region, retry_mode, max_attempts)
         )
         self._properties = BackendProperties(name=name)
+        # Threads start on first use: a store that never uploads a large object has none.
+        self._parts = ThreadPoolExecutor(_PART_THREADS, thread_name_prefix="s3-parts")
 
     @property
     def properties(self) -> BackendProperties:
@@ -114,6 +123,11 @@ class S3Backend:
     def prefix(self) -> str:
         """The key prefix every object of this backend lives under ("" or ending in "/")."""
         return self._prefix
+
+    @property
+    def part_pool(self) -> ThreadPoolExecutor:
+        """Where multipart parts are sent (``PartUpload``); its tasks never wait on each other."""
+        return self._parts
 
     @property
     def client(self) -> S3Client:
@@ -272,12 +286,12 @@ class S3Backend:
 
     @staticmethod
     def _stream(body: Any, key: str) -> Iterator[bytes]:
+        """The body's bytes, read ahead on a thread of their own (``s3_reads.py``)."""
+        ahead = ReadAhead(body, key)
         try:
-            yield from body.iter_chunks(_READ_CHUNK)
-        except (BotoCoreError, OSError) as exc:
-            raise StorageError(f"reading {key} failed: {exc}") from exc
+            yield from ahead
         finally:
-            body.close()
+            ahead.stop()
 
     def presign_get(self, key: str, seconds: float) -> str:
         """A URL that GETs the object at ``key`` (and honours Range) for ``seconds``,

@@ -1,7 +1,13 @@
 """Writing to S3: a batch's writers, and what each leaves for the batch to publish.
 
-A writer keeps at most one part (``PART_SIZE``) in memory. An object that
-outgrows it becomes a multipart upload to a staging key under ``tmp/`` (the
+A writer buffers one part (``PART_SIZE``). An object that outgrows it becomes
+a multipart upload to a staging key under ``tmp/`` whose parts go up
+concurrently: up to ``PARTS_IN_FLIGHT`` per upload on the backend's part
+threads (as boto3's ``upload_file`` sends 10), so a writer holds at most
+``(PARTS_IN_FLIGHT + 1) * PART_SIZE`` bytes and a slow part no longer stalls
+the stream feeding it. An incomplete multipart upload is invisible, so
+concurrency changes nothing for crash safety: nothing is visible before
+``complete``, which waits for every part first. (The
 final key is a content address, known only at ``Writer.commit``, and S3
 cannot rename). A smaller object stays in memory until the batch commits, up
 to ``BATCH_MEMORY`` per batch; past that it is written to a ``tmp/`` staging
@@ -13,7 +19,8 @@ up to ``_PUBLISHERS`` at once.
 from __future__ import annotations
 
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,11 +34,24 @@ if TYPE_CHECKING:
 
     from artifactstore.dataplane.backends.s3 import S3Backend
 
-__all__ = ["BATCH_MEMORY", "PART_SIZE", "STAGING", "PartUpload", "S3Batch", "S3Writer", "Staged"]
+__all__ = [
+    "BATCH_MEMORY",
+    "PARTS_IN_FLIGHT",
+    "PART_SIZE",
+    "STAGING",
+    "PartUpload",
+    "S3Batch",
+    "S3Writer",
+    "Staged",
+]
 
 #: One multipart part, and the most a writer buffers. S3 wants >= 5 MiB parts
 #: (but the last) and at most 10,000 of them: 8 MiB parts carry 78 GiB.
 PART_SIZE = 8 << 20
+#: Parts of one multipart upload sent at once. A part is one request whose
+#: latency (the server hashing and storing 8 MiB) would otherwise stall the
+#: stream; a few in flight keep the link busy. Memory per upload: this many parts.
+PARTS_IN_FLIGHT = 4
 #: Small objects a batch keeps in memory until it commits; past it they go to ``tmp/``.
 BATCH_MEMORY = 64 << 20
 #: Objects a batch publishes at once: S3 latency, not bandwidth, bounds small objects.
@@ -43,8 +63,13 @@ STAGING = "tmp/"
 class PartUpload:
     """A multipart upload to ``key``, created with its first part (or by ``begin``).
 
-    Shared by the batch writers and the upload staging's segments: the caller
-    keeps at most one part buffered and hands it over with ``send_full``.
+    Shared by the batch writers, the upload staging's segments and large
+    copies. ``send`` and ``copy`` hand a part to the backend's part threads
+    and return once fewer than ``PARTS_IN_FLIGHT`` are in flight; a part's
+    failure is raised by a later ``send``, ``copy``, ``finished`` or
+    ``complete``. Part numbers are given in call order, so the object's bytes
+    are in the order they were handed over whatever order the parts finish in.
+    One thread drives an upload.
     """
 
     def __init__(self, backend: S3Backend, key: str, failure: str) -> None:
@@ -52,8 +77,10 @@ class PartUpload:
         self.key = key
         self._failure = failure  # what a StorageError from here says first
         self.upload_id: str | None = None
-        self.parts: list[CompletedPartTypeDef] = []
-        self.sent = 0  # bytes sent as parts
+        self._parts: list[CompletedPartTypeDef] = []  # acknowledged
+        self._flying: set[Future[CompletedPartTypeDef]] = set()
+        self._numbers = 0  # part numbers given out
+        self.sent = 0  # bytes handed over as parts (acknowledged or in flight)
 
     def begin(self) -> str:
         """The upload's id, created now unless it exists."""
@@ -66,42 +93,66 @@ class PartUpload:
             self.upload_id = created["UploadId"]
         return self.upload_id
 
-    def send(self, body: bytes | bytearray | memoryview) -> None:
-        """Upload ``body`` as the next part."""
+    def _submit(self, call: Callable[[str, int], CompletedPartTypeDef]) -> None:
+        """Run ``call(upload_id, part_number)`` on a part thread, once there is room."""
         upload_id = self.begin()
+        self._reap(PARTS_IN_FLIGHT - 1)
+        self._numbers += 1
+        self._flying.add(self._b.part_pool.submit(call, upload_id, self._numbers))
+
+    def _reap(self, most: int) -> None:
+        """Wait until at most ``most`` parts are in flight; raise the first failure."""
+        failed: BaseException | None = None
+        while self._flying and (len(self._flying) > most or failed is not None):
+            done, self._flying = wait(self._flying, return_when=FIRST_COMPLETED)
+            for future in done:
+                exc = future.exception()
+                if exc is None:
+                    self._parts.append(future.result())
+                elif failed is None:
+                    failed = exc
+            if failed is not None:
+                break
+        if failed is not None:
+            raise failed
+
+    def send(self, body: bytes | bytearray | memoryview) -> None:
+        """Upload ``body`` (copied now: the caller may reuse it) as the next part."""
+        data = bytes(body)
         b = self._b
-        number = len(self.parts) + 1
-        try:
-            sent = b.client.upload_part(
-                Bucket=b.bucket,
-                Key=self.key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=bytes(body),
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise s3_error(self._failure, exc) from exc
-        self.parts.append({"ETag": sent["ETag"], "PartNumber": number})
-        self.sent += len(body)
+
+        def call(upload_id: str, number: int) -> CompletedPartTypeDef:
+            try:
+                sent = b.client.upload_part(
+                    Bucket=b.bucket, Key=self.key, UploadId=upload_id, PartNumber=number, Body=data
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise s3_error(self._failure, exc) from exc
+            return {"ETag": sent["ETag"], "PartNumber": number}
+
+        self._submit(call)
+        self.sent += len(data)
 
     def copy(self, source_key: str, first: int, last: int) -> None:
         """Copy bytes ``first`` to ``last`` (inclusive) of ``source_key`` in the bucket,
         server-side, as the next part."""
-        upload_id = self.begin()
         b = self._b
-        number = len(self.parts) + 1
-        try:
-            copied = b.client.upload_part_copy(
-                Bucket=b.bucket,
-                Key=self.key,
-                UploadId=upload_id,
-                PartNumber=number,
-                CopySource={"Bucket": b.bucket, "Key": source_key},
-                CopySourceRange=f"bytes={first}-{last}",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise s3_error(self._failure, exc) from exc
-        self.parts.append({"ETag": copied["CopyPartResult"]["ETag"], "PartNumber": number})
+
+        def call(upload_id: str, number: int) -> CompletedPartTypeDef:
+            try:
+                copied = b.client.upload_part_copy(
+                    Bucket=b.bucket,
+                    Key=self.key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": b.bucket, "Key": source_key},
+                    CopySourceRange=f"bytes={first}-{last}",
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise s3_error(self._failure, exc) from exc
+            return {"ETag": copied["CopyPartResult"]["ETag"], "PartNumber": number}
+
+        self._submit(call)
 
     def send_full(self, buf: bytearray) -> None:
         """Send the whole ``PART_SIZE`` parts at the front of ``buf``, and drop them from it."""
@@ -109,21 +160,33 @@ class PartUpload:
             self.send(memoryview(buf)[:PART_SIZE])
             del buf[:PART_SIZE]
 
+    def finished(self) -> list[CompletedPartTypeDef]:
+        """Wait for every part; the parts in order (raises the first failure)."""
+        self._reap(0)
+        return sorted(self._parts, key=lambda p: p["PartNumber"])
+
     def complete(self) -> None:
         """Complete the upload: ``key`` holds the parts' bytes (the caller aborts on failure)."""
         b = self._b
+        parts = self.finished()
         try:
             b.client.complete_multipart_upload(
                 Bucket=b.bucket,
                 Key=self.key,
                 UploadId=self.begin(),
-                MultipartUpload={"Parts": self.parts},
+                MultipartUpload={"Parts": parts},
             )
         except (ClientError, BotoCoreError) as exc:
             raise s3_error(self._failure, exc) from exc
 
     def abort(self) -> None:
-        """Abort the upload, if one was created (best effort: the sweep finds what stays)."""
+        """Abort the upload, if one was created (best effort: the sweep finds what stays).
+
+        Parts in flight are waited for first: one landing after the abort
+        could otherwise leave its bytes behind on some servers.
+        """
+        flying, self._flying = self._flying, set()
+        wait(flying)
         if self.upload_id is not None:
             upload_id, self.upload_id = self.upload_id, None
             self._b._abort(self.key, upload_id)
@@ -159,15 +222,13 @@ class S3Writer:
             return
         try:
             if buf:
-                self._buf = buf  # let cancel() see the upload if the last part fails
                 upload.send(buf)
-                self._buf = None
+            parts = upload.finished()
         except StorageError:
             self.cancel()
             raise
-        self._batch._staged.append(
-            Staged(key, b"", upload.key, upload.upload_id, upload.parts, upload.sent)
-        )
+        staged = Staged(key, b"", upload.key, upload.upload_id, parts, upload.sent)
+        self._batch._staged.append(staged)
         upload.upload_id = None  # the batch owns it now
 
     def cancel(self) -> None:
