@@ -61,6 +61,10 @@ FIXTURE = Path(__file__).parent / "data" / "log_085d047.json"
 
 Legacy = tuple[str, str, dict[str, Any]]  # (type, subject, payload) as the old call site built it
 
+#: Event types younger than 085d047: no old call site or log to match (their round
+#: trips are ``tests/model/test_events.py``'s).
+YOUNGER = {"signature.added"}
+
 
 def test_the_projection_knows_every_event_type() -> None:
     assert set(EVENT_CLASSES) == PROJECTED_TYPES
@@ -297,7 +301,7 @@ def _legacy_text(payload: dict[str, Any]) -> str:
 
 
 def test_every_event_type_has_a_legacy_form() -> None:
-    assert set(LEGACY) == set(EVENT_CLASSES)
+    assert set(LEGACY) == set(EVENT_CLASSES) - YOUNGER
 
 
 @pytest.mark.parametrize("kind", sorted(LEGACY))
@@ -324,7 +328,7 @@ def _cell(value: Any) -> Any:
 
 
 def test_the_fixture_holds_every_event_type() -> None:
-    assert {e["type"] for e in _fixture()["events"]} == set(EVENT_CLASSES)
+    assert {e["type"] for e in _fixture()["events"]} == set(EVENT_CLASSES) - YOUNGER
 
 
 def test_an_old_log_re_encodes_byte_for_byte() -> None:
@@ -373,6 +377,7 @@ def test_an_old_log_verifies_and_replays_to_the_views_it_projected(tmp_path: Pat
         for version_id, key, value in expected["version_meta"]:
             pairs.setdefault(version_id, {})[key] = value
         expected["versions"] = [(*row, pairs.get(row[0])) for row in expected["versions"]]
+        expected["signatures"] = []  # a view younger than the fixture (0009), empty here
         assert dump_views(store) == expected
         served = [e.to_json() for e in store.events()]
         assert [e["payload"] for e in served] == [json.loads(r["payload"]) for r in rows]
