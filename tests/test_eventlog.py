@@ -35,6 +35,7 @@ from artifactstore.model.events import (
 from artifactstore.model.retention import (
     RetentionPolicy,
 )
+from artifactstore.provenance import keys
 from artifactstore.store import Store
 from tests.conftest import Cli, make_tree
 
@@ -182,6 +183,7 @@ def test_every_event_type_is_recorded_with_its_actor(robot_store: Store, tmp_pat
     store.push("rel/app:latest", [make_tree(tmp_path / "c", {"x": "2"})])
     moved = store.push("rel/app:latest", [make_tree(tmp_path / "d", {"x": "2", "y": "3"})]).record
     two = store.push("ev/app:2", [make_tree(tmp_path / "e", {"p": "4", "q": "5"})]).record
+    store.sign("ev/app:2", keys.generate())
 
     events = store.events()
     assert {e.type for e in events} == set(EVENT_CLASSES), "a type the store writes is untested"
@@ -215,10 +217,12 @@ def test_every_event_type_is_recorded_with_its_actor(robot_store: Store, tmp_pat
         ("tag.moved", "rel/app:latest"),
         ("blobs.stored", "ev"),  # several blobs in one transaction: one event
         ("package.committed", "ev/app:2"),
+        ("signature.added", "ev/app:2"),
     ]
-    batch = events[-2].typed()
+    batch = events[-3].typed()
     assert isinstance(batch, BlobsStored)
-    assert [b.to_payload() for b in batch.blobs] == events[-2].payload["blobs"]
+    assert [b.to_payload() for b in batch.blobs] == events[-3].payload["blobs"]
+    assert events[-1].payload["digest"] == str(two.digest)  # over the version it signs
     assert sorted(b.blake3 for b in batch.blobs) == sorted(
         str(f.blake3) for f in two.manifest.files
     )
