@@ -113,6 +113,12 @@ def _args() -> argparse.Namespace:
         type=Path,
         help="a SQLite store loaded by an earlier run (kept, reused if it holds --versions)",
     )
+    p.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the loaded SQLite store and PostgreSQL database under this directory and"
+        " reuse them when they hold --versions (a 1,000,000 load takes about 30 minutes)",
+    )
     p.add_argument("--commit-seconds", type=float, default=30.0, help="length of the commit run")
     p.add_argument("--writers", type=int, default=8, help="concurrent committers")
     p.add_argument("--s3-bytes", type=int, default=1 << 30, help="size of the large transfer")
@@ -134,22 +140,32 @@ def _args() -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def pg_database(admin_url: str, label: str) -> Iterator[str]:
-    """A new database on the server of ``admin_url``, dropped afterwards."""
+def pg_database(admin_url: str, label: str, keep: Path | None = None) -> Iterator[str]:
+    """A new database on the server of ``admin_url``, dropped afterwards; with ``keep``,
+    the database named in ``keep/pg-database`` (created and named there if absent), kept."""
+    named = keep / "pg-database" if keep else None
     name = f"bench_{label}_{secrets.token_hex(4)}"
+    if named is not None and named.exists():
+        name = named.read_text().strip()
     admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
     info = psycopg.conninfo.conninfo_to_dict(admin_url)
     url = (
         f"postgresql://{info.get('user') or ''}@{info.get('host') or '127.0.0.1'}:"
         f"{info.get('port') or 5432}/{name}"
     )
+    exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
     try:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        if not exists:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        if named is not None:
+            named.parent.mkdir(parents=True, exist_ok=True)
+            named.write_text(name + "\n")
         yield url
     finally:
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        if named is None:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
         admin.close()
 
 
@@ -291,7 +307,10 @@ def _pct(values: list[float], q: float) -> float:
 
 def metadata_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    sqlite_home = args.sqlite_home or root / "sqlite"
+    keep: Path | None = args.keep
+    sqlite_home = args.sqlite_home or (keep / "sqlite" if keep else root / "sqlite")
+    sqlite_home.mkdir(parents=True, exist_ok=True)
+    Store.migrate(Settings(home=sqlite_home))  # a kept store: to this version's schema
     with Store.from_config(Settings(home=sqlite_home)) as lite:
         blob = _blob(lite, root)
         with lite.db.read() as conn:
@@ -305,20 +324,19 @@ def metadata_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         lite.db.engine.raw_connection().execute("ANALYZE").close()
         lat = run_queries(lite, args.versions, args.queries, 1, args.kind_seconds)
         results["sqlite"] = {"load_per_s": rate, "latency_ms": lat}
-        with pg_database(args.postgresql_url, "meta") as pg_url:
-            settings = Settings(home=root / "pg", database_url=pg_url)
+        with pg_database(args.postgresql_url, "meta", keep) as pg_url:
+            settings = Settings(home=(keep or root) / "pg", database_url=pg_url)
+            Store.migrate(settings)
             with Store.from_config(settings) as pg:
                 pg_blob = _blob(pg, root)
                 assert pg_blob == blob
-                direct = min(args.pg_direct_after, args.versions)
-                # The seed push's events: seq 1-2 on both; versions start at seq 3 on both.
-                pg_rate = load(pg, pg_blob, 0, direct, args.versions)
-                print(f"postgres: appended {direct:,} versions at {pg_rate:,.0f}/s", flush=True)
-                copied = args.versions - direct
-                if copied:
-                    after = _seq_of_version(lite, direct)
-                    took = copy_rows(lite, pg_url, after)
-                    print(f"postgres: copied {copied:,} versions in {took:.0f} s", flush=True)
+                with pg.db.read() as conn:
+                    pg_held = conn.exec_driver_sql("SELECT count(*) FROM versions").scalar_one()
+                if pg_held == args.versions + 1:
+                    pg_rate = 0.0
+                    print(f"postgres: reusing {args.versions:,} versions", flush=True)
+                else:
+                    pg_rate = _load_pg(args, lite, pg, pg_url, blob)
                 pg.db.dispose()
                 lat_pg = run_queries(pg, args.versions, args.queries, 1, args.kind_seconds)
                 results["postgresql"] = {"append_per_s": pg_rate, "latency_ms": lat_pg}
@@ -343,6 +361,22 @@ def metadata_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     print(f"\nmetadata queries over {args.versions:,} versions (page of {PAGE}, ms)")
     print(render_table(["engine", "kind", "n", "p50", "p99", "max", "p99 < 20 ms"], rows))
     return results
+
+
+def _load_pg(
+    args: argparse.Namespace, lite: Store, pg: Store, pg_url: str, blob: FileEntry
+) -> float:
+    """Append the first ``--pg-direct-after`` versions, COPY the rest from SQLite."""
+    direct = min(args.pg_direct_after, args.versions)
+    # The seed push's events: seq 1-2 on both; versions start at seq 3 on both.
+    rate = load(pg, blob, 0, direct, args.versions)
+    print(f"postgres: appended {direct:,} versions at {rate:,.0f}/s", flush=True)
+    copied = args.versions - direct
+    if copied:
+        after = _seq_of_version(lite, direct)
+        took = copy_rows(lite, pg_url, after)
+        print(f"postgres: copied {copied:,} versions in {took:.0f} s", flush=True)
+    return rate
 
 
 def _seq_of_version(store: Store, i: int) -> int:

@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, insert, text
 
-from artifactstore.controlplane import packages
+from artifactstore.controlplane import versionquery
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.engine import _MIGRATIONS
 from artifactstore.model.records import QueryArgs
@@ -86,13 +86,13 @@ def _found(conn: Connection, **args: Any) -> list[str]:
     """The versions the query ``args`` make finds (its rows, not records: the views
     hold no real manifests)."""
     query: QueryArgs = args  # type: ignore[assignment]
-    return [r.version for r in conn.execute(packages.query_statement(conn, **query))]
+    return [r.version for r in conn.execute(versionquery.query_statement(conn, **query))]
 
 
 def _plan(conn: Connection, **args: Any) -> str:
     """The engine's plan of the query ``args`` make (one line per node)."""
     query: QueryArgs = args  # type: ignore[assignment]
-    statement = packages.query_statement(conn, **query)
+    statement = versionquery.query_statement(conn, **query)
     sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     if conn.dialect.name == "postgresql":
         return "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql.replace("%", "%%")))

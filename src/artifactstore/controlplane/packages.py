@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Collection, Mapping, Sequence, Set
+from collections.abc import Collection, Sequence, Set
 from dataclasses import dataclass
-from typing import Any, Unpack
 
-from sqlalchemy import ColumnElement, Connection, Select, String, and_, cast, literal, select
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, select
 
 from artifactstore.controlplane import namespaces
 from artifactstore.controlplane import signatures as signing
@@ -21,8 +18,8 @@ from artifactstore.controlplane.protection import (
     check_deletable,
     serialise,
 )
+from artifactstore.controlplane.versionquery import record_of
 from artifactstore.errors import (
-    InvalidInput,
     InvalidManifest,
     MissingBlobs,
     PackageNotFound,
@@ -30,10 +27,9 @@ from artifactstore.errors import (
 )
 from artifactstore.model.envelope import Envelope
 from artifactstore.model.events import PackageCommitted, PackageDeleted, TagMoved
-from artifactstore.model.identity import Digest, Namespace, PackageName, Reference
+from artifactstore.model.identity import Digest, Reference
 from artifactstore.model.manifest import Manifest
-from artifactstore.model.records import QueryArgs
-from artifactstore.model.versions import CommitResult, Page, VersionRecord
+from artifactstore.model.versions import CommitResult, VersionRecord
 from artifactstore.provenance.dsse import PackageRef
 
 __all__ = [
@@ -44,26 +40,7 @@ __all__ = [
     "file_blobs",
     "get",
     "get_keys",
-    "query",
-    "query_statement",
 ]
-
-
-def _record(r: Any) -> VersionRecord:
-    """A row of ``versions`` as a typed record (the manifest bytes are authoritative)."""
-    manifest = Manifest.from_cbor(r.manifest)
-    return VersionRecord(
-        id=r.id,
-        reference=Reference(manifest.namespace, manifest.name, version=manifest.version),
-        digest=Digest.parse(r.digest),
-        sha256=Digest.parse(r.sha256),
-        manifest=manifest,
-        manifest_cbor=r.manifest,
-        committed_at=r.committed_at,
-        actor=r.actor,
-        size=r.size,
-        file_count=r.file_count,
-    )
 
 
 def get(conn: Connection, ref: Reference) -> VersionRecord:
@@ -81,7 +58,7 @@ def get(conn: Connection, ref: Reference) -> VersionRecord:
     row = conn.execute(query.limit(1)).first()
     if row is None:
         raise PackageNotFound(f"{ref} does not exist (or was deleted): see 'artifactstore ls'")
-    return _record(row)
+    return record_of(row)
 
 
 def commit(
@@ -276,76 +253,3 @@ def get_keys(conn: Connection, version_ids: Collection[int]) -> list[VersionKey]
 def file_blobs(conn: Connection, version_ids: Collection[int]) -> set[str]:
     """The blobs (blake3) the files of these versions reference."""
     return values_in(conn, t.files.c.blake3, t.files.c.version_id, version_ids)
-
-
-def query(
-    conn: Connection, namespaces: Collection[str] | None = None, **args: Unpack[QueryArgs]
-) -> Page[VersionRecord]:
-    """Live versions, newest first, keyset-paginated on the version id.
-
-    ``namespaces`` restricts the answer to those the caller may read (None: all).
-    """
-    limit = args.get("limit", 100)
-    rows = conn.execute(query_statement(conn, namespaces, **args)).all()
-    items = [_record(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return Page(items, _encode_cursor(items[-1].id) if more and items else None)
-
-
-def query_statement(
-    conn: Connection, namespaces: Collection[str] | None = None, **args: Unpack[QueryArgs]
-) -> Select[Any]:
-    """The SELECT of :func:`query` (one row more than the limit: is there a next page?);
-    apart so that a test can ask the engine for its plan."""
-    limit = args.get("limit", 100)
-    if not 1 <= limit <= 1000:
-        raise InvalidInput("limit must be between 1 and 1000")
-    q = select(t.versions).where(t.versions.c.deleted_seq.is_(None))
-    if namespace := args.get("namespace"):
-        q = q.where(t.versions.c.namespace == str(Namespace(namespace)))
-    if namespaces is not None:
-        q = q.where(t.versions.c.namespace.in_(sorted(namespaces)))
-    if name := args.get("name"):
-        q = q.where(t.versions.c.name == str(PackageName(name)))
-    if (variant := args.get("variant")) is not None:
-        q = q.where(t.versions.c.variant == variant)
-    if (created_after := args.get("created_after")) is not None:
-        q = q.where(t.versions.c.committed_at > created_after)
-    if (created_before := args.get("created_before")) is not None:
-        q = q.where(t.versions.c.committed_at < created_before)
-    if where := args.get("where"):
-        q = q.where(_metadata_matches(conn, where))
-    if cursor := args.get("cursor"):
-        q = q.where(t.versions.c.id < _decode_cursor(cursor))
-    return q.order_by(t.versions.c.id.desc()).limit(limit + 1)
-
-
-def _metadata_matches(conn: Connection, where: Mapping[str, str]) -> ColumnElement[bool]:
-    """Every ``key = value`` pair of ``where``, in the form the engine's index serves.
-
-    PostgreSQL: one containment test on ``versions.meta`` (its GIN index finds the
-    versions that hold all the pairs at once). SQLite: the version ids under each pair,
-    read from ``version_meta``'s covering key/value index. The two hold the same pairs
-    (``projection._commit``), so the answers are the same.
-    """
-    if conn.dialect.name == "postgresql":
-        pairs = cast(literal(json.dumps(dict(where), sort_keys=True), String), JSONB)
-        return t.versions.c.meta.op("@>")(pairs)
-    vm = t.version_meta
-    return and_(
-        *(
-            t.versions.c.id.in_(select(vm.c.version_id).where(vm.c.key == k, vm.c.value == v))
-            for k, v in sorted(where.items())
-        )
-    )
-
-
-def _encode_cursor(version_id: int) -> str:
-    """The keyset position: the last id seen (ids only grow, so it is stable)."""
-    return str(version_id)
-
-
-def _decode_cursor(cursor: str) -> int:
-    if not cursor.isdigit() or len(cursor) > 18:
-        raise InvalidInput("invalid cursor: pass the next_cursor of a previous page")
-    return int(cursor)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, Unpack
 
-from artifactstore.controlplane import packages, schemas
+from artifactstore.controlplane import schemas, versionquery
 from artifactstore.errors import LimitExceeded
 from artifactstore.model.records import QueryArgs
 from artifactstore.model.versions import Page, VersionRecord
@@ -41,7 +41,7 @@ class QueryService:
         """
         _check_bounds(args, self._core.settings.max_query_filters)
         with self._core.db.read() as conn:
-            return packages.query(conn, namespaces=readable, **args)
+            return versionquery.query(conn, namespaces=readable, **args)
 
     def register_schema(self, variant: str, schema: Any, actor: str | None = None) -> bool:
         with self._core.db.write() as conn:

@@ -47,7 +47,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 #: The newest migration. Checking it needs no Alembic import, which keeps every
 #: CLI start fast; a test asserts it equals the migration scripts' head.
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 
 _SQLITE_FULL = 13  # primary result code: "database or disk is full"
 _SQLITE_IOERR = 10  # I/O errors; on a full disk, e.g. SQLITE_IOERR_SHMSIZE at open

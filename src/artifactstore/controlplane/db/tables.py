@@ -215,9 +215,10 @@ versions = Table(
 )
 Index("ix_versions_digest", versions.c.digest)
 Index("ix_versions_listing", versions.c.namespace, versions.c.id)
-# Time-range queries (``created_after``/``created_before``), in a namespace or across all.
-Index("ix_versions_committed", versions.c.namespace, versions.c.committed_at)
-Index("ix_versions_committed_at", versions.c.committed_at)
+# Time-range queries (``created_after``/``created_before``), in a namespace or across all,
+# in their order (``committed_at``, ``id``): one range scan, newest first (0011).
+Index("ix_versions_ns_time", versions.c.namespace, versions.c.committed_at, versions.c.id)
+Index("ix_versions_time", versions.c.committed_at, versions.c.id)
 #: Indexes only PostgreSQL has (``ddl_if``): the migrations create them there alone.
 POSTGRESQL_ONLY = frozenset({"ix_versions_meta"})
 Index(
