@@ -13,7 +13,7 @@ existing versions exactly as a rebuild does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,13 @@ def _plan(conn: Connection, **args: Any) -> str:
     return "\n".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
 
 
+def _holds(where: dict[str, str]) -> Callable[[int], bool]:
+    """Does version i hold the pair (the fixture's build or branch)?"""
+    if "build" in where:
+        return lambda i: i == int(where["build"])
+    return lambda i: (where["branch"] == "main") == bool(i % 2)
+
+
 def _sorts(plan: str) -> bool:
     return "TEMP B-TREE" in plan or "Sort" in plan
 
@@ -120,7 +127,7 @@ def test_a_metadata_filter_walks_a_pair_index_newest_first(
     with big.db.read() as conn:
         plan = _plan(conn, namespace="ns1", where=where, limit=10)
         got = [int(v) for v in _found(conn, namespace="ns1", where=where, limit=10)]
-    holds = (lambda i: i == 4321) if "build" in where else (lambda i: i % 2 == 0)
+    holds = _holds(where)
     assert got == [i for i in range(ROWS, 0, -1) if i % 4 == 1 and holds(i)][:11]
     assert not _sorts(plan), plan
     if engine == "postgresql":
@@ -173,7 +180,7 @@ def test_metadata_in_a_time_range_collects_a_rare_pair_and_tests_a_common_one(
     with big.db.read() as conn:
         plan = _plan(conn, where=where, **window)
         got = [int(v) for v in _found(conn, where=where, limit=1000, **window)]
-    holds = (lambda i: i == 5005) if "build" in where else (lambda i: i % 2 == 0)
+    holds = _holds(where)
     inside = [i for i in range(1, ROWS + 1) if _at(2000) < _committed(i) < _at(3000)]
     assert got == _in_time_order([i for i in inside if holds(i)])
     rare = "build" in where

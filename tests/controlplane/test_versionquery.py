@@ -67,11 +67,11 @@ def test_a_metadata_filter_pages_in_id_order(tied: Store, limit: int) -> None:
 
 def test_a_cursor_of_the_other_order_is_refused(tied: Store) -> None:
     by_id = tied.query(limit=2).next_cursor
-    timed = {"created_after": "2026-01-01T00:00:00Z"}
-    by_time = tied.query(limit=2, **timed).next_cursor
+    after = "2026-01-01T00:00:00Z"
+    by_time = tied.query(limit=2, created_after=after).next_cursor
     assert by_id is not None and by_time is not None
     with pytest.raises(InvalidInput, match="invalid cursor"):
-        tied.query(limit=2, cursor=by_id, **timed)
+        tied.query(limit=2, cursor=by_id, created_after=after)
     with pytest.raises(InvalidInput, match="invalid cursor"):
         tied.query(limit=2, cursor=by_time)
 
