@@ -982,6 +982,30 @@ def test_query_and_keyset_pagination(http: httpx.Client) -> None:
     assert [i["reference"] for i in first["items"] + rest["items"]] == newest_first
 
 
+def test_a_time_range_pages_by_its_opaque_cursor(http: httpx.Client) -> None:
+    """Over HTTP too: a time-range query is paged by (commit time, id), its cursor
+    travels in the Link header, and an id cursor is refused for it (422)."""
+    ns = "timed"
+    refs = [f"{ns}/app:{i}" for i in range(5)]
+    for ref in refs:
+        push(http, ref, {"f": ref.encode()})
+    params: dict[str, Any] = {"namespace": ns, "created_after": "2000-01-01T00:00:00Z", "limit": 2}
+    seen: list[str] = []
+    url: str | None = "/v1/packages"
+    query: dict[str, Any] | None = params
+    while url is not None:
+        page = http.get(url, params=query)
+        assert page.status_code == 200, page.text
+        seen += [i["reference"] for i in page.json()["items"]]
+        link = page.headers.get("link")
+        m = re.fullmatch(r'<([^>]+)>; rel="next"', link) if link else None
+        url, query = (m.group(1), None) if m else (None, None)
+    assert seen == list(reversed(refs))
+    id_cursor = http.get("/v1/packages", params={"namespace": ns, "limit": 2}).json()
+    r = http.get("/v1/packages", params={**params, "cursor": id_cursor["next_cursor"]})
+    assert_problem(r, 422, "invalid_input")
+
+
 def test_query_by_variant(http: httpx.Client) -> None:
     schema = {"type": "object"}
     http.put("/v1/schemas/contract.any", json=schema)

@@ -38,7 +38,9 @@ SchemaId = Annotated[str, Path(pattern=_SEGMENT, max_length=128, description="Va
 UploadId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="Upload session")]
 NamespaceQuery = Annotated[str | None, Query(pattern=_SEGMENT, max_length=64)]
 NameQuery = Annotated[str | None, Query(pattern=_SEGMENT, max_length=128)]
-Cursor = Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$", description="next_cursor of a page")]
+Cursor = Annotated[
+    str | None, Query(pattern=r"^[0-9A-Za-z_-]{1,80}$", description="next_cursor of a page")
+]
 
 
 def _string(pattern: str | None = None, **more: Any) -> dict[str, Any]:
