@@ -42,6 +42,13 @@ port; see ``bench/_scale_s3.py``.
 
     .venv/bin/python bench/scale.py                                   # everything, full size
     .venv/bin/python bench/scale.py --only metadata --versions 20000 --queries 600   # smoke
+    .venv/bin/python bench/scale.py --only metadata --keep /var/tmp/meta   # load once, then reuse
+
+With ``--keep DIR`` the SQLite store (``DIR/sqlite``) and the PostgreSQL database
+(named in ``DIR/pg-database``) stay after the run; a later run with the same
+``--keep`` and ``--versions`` migrates them to this revision's schema and queries
+them without loading again (a load interrupted half-way is not resumed: delete
+DIR and drop the database).
     .venv/bin/python bench/scale.py --only commits --commit-seconds 20
 """
 
