@@ -53,6 +53,8 @@ __all__ = ["query", "query_statement", "record_of"]
 #: The fewest versions a pair's count is allowed to stop at: below, collecting is cheap.
 _MIN_CAP = 200
 _TIME = re.compile(r"[0-9T:.Z+-]{1,32}")
+#: ASCII digits only: ``str.isdigit`` also takes "²", which ``int`` refuses.
+_ID = re.compile(r"[0-9]{1,18}")
 
 
 def record_of(r: Any) -> VersionRecord:
@@ -232,7 +234,7 @@ def _decode_cursor(cursor: str, *, timed: bool) -> tuple[str | None, int]:
     """(committed_at or None, id); a cursor of the other order is refused."""
     refused = InvalidInput("invalid cursor: pass the next_cursor of a previous page of this query")
     if not timed:
-        if not cursor.isdigit() or len(cursor) > 18:
+        if not _ID.fullmatch(cursor):
             raise refused
         return None, int(cursor)
     if len(cursor) > 80:
@@ -242,6 +244,6 @@ def _decode_cursor(cursor: str, *, timed: bool) -> tuple[str | None, int]:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise refused from None
     at, _, last = raw.partition(" ")
-    if not _TIME.fullmatch(at) or not last.isdigit() or len(last) > 18:
+    if not _TIME.fullmatch(at) or not _ID.fullmatch(last):
         raise refused
     return at, int(last)
