@@ -10,7 +10,7 @@ raises what opening raised (``wait=True`` raises it at once).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -24,10 +24,15 @@ from artifactstore.dataplane.files import stage_files
 from artifactstore.dataplane.presign import Presigner
 from artifactstore.dataplane.staging import Staging
 from artifactstore.errors import InvalidInput
+from artifactstore.facade import as_reference as _ref
+from artifactstore.facade.access import AccessVerbs
+from artifactstore.facade.provenance import ProvenanceVerbs
+from artifactstore.facade.retention import RetentionVerbs
+from artifactstore.facade.uploads import UploadVerbs
 from artifactstore.model import records
 from artifactstore.model.clock import Clock
-from artifactstore.model.envelope import Envelope, Signer
-from artifactstore.model.identity import BlobDigests, Digest, Namespace, PackageName, Reference
+from artifactstore.model.envelope import Envelope
+from artifactstore.model.identity import Digest, Reference
 from artifactstore.model.jsonio import check_metadata_limits
 from artifactstore.model.manifest import FileEntry, Manifest
 
@@ -37,20 +42,11 @@ if TYPE_CHECKING:
     from artifactstore.controlplane.db.engine import Database
     from artifactstore.controlplane.outbox import Backlog
     from artifactstore.dataplane.protocol import Backend
-    from artifactstore.model import retention
     from artifactstore.model.events import Event
-    from artifactstore.model.tlog import (
-        AuditReport,
-        Checkpoint,
-        ConsistencyProof,
-        InclusionProof,
-        LogKey,
-    )
     from artifactstore.model.versions import CommitResult, Page, PushResult, VersionRecord
     from artifactstore.services import Services
     from artifactstore.services.copy import CopyReport
     from artifactstore.services.stream import EventPublisher
-    from artifactstore.services.uploads import BlobUpload, SessionAppend
 
 __all__ = ["Store"]
 
@@ -63,12 +59,13 @@ def _open_services(
     return open_services(settings, plane, staging, create=create, clock=clock)
 
 
-def _ref(ref: str | Reference) -> Reference:
-    return Reference.parse(ref) if isinstance(ref, str) else ref
+class Store(AccessVerbs, RetentionVerbs, UploadVerbs, ProvenanceVerbs):
+    """An artifact store: open one with :meth:`open` and close it (or use ``with``).
 
-
-class Store:
-    """An artifact store: open one with :meth:`open` and close it (or use ``with``)."""
+    Verbs of the tokens and namespaces, deletion, retention and holds, HTTP
+    uploads, signatures and the
+    transparency log are in ``facade/``; the rest are here.
+    """
 
     def __init__(
         self, settings: Settings, plane: DataPlane, staging: Staging, *, create: bool, clock: Clock
@@ -224,24 +221,6 @@ class Store:
             manifest, actor, require_held=require_held, signatures=signatures
         )
 
-    # --- signatures (services/signing.py) ------------------------------------------------
-
-    def signatures(self, ref: str | Reference) -> list[Envelope]:
-        """The DSSE envelopes recorded over a version, oldest first."""
-        return self.services.signing.signatures(_ref(ref))
-
-    def add_signature(
-        self, ref: str | Reference, envelope: Envelope, actor: str | None = None
-    ) -> bool:
-        """Check and record an envelope over a version; False if it was already recorded.
-        SignatureInvalid if it is not over this version or the namespace's policy refuses it."""
-        return self.services.signing.add(_ref(ref), [envelope], actor or self.actor) > 0
-
-    def sign(self, ref: str | Reference, key: Signer, actor: str | None = None) -> Envelope:
-        """Sign a version with a private key (``provenance.keys.load_private_key``) and record
-        the envelope."""
-        return self.services.signing.sign(_ref(ref), key, actor or self.actor)[0]
-
     # --- read (services/pull.py, services/query.py) ------------------------------------
 
     def show(self, ref: str | Reference) -> VersionRecord:
@@ -340,78 +319,6 @@ class Store:
     def list_schemas(self) -> list[dict[str, str]]:
         return self.services.query.list_schemas()
 
-    # --- delete, retention, legal holds (services/retention.py) ----------------------
-
-    def delete(self, ref: str | Reference, actor: str | None = None) -> VersionRecord:
-        """Tombstone a version; raises LegalHold or RetentionLocked if it is protected."""
-        return self.services.retention.delete(_ref(ref), actor)
-
-    def set_retention(
-        self,
-        namespace: str,
-        package: str | None,
-        policy: retention.RetentionPolicy | None,
-        actor: str | None = None,
-    ) -> retention.RetentionSettings:
-        """Set (None: clear) the namespace default (``package`` None) or a package's policy."""
-        scope = (Namespace(namespace), None if package is None else PackageName(package))
-        return self.services.retention.set_policy(scope, policy, actor or self.actor)
-
-    def retention_settings(self, namespace: str) -> retention.RetentionSettings:
-        return self.services.retention.settings(Namespace(namespace))
-
-    def lock_retention(
-        self, namespace: str, keep_days: float, actor: str | None = None
-    ) -> retention.RetentionSettings:
-        """Set or extend the namespace's retention lock; it can never shrink or go away."""
-        return self.services.retention.lock(Namespace(namespace), keep_days, actor or self.actor)
-
-    def retention_plan(self, namespace: str | None = None) -> retention.RetentionReport:
-        """What ``apply_retention`` would do now: every live version's decision and rule."""
-        return self.apply_retention(namespace, dry_run=True)
-
-    def apply_retention(
-        self, namespace: str | None = None, *, dry_run: bool = False, actor: str | None = None
-    ) -> retention.RetentionReport:
-        """Delete (tombstone) what the policies release, never a held or locked version."""
-        return self.services.retention.apply(namespace, dry_run=dry_run, actor=actor)
-
-    def place_hold(
-        self, ref: str | Reference, reason: str, actor: str | None = None
-    ) -> records.Hold:
-        """Place a legal hold: the version cannot be deleted by anyone until it is released."""
-        return self.services.retention.place_hold(_ref(ref), reason, actor)
-
-    def release_hold(
-        self,
-        ref: str | Reference,
-        reason: str,
-        *,
-        hold_id: int | None = None,
-        actor: str | None = None,
-    ) -> records.Hold:
-        """Release the version's only active hold, or the one ``hold_id`` names."""
-        return self.services.retention.release_hold(_ref(ref), reason, hold_id=hold_id, actor=actor)
-
-    def list_holds(
-        self,
-        ref: str | Reference | None = None,
-        *,
-        include_released: bool = False,
-        readable: Collection[str] | None = None,
-    ) -> list[records.Hold]:
-        """Active holds of one version or of all (``include_released``: released ones too)."""
-        target = None if ref is None else _ref(ref)
-        return self.services.retention.list_holds(
-            target, include_released=include_released, readable=readable
-        )
-
-    def version_retention(
-        self, record: VersionRecord
-    ) -> tuple[list[records.Hold], retention.VersionRetention]:
-        """A version's active holds and retention state (for the version detail)."""
-        return self.services.retention.version_retention(record)
-
     # --- storage tiers (services/tiers.py) ---------------------------------------------
 
     def _version_blobs(self, ref: str | Reference) -> list[str]:
@@ -437,104 +344,6 @@ class Store:
     def complete_restores(self) -> records.TierReport:
         """Finish every restore whose time has come (``serve`` does it on a schedule)."""
         return self.services.tiers.complete_restores(None)
-
-    # --- tokens and namespaces (services/access.py) --------------------------------------
-
-    def create_token(
-        self,
-        name: str,
-        scopes: list[str],
-        *,
-        expires_in: float | None = None,
-        actor: str | None = None,
-    ) -> tuple[records.TokenInfo, str]:
-        """A new API token and its secret, which is shown once and never stored."""
-        return self.services.access.create_token(name, scopes, expires_in, actor or self.actor)
-
-    def list_tokens(self) -> list[records.TokenInfo]:
-        return self.services.access.list_tokens()
-
-    def revoke_token(self, token_id: str, actor: str | None = None) -> records.TokenInfo:
-        return self.services.access.revoke_token(token_id, actor)
-
-    def authenticate(self, presented: str) -> records.TokenInfo | None:
-        """The active token ``presented`` names, or None; records its last use."""
-        return self.services.access.authenticate(presented)
-
-    def authentication_failed(self, client: str, *, limit: int, window: float) -> int | None:
-        """Count a failed authentication of ``client`` (shared by every replica); seconds to
-        wait if past ``limit`` in ``window`` seconds, else None."""
-        return self.services.access.authentication_failed(client, limit=limit, window=window)
-
-    def known_token(self, presented: str) -> records.TokenInfo | None:
-        """``authenticate``'s answer if this process gave it since the last commit to the
-        database (no I/O but a version probe); None: call ``authenticate``."""
-        return self.services.access.known_token(presented)
-
-    def token_count(self) -> int:
-        return self.services.access.token_count()
-
-    def namespace_settings(self, namespace: str) -> dict[str, Any]:
-        """The namespace's settings and ``used_bytes`` (what its quota counts)."""
-        return self.services.access.namespace_settings(Namespace(namespace))
-
-    def set_namespace_settings(
-        self, namespace: str, settings: Mapping[str, Any], actor: str | None = None
-    ) -> dict[str, Any]:
-        """Replace a namespace's settings; ``used_bytes`` (read-only) is ignored."""
-        return self.services.access.set_namespace_settings(
-            Namespace(namespace), settings, actor or self.actor
-        )
-
-    def anonymous_namespaces(self) -> set[str]:
-        """Namespaces whose packages anyone may read."""
-        return self.services.access.anonymous_namespaces()
-
-    def namespace_usage(self) -> dict[str, tuple[int, int | None]]:
-        """(used bytes, quota or None) per namespace, for /metrics."""
-        return self.services.access.namespace_usage()
-
-    # --- HTTP uploads (services/uploads.py) ---------------------------------------------
-
-    def check_upload_room(self, namespace: str | None, length: int | None) -> None:
-        """Refuse a declared ``length`` that cannot fit the namespace's quota."""
-        self.services.uploads.check_room(namespace, length)
-
-    def blob_upload(self, actor: str, namespace: str | None) -> BlobUpload:
-        """A one-shot upload whose room the caller checked; does no I/O until written."""
-        return self.services.uploads.blob_upload(actor, namespace)
-
-    def create_upload(
-        self, *, namespace: str | None, length: int | None, metadata: dict[str, str], actor: str
-    ) -> records.UploadSession:
-        """Open a resumable upload session."""
-        return self.services.uploads.create(
-            namespace=namespace, length=length, metadata=metadata, actor=actor
-        )
-
-    def upload_session(self, upload_id: str) -> records.UploadSession:
-        return self.services.uploads.get(upload_id)
-
-    def append_upload(
-        self, upload_id: str, offset: int, checksum: tuple[str, bytes] | None = None
-    ) -> SessionAppend:
-        """Claim a session for one request's bytes at ``offset``."""
-        return self.services.uploads.begin_append(upload_id, offset, checksum)
-
-    def declare_upload_length(self, upload_id: str, length: int) -> None:
-        """Fix a deferred length (tus ``Upload-Length`` on a later PATCH); once only."""
-        self.services.uploads.declare_length(upload_id, length)
-
-    def complete_upload(self, upload_id: str, expected: Digest | None = None) -> BlobDigests:
-        """Finalise a session into a blob (its digests); idempotent once completed."""
-        return self.services.uploads.complete(upload_id, expected)
-
-    def abort_upload(self, upload_id: str) -> None:
-        self.services.uploads.abort(upload_id)
-
-    def expire_uploads(self) -> int:
-        """Drop expired sessions and staged bytes no session owns; returns how many."""
-        return self.services.uploads.expire()
 
     # --- integrity and housekeeping (services/maintenance.py) ---------------------------
 
@@ -586,27 +395,7 @@ class Store:
             on_total=on_total or records.no_progress,
         )
 
-    # --- the transparency log (services/log.py) -----------------------------------------
-
-    def log_checkpoint(self) -> str:
-        """A signed checkpoint (C2SP note) of the whole event log as it is now."""
-        return self.services.log.checkpoint()
-
-    def log_key(self) -> LogKey:
-        """The log's public key (PEM and C2SP verifier key), for auditors."""
-        return self.services.log.key()
-
-    def log_inclusion(self, seq: int, size: int | None = None) -> InclusionProof:
-        """Proof that event ``seq`` is in the tree of ``size`` entries (None: all)."""
-        return self.services.log.inclusion(seq, size)
-
-    def log_consistency(self, old: int, new: int | None = None) -> ConsistencyProof:
-        """Proof that the tree of ``new`` entries (None: all) extends that of ``old``."""
-        return self.services.log.consistency(old, new)
-
-    def log_audit(self, checkpoints: Sequence[tuple[str, Checkpoint]]) -> AuditReport:
-        """Recompute the tree from the event rows and check each (name, checkpoint)."""
-        return self.services.log.audit(checkpoints)
+    # --- the transparency log's writer (the other log verbs: facade/provenance.py) ----
 
     def log_publish(self) -> dict[str, Any]:
         """Make a checkpoint and write it to LOG_CHECKPOINT_URL (``serve`` does it on a
