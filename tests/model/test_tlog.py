@@ -46,11 +46,13 @@ json_values = st.recursive(
     )
 )
 def test_anything_else_is_invalid_input(value: Any) -> None:
+    """Refused with InvalidInput, or a proof that its own JSON form parses back to."""
     for parse in (InclusionProof.from_json, ConsistencyProof.from_json):
         try:
-            parse(value)
+            proof = parse(value)
         except InvalidInput:
             continue
+        assert parse(proof.to_json()) == proof
 
 
 @pytest.mark.parametrize(
