@@ -15,7 +15,6 @@ value; :data:`_PROJECTIONS` is the table from event type to handler.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, insert_rows, values_in
 from artifactstore.model.cbor import dumps_validated
+from artifactstore.model.envelope import Envelope
 from artifactstore.model.events import (
     BlobClaimed,
     BlobCollected,
@@ -403,16 +403,15 @@ def _schema_registered(conn: Connection, at: Event, e: SchemaRegistered) -> None
 
 
 def _signature_added(conn: Connection, at: Event, e: SignatureAdded) -> None:
-    """One recorded envelope: its canonical text (what the API serves back) and its hash."""
-    text = json.dumps(dict(e.envelope), sort_keys=True, separators=(",", ":"))
-    signatures = e.envelope.get("signatures") or []
+    """One recorded envelope: the canonical text the API serves, its digest, its key ids."""
+    envelope = Envelope.from_json(e.envelope)
     conn.execute(
         insert(t.signatures).values(
             id=at.seq,
             version_id=e.version_id,
-            envelope=text,
-            envelope_sha256=hashlib.sha256(text.encode()).hexdigest(),
-            key_ids=json.dumps([s.get("keyid") or "" for s in signatures]),
+            envelope=envelope.canonical(),
+            envelope_sha256=envelope.digest(),
+            key_ids=json.dumps(list(envelope.key_ids)),
             actor=at.actor,
             added_at=at.time,
         )
