@@ -4,6 +4,7 @@ CLI's remote mode proves and audits through the routes."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from artifactstore.dataplane.backends import open_backend
 from artifactstore.model.tlog import Checkpoint, ConsistencyProof, InclusionProof
 from artifactstore.provenance import keys, verify_checkpoint, verify_consistency, verify_inclusion
-from artifactstore.provenance.checkpoint import sign_checkpoint
+from artifactstore.provenance.checkpoint import parse_checkpoint, sign_checkpoint
 from artifactstore.store import Store
 from tests.s3 import S3Server, s3_url
 from tests.server.conftest import Server, assert_problem, push
@@ -145,6 +146,15 @@ def test_the_remote_cli_proves_and_audits(live_server: Server, filled: int, tmp_
     result = cli("log", "audit", old, forked, "--key", pem, "--key", fake_pub)
     assert result.code == 3 and "forked.txt" in result.stderr and "old.txt (size" in result.stderr
     assert cli("log", "audit", forked).code == 3  # not signed by the server's key
+    # The server's current checkpoint is the reference: an auditor who holds only another
+    # key proves nothing against it, even for a saved checkpoint that key signed.
+    resigned = tmp_path / "resigned.txt"
+    resigned.write_text(sign_checkpoint(parse_checkpoint(old.read_text())[0], fake_key))
+    result = cli("log", "audit", resigned, "--key", fake_pub, "--json")
+    assert result.code == 3
+    report = json.loads(result.stdout)
+    assert report["problems"][0].startswith("the server's current checkpoint: signature_invalid")
+    assert "not checked" in report["checkpoints"][0]["problem"]
 
 
 def test_publish_to_s3(clean_env: None, tmp_path: Path, s3_server: S3Server) -> None:

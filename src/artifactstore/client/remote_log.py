@@ -7,12 +7,12 @@ checked, not trusted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 
-from artifactstore.errors import ProofInvalid
+from artifactstore.errors import IntegrityError, InvalidCheckpoint, ProofInvalid
 from artifactstore.model.tlog import (
     AuditFinding,
     AuditReport,
@@ -51,10 +51,30 @@ class RemoteLog:
         body = self._request("GET", "/v1/log/proof/consistency", params=params).json()
         return ConsistencyProof.from_json(body)
 
-    def log_audit(self, checkpoints: Sequence[tuple[str, Checkpoint]]) -> AuditReport:
+    def log_audit(
+        self,
+        checkpoints: Sequence[tuple[str, Checkpoint]],
+        verify: Callable[[str], Checkpoint] | None = None,
+    ) -> AuditReport:
         """Each checkpoint against the server's current tree, by a consistency proof
-        verified here (the server's own audit recomputes from its rows instead)."""
-        current, _ = parse_checkpoint(self.log_checkpoint())
+        verified here (the server's own audit recomputes from its rows instead).
+
+        The current checkpoint is the reference every proof is checked against,
+        so ``verify`` checks its signature first: a server that signs with a key
+        the auditor does not hold could prove anything. Unverified, the audit
+        reports it as a problem of the log and checks nothing against it.
+        """
+        note = self.log_checkpoint()
+        try:
+            current = parse_checkpoint(note)[0] if verify is None else verify(note)
+        except (InvalidCheckpoint, IntegrityError) as exc:
+            report = AuditReport()
+            report.problems.append(f"the server's current checkpoint: {exc.code}: {exc.detail}")
+            unchecked = "not checked: the server's current checkpoint does not verify"
+            report.checkpoints.extend(
+                AuditFinding(name, cp.size, unchecked) for name, cp in checkpoints
+            )
+            return report
         report = AuditReport(current.size, current.root)
         for name, cp in checkpoints:
             report.checkpoints.append(AuditFinding(name, cp.size, self._extends(cp, current)))

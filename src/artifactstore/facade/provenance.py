@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from artifactstore.facade import Facade, as_reference
@@ -56,6 +56,11 @@ class ProvenanceVerbs:
         """Proof that the tree of ``new`` entries (None: all) extends that of ``old``."""
         return self.services.log.consistency(old, new)
 
-    def log_audit(self: Facade, checkpoints: Sequence[tuple[str, Checkpoint]]) -> AuditReport:
-        """Recompute the tree from the event rows and check each (name, checkpoint)."""
+    def log_audit(
+        self: Facade,
+        checkpoints: Sequence[tuple[str, Checkpoint]],
+        verify: Callable[[str], Checkpoint] | None = None,
+    ) -> AuditReport:
+        """Recompute the tree from the event rows and check each (name, checkpoint);
+        ``verify`` is for a remote audit (StoreAPI.log_audit): the rows need no signature."""
         return self.services.log.audit(checkpoints)

@@ -10,7 +10,7 @@ listing over HTTP may not), the protocol names what both provide.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Unpack
 
@@ -176,8 +176,18 @@ class StoreAPI(Protocol):
     def log_key(self) -> LogKey: ...
     def log_inclusion(self, seq: int, size: int | None = None) -> InclusionProof: ...
     def log_consistency(self, old: int, new: int | None = None) -> ConsistencyProof: ...
-    def log_audit(self, checkpoints: Sequence[tuple[str, Checkpoint]]) -> AuditReport:
-        """Whether the log extends each (name, checkpoint); signatures checked by the caller."""
+    def log_audit(
+        self,
+        checkpoints: Sequence[tuple[str, Checkpoint]],
+        verify: Callable[[str], Checkpoint] | None = None,
+    ) -> AuditReport:
+        """Whether the log extends each (name, checkpoint); their signatures checked by the caller.
+
+        ``verify`` checks the signature of the log's current checkpoint note: a
+        remote audit compares the saved checkpoints with the server's current one,
+        so one it cannot verify is a failure, not a reference. A local audit
+        recomputes the tree from the event rows and needs no signature.
+        """
 
 
 class UploadAppend(Protocol):

@@ -224,7 +224,7 @@ def audit(
         except (InvalidCheckpoint, IntegrityError) as exc:
             size = _size_or_zero(path)
             refused.append(AuditFinding(str(path), size, f"{exc.code}: {exc.detail}"))
-    report = store.log_audit(valid)
+    report = store.log_audit(valid, lambda note_text: verify_checkpoint(note_text, held))
     report.checkpoints[:0] = refused
     if as_json:
         emit_json(report.to_json())
