@@ -146,6 +146,11 @@ class Settings:
         "pushed files of at most this size (4 MiB at most) are stored in packs (0: never)",
         256 * 1024,
     )
+    max_batch_members: int = _help(
+        "most members (blobs) in one POST /v1/blobs/batch; each member is at most "
+        "PACK_MAX_BYTES (256 KiB when packs are off)",
+        10_000,
+    )
     max_metadata_depth: int = _help("deepest nesting of metadata objects and arrays", 16)
     max_metadata_bytes: int = _help(
         "largest metadata document, in bytes of canonical JSON", 1024 * 1024
@@ -264,6 +269,8 @@ class Settings:
                 f"PRESIGN_DOWNLOADS must be from 0 to 7 days (S3's longest presigned URL), "
                 f"not {self.presign_downloads}"
             )
+        if self.max_batch_members < 1:
+            raise InvalidInput(f"MAX_BATCH_MEMBERS must be 1 or more, not {self.max_batch_members}")
         if self.disk_reserve_bytes < 0:
             raise InvalidInput(
                 f"DISK_RESERVE_BYTES must be 0 or more, not {self.disk_reserve_bytes}"

@@ -6,7 +6,8 @@ are hashed against the manifest, paths are re-validated before writing, and
 ``verify_chain`` re-computes the event hashes on the client.
 
 Pushes upload only what the server lacks (``HEAD`` per digest), with N
-parallel streams; large files go through resumable sessions whose URLs are
+parallel streams; small files go in batches (``POST /v1/blobs/batch``, one
+pack per batch on the server), large files through resumable sessions whose URLs are
 remembered in a small state file, so an interrupted push continues from the
 server's offsets instead of starting again.
 """

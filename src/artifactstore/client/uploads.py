@@ -10,10 +10,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 from artifactstore import errors
+from artifactstore.client.batches import BATCH_MEMBER_MAX, Batches, Unsupported, groups
 from artifactstore.client.http import HttpClient
 from artifactstore.dataplane.digests import DualHasher
 from artifactstore.errors import InvalidInput
@@ -143,6 +145,7 @@ class Uploader:
         self._http = http
         self.parallel = parallel
         self._sessions = _SessionState(state_path or _state_path())
+        self._batches = Batches(http)
 
     def upload_missing(
         self,
@@ -152,6 +155,12 @@ class Uploader:
         *,
         check: bool,
     ) -> int:
+        """Send the blobs ``namespace`` lacks (all of them unless ``check``); how many.
+
+        Small files travel in batches (``client/batches.py``: one request and one
+        pack per batch), larger ones one by one, a large one through a session.
+        """
+
         def present(digest: str) -> bool:
             """Whether ``namespace`` holds the blob. A token that may write but not read
             may not be told (401/403, from a server that answers only readers): then
@@ -169,12 +178,23 @@ class Uploader:
         for n, ok in zip(names, have, strict=True):
             if ok:
                 progress(blobs[n][1].size)
-        run_parallel(
-            lambda n: self.upload(namespace, *blobs[n], progress, stop=stop),
-            todo,
-            self.parallel,
-            stop,
-        )
+        small = [blobs[n] for n in todo if blobs[n][1].size <= BATCH_MEMBER_MAX]
+        large = [blobs[n] for n in todo if blobs[n][1].size > BATCH_MEMBER_MAX]
+
+        def send_batch(items: list[tuple[LocalFile, BlobDigests]]) -> None:
+            try:
+                self._batches.send(namespace, items, progress, stop, UPLOAD_ATTEMPTS)
+            except Unsupported as exc:  # one by one; the bytes counted once
+                for file, digests in items:
+                    self.upload(namespace, file, digests, no_progress, stop=stop)
+                progress(sum(d.size for _, d in items) - exc.counted)
+
+        def send_one(item: tuple[LocalFile, BlobDigests]) -> None:
+            self.upload(namespace, *item, progress, stop=stop)
+
+        tasks = [partial(send_batch, g) for g in groups(small)]
+        tasks += [partial(send_one, item) for item in large]
+        run_parallel(lambda task: task(), tasks, self.parallel, stop)
         return len(todo)
 
     def upload(

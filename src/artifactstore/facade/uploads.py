@@ -9,6 +9,7 @@ from artifactstore.model import records
 from artifactstore.model.identity import BlobDigests, Digest
 
 if TYPE_CHECKING:
+    from artifactstore.services.blob_batches import BatchUpload
     from artifactstore.services.uploads import BlobUpload, SessionAppend
 
 __all__ = ["UploadVerbs"]
@@ -22,6 +23,10 @@ class UploadVerbs:
     def blob_upload(self: Facade, actor: str, namespace: str | None) -> BlobUpload:
         """A one-shot upload whose room the caller checked; does no I/O until written."""
         return self.services.uploads.blob_upload(actor, namespace)
+
+    def blob_batch(self: Facade, actor: str, namespace: str | None) -> BatchUpload:
+        """A batch upload of small blobs (a tar stream) into packs; does no I/O until written."""
+        return self.services.batches.begin(actor, namespace)
 
     def create_upload(
         self: Facade,

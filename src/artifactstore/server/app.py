@@ -37,6 +37,7 @@ from artifactstore.server.bodies import BodyTimeout, RangeNotSatisfiable
 from artifactstore.server.metrics import Metrics
 from artifactstore.server.problems import plain_problem, problem_response
 from artifactstore.server.routes import (
+    blob_batches,
     blobs,
     events,
     health,
@@ -228,6 +229,7 @@ def create_app(
     app.state.metrics = Metrics()
     for module in (
         health,
+        blob_batches,
         blobs,
         uploads,
         packages,

@@ -283,6 +283,7 @@ ROUTE_SCOPES: dict[tuple[str, str], tuple[Action, NsSource]] = {
     ("HEAD", "/v1/blobs/{digest}"): ("exists", "query:namespace"),
     ("POST", "/v1/blobs"): ("write", "query:namespace"),
     ("PUT", "/v1/blobs"): ("write", "query:namespace"),
+    ("POST", "/v1/blobs/batch"): ("write", "query:namespace"),
     ("OPTIONS", "/v1/uploads"): ("public", "none"),
     ("POST", "/v1/uploads"): ("write", "query:namespace"),
     ("GET", "/v1/uploads/{upload_id}"): ("write", "none"),

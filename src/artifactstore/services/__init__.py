@@ -15,6 +15,7 @@ plane's modules for rows and events and the data plane for bytes.
 ``maintenance`` verify, the event log, rebuild, GC, health
 ``log``         the transparency log: checkpoints, proofs, audit
 ``uploads``     HTTP uploads: one-shot and resumable sessions
+``batches``     HTTP batch uploads: many small blobs in one request, into packs
 ==============  ==================================================
 """
 
@@ -28,6 +29,7 @@ from artifactstore.dataplane.blobs import DataPlane
 from artifactstore.dataplane.staging import Staging
 from artifactstore.model.clock import Clock
 from artifactstore.services.access import AccessService
+from artifactstore.services.blob_batches import BlobBatchService
 from artifactstore.services.core import Core
 from artifactstore.services.log import LogService
 from artifactstore.services.maintenance import MaintenanceService
@@ -54,6 +56,7 @@ class Services:
     signing: SigningService
     maintenance: MaintenanceService
     uploads: UploadService
+    batches: BlobBatchService
     log: LogService
 
     def close(self) -> None:
@@ -75,9 +78,10 @@ def open_services(
     tiers = TierService(core)
     pull = PullService(core, tiers)
     uploads = UploadService(core, staging, on_stored=pull.note_stored)
+    push = PushService(core)
     return Services(
         core=core,
-        push=PushService(core),
+        push=push,
         pull=pull,
         query=QueryService(core),
         retention=RetentionService(core),
@@ -86,6 +90,7 @@ def open_services(
         signing=SigningService(core),
         maintenance=MaintenanceService(core, uploads),
         uploads=uploads,
+        batches=BlobBatchService(core, push),
         log=LogService(core),
     )
 

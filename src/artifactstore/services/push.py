@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import Connection
+
 from artifactstore.client.files import LocalFile, manifest_for
 from artifactstore.controlplane import blobs as blob_records
 from artifactstore.controlplane import gc as gc_mod
@@ -29,7 +31,7 @@ from artifactstore.model.versions import CommitResult, PushResult, VersionRecord
 from artifactstore.provenance.dsse import PackageRef, sign_package
 from artifactstore.services.core import Core
 
-__all__ = ["PUSH_ATTEMPTS", "PushService"]
+__all__ = ["PUSH_ATTEMPTS", "Ingested", "PushService"]
 
 #: How often a push re-ingests bytes that GC collected under it (grace shorter than a push).
 PUSH_ATTEMPTS = 5
@@ -107,20 +109,11 @@ class PushService:
         """Publish, then record the blobs and commit the version (and its signature) in one
         transaction."""
         core = self._core
-        ingested = self._publish(staged, namespace)
+        ingested = self.publish(staged, namespace)
         with core.db.write() as conn:
             # Every row the commit will lock, before anything takes the log's append lock.
             blob_records.lock_rows(conn, (str(d.blake3) for d, _ in ingested))
-            namespaces.check_quota(conn, namespace, _sizes(ingested), core.held_since())
-            stored = blob_records.record_stored(
-                conn,
-                ingested,
-                core.plane.backend.properties.name,
-                core.actor,
-                exists=core.stored,
-                now=core.clock(),
-                namespace=str(namespace),
-            )
+            stored = self.record_blobs(conn, ingested, namespace, core.actor)
             built = manifest([d for d, _ in ingested])
             now = core.clock()
             envelopes = [] if sign is None else [sign_package(PackageRef.of(built), sign)]
@@ -141,10 +134,10 @@ class PushService:
                 # Identical content already there under its own manifest: sign that one.
                 envelope = sign_package(signatures.package_ref(result.record), sign)
                 signatures.add(conn, result.record, [envelope], core.actor, now)
-        self._drop_unused_packs(ingested, set(stored))
+        self.drop_unused_packs(ingested, set(stored))
         return PushResult(result.record, result.created, len(stored))
 
-    def _publish(self, staged: StagedFiles, namespace: Namespace) -> Ingested:
+    def publish(self, staged: StagedFiles, namespace: Namespace | None) -> Ingested:
         """Lease, then publish the staged files (gc.py, step 1: lease first).
 
         A push over the namespace's quota is refused here, while the bytes are
@@ -152,12 +145,34 @@ class PushService:
         """
         core = self._core
         with staged.batch, core.db.write() as conn:
-            namespaces.check_quota(conn, namespace, _sizes(staged.blobs), core.held_since())
+            if namespace is not None:
+                namespaces.check_quota(conn, namespace, _sizes(staged.blobs), core.held_since())
             staged_keys = (place.key for _, place in staged.blobs if place is not None)
             blob_records.touch(conn, staged_keys, core.clock())
         return staged.blobs
 
-    def _drop_unused_packs(self, ingested: Ingested, stored: set[str]) -> None:
+    def record_blobs(
+        self, conn: Connection, ingested: Ingested, namespace: Namespace | None, actor: str
+    ) -> list[str]:
+        """Record the published blobs held by ``namespace``; the digests that were new.
+
+        Raises MissingBlobs when GC collected bytes since they were published
+        (a grace period shorter than the push): the caller ingests them again.
+        """
+        core = self._core
+        if namespace is not None:
+            namespaces.check_quota(conn, namespace, _sizes(ingested), core.held_since())
+        return blob_records.record_stored(
+            conn,
+            ingested,
+            core.plane.backend.properties.name,
+            actor,
+            exists=core.stored,
+            now=core.clock(),
+            namespace=None if namespace is None else str(namespace),
+        )
+
+    def drop_unused_packs(self, ingested: Ingested, stored: set[str]) -> None:
         """Delete this push's packs that hold only blobs the store already had.
 
         A pack's key is random and known only to this push, so one that no
