@@ -141,6 +141,8 @@ class Batches:
             except errors.MissingBlobs:
                 if attempt == attempts - 1:
                     raise
+            except errors.QuotaExceeded:
+                raise  # the namespace is full, however its blobs are sent
             except errors.LimitExceeded as exc:
                 raise Unsupported(counted) from exc  # a smaller member limit: one by one
             except errors.ArtifactStoreError as exc:

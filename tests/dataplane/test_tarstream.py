@@ -1,0 +1,99 @@
+"""The batch route's tar parser takes its body in pieces of any size and sees the same members."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import tarfile
+
+import pytest
+
+from artifactstore.dataplane.tarstream import MAX_PAX, TarMembers
+from artifactstore.errors import InvalidInput, LimitExceeded
+
+
+def _tar(members: list[tuple[str, bytes]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _parse(body: bytes, pieces: list[int], **limits: int) -> list[tuple[str, bytes]]:
+    got: list[tuple[str, bytes]] = []
+    parser = TarMembers(
+        lambda n, d: got.append((n, d)),
+        max_member=limits.get("max_member", 1 << 20),
+        max_members=limits.get("max_members", 1000),
+    )
+    pos = 0
+    for n in pieces:
+        parser.feed(memoryview(body)[pos : pos + n])
+        pos += n
+    parser.feed(body[pos:])
+    parser.close()
+    return got
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
+def test_any_split_of_the_stream_gives_the_same_members(fmt: int) -> None:
+    rng = random.Random(fmt)
+    members = [(f"m{i}", os.urandom(rng.choice([0, 1, 511, 512, 513, 3000]))) for i in range(40)]
+    if fmt == tarfile.PAX_FORMAT:
+        members.append(("p/" + "é" * 80, b"a pax path"))  # non-ASCII: a pax record
+    body = _tar(members, fmt)
+    for piece in (7, 511, 512, 4096):
+        assert _parse(body, [piece] * (len(body) // piece)) == members
+    cuts = sorted(rng.sample(range(len(body)), 30))
+    assert _parse(body, [b - a for a, b in zip([0, *cuts], cuts, strict=False)]) == members
+
+
+def test_a_member_over_the_limit_is_refused_at_its_header() -> None:
+    body = _tar([("a", b"x" * 100), ("b", b"y" * 101)])
+    seen: list[str] = []
+    parser = TarMembers(lambda n, _d: seen.append(n), max_member=100, max_members=10)
+    with pytest.raises(LimitExceeded, match="'b' is 101 bytes"):
+        parser.feed(body[: 512 * 4])  # b's header, not its data
+    assert seen == ["a"]
+
+
+def test_too_many_members_are_refused() -> None:
+    with pytest.raises(LimitExceeded, match="more than 2 members"):
+        _parse(_tar([("a", b""), ("b", b""), ("c", b"")]), [], max_members=2)
+
+
+def test_a_huge_pax_header_is_refused() -> None:
+    info = tarfile.TarInfo("a")
+    info.pax_headers = {"comment": "x" * (MAX_PAX + 1)}
+    body = info.tobuf(format=tarfile.PAX_FORMAT) + bytes(1024)
+    with pytest.raises(LimitExceeded, match="pax header"):
+        _parse(body, [])
+
+
+@pytest.mark.parametrize(
+    "records",
+    [b"5 a=b", b"99 a=b\n", b"x a=b\n", b"6 ab\n\n"],
+)
+def test_malformed_pax_records_are_refused(records: bytes) -> None:
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type = tarfile.XHDTYPE
+    info.size = len(records)
+    body = info.tobuf(format=tarfile.USTAR_FORMAT) + records.ljust(512, b"\0") + bytes(1024)
+    with pytest.raises(InvalidInput, match="pax"):
+        _parse(body, [])
+
+
+def test_a_global_header_may_not_rename_members() -> None:
+    out = io.BytesIO()
+    with tarfile.open(
+        fileobj=out, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"path": "x"}
+    ) as tar:
+        tar.addfile(tarfile.TarInfo("a"), io.BytesIO(b""))
+    with pytest.raises(InvalidInput, match="global"):
+        _parse(out.getvalue(), [])
+    comment = _tar([])
+    assert _parse(comment, []) == []
