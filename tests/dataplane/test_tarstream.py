@@ -11,16 +11,7 @@ import pytest
 
 from artifactstore.dataplane.tarstream import MAX_PAX, TarMembers
 from artifactstore.errors import InvalidInput, LimitExceeded
-
-
-def _tar(members: list[tuple[str, bytes]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+from tests.server.test_blob_batches import tar_of
 
 
 def _parse(body: bytes, pieces: list[int], **limits: int) -> list[tuple[str, bytes]]:
@@ -45,7 +36,7 @@ def test_any_split_of_the_stream_gives_the_same_members(fmt: int) -> None:
     members = [(f"m{i}", os.urandom(rng.choice([0, 1, 511, 512, 513, 3000]))) for i in range(40)]
     if fmt == tarfile.PAX_FORMAT:
         members.append(("p/" + "é" * 80, b"a pax path"))  # non-ASCII: a pax record
-    body = _tar(members, fmt)
+    body = tar_of(members, fmt)
     for piece in (7, 511, 512, 4096):
         assert _parse(body, [piece] * (len(body) // piece)) == members
     cuts = sorted(rng.sample(range(len(body)), 30))
@@ -53,7 +44,7 @@ def test_any_split_of_the_stream_gives_the_same_members(fmt: int) -> None:
 
 
 def test_a_member_over_the_limit_is_refused_at_its_header() -> None:
-    body = _tar([("a", b"x" * 100), ("b", b"y" * 101)])
+    body = tar_of([("a", b"x" * 100), ("b", b"y" * 101)])
     seen: list[str] = []
     parser = TarMembers(lambda n, _d: seen.append(n), max_member=100, max_members=10)
     with pytest.raises(LimitExceeded, match="'b' is 101 bytes"):
@@ -63,7 +54,7 @@ def test_a_member_over_the_limit_is_refused_at_its_header() -> None:
 
 def test_too_many_members_are_refused() -> None:
     with pytest.raises(LimitExceeded, match="more than 2 members"):
-        _parse(_tar([("a", b""), ("b", b""), ("c", b"")]), [], max_members=2)
+        _parse(tar_of([("a", b""), ("b", b""), ("c", b"")]), [], max_members=2)
 
 
 def test_a_huge_pax_header_is_refused() -> None:
@@ -95,5 +86,5 @@ def test_a_global_header_may_not_rename_members() -> None:
         tar.addfile(tarfile.TarInfo("a"), io.BytesIO(b""))
     with pytest.raises(InvalidInput, match="global"):
         _parse(out.getvalue(), [])
-    comment = _tar([])
+    comment = tar_of([])
     assert _parse(comment, []) == []

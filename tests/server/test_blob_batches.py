@@ -15,6 +15,7 @@ import io
 import os
 import tarfile
 from collections.abc import Iterable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +23,8 @@ from sqlalchemy import func, select
 
 from artifactstore.controlplane.db import tables as t
 from artifactstore.dataplane.blobs import PACK_MAX_BLOB
+from artifactstore.model.identity import Digest
+from artifactstore.store import Store
 from tests.server.conftest import InProcessServer, assert_problem, digests_of, upload_blob
 
 pytestmark = pytest.mark.configs("embedded", "scaleout")
@@ -240,3 +243,29 @@ def test_oversized_members_and_batches_get_413(http: httpx.Client) -> None:
 def test_an_invalid_namespace_is_refused(http: httpx.Client) -> None:
     response = post_batch(http, tar_of(named(b"abc")), "Not A Namespace")
     assert response.status_code == 422, response.text
+
+
+def test_a_batch_over_the_namespace_quota_stores_nothing(
+    server: InProcessServer, http: httpx.Client
+) -> None:
+    assert http.put("/v1/namespaces/tight", json={"quota_bytes": 5000}).status_code == 200
+    blobs = [os.urandom(2000) for _ in range(3)]
+    before = objects(server, "")
+    assert_problem(post_batch(http, tar_of(named(*blobs)), "tight"), 413, "quota_exceeded")
+    assert recorded(server, blobs) == set()
+    assert objects(server, "") == before
+    assert post_batch(http, tar_of(named(*blobs[:2])), "tight").status_code == 200
+
+
+def test_with_packs_off_members_become_whole_objects(tmp_path: Path) -> None:
+    blobs = [os.urandom(n) for n in (10, 3000)]
+    with Store.open(tmp_path / "home", pack_max_bytes=0) as store:
+        batch = store.blob_batch("test", "ci")
+        batch.write(tar_of(named(*blobs)))
+        got = batch.finish()
+        assert [str(d.blake3) for d in got] == [digests_of(b)[0] for b in blobs]
+        assert list(store.plane.backend.list("packs/")) == []
+        for data in blobs:
+            found = store.find_blob(Digest.parse(digests_of(data)[0]), None, head=False)
+            assert found is not None and found.place.offset is None
+            assert b"".join(store.plane.read(found.place)) == data
