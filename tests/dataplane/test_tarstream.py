@@ -88,3 +88,24 @@ def test_a_global_header_may_not_rename_members() -> None:
         _parse(out.getvalue(), [])
     comment = tar_of([])
     assert _parse(comment, []) == []
+
+
+def test_a_pax_size_is_decimal() -> None:
+    """A pax ``size`` record overrides the header's octal field, in decimal (11, not 9)."""
+    pax = tarfile.TarInfo("././@PaxHeader")
+    pax.type = tarfile.XHDTYPE
+    records = b"11 size=11\n"
+    pax.size = len(records)
+    member = tarfile.TarInfo("m")  # its own size field says 0
+    data = b"eleven byte"
+    body = (
+        pax.tobuf(format=tarfile.USTAR_FORMAT)
+        + records.ljust(512, b"\0")
+        + member.tobuf(format=tarfile.USTAR_FORMAT)
+        + data.ljust(512, b"\0")
+        + bytes(1024)
+    )
+    assert _parse(body, [100]) == [("m", data)]
+    bad = body.replace(b"11 size=11\n", b"11 size=1x\n")
+    with pytest.raises(InvalidInput, match="pax size"):
+        _parse(bad, [])

@@ -160,8 +160,11 @@ class TarMembers:
                 self._state, self._need = "header", BLOCK
             return
         name = self._pax.get("path") or self._ustar_name(block)
-        if "size" in self._pax:
-            size = _octal(self._pax["size"].encode(), "pax size")
+        if "size" in self._pax:  # decimal, unlike the header's octal field
+            digits = self._pax["size"]
+            if not (digits.isascii() and digits.isdigit() and len(digits) <= 19):
+                raise InvalidInput("not a POSIX tar stream: the pax size is not a number")
+            size = int(digits)
         self._pax = {}
         if kind not in (b"0", b"\0"):
             what = _KINDS.get(kind, f"member of type {kind!r}")
