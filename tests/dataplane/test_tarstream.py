@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
 import tarfile
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from artifactstore.dataplane.tarstream import MAX_PAX, TarMembers
 from artifactstore.errors import InvalidInput, LimitExceeded
@@ -109,3 +112,73 @@ def test_a_pax_size_is_decimal() -> None:
     bad = body.replace(b"11 size=11\n", b"11 size=1x\n")
     with pytest.raises(InvalidInput, match="pax size"):
         _parse(bad, [])
+
+
+_names = st.text(
+    st.characters(codec="utf-8", exclude_characters="\0/"), min_size=1, max_size=120
+).filter(lambda n: n not in (".", ".."))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    members=st.lists(st.tuples(_names, st.binary(max_size=2000)), max_size=8),
+    fmt=st.sampled_from([tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT, tarfile.GNU_FORMAT]),
+    cuts=st.lists(st.integers(min_value=0, max_value=1 << 14), max_size=6),
+)
+def test_what_tarfile_writes_is_read_back_however_split(
+    members: list[tuple[str, bytes]], fmt: int, cuts: list[int]
+) -> None:
+    """Python's tarfile is the reference writer: every stream it makes, in any format
+    and cut anywhere, gives its members back in order (or a clear refusal for a GNU
+    long name, which the parser refuses by design)."""
+    try:
+        body = tar_of(members, fmt)
+    except ValueError:  # a name this format cannot hold (ustar: too long or not ASCII)
+        return
+    bounds = sorted({min(c, len(body)) for c in cuts})
+    pieces = [b - a for a, b in zip([0, *bounds], bounds, strict=False)]
+    try:
+        got = _parse(body, pieces, max_member=1 << 20, max_members=100)
+    except InvalidInput as exc:
+        assert fmt == tarfile.GNU_FORMAT and "GNU long name" in exc.detail
+        return
+    assert got == [(n, d) for n, d in members]
+
+
+def _rechecksum(body: bytearray) -> None:
+    """Fix the checksum of every 512-byte block that looks like a header, so that a
+    mutation reaches the parser's field checks instead of stopping at the checksum."""
+    for start in range(0, len(body) - 511, 512):
+        block = body[start : start + 512]
+        if block[257:262] == b"ustar":
+            block[148:156] = b" " * 8
+            block[148:156] = b"%06o\0 " % sum(block)
+            body[start : start + 512] = block
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    members=st.lists(st.tuples(st.sampled_from(["a", "b/c", "d" * 99]), st.binary(max_size=1500))),
+    fmt=st.sampled_from([tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT, tarfile.GNU_FORMAT]),
+    edits=st.lists(st.tuples(st.integers(min_value=0), st.binary(min_size=1, max_size=12))),
+    checksum=st.booleans(),
+    piece=st.integers(min_value=1, max_value=700),
+)
+def test_damaged_streams_give_members_or_a_clear_refusal(
+    members: list[tuple[str, bytes]],
+    fmt: int,
+    edits: list[tuple[int, bytes]],
+    checksum: bool,
+    piece: int,
+) -> None:
+    """A real tar with bytes overwritten anywhere (headers, sizes, pax records, the end
+    marker), its checksums optionally fixed: the parser answers with members or
+    InvalidInput / LimitExceeded, never another exception (the route's 500)."""
+    body = bytearray(tar_of(members, fmt))
+    for at, data in edits:
+        pos = at % len(body)
+        body[pos : pos + len(data)] = data[: len(body) - pos]
+    if checksum:
+        _rechecksum(body)
+    with contextlib.suppress(InvalidInput, LimitExceeded):
+        _parse(bytes(body), [piece] * (len(body) // piece), max_member=1024, max_members=4)
