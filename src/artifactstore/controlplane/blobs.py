@@ -352,20 +352,24 @@ def record_stored(
     return added
 
 
-def lock_rows(conn: Connection, blake3s: Iterable[str]) -> None:
+def lock_rows(conn: Connection, blake3s: Iterable[str]) -> dict[str, tuple[str, int]]:
     """Hold these blobs' rows (those that exist) under a shared lock until the
-    transaction ends, in blake3 order.
+    transaction ends, in blake3 order; returns each locked blob's sha256 and size.
 
     A transaction that will need them after it takes the log's append lock
     (a push records its blobs, then commits a manifest naming them) takes them
     first: GC locks rows and then that lock, and on PostgreSQL the opposite
     order is a deadlock.
     """
+    b = t.blobs.c
+    out: dict[str, tuple[str, int]] = {}
     for chunk in in_batches(sorted(set(blake3s))):
         # ORDER BY is what orders the locks: PostgreSQL locks rows as the scan returns
         # them, so an IN list alone locks in heap order, crossing GC's blake3 order.
-        query = select(t.blobs.c.blake3).where(t.blobs.c.blake3.in_(chunk))
-        conn.execute(query.order_by(t.blobs.c.blake3).with_for_update(read=True)).all()
+        query = select(b.blake3, b.sha256, b.size).where(b.blake3.in_(chunk))
+        rows = conn.execute(query.order_by(b.blake3).with_for_update(read=True))
+        out.update((r.blake3, (r.sha256, r.size)) for r in rows)
+    return out
 
 
 def recorded(conn: Connection, blake3s: Iterable[str]) -> set[str]:

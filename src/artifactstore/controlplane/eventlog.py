@@ -15,6 +15,12 @@ the very code ``rebuild`` replays (``projection.project`` over the parsed log).
 The values (the :class:`Event` record, :data:`GENESIS`, :func:`event_hash`,
 the time format) live in ``artifactstore.model``; they are re-exported here
 for the code that still imports them from this module.
+
+Within one transaction that holds the lock, the chain's head is read once:
+a group commit appends for many requests in one transaction (one turn at the
+lock, one WAL flush), and each later append starts from the head the previous
+one wrote (kept in the connection's ``info``, tied to the transaction, and
+dropped when any savepoint is rolled back, which may have undone an append).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, text, update
+from sqlalchemy import Connection, Engine, event, insert, select, text, update
 
 from artifactstore.controlplane.db.bulk import insert_rows
 from artifactstore.controlplane.db.tables import chain_head, events
@@ -37,6 +43,9 @@ __all__ = ["append", "append_many", "iter_events", "serialise", "verify_chain"]
 #: The PostgreSQL advisory lock (a 64-bit key of our choosing) that appends take turns on.
 _APPEND_LOCK = 0x4152_5453_4556_4E54  # "ARTSEVNT"
 
+#: Keys of ``Connection.info`` (which outlives a transaction: each value names its own).
+_LOCKED, _HEAD = "artifactstore.append_lock", "artifactstore.chain_head"
+
 
 def serialise(conn: Connection) -> None:
     """Take the log's append lock, held until the caller's transaction ends.
@@ -45,9 +54,31 @@ def serialise(conn: Connection) -> None:
     own (protection, a version's existence) takes it first too: under READ
     COMMITTED each later statement then sees them. On SQLite the transaction
     already holds the write lock (``BEGIN IMMEDIATE``), which serialises as much.
+    Taken again in the same transaction it costs no statement, unless it was
+    first taken inside a savepoint (rolling that back releases it).
     """
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK})
+    if conn.dialect.name != "postgresql" or conn.info.get(_LOCKED) is conn.get_transaction():
+        return
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK})
+    if not conn.in_nested_transaction():
+        conn.info[_LOCKED] = conn.get_transaction()
+
+
+@event.listens_for(Engine, "rollback_savepoint")
+def _forget_head(conn: Connection, name: str, context: object) -> None:
+    """A rolled-back savepoint may have undone appends: read the head again."""
+    conn.info.pop(_HEAD, None)
+
+
+def _head(conn: Connection) -> tuple[int, str, bool]:
+    """The chain's head (seq, hash) and whether its row exists, as this transaction sees it."""
+    cached = conn.info.get(_HEAD)
+    if cached is not None and cached[0] is conn.get_transaction():
+        return cached[1], cached[2], True
+    head = conn.execute(
+        select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1)
+    ).first()
+    return (head.seq, head.hash, True) if head is not None else (0, GENESIS, False)
 
 
 def append(conn: Connection, event: TypedEvent, actor: str) -> Event:
@@ -64,10 +95,7 @@ def append_many(conn: Connection, items: Sequence[TypedEvent], actor: str) -> li
     if not items:
         return []
     serialise(conn)
-    head = conn.execute(
-        select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1)
-    ).first()
-    seq, prev = (head.seq, head.hash) if head is not None else (0, GENESIS)
+    seq, prev, exists = _head(conn)
     time = utc_now()
     rows: list[dict[str, Any]] = []
     out: list[Recorded] = []
@@ -95,11 +123,12 @@ def append_many(conn: Connection, items: Sequence[TypedEvent], actor: str) -> li
         out.append((Event(seq, time, actor, item.type, subject, payload, prev, digest), item))
         prev = digest
     insert_rows(conn, events, rows)
-    if head is None:
-        conn.execute(insert(chain_head).values(id=1, seq=seq, hash=prev))
-    else:
+    if exists:
         conn.execute(update(chain_head).where(chain_head.c.id == 1).values(seq=seq, hash=prev))
+    else:
+        conn.execute(insert(chain_head).values(id=1, seq=seq, hash=prev))
     project_recorded(conn, out)
+    conn.info[_HEAD] = (conn.get_transaction(), seq, prev)
     return [record for record, _ in out]
 
 

@@ -150,11 +150,16 @@ def check_room(conn: Connection, namespace: Namespace, adding: int, held_since: 
 
 
 def check_quota(
-    conn: Connection, namespace: Namespace, blobs: Sequence[tuple[str, int]], held_since: str
+    conn: Connection,
+    namespace: Namespace,
+    blobs: Sequence[tuple[str, int]],
+    held_since: str,
+    settings: NamespaceSettings | None = None,
 ) -> None:
     """Inside a write transaction: refuse if holding ``blobs`` (blake3, size) would exceed
-    the quota. Blobs the namespace already holds add nothing, each blob counts once."""
-    quota = get(conn, namespace).quota_bytes
+    the quota. Blobs the namespace already holds add nothing, each blob counts once.
+    ``settings``: the namespace's, if the caller read them in this transaction."""
+    quota = (get(conn, namespace) if settings is None else settings).quota_bytes
     if quota is None:
         return
     sizes = dict(blobs)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence, Set
+from collections.abc import Collection, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
 from artifactstore.controlplane import namespaces
 from artifactstore.controlplane import signatures as signing
-from artifactstore.controlplane.blobs import dereference, not_held
+from artifactstore.controlplane.blobs import dereference, lock_rows, not_held
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, values_in
 from artifactstore.controlplane.eventlog import append, append_many
@@ -71,6 +71,7 @@ def commit(
     recorded_here: Set[str] = frozenset(),
     signatures: Sequence[Envelope] = (),
     now: float | None = None,
+    locked: Mapping[str, tuple[str, int]] | None = None,
 ) -> CommitResult:
     """Commit a manifest inside the caller's write transaction.
 
@@ -107,21 +108,17 @@ def commit(
         for b, f in zip(blake3s, manifest.files, strict=True)
         if b in recorded_here
     }
-    for chunk in in_batches([d for d in wanted if d not in present]):
-        q = (
-            select(t.blobs.c.blake3, t.blobs.c.sha256, t.blobs.c.size)
-            .where(t.blobs.c.blake3.in_(chunk))
-            .order_by(t.blobs.c.blake3)  # locks in GC's order (blobs.lock_rows)
-            .with_for_update(read=True)
-        )
-        present.update((r.blake3, (r.sha256, r.size)) for r in conn.execute(q))
+    present.update((b, locked[b]) for b in wanted if locked and b in locked and b not in present)
+    present.update(lock_rows(conn, [d for d in wanted if d not in present]))
     # The event log's append lock (after the blob rows, the order GC takes them in) before
     # looking for the version: two concurrent commits of one version, or two moves
     # of one tag, then see each other on PostgreSQL too (SQLite serialises writers).
     serialise(conn)
     now = time.time() if now is None else now
     sent = manifest.digests()
-    signing.require(conn, PackageRef(str(ref), sent.blake3.hex, sent.sha256.hex), signatures, now)
+    settings = namespaces.get(conn, manifest.namespace)  # once: every check below uses them
+    package = PackageRef(str(ref), sent.blake3.hex, sent.sha256.hex)
+    signing.require(conn, package, signatures, now, settings)
     try:
         existing = get(conn, ref)
     except PackageNotFound:
@@ -131,7 +128,7 @@ def commit(
             if existing.digest == sent.blake3:
                 signing.add(conn, existing, signatures, actor, now)
             return CommitResult(existing, created=False)
-        if str(ref.version) not in namespaces.get(conn, manifest.namespace).movable_tags:
+        if str(ref.version) not in settings.movable_tags:
             raise VersionExists(
                 f"{ref} already exists with different content (digest {existing.digest}); "
                 "versions are immutable: push under a new version"
@@ -153,10 +150,10 @@ def commit(
             f"{len(missing)} referenced blob(s) are not in the store: upload them first", missing
         )
     namespaces.check_quota(
-        conn, manifest.namespace, [(d, present[d][1]) for d in wanted], held_since
+        conn, manifest.namespace, [(d, present[d][1]) for d in wanted], held_since, settings
     )
     # The logged subject is the manifest's own reference (``NS/NAME:VERSION``), as ``ref``.
-    body, digest = manifest.to_map(), str(manifest.digests().blake3)
+    body, digest = manifest.to_map(), str(sent.blake3)
     if existing is None:
         event = append(conn, PackageCommitted(body, digest), actor)
     else:
@@ -164,12 +161,11 @@ def commit(
         event = append(conn, TagMoved(body, digest, existing.id, str(existing.digest)), actor)
         dereference(conn, (str(f.blake3) for f in existing.manifest.files), now)
     # What the projection just wrote, without reading and parsing it back.
-    digests = manifest.digests()
     record = VersionRecord(
         id=event.seq,
         reference=ref,
-        digest=digests.blake3,
-        sha256=digests.sha256,
+        digest=sent.blake3,
+        sha256=sent.sha256,
         manifest=manifest,
         manifest_cbor=manifest.to_cbor(),
         committed_at=event.time,

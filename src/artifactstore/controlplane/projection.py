@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from artifactstore.controlplane.db import tables as t
-from artifactstore.controlplane.db.bulk import in_batches, insert_rows, values_in
+from artifactstore.controlplane.db.bulk import in_batches, insert_new, insert_rows, values_in
 from artifactstore.model.cbor import dumps_validated
 from artifactstore.model.envelope import Envelope
 from artifactstore.model.events import (
@@ -217,15 +217,8 @@ def _commit(conn: Connection, at: Event, m: JsonObject) -> None:
             t.versions.c.namespace == ns, t.versions.c.name == name, t.versions.c.version == ver
         )
     )
-    if (
-        conn.execute(
-            select(t.packages.c.name).where(t.packages.c.namespace == ns, t.packages.c.name == name)
-        ).first()
-        is None
-    ):
-        conn.execute(
-            insert(t.packages).values(namespace=ns, name=name, created_seq=seq, created_at=at.time)
-        )
+    row = {"namespace": ns, "name": name, "created_seq": seq, "created_at": at.time}
+    insert_new(conn, t.packages, row)  # the package's first version creates it
     # The metadata a query can match: rows of ``version_meta`` (SQLite's index) and the
     # same pairs as one object in ``versions.meta`` (PostgreSQL's GIN index).
     queryable = {

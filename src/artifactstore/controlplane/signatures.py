@@ -87,10 +87,19 @@ def check(
 
 
 def require(
-    conn: Connection, package: PackageRef, envelopes: Sequence[Envelope], now: float
+    conn: Connection,
+    package: PackageRef,
+    envelopes: Sequence[Envelope],
+    now: float,
+    settings: NamespaceSettings | None = None,
 ) -> None:
-    """A commit to a namespace that requires signatures carries one by a trusted key."""
-    settings = namespaces.get(conn, Namespace(package.reference.split("/")[0]))
+    """A commit to a namespace that requires signatures carries one by a trusted key.
+
+    ``settings``: the namespace's, when the caller read them in this transaction
+    already (a commit reads them once, under the log's append lock).
+    """
+    if settings is None:
+        settings = namespaces.get(conn, Namespace(package.reference.split("/")[0]))
     if not settings.require_signature:
         return
     if not envelopes:
@@ -122,6 +131,8 @@ def add(
 ) -> int:
     """Check and record envelopes over ``record``; one already recorded is skipped.
     Returns how many were new."""
+    if not envelopes:  # most commits: no statement at all under the append lock
+        return 0
     package = package_ref(record)
     settings = namespaces.get(conn, record.reference.namespace)
     seen = _recorded(conn, record.id)

@@ -5,7 +5,9 @@ A push reaches this service with its files already hashed and staged
 opens). Then, per ``controlplane/gc.py``: lease every key in a committed
 transaction, commit the write batch (bytes durable, then visible), and in
 one transaction record the blobs, re-check under lock that every blob the
-manifest references is recorded, and append ``package.committed``.
+manifest references is recorded, and append ``package.committed``. That
+transaction is shared with the concurrent commits of this process
+(``services/commits.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from artifactstore.model.manifest import Manifest
 from artifactstore.model.records import Placement
 from artifactstore.model.versions import CommitResult, PushResult, VersionRecord
 from artifactstore.provenance.dsse import PackageRef, sign_package
+from artifactstore.services.commits import CommitGroup, Locked
 from artifactstore.services.core import Core
 
 __all__ = ["PUSH_ATTEMPTS", "Ingested", "PushService"]
@@ -42,6 +45,7 @@ Ingested = list[tuple[BlobDigests, Placement | None]]
 class PushService:
     def __init__(self, core: Core) -> None:
         self._core = core
+        self._group = CommitGroup(core.db)  # every commit of this process goes through it
 
     def known_blobs(self, blake3s: list[str]) -> set[str]:
         """Which of these blobs the store has recorded (a push skips their bytes)."""
@@ -110,9 +114,8 @@ class PushService:
         transaction."""
         core = self._core
         ingested = self.publish(staged, namespace)
-        with core.db.write() as conn:
-            # Every row the commit will lock, before anything takes the log's append lock.
-            blob_records.lock_rows(conn, (str(d.blake3) for d, _ in ingested))
+
+        def commit(conn: Connection, locked: Locked) -> tuple[CommitResult, list[str]]:
             stored = self.record_blobs(conn, ingested, namespace, core.actor)
             built = manifest([d for d, _ in ingested])
             now = core.clock()
@@ -125,6 +128,7 @@ class PushService:
                 recorded_here=set(stored),
                 signatures=envelopes,
                 now=now,
+                locked=locked,
             )
             if (
                 sign is not None
@@ -134,6 +138,10 @@ class PushService:
                 # Identical content already there under its own manifest: sign that one.
                 envelope = sign_package(signatures.package_ref(result.record), sign)
                 signatures.add(conn, result.record, [envelope], core.actor, now)
+            return result, stored
+
+        # Every row the commit will lock, before anything takes the log's append lock.
+        result, stored = self._group.run((str(d.blake3) for d, _ in ingested), commit)
         self.drop_unused_packs(ingested, set(stored))
         return PushResult(result.record, result.created, len(stored))
 
@@ -203,8 +211,9 @@ class PushService:
         core = self._core
         core.check_file_count(len(manifest.files))
         core.check_metadata(manifest.metadata, manifest.variant)
-        with core.db.write() as conn:
-            return packages.commit(
+        return self._group.run(
+            (str(f.blake3) for f in manifest.files),
+            lambda conn, locked: packages.commit(
                 conn,
                 manifest,
                 actor or core.actor,
@@ -212,7 +221,9 @@ class PushService:
                 require_held=require_held,
                 signatures=signatures,
                 now=core.clock(),
-            )
+                locked=locked,
+            ),
+        )
 
 
 def _sizes(blobs: Ingested) -> list[tuple[str, int]]:

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, Table, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
-__all__ = ["IN_BATCH", "in_batches", "insert_rows", "values_in"]
+__all__ = ["IN_BATCH", "in_batches", "insert_new", "insert_rows", "values_in"]
 
 T = TypeVar("T")
 
@@ -30,6 +31,13 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         conn.exec_driver_sql(str(compiled), [tuple(row[k] for k in order) for row in rows])
     else:
         conn.exec_driver_sql(str(compiled), [dict(row) for row in rows])
+
+
+def insert_new(conn: Connection, table: Table, row: Mapping[str, Any]) -> None:
+    """INSERT ``row`` unless its key is taken: one statement where a look-up and an
+    insert took two (a commit runs it under the log's append lock)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    conn.execute(dialect.insert(table).values(dict(row)).on_conflict_do_nothing())
 
 
 #: Values per ``IN (...)`` list. SQLite binds at most 32,766 parameters per
