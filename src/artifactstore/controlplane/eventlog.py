@@ -38,7 +38,7 @@ from artifactstore.errors import ChainBroken
 from artifactstore.model.clock import utc_now
 from artifactstore.model.events import GENESIS, Event, TypedEvent, event_hash, payload_text
 
-__all__ = ["append", "append_many", "iter_events", "serialise", "verify_chain"]
+__all__ = ["append", "append_all", "append_many", "iter_events", "serialise", "verify_chain"]
 
 #: The PostgreSQL advisory lock (a 64-bit key of our choosing) that appends take turns on.
 _APPEND_LOCK = 0x4152_5453_4556_4E54  # "ARTSEVNT"
@@ -92,6 +92,12 @@ def append_many(conn: Connection, items: Sequence[TypedEvent], actor: str) -> li
     GC and retention append thousands of events in one transaction; doing it
     as one executemany keeps the log from dominating them.
     """
+    return append_all(conn, [(item, actor) for item in items])
+
+
+def append_all(conn: Connection, items: Sequence[tuple[TypedEvent, str]]) -> list[Event]:
+    """Append events, each with its own actor, in order, and project them (as
+    :func:`append_many`): a group commit appends the commits of several callers."""
     if not items:
         return []
     serialise(conn)
@@ -99,7 +105,7 @@ def append_many(conn: Connection, items: Sequence[TypedEvent], actor: str) -> li
     time = utc_now()
     rows: list[dict[str, Any]] = []
     out: list[Recorded] = []
-    for item in items:
+    for item, actor in items:
         seq += 1
         payload = item.to_payload()
         text = payload_text(payload)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, select
 
@@ -13,7 +13,7 @@ from artifactstore.controlplane import signatures as signing
 from artifactstore.controlplane.blobs import dereference, lock_rows, not_held
 from artifactstore.controlplane.db import tables as t
 from artifactstore.controlplane.db.bulk import in_batches, values_in
-from artifactstore.controlplane.eventlog import append, append_many
+from artifactstore.controlplane.eventlog import append_all, append_many
 from artifactstore.controlplane.protection import (
     check_deletable,
     serialise,
@@ -27,19 +27,23 @@ from artifactstore.errors import (
 )
 from artifactstore.model.envelope import Envelope
 from artifactstore.model.events import PackageCommitted, PackageDeleted, TagMoved
-from artifactstore.model.identity import Digest, Reference
+from artifactstore.model.identity import BlobDigests, Digest, Reference
 from artifactstore.model.manifest import Manifest
+from artifactstore.model.records import NamespaceSettings
 from artifactstore.model.versions import CommitResult, VersionRecord
 from artifactstore.provenance.dsse import PackageRef
 
 __all__ = [
+    "Plan",
     "VersionKey",
+    "apply",
     "commit",
     "delete",
     "delete_many",
     "file_blobs",
     "get",
     "get_keys",
+    "prepare",
 ]
 
 
@@ -61,6 +65,31 @@ def get(conn: Connection, ref: Reference) -> VersionRecord:
     return record_of(row)
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A commit checked under the append lock and not written yet (:func:`apply`).
+
+    ``existing``: the live version under the same reference: identical content
+    (``done``: nothing to append) or the version a movable tag moves from.
+    """
+
+    manifest: Manifest
+    actor: str
+    sent: BlobDigests
+    signatures: Sequence[Envelope]
+    now: float
+    existing: VersionRecord | None
+    done: bool
+
+    @property
+    def event(self) -> PackageCommitted | TagMoved:
+        """What :func:`apply` appends. The logged subject is the manifest's own reference."""
+        body, digest, was = self.manifest.to_map(), str(self.sent.blake3), self.existing
+        if was is None:
+            return PackageCommitted(body, digest)
+        return TagMoved(body, digest, was.id, str(was.digest))
+
+
 def commit(
     conn: Connection,
     manifest: Manifest,
@@ -73,7 +102,36 @@ def commit(
     now: float | None = None,
     locked: Mapping[str, tuple[str, int]] | None = None,
 ) -> CommitResult:
-    """Commit a manifest inside the caller's write transaction.
+    """Commit a manifest inside the caller's write transaction: :func:`prepare`, then
+    :func:`apply`."""
+    plan = prepare(
+        conn,
+        manifest,
+        actor,
+        held_since=held_since,
+        require_held=require_held,
+        recorded_here=recorded_here,
+        signatures=signatures,
+        now=time.time() if now is None else now,
+        locked=locked,
+    )
+    return apply(conn, [plan])[0]
+
+
+def prepare(
+    conn: Connection,
+    manifest: Manifest,
+    actor: str,
+    *,
+    held_since: str,
+    now: float,
+    require_held: bool = False,
+    recorded_here: Set[str] = frozenset(),
+    signatures: Sequence[Envelope] = (),
+    locked: Mapping[str, tuple[str, int]] | None = None,
+    settings: NamespaceSettings | None = None,
+) -> Plan:
+    """Check a commit inside the caller's write transaction; it writes nothing.
 
     Re-checks, inside this transaction and under row locks, that every
     referenced blob is recorded: GC holds the same rows while it decides, so a
@@ -114,20 +172,21 @@ def commit(
     # looking for the version: two concurrent commits of one version, or two moves
     # of one tag, then see each other on PostgreSQL too (SQLite serialises writers).
     serialise(conn)
-    now = time.time() if now is None else now
     sent = manifest.digests()
-    settings = namespaces.get(conn, manifest.namespace)  # once: every check below uses them
+    if settings is None:
+        settings = namespaces.get(conn, manifest.namespace)  # once: every check uses them
     package = PackageRef(str(ref), sent.blake3.hex, sent.sha256.hex)
     signing.require(conn, package, signatures, now, settings)
     try:
         existing = get(conn, ref)
     except PackageNotFound:
         existing = None
+    plan = Plan(manifest, actor, sent, signatures, now, existing, done=False)
     if existing is not None:
         if existing.manifest.same_content(manifest):
-            if existing.digest == sent.blake3:
-                signing.add(conn, existing, signatures, actor, now)
-            return CommitResult(existing, created=False)
+            if existing.digest == sent.blake3:  # they are recorded: refuse a bad one now
+                signing.check_all(signatures, package, settings, now)
+            return replace(plan, done=True)
         if str(ref.version) not in settings.movable_tags:
             raise VersionExists(
                 f"{ref} already exists with different content (digest {existing.digest}); "
@@ -152,29 +211,48 @@ def commit(
     namespaces.check_quota(
         conn, manifest.namespace, [(d, present[d][1]) for d in wanted], held_since, settings
     )
-    # The logged subject is the manifest's own reference (``NS/NAME:VERSION``), as ``ref``.
-    body, digest = manifest.to_map(), str(sent.blake3)
-    if existing is None:
-        event = append(conn, PackageCommitted(body, digest), actor)
-    else:
+    if existing is not None:
         check_deletable(conn, [existing], now)
-        event = append(conn, TagMoved(body, digest, existing.id, str(existing.digest)), actor)
-        dereference(conn, (str(f.blake3) for f in existing.manifest.files), now)
-    # What the projection just wrote, without reading and parsing it back.
-    record = VersionRecord(
-        id=event.seq,
-        reference=ref,
-        digest=sent.blake3,
-        sha256=sent.sha256,
-        manifest=manifest,
-        manifest_cbor=manifest.to_cbor(),
-        committed_at=event.time,
-        actor=actor,
-        size=manifest.total_size,
-        file_count=len(manifest.files),
-    )
-    signing.add(conn, record, signatures, actor, now)
-    return CommitResult(record, created=True)
+    signing.check_all(signatures, package, settings, now)
+    return plan
+
+
+def apply(conn: Connection, plans: Sequence[Plan]) -> list[CommitResult]:
+    """Write prepared commits, in order, inside the transaction that prepared them.
+
+    Their events are appended together (one statement per table for all):
+    the group commit of ``services/commits.py`` writes a batch of them at once.
+    """
+    new = [p for p in plans if not p.done]
+    events = iter(append_all(conn, [(p.event, p.actor) for p in new]))
+    out: list[CommitResult] = []
+    for plan in plans:
+        if plan.done:
+            assert plan.existing is not None
+            if plan.existing.digest == plan.sent.blake3:
+                signing.add(conn, plan.existing, plan.signatures, plan.actor, plan.now)
+            out.append(CommitResult(plan.existing, created=False))
+            continue
+        event, manifest = next(events), plan.manifest
+        if plan.existing is not None:
+            blobs = (str(f.blake3) for f in plan.existing.manifest.files)
+            dereference(conn, blobs, plan.now)
+        # What the projection just wrote, without reading and parsing it back.
+        record = VersionRecord(
+            id=event.seq,
+            reference=Reference(manifest.namespace, manifest.name, version=manifest.version),
+            digest=plan.sent.blake3,
+            sha256=plan.sent.sha256,
+            manifest=manifest,
+            manifest_cbor=manifest.to_cbor(),
+            committed_at=event.time,
+            actor=plan.actor,
+            size=manifest.total_size,
+            file_count=len(manifest.files),
+        )
+        signing.add(conn, record, plan.signatures, plan.actor, plan.now)
+        out.append(CommitResult(record, created=True))
+    return out
 
 
 def delete(

@@ -200,75 +200,79 @@ def _scalar_text(value: object) -> str | None:
     return None
 
 
-def _commit(conn: Connection, at: Event, m: JsonObject) -> None:
-    """The rows of a committed manifest (``package.committed``, ``tag.moved``)."""
+def _commit(conn: Connection, items: Sequence[tuple[Event, JsonObject]]) -> None:
+    """The rows of committed manifests (``package.committed``, ``tag.moved``): one
+    statement per table for all of them (a group commit appends several at once)."""
     # The map is read as it stands, not parsed into a Manifest again: only
     # manifests validated by ``Manifest.from_map`` (or built by it) are ever
     # appended, and the chain proves the log unaltered since. Parsing 10,000
     # entries again took a quarter of a 10,000-file push's commit.
-    seq = at.seq
-    cbor = dumps_validated(dict(m))
-    digests = BlobDigests.of(cbor)
-    package, files = m["package"], m["files"]
-    ns, name, ver = package["namespace"], package["name"], package["version"]
+    gone: list[dict[str, Any]] = []
+    packages: dict[tuple[str, str], dict[str, Any]] = {}
+    versions: list[dict[str, Any]] = []
+    files: list[dict[str, Any]] = []
+    meta: list[dict[str, Any]] = []
+    for at, m in items:
+        seq, cbor = at.seq, dumps_validated(dict(m))
+        digests = BlobDigests.of(cbor)
+        package, entries = m["package"], m["files"]
+        ns, name, ver = package["namespace"], package["name"], package["version"]
+        gone.append({"b_ns": ns, "b_name": name, "b_ver": ver})
+        # The package's first version creates it.
+        packages.setdefault((ns, name), {"namespace": ns, "name": name, "created_seq": seq})
+        packages[ns, name].setdefault("created_at", at.time)
+        # The metadata a query can match: rows of ``version_meta`` (SQLite's index) and
+        # the same pairs as one object in ``versions.meta`` (PostgreSQL's GIN index).
+        queryable = {
+            k: v
+            for k, raw in m["metadata"].items()
+            if (v := _scalar_text(raw)) is not None and len(k) <= 256
+        }
+        meta.extend({"version_id": seq, "key": k, "value": v} for k, v in queryable.items())
+        versions.append(
+            {
+                "id": seq,
+                "namespace": ns,
+                "name": name,
+                "version": ver,
+                "digest": str(digests.blake3),
+                "sha256": str(digests.sha256),
+                "manifest": cbor,
+                "variant": m["variant"],
+                "created": m["created"],
+                "committed_at": at.time,
+                "actor": at.actor,
+                "size": sum(f["size"] for f in entries),
+                "meta": queryable or None,
+                "file_count": len(entries),
+                "deleted_seq": None,
+                "deleted_at": None,
+            }
+        )
+        files.extend(
+            {
+                "version_id": seq,
+                "path": f["path"],
+                "size": f["size"],
+                "media_type": f["media_type"],
+                "blake3": f["digests"]["blake3"],
+                "sha256": f["digests"]["sha256"],
+            }
+            for f in entries
+        )
     # A tombstoned earlier version of the same name gives way to the new commit.
-    conn.execute(
-        delete(t.versions).where(
-            t.versions.c.namespace == ns, t.versions.c.name == name, t.versions.c.version == ver
-        )
-    )
-    row = {"namespace": ns, "name": name, "created_seq": seq, "created_at": at.time}
-    insert_new(conn, t.packages, row)  # the package's first version creates it
-    # The metadata a query can match: rows of ``version_meta`` (SQLite's index) and the
-    # same pairs as one object in ``versions.meta`` (PostgreSQL's GIN index).
-    queryable = {
-        k: v
-        for k, raw in m["metadata"].items()
-        if (v := _scalar_text(raw)) is not None and len(k) <= 256
-    }
-    meta = [{"version_id": seq, "key": k, "value": v} for k, v in queryable.items()]
-    conn.execute(
-        insert(t.versions).values(
-            id=seq,
-            namespace=ns,
-            name=name,
-            version=ver,
-            digest=str(digests.blake3),
-            sha256=str(digests.sha256),
-            manifest=cbor,
-            variant=m["variant"],
-            created=m["created"],
-            committed_at=at.time,
-            actor=at.actor,
-            size=sum(f["size"] for f in files),
-            meta=queryable or None,
-            file_count=len(files),
-            deleted_seq=None,
-            deleted_at=None,
-        )
-    )
-    if files:
-        insert_rows(
-            conn,
-            t.files,
-            [
-                {
-                    "version_id": seq,
-                    "path": f["path"],
-                    "size": f["size"],
-                    "media_type": f["media_type"],
-                    "blake3": f["digests"]["blake3"],
-                    "sha256": f["digests"]["sha256"],
-                }
-                for f in files
-            ],
-        )
+    c = t.versions.c
+    key = (c.namespace == bindparam("b_ns")) & (c.name == bindparam("b_name"))
+    conn.execute(delete(t.versions).where(key, c.version == bindparam("b_ver")), gone)
+    insert_new(conn, t.packages, list(packages.values()))
+    conn.execute(insert(t.versions), versions)
+    insert_rows(conn, t.files, files)
     if meta:
         conn.execute(insert(t.version_meta), meta)
 
 
-def _package_committed(conn: Connection, at: Event, e: PackageCommitted) -> None:
-    _commit(conn, at, e.manifest)
+def _packages_committed(conn: Connection, items: Sequence[tuple[Event, PackageCommitted]]) -> None:
+    _commit(conn, [(at, e.manifest) for at, e in items])
 
 
 def _tag_moved(conn: Connection, at: Event, e: TagMoved) -> None:
@@ -276,7 +280,7 @@ def _tag_moved(conn: Connection, at: Event, e: TagMoved) -> None:
     previous = e.previous_version_id
     conn.execute(delete(t.files).where(t.files.c.version_id == previous))
     conn.execute(delete(t.version_meta).where(t.version_meta.c.version_id == previous))
-    _commit(conn, at, e.manifest)
+    _commit(conn, [(at, e.manifest)])
 
 
 def _packages_deleted(conn: Connection, items: Sequence[tuple[Event, PackageDeleted]]) -> None:
@@ -455,7 +459,7 @@ _PROJECTIONS: dict[str, _Apply] = {
     TokenCreated.type: _each(TokenCreated, _token_created),
     TokenRevoked.type: _each(TokenRevoked, _token_revoked),
     NamespaceUpdated.type: _each(NamespaceUpdated, _namespace_updated),
-    PackageCommitted.type: _each(PackageCommitted, _package_committed),
+    PackageCommitted.type: _batch(PackageCommitted, _packages_committed),
     TagMoved.type: _each(TagMoved, _tag_moved),
     PackageDeleted.type: _batch(PackageDeleted, _packages_deleted),
     SchemaRegistered.type: _each(SchemaRegistered, _schema_registered),

@@ -36,7 +36,7 @@ from artifactstore.model.versions import VersionRecord
 from artifactstore.provenance.dsse import PackageRef, check_binding
 from artifactstore.provenance.keys import public_key_from_raw
 
-__all__ = ["add", "check", "listed", "package_ref", "require"]
+__all__ = ["add", "check", "check_all", "listed", "package_ref", "require"]
 
 
 def package_ref(record: VersionRecord) -> PackageRef:
@@ -115,6 +115,15 @@ def require(
         except SignatureInvalid as exc:
             causes.append(exc)
     raise causes[0]
+
+
+def check_all(
+    envelopes: Sequence[Envelope], package: PackageRef, settings: NamespaceSettings, now: float
+) -> None:
+    """Refuse now any envelope that :func:`add` would refuse (a commit checks them before
+    it writes anything, so that a group commit's other commits are not rolled back)."""
+    for envelope in envelopes:
+        check(envelope, package, settings, now)
 
 
 def _recorded(conn: Connection, version_id: int) -> set[str]:

@@ -211,17 +211,20 @@ class PushService:
         core = self._core
         core.check_file_count(len(manifest.files))
         core.check_metadata(manifest.metadata, manifest.variant)
-        return self._group.run(
+        return self._group.commit(
             (str(f.blake3) for f in manifest.files),
-            lambda conn, locked: packages.commit(
+            str(manifest.namespace),
+            f"{manifest.namespace}/{manifest.name}:{manifest.version}",
+            lambda conn, locked, settings: packages.prepare(
                 conn,
                 manifest,
                 actor or core.actor,
                 held_since=core.held_since(),
+                now=core.clock(),
                 require_held=require_held,
                 signatures=signatures,
-                now=core.clock(),
                 locked=locked,
+                settings=settings,
             ),
         )
 

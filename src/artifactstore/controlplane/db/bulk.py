@@ -33,11 +33,12 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         conn.exec_driver_sql(str(compiled), [dict(row) for row in rows])
 
 
-def insert_new(conn: Connection, table: Table, row: Mapping[str, Any]) -> None:
-    """INSERT ``row`` unless its key is taken: one statement where a look-up and an
-    insert took two (a commit runs it under the log's append lock)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(table).values(dict(row)).on_conflict_do_nothing())
+def insert_new(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT each of ``rows`` whose key is not taken: one statement where a look-up and
+    an insert per row took two each (a commit runs it under the log's append lock)."""
+    if rows:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(dialect.insert(table).on_conflict_do_nothing(), [dict(r) for r in rows])
 
 
 #: Values per ``IN (...)`` list. SQLite binds at most 32,766 parameters per
