@@ -6,7 +6,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, tuple_
 
 from artifactstore.controlplane import namespaces
 from artifactstore.controlplane import signatures as signing
@@ -43,6 +43,7 @@ __all__ = [
     "file_blobs",
     "get",
     "get_keys",
+    "live",
     "prepare",
 ]
 
@@ -63,6 +64,22 @@ def get(conn: Connection, ref: Reference) -> VersionRecord:
     if row is None:
         raise PackageNotFound(f"{ref} does not exist (or was deleted): see 'artifactstore ls'")
     return record_of(row)
+
+
+def live(conn: Connection, refs: Collection[Reference]) -> dict[str, VersionRecord | None]:
+    """The live version under each reference (``NS/NAME:VERSION``; None: there is none),
+    in one query: a group commit looks up the versions of its whole batch at once."""
+    v = t.versions.c
+    keys = sorted({(str(r.namespace), str(r.name), str(r.version)) for r in refs})
+    out: dict[str, VersionRecord | None] = {str(Reference.of(*k)): None for k in keys}
+    for chunk in in_batches(keys):
+        query = select(t.versions).where(
+            tuple_(v.namespace, v.name, v.version).in_(chunk), v.deleted_seq.is_(None)
+        )
+        out.update(
+            (f"{r.namespace}/{r.name}:{r.version}", record_of(r)) for r in conn.execute(query)
+        )
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +147,7 @@ def prepare(
     signatures: Sequence[Envelope] = (),
     locked: Mapping[str, tuple[str, int]] | None = None,
     settings: NamespaceSettings | None = None,
+    versions: Mapping[str, VersionRecord | None] | None = None,
 ) -> Plan:
     """Check a commit inside the caller's write transaction; it writes nothing.
 
@@ -177,10 +195,8 @@ def prepare(
         settings = namespaces.get(conn, manifest.namespace)  # once: every check uses them
     package = PackageRef(str(ref), sent.blake3.hex, sent.sha256.hex)
     signing.require(conn, package, signatures, now, settings)
-    try:
-        existing = get(conn, ref)
-    except PackageNotFound:
-        existing = None
+    known = versions or {}
+    existing = known[str(ref)] if str(ref) in known else live(conn, [ref])[str(ref)]
     plan = Plan(manifest, actor, sent, signatures, now, existing, done=False)
     if existing is not None:
         if existing.manifest.same_content(manifest):

@@ -39,21 +39,24 @@ from artifactstore.controlplane.blobs import lock_rows
 from artifactstore.controlplane.db.engine import Database
 from artifactstore.controlplane.db.group import GroupCommit
 from artifactstore.controlplane.eventlog import serialise
-from artifactstore.controlplane.packages import Plan, apply
+from artifactstore.controlplane.packages import Plan, apply, live
 from artifactstore.errors import ArtifactStoreError
-from artifactstore.model.identity import Namespace
+from artifactstore.model.identity import Reference
 from artifactstore.model.records import NamespaceSettings
-from artifactstore.model.versions import CommitResult
+from artifactstore.model.versions import CommitResult, VersionRecord
 
-__all__ = ["CommitGroup", "Locked", "Prepare"]
+__all__ = ["CommitGroup", "Locked", "Prepare", "Versions"]
 
 R = TypeVar("R")
 
 #: Blob rows a batch holds under a shared lock: blake3 to (sha256, size).
 Locked = Mapping[str, tuple[str, int]]
-#: Checks one commit (``packages.prepare``), given the batch's locked rows and the
-#: namespace's settings; raises its refusal.
-Prepare = Callable[[Connection, Locked, NamespaceSettings], Plan]
+#: Live versions a batch has read (``packages.live``): ``NS/NAME:VERSION`` to the
+#: version, None if there is none; a reference that is not a key was not read.
+Versions = Mapping[str, VersionRecord | None]
+#: Checks one commit (``packages.prepare``), given the batch's locked rows, the
+#: namespace's settings and the live versions read; raises its refusal.
+Prepare = Callable[[Connection, Locked, NamespaceSettings, Versions], Plan]
 
 
 @dataclass(eq=False)
@@ -61,8 +64,7 @@ class _Work(Generic[R]):
     blobs: Sequence[str]
     run: Callable[[Connection, Locked], R] | None = None  # writes as it goes (a push)
     prepare: Prepare | None = None  # writes nothing until the batch applies its plan
-    namespace: str = ""
-    ref: str = ""
+    ref: Reference | None = None
     result: list[R] = field(default_factory=list)
 
 
@@ -73,12 +75,10 @@ class CommitGroup:
         self._db = db
         self._group: GroupCommit[_Work[Any]] = GroupCommit(self._write)
 
-    def commit(
-        self, blobs: Iterable[str], namespace: str, ref: str, prepare: Prepare
-    ) -> CommitResult:
+    def commit(self, blobs: Iterable[str], ref: Reference, prepare: Prepare) -> CommitResult:
         """Check a commit of ``ref`` with ``prepare`` and write it with the batch's others;
         return once committed (durably), or raise the error that refused it."""
-        item: _Work[CommitResult] = _Work(sorted(set(blobs)), None, prepare, namespace, ref)
+        item: _Work[CommitResult] = _Work(sorted(set(blobs)), None, prepare, ref)
         self._group.submit(item)
         return item.result[0]
 
@@ -93,6 +93,7 @@ class CommitGroup:
         with self._db.write() as conn:
             writing = _Batch(conn, lock_rows(conn, (b for w in batch for b in w.blobs)))
             serialise(conn)
+            writing.versions.update(live(conn, [w.ref for w in batch if w.ref is not None]))
             errors = [writing.add(w, alone=len(batch) == 1) for w in batch]
             writing.flush()
         return errors
@@ -105,30 +106,33 @@ class _Batch:
         self.conn, self.locked = conn, locked
         self.pending: list[tuple[_Work[Any], Plan]] = []
         self._settings: dict[str, NamespaceSettings] = {}
+        self.versions: dict[str, VersionRecord | None] = {}
 
     def add(self, work: _Work[Any], *, alone: bool) -> BaseException | None:
         """Check (a plan) or run (a push) one commit; its refusal, or None."""
         if work.run is not None:
             self.flush()  # it must see every commit before it
+            self.versions.clear()  # and it may commit any version: read them again
             if alone:  # its refusal rolls back the transaction: no savepoint needed
                 work.result.append(work.run(self.conn, self.locked))
                 return None
             return _attempt(self.conn, work, self.locked)
-        assert work.prepare is not None
-        if work.namespace not in self._settings:
-            self._settings[work.namespace] = namespaces.get(self.conn, Namespace(work.namespace))
-        settings = self._settings[work.namespace]
+        assert work.prepare is not None and work.ref is not None
+        ns = str(work.ref.namespace)
+        if ns not in self._settings:
+            self._settings[ns] = namespaces.get(self.conn, work.ref.namespace)
+        settings = self._settings[ns]
         # Checks that pending commits would change: one of the same version, a quota.
         if settings.quota_bytes is not None or any(w.ref == work.ref for w, _ in self.pending):
             self.flush()
         try:
-            plan = work.prepare(self.conn, self.locked, settings)
+            plan = work.prepare(self.conn, self.locked, settings, self.versions)
         except ArtifactStoreError as exc:
             if not self.pending:
                 return exc
             self.flush()  # a refusal that the pending commits may lift (blobs they hold)
             try:
-                plan = work.prepare(self.conn, self.locked, settings)
+                plan = work.prepare(self.conn, self.locked, settings, self.versions)
             except ArtifactStoreError as again:
                 return again
         self.pending.append((work, plan))
@@ -141,6 +145,7 @@ class _Batch:
             results = apply(self.conn, [plan for _, plan in self.pending])
             for (work, _), result in zip(self.pending, results, strict=True):
                 work.result.append(result)
+                self.versions[str(result.record.reference)] = result.record  # now live
             self.pending = []
 
 

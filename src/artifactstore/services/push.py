@@ -213,9 +213,8 @@ class PushService:
         core.check_metadata(manifest.metadata, manifest.variant)
         return self._group.commit(
             (str(f.blake3) for f in manifest.files),
-            str(manifest.namespace),
-            f"{manifest.namespace}/{manifest.name}:{manifest.version}",
-            lambda conn, locked, settings: packages.prepare(
+            Reference(manifest.namespace, manifest.name, version=manifest.version),
+            lambda conn, locked, settings, versions: packages.prepare(
                 conn,
                 manifest,
                 actor or core.actor,
@@ -225,6 +224,7 @@ class PushService:
                 signatures=signatures,
                 locked=locked,
                 settings=settings,
+                versions=versions,
             ),
         )
 
