@@ -4,7 +4,7 @@ Every commit appends to the event log under its append lock, which one
 transaction at a time holds on any number of replicas, from the check that the
 version is new through the projection's writes to the COMMIT's WAL flush. Alone,
 each commit is a turn at that lock and a flush: under load the commits queue
-on it while the cores idle (docs/architecture.md, "Group commit"). Here the
+on it while the cores idle (docs/architecture.md, group commit). Here the
 commits that arrive while a batch is being written wait for the writer's turn
 (``db/group.py``); the next one to get it writes them all in one transaction:
 one turn at the lock, one flush, the log's head read once.
