@@ -52,10 +52,9 @@ class LockProbe:
 
     def after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         now = time.perf_counter()
-        if "pg_advisory_xact_lock" in statement:
-            self._local.locked, self._local.n = now, 0
-            return
         if getattr(self._local, "locked", None) is None:
+            if "pg_advisory_xact_lock" in statement:  # the first time in the transaction
+                self._local.locked, self._local.n = now, 0
             return
         self._local.n += 1
         with self._mutex:
