@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, insert, select, text, update
 
-from artifactstore.controlplane.db.bulk import insert_rows
+from artifactstore.controlplane.db.bulk import insert_rows, pipelined
 from artifactstore.controlplane.db.tables import chain_head, events
 from artifactstore.controlplane.projection import Recorded, project_recorded
 from artifactstore.errors import ChainBroken
@@ -95,9 +96,16 @@ def append_many(conn: Connection, items: Sequence[TypedEvent], actor: str) -> li
     return append_all(conn, [(item, actor) for item in items])
 
 
-def append_all(conn: Connection, items: Sequence[tuple[TypedEvent, str]]) -> list[Event]:
+def append_all(
+    conn: Connection, items: Sequence[tuple[TypedEvent, str]], *, writes_only: bool = False
+) -> list[Event]:
     """Append events, each with its own actor, in order, and project them (as
-    :func:`append_many`): a group commit appends the commits of several callers."""
+    :func:`append_many`): a group commit appends the commits of several callers.
+
+    ``writes_only``: the projection of every event only writes (package commits
+    and tag moves): then the log's rows and the views' go to the database in
+    one round trip (``bulk.pipelined``), which shortens the append lock's hold.
+    """
     if not items:
         return []
     serialise(conn)
@@ -128,12 +136,14 @@ def append_all(conn: Connection, items: Sequence[tuple[TypedEvent, str]]) -> lis
         # manifest payload is large enough for the round trip to show in its profile).
         out.append((Event(seq, time, actor, item.type, subject, payload, prev, digest), item))
         prev = digest
-    insert_rows(conn, events, rows)
-    if exists:
-        conn.execute(update(chain_head).where(chain_head.c.id == 1).values(seq=seq, hash=prev))
-    else:
-        conn.execute(insert(chain_head).values(id=1, seq=seq, hash=prev))
-    project_recorded(conn, out)
+    with pipelined(conn) if writes_only else nullcontext():
+        insert_rows(conn, events, rows)
+        if exists:
+            head = update(chain_head).where(chain_head.c.id == 1)
+            conn.execute(head.values(seq=seq, hash=prev))
+        else:
+            conn.execute(insert(chain_head).values(id=1, seq=seq, hash=prev))
+        project_recorded(conn, out)
     conn.info[_HEAD] = (conn.get_transaction(), seq, prev)
     return [record for record, _ in out]
 

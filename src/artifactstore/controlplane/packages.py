@@ -240,7 +240,8 @@ def apply(conn: Connection, plans: Sequence[Plan]) -> list[CommitResult]:
     the group commit of ``services/commits.py`` writes a batch of them at once.
     """
     new = [p for p in plans if not p.done]
-    events = iter(append_all(conn, [(p.event, p.actor) for p in new]))
+    # Their projection (``projection._commit``, ``_tag_moved``) only writes: pipelined.
+    events = iter(append_all(conn, [(p.event, p.actor) for p in new], writes_only=True))
     out: list[CommitResult] = []
     for plan in plans:
         if plan.done:

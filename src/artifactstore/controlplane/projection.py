@@ -202,7 +202,8 @@ def _scalar_text(value: object) -> str | None:
 
 def _commit(conn: Connection, items: Sequence[tuple[Event, JsonObject]]) -> None:
     """The rows of committed manifests (``package.committed``, ``tag.moved``): one
-    statement per table for all of them (a group commit appends several at once)."""
+    statement per table for all of them (a group commit appends several at once).
+    Writes only, no reads: ``packages.apply`` pipelines them (``bulk.pipelined``)."""
     # The map is read as it stands, not parsed into a Manifest again: only
     # manifests validated by ``Manifest.from_map`` (or built by it) are ever
     # appended, and the chain proves the log unaltered since. Parsing 10,000

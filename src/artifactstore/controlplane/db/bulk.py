@@ -11,12 +11,14 @@ Our tables have no Python-side defaults or type processors that this skips.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
-__all__ = ["IN_BATCH", "in_batches", "insert_new", "insert_rows", "values_in"]
+__all__ = ["IN_BATCH", "in_batches", "insert_new", "insert_rows", "pipelined", "values_in"]
 
 T = TypeVar("T")
 
@@ -39,6 +41,30 @@ def insert_new(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
     if rows:
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         conn.execute(dialect.insert(table).on_conflict_do_nothing(), [dict(r) for r in rows])
+
+
+@contextmanager
+def pipelined(conn: Connection) -> Iterator[None]:
+    """Send the block's statements without waiting for each one's answer (psycopg's
+    pipeline mode, PostgreSQL): the answers come back together at its end.
+
+    For writes only: no statement inside may read a result. A group commit
+    writes its batch's rows (``eventlog.append_all``) under the log's append
+    lock in one round trip instead of one per table. A statement's error
+    surfaces at the block's end, as the driver error SQLAlchemy would have raised.
+    """
+    pipeline = getattr(conn.connection.driver_connection, "pipeline", None)
+    if conn.dialect.name != "postgresql" or pipeline is None:  # SQLite; psycopg2
+        yield
+        return
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        with pipeline():
+            yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(
+            None, None, exc, dbapi.Error, hide_parameters=True, dialect=conn.dialect
+        ) from None
 
 
 #: Values per ``IN (...)`` list. SQLite binds at most 32,766 parameters per
