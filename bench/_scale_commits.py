@@ -50,6 +50,19 @@ def _entry(data: bytes, path: str = "f.bin") -> FileEntry:
     return FileEntry(PackagePath(path), len(data), "application/octet-stream", b3, sha)
 
 
+def small_manifest(writer: int, version: str, data: bytes) -> Manifest:
+    """``bench/wWRITER:VERSION``: one file, ``data``, and the writer in its metadata."""
+    return Manifest.build(
+        Namespace("bench"),
+        PackageName(f"w{writer}"),
+        Version(version),
+        [_entry(data)],
+        created="2026-12-04T00:00:00Z",
+        producer="bench",
+        metadata={"writer": str(writer)},
+    )
+
+
 class Replicas:
     """Two ``serve`` processes on one database and one storage directory."""
 
@@ -109,15 +122,7 @@ def _writer(
             if mode != "commit only":
                 r = c.post("/v1/blobs", params={"namespace": "bench"}, content=data)
                 assert r.status_code == 201, r.text
-            m = Manifest.build(
-                Namespace("bench"),
-                PackageName(f"w{n}"),
-                Version(f"{mode[0]}{i}"),
-                [_entry(data)],
-                created="2026-12-04T00:00:00Z",
-                producer="bench",
-                metadata={"writer": str(n)},
-            )
+            m = small_manifest(n, f"{mode[0]}{i}", data)
             r = c.put(
                 f"/v1/packages/bench/w{n}/{m.version}",
                 content=m.to_json(),

@@ -27,12 +27,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._scale_commits import _entry
+from bench._scale_commits import small_manifest
 from bench.scale import pg_database
 
 from artifactstore.config import Settings
-from artifactstore.model.identity import Namespace, PackageName, Version
-from artifactstore.model.manifest import Manifest
 from artifactstore.store import Store
 
 DATA = b"a blob every probed package references\n"
@@ -110,16 +108,7 @@ def main() -> None:
 
             def writer(n: int) -> None:
                 while time.monotonic() < stop:
-                    m = Manifest.build(
-                        Namespace("bench"),
-                        PackageName(f"w{n}"),
-                        Version(f"{tag}-{counts[n]}"),
-                        [_entry(DATA)],
-                        created="2026-12-04T00:00:00Z",
-                        producer="bench",
-                        metadata={"writer": str(n)},
-                    )
-                    store.commit_manifest(m, "bench")
+                    store.commit_manifest(small_manifest(n, f"{tag}-{counts[n]}", DATA), "bench")
                     counts[n] += 1
 
             cpu0, start = time.process_time(), time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping, Sequence, Set
 from dataclasses import dataclass, replace
+from typing import TypedDict, Unpack
 
 from sqlalchemy import Connection, select, tuple_
 
@@ -34,6 +35,7 @@ from artifactstore.model.versions import CommitResult, VersionRecord
 from artifactstore.provenance.dsse import PackageRef
 
 __all__ = [
+    "Checks",
     "Plan",
     "VersionKey",
     "apply",
@@ -107,31 +109,30 @@ class Plan:
         return TagMoved(body, digest, was.id, str(was.digest))
 
 
+class Checks(TypedDict, total=False):
+    """:func:`prepare`'s optional arguments, which :func:`commit` passes on."""
+
+    require_held: bool
+    recorded_here: Set[str]
+    signatures: Sequence[Envelope]
+    locked: Mapping[str, tuple[str, int]] | None
+    settings: NamespaceSettings | None
+    versions: Mapping[str, VersionRecord | None] | None
+
+
 def commit(
     conn: Connection,
     manifest: Manifest,
     actor: str,
     *,
     held_since: str,
-    require_held: bool = False,
-    recorded_here: Set[str] = frozenset(),
-    signatures: Sequence[Envelope] = (),
     now: float | None = None,
-    locked: Mapping[str, tuple[str, int]] | None = None,
+    **checks: Unpack[Checks],
 ) -> CommitResult:
     """Commit a manifest inside the caller's write transaction: :func:`prepare`, then
-    :func:`apply`."""
-    plan = prepare(
-        conn,
-        manifest,
-        actor,
-        held_since=held_since,
-        require_held=require_held,
-        recorded_here=recorded_here,
-        signatures=signatures,
-        now=time.time() if now is None else now,
-        locked=locked,
-    )
+    :func:`apply`; ``now`` defaults to the clock."""
+    when = time.time() if now is None else now
+    plan = prepare(conn, manifest, actor, held_since=held_since, now=when, **checks)
     return apply(conn, [plan])[0]
 
 
