@@ -21,11 +21,13 @@ from typing import Any
 import blake3
 import pytest
 
+from artifactstore.controlplane.eventlog import append
 from artifactstore.errors import MissingBlobs, PackageNotFound, QuotaExceeded, VersionExists
-from artifactstore.model.events import PackageCommitted
+from artifactstore.model.events import NamespaceUpdated, PackageCommitted
 from artifactstore.model.identity import Digest, Namespace, PackageName, Version
 from artifactstore.model.manifest import FileEntry, Manifest
 from artifactstore.model.paths import PackagePath
+from artifactstore.model.records import NamespaceSettings
 from artifactstore.store import Store
 from tests.conftest import make_tree
 
@@ -160,3 +162,19 @@ def test_a_refusal_that_an_earlier_commit_of_the_batch_lifts_is_checked_again(
     )
     assert [o.created for o in out] == [True, True], out
     assert out[0].record.id < out[1].record.id
+
+
+def test_an_append_rolled_back_with_its_savepoint_leaves_no_gap(store: Store) -> None:
+    """The log's head is read once per transaction, so a rolled-back savepoint (a refused
+    push in a batch) must make the next append read it again."""
+    settings = NamespaceSettings().to_json()
+    with store.db.write() as conn:
+        append(conn, NamespaceUpdated("kept-1", settings), "test")
+        savepoint = conn.begin_nested()
+        append(conn, NamespaceUpdated("undone", settings), "test")
+        savepoint.rollback()
+        append(conn, NamespaceUpdated("kept-2", settings), "test")
+    count = store.verify_chain()
+    log = store.events()
+    assert [e.seq for e in log] == list(range(1, count + 1))
+    assert [e.subject for e in log][-2:] == ["kept-1", "kept-2"]
