@@ -34,7 +34,7 @@ from typing import Any
 import blake3
 import httpx
 from bench._common import MB, child_env, make_small_tree, timed, venv_cli
-from bench._http_targets import OCTETS, Ours, Source, check_status, new_client, stream_body, warm
+from bench._http_targets import Ours, check_status, new_client, warm
 from boto3.s3.transfer import TransferConfig
 
 __all__ = ["api_rows"]
@@ -75,18 +75,9 @@ class OursOnS3(Ours):
             **({"ARTIFACTSTORE_PRESIGN_DOWNLOADS": "600s"} if self.presign else {}),
         }
 
-    def upload_oneshot(self, client: httpx.Client, src: Source, sha: str) -> str:
-        """As ``Ours``, naming the BLAKE3 digest (what ``artifactstore push`` sends)."""
-        r = client.post(
-            f"{self.base}/v1/blobs",
-            params={"digest": f"blake3:{self.blake3}"},
-            content=stream_body(src, 0, src.size),
-            headers={"Content-Length": str(src.size), "Content-Type": OCTETS},
-        )
-        body = check_status(r, 201).json()
-        if body["sha256"] != f"sha256:{sha}" or body["size"] != src.size:
-            raise RuntimeError(f"{self.label}: stored {body}, expected sha256:{sha}")
-        return str(body["digest"])
+    def oneshot_digest(self, sha: str) -> str:
+        """The BLAKE3 digest, as ``artifactstore push`` names it: it decides the key."""
+        return f"blake3:{self.blake3}"
 
     def download(self, client: httpx.Client, ref: str, size: int, sha: str | None) -> None:
         """As ``Ours``; with ``presign``, the 307 is followed (to moto, which sends no
