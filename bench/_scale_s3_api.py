@@ -14,7 +14,10 @@ against boto3 straight to the same moto server, same run (issue 18: >= 0.8x each
   both are through the API), against boto3 ``download_file`` (default
   ``TransferConfig``: parallel ranged GETs into a file) and against one plain
   streamed ``GetObject`` read into nothing (the least a client can do with the
-  same library). The presigned server's upload is timed too (one more sample
+  same library), and against the API leg's own client (httpx, ``iter_raw``)
+  reading the object straight from moto through a presigned URL: the fair
+  reference for both of ours, since httpx reads a socket more slowly than
+  urllib3 here. The presigned server's upload is timed too (one more sample
   of the upload).
 * **small files**: ``--s3-files`` small files pushed by the project's client
   (``artifactstore --server URL push``), with the S3 requests moto logged.
@@ -180,6 +183,7 @@ def api_rows(
         keep("boto down", down)
         out.unlink()
         keep("boto get", timed(lambda: _read_all(client, bucket, key)))
+        keep("httpx get", timed(lambda: _read_httpx(client, bucket, key, size)))
         client.delete_object(Bucket=bucket, Key=key)
 
     try:
@@ -191,7 +195,11 @@ def api_rows(
         mib = f"{size >> 20} MiB"
         rows = [_row(f"{mib} up", size, best["api up"], best["boto up"], "upload_file")]
         for how, ours in (("proxied", "api down"), ("presigned 307", "api down presigned")):
-            for direct, name in (("boto down", "download_file"), ("boto get", "one GET")):
+            for direct, name in (
+                ("boto down", "download_file"),
+                ("boto get", "one GET"),
+                ("httpx get", "one GET by httpx"),
+            ):
                 rows.append(_row(f"{mib} down, {how}", size, best[ours], best[direct], name))
         server.start()
         rows.append(_small_files(server, moto, work, files))
@@ -204,6 +212,18 @@ def api_rows(
 def _read_all(client: Any, bucket: str, key: str) -> None:
     for _ in client.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(1 << 20):
         pass
+
+
+def _read_httpx(client: Any, bucket: str, key: str, size: int) -> None:
+    """The object read by the API leg's own client (httpx, ``iter_raw``) straight from
+    moto through a presigned URL: the same client's reference for the API's GETs."""
+    url = client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=600
+    )
+    with new_client() as http, http.stream("GET", url) as r:
+        got = sum(len(piece) for piece in check_status(r, 200).iter_raw())
+    if got != size:
+        raise RuntimeError(f"httpx read {got} bytes of {key}, expected {size}")
 
 
 def _small_files(server: OursOnS3, moto: Any, work: Path, files: int) -> list[str]:
