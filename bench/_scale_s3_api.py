@@ -76,6 +76,9 @@ class OursOnS3(Ours):
             "ARTIFACTSTORE_STORAGE_URL": url,
             "PYTHONPATH": str(SRC),
             **({"ARTIFACTSTORE_PRESIGN_DOWNLOADS": "600s"} if self.presign else {}),
+            # moto lists every multipart upload as initiated in 2010, so serve's
+            # minutely sweep of uploads older than an hour would abort one in flight.
+            "ARTIFACTSTORE_UPLOAD_SWEEP_INTERVAL": "0",
         }
 
     def oneshot_digest(self, sha: str) -> str:
