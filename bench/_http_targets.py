@@ -298,10 +298,14 @@ class Ours(Target):
     def ready_path(self) -> str:
         return "/health"
 
+    def oneshot_digest(self, sha: str) -> str:
+        """The ``?digest=`` a one-shot upload names (the registry's kind: SHA-256)."""
+        return f"sha256:{sha}"
+
     def upload_oneshot(self, client: httpx.Client, src: Source, sha: str) -> str:
         r = client.post(
             f"{self.base}/v1/blobs",
-            params={"digest": f"sha256:{sha}"},
+            params={"digest": self.oneshot_digest(sha)},
             content=stream_body(src, 0, src.size),
             headers={"Content-Length": str(src.size), "Content-Type": OCTETS},
         )

@@ -1,6 +1,7 @@
 """bench/scale.py, part ``s3``: bytes on S3 (a moto server on a free loopback port).
 
-Figures, all against the same moto server in the same run, best of 2 trials:
+Figures, all against the same moto server in the same run, best of 2 trials
+(``--s3-trials``: of the API and library legs):
 
 * **client contest**: boto3 (what the S3 backend uses) against obstore (the
   Rust ``object_store`` under Python, PyPI ``obstore``, the ``bench`` extra):
@@ -112,8 +113,8 @@ def _obstore(moto: Moto) -> Any:
     )
 
 
-def _best(fn: Callable[[], float]) -> float:
-    return min(fn() for _ in range(TRIALS))
+def _best(fn: Callable[[], float], trials: int = TRIALS) -> float:
+    return min(fn() for _ in range(trials))
 
 
 def _contest(moto: Moto, big: Path, size: int, small: int) -> list[list[str]]:
@@ -214,7 +215,9 @@ def _contest(moto: Moto, big: Path, size: int, small: int) -> list[list[str]]:
     return rows
 
 
-def _library(moto: Moto, root: Path, big: Path, size: int, files: int) -> list[list[str]]:
+def _library(
+    moto: Moto, root: Path, big: Path, size: int, files: int, trials: int
+) -> list[list[str]]:
     """Store.push and Store.pull with the S3 backend as hot storage, built by hand (this
     build's ``STORAGE_URL`` refuses ``s3://`` for hot storage: its upload staging is
     local): the 1 GiB file against boto3 straight to the bucket, and a tree of
@@ -240,19 +243,23 @@ def _library(moto: Moto, root: Path, big: Path, size: int, files: int) -> list[l
     try:
         store.db  # noqa: B018  (waits for the store to open)
         direct_put = _best(
-            lambda: timed(lambda: client.upload_file(str(big), BUCKET, "direct", Config=config))
+            lambda: timed(lambda: client.upload_file(str(big), BUCKET, "direct", Config=config)),
+            trials,
         )
-        pushes = iter(range(TRIALS))
-        lib_put = _best(lambda: timed(lambda: store.push(f"bench/big:{next(pushes)}", [big])))
+        pushes = iter(range(trials))
+        lib_put = _best(
+            lambda: timed(lambda: store.push(f"bench/big:{next(pushes)}", [big])), trials
+        )
 
         def direct_read() -> None:
             for _ in client.get_object(Bucket=BUCKET, Key="direct")["Body"].iter_chunks(1 << 20):
                 pass
 
-        direct_get = _best(lambda: timed(direct_read))
-        pulls = iter(range(TRIALS))
+        direct_get = _best(lambda: timed(direct_read), trials)
+        pulls = iter(range(trials))
         lib_get = _best(
-            lambda: timed(lambda: store.pull("bench/big:0", root / "lib" / f"out{next(pulls)}"))
+            lambda: timed(lambda: store.pull("bench/big:0", root / "lib" / f"out{next(pulls)}")),
+            trials,
         )
         for op, lib, direct in (("PUT", lib_put, direct_put), ("GET", lib_get, direct_get)):
             rows.append(
@@ -291,13 +298,15 @@ def s3_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     try:
         if "api" in legs:
             cpu, started = moto.cpu(), time.perf_counter()
-            out["api"] = api_rows(moto, BUCKET, work, big, args.s3_files, TRIALS, CREDENTIALS)
+            out["api"] = api_rows(
+                moto, BUCKET, work, big, args.s3_files, args.s3_trials, CREDENTIALS
+            )
             out["moto_cores_api"] = (moto.cpu() - cpu) / (time.perf_counter() - started)
             print("\nthrough the API (artifactstore serve, S3 hot storage) against boto3 straight")
             print(render_table(["transfer", "API", "boto3 direct", "ratio"], out["api"]))
             print(f"moto's server used {out['moto_cores_api']:.2f} cores during the API leg")
         if "library" in legs:
-            out["library"] = _library(moto, work, big, args.s3_bytes, args.s3_files)
+            out["library"] = _library(moto, work, big, args.s3_bytes, args.s3_files, args.s3_trials)
             print("\nthe library (Store.push / Store.pull, S3 as hot storage) against boto3")
             print(render_table(["transfer", "library", "boto3 direct", "ratio"], out["library"]))
         if "contest" in legs:

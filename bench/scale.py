@@ -131,6 +131,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--s3-bytes", type=int, default=1 << 30, help="size of the large transfer")
     p.add_argument("--s3-small", type=int, default=1000, help="small PUTs of the client contest")
     p.add_argument("--s3-files", type=int, default=10_000, help="small files of the push")
+    p.add_argument("--s3-trials", type=int, default=2, help="trials of the API and library legs")
     p.add_argument(
         "--s3-legs", default="api,library,contest", help="legs of the s3 part (comma-separated)"
     )

@@ -133,8 +133,8 @@ class _HookedBatch:
         self._inner = inner
         self._after_commit = after_commit
 
-    def writer(self) -> Writer:
-        return self._inner.writer()
+    def writer(self, key: str | None = None) -> Writer:
+        return self._inner.writer(key)
 
     def commit(self) -> None:
         self._inner.commit()

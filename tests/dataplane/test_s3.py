@@ -300,3 +300,57 @@ def test_a_read_stopped_early_ends_its_read_ahead_thread(s3_server: S3Server) ->
     while {t for t in threading.enumerate() if t.name == "s3-read"} - before:
         assert time.monotonic() < deadline, "the read-ahead thread outlived its read"
         time.sleep(0.05)
+
+
+def _requests(b: S3Backend) -> list[tuple[str, str, str]]:
+    """Every request the backend's client sends from now on: (method, URL, copy source)."""
+    sent: list[tuple[str, str, str]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        sent.append((request.method, request.url, request.headers.get("x-amz-copy-source", "")))
+
+    b.client.meta.events.register("before-send.s3", record)
+    return sent
+
+
+def test_a_named_large_object_is_uploaded_at_its_key_and_never_copied(
+    s3_server: S3Server,
+) -> None:
+    b = _fresh(s3_server)
+    data = payload(50, 2 * PART_SIZE + 3)
+    sent = _requests(b)
+    batch = b.batch()
+    writer = batch.writer("blobs/named")
+    pieces = [data[i : i + MiB] for i in range(0, len(data), MiB)]
+    for piece in pieces:
+        writer.write(piece)
+    writer.commit("blobs/named")
+    [upload] = b.client.list_multipart_uploads(Bucket=b.bucket, Prefix=b.prefix)["Uploads"]
+    assert upload["Key"] == b.prefix + "blobs/named", "the upload is at the key itself"
+    assert_absent(b, "blobs/named")
+    batch.commit()
+    assert_holds(b, "blobs/named", data)
+    assert b.staging() == []
+    assert [s for s in sent if s[2] or "/tmp/" in s[1]] == [], "no copy, no staging key"
+    b.delete("blobs/named")
+
+
+def test_a_named_upload_losing_a_race_at_completion_is_aborted(s3_server: S3Server) -> None:
+    """Another upload of the key completes between our HEAD and our completion: the
+    conditional completion is refused (412), ours is aborted, the first copy stays."""
+    b = _fresh(s3_server)
+    first = b"the first copy"
+    batch = b.batch()
+    writer = batch.writer("blobs/raced")
+    writer.write(payload(51, PART_SIZE + 1))
+    writer.commit("blobs/raced")
+
+    def sneak_in(**_: Any) -> None:
+        b.client.meta.events.unregister("before-call.s3.CompleteMultipartUpload", sneak_in)
+        put(b, "blobs/raced", first)
+
+    b.client.meta.events.register("before-call.s3.CompleteMultipartUpload", sneak_in)
+    batch.commit()
+    assert_holds(b, "blobs/raced", first)
+    assert b.staging() == []
+    b.delete("blobs/raced")

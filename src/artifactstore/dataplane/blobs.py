@@ -142,8 +142,11 @@ class IngestBatch:
         self._pack: _Pack | None = None
         self._packed: dict[str, Placement] = {}  # by primary digest: stored once per batch
 
-    def begin(self) -> BlobIngest:
-        return BlobIngest(self._plane, self._batch.writer())
+    def begin(self, expected: Digest | None = None) -> BlobIngest:
+        """A blob to write; ``expected`` (its digest, if the caller knows it) lets a
+        backend that cannot rename write at the blob's key at once (``Writer``)."""
+        key = None if expected is None else self._plane.known_key(expected)
+        return BlobIngest(self._plane, self._batch.writer(key))
 
     def ingest(self, source: Readable, expected: Digest | None = None) -> BlobDigests:
         """Copy a readable (file, socket) into a new blob, pipelining read, hash and write."""
@@ -314,6 +317,11 @@ class DataPlane:
 
     def key(self, digests: BlobDigests) -> str:
         return layout.blob_key(digests.get(self.primary))
+
+    def known_key(self, expected: Digest) -> str | None:
+        """The key of the blob with digest ``expected``, if that digest decides it
+        (it is a primary digest); None for a digest of the other algorithm."""
+        return layout.blob_key(expected) if expected.algorithm == self.primary else None
 
     def batch(self) -> IngestBatch:
         return IngestBatch(self, self.backend.batch())

@@ -52,8 +52,15 @@ class Writer(Protocol):
 class WriteBatch(Protocol):
     """A group of writes made durable together."""
 
-    def writer(self) -> Writer:
-        """Start a new object in this batch."""
+    def writer(self, key: str | None = None) -> Writer:
+        """Start a new object in this batch.
+
+        ``key``: the key ``commit`` will be given, when the caller knows it
+        before the bytes (the client named the digest). A backend that cannot
+        rename (S3) then writes there directly instead of copying a staged
+        object at publish; still nothing is visible before the batch commits.
+        ``commit`` with another key raises StorageError and discards the object.
+        """
 
     def commit(self) -> None:
         """Make every staged object durable, then visible at its key.

@@ -20,9 +20,12 @@ class UploadVerbs:
         """Refuse a declared ``length`` that cannot fit the namespace's quota."""
         self.services.uploads.check_room(namespace, length)
 
-    def blob_upload(self: Facade, actor: str, namespace: str | None) -> BlobUpload:
-        """A one-shot upload whose room the caller checked; does no I/O until written."""
-        return self.services.uploads.blob_upload(actor, namespace)
+    def blob_upload(
+        self: Facade, actor: str, namespace: str | None, expected: Digest | None = None
+    ) -> BlobUpload:
+        """A one-shot upload whose room the caller checked; does no I/O until written.
+        ``expected`` (the digest the client named) lets S3 take the bytes at their key."""
+        return self.services.uploads.blob_upload(actor, namespace, expected)
 
     def blob_batch(self: Facade, actor: str, namespace: str | None) -> BatchUpload:
         """A batch upload of small blobs (a tar stream) into packs; does no I/O until written."""

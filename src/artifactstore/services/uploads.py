@@ -90,12 +90,19 @@ class BlobUpload:
     """A one-shot upload: bytes streamed in, durable and recorded on :meth:`finish`."""
 
     def __init__(
-        self, service: UploadService, limit: int, actor: str, namespace: str | None
+        self,
+        service: UploadService,
+        limit: int,
+        actor: str,
+        namespace: str | None,
+        expected: Digest | None = None,
     ) -> None:
         self._namespace = namespace
         self._service = service
         self._actor = actor
         self._limit = limit
+        # Named before the bytes: on S3 they stream to the blob's own key (no copy).
+        self._expected = expected
         # Opened by the first write, so that creating an upload does no I/O (the
         # server creates it on its event loop) and a small body costs one hop to
         # a worker thread, for its write and finish together.
@@ -104,7 +111,7 @@ class BlobUpload:
     def _started(self) -> tuple[IngestBatch, BlobIngest]:
         if self._open is None:
             batch = self._service.plane.batch()
-            self._open = batch, batch.begin()
+            self._open = batch, batch.begin(self._expected)
         return self._open
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -115,7 +122,9 @@ class BlobUpload:
         blob.write(data)
 
     def finish(self, expected: Digest | None = None, last: bytes = b"") -> BlobDigests:
-        """Write ``last`` (the tail of the body), then store and record the blob."""
+        """Write ``last`` (the tail of the body), then store and record the blob;
+        ``expected`` defaults to the digest the upload was begun with."""
+        expected = expected or self._expected
         if last:
             self.write(last)
         batch, blob = self._started()
@@ -165,10 +174,13 @@ class UploadService:
         self.check_room(namespace, length)
         return self.blob_upload(actor or self.actor, namespace)
 
-    def blob_upload(self, actor: str, namespace: str | None) -> BlobUpload:
-        """A one-shot upload whose room the caller checked (``check_room``); no I/O yet."""
+    def blob_upload(
+        self, actor: str, namespace: str | None, expected: Digest | None = None
+    ) -> BlobUpload:
+        """A one-shot upload whose room the caller checked (``check_room``); no I/O yet.
+        ``expected``: the digest the bytes must have (checked at ``finish``)."""
         _checked(namespace)
-        return BlobUpload(self, self.max_upload_bytes, actor, namespace)
+        return BlobUpload(self, self.max_upload_bytes, actor, namespace, expected)
 
     def check_room(self, namespace: str | None, length: int | None) -> None:
         """Refuse a declared ``length`` that cannot fit the namespace's quota."""

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 import pytest
 
 from artifactstore.errors import BlobNotFound, StorageError
+from artifactstore.testing.named_key_contract import NamedKeyContract
 from artifactstore.testing.targets import (
     ContractTarget,
     assert_absent,
@@ -49,7 +50,7 @@ __all__ = ["BackendContract"]
 MiB = 1 << 20
 
 
-class BackendContract:
+class BackendContract(NamedKeyContract):
     """The tests every backend passes; subclass it and provide ``contract_target``."""
 
     @pytest.fixture

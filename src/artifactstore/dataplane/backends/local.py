@@ -99,10 +99,11 @@ class _LocalWriter:
     is unchanged: ``O_DIRECT`` promises none, the ``fsync`` at publish does.
     """
 
-    def __init__(self, batch: _LocalBatch, fd: int, tmp: str) -> None:
+    def __init__(self, batch: _LocalBatch, fd: int, tmp: str, key: str | None) -> None:
         self._batch = batch
         self._fd: int | None = fd
         self._tmp = tmp
+        self._key = key  # a rename costs nothing here: the hint is only checked
         self._written = 0
         self._handed = 0  # bytes whose writeback was started
         self._direct_fd: int | None = None
@@ -175,6 +176,9 @@ class _LocalWriter:
     def commit(self, key: str) -> None:
         if self._fd is None:
             raise StorageError("commit after commit or cancel")
+        if self._key is not None and key != self._key:
+            self.cancel()
+            raise StorageError(f"object begun for {self._key} committed as {key}")
         fd, self._fd = self._fd, None
         try:
             try:
@@ -209,13 +213,13 @@ class _LocalBatch:
         self._staged: list[tuple[str, str]] = []
         self._open: list[_LocalWriter] = []
 
-    def writer(self) -> _LocalWriter:
+    def writer(self, key: str | None = None) -> _LocalWriter:
         tmp = f"{self._b._tmp}/{secrets.token_hex(12)}.part"
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise storage_error(f"cannot create staging file in {self._b._tmp}", exc) from exc
-        w = _LocalWriter(self, fd, tmp)
+        w = _LocalWriter(self, fd, tmp, key)
         self._open.append(w)
         return w
 

@@ -19,8 +19,9 @@ _READ_CHUNK = 1 << 20
 
 
 class _MemoryWriter:
-    def __init__(self, batch: _MemoryBatch) -> None:
+    def __init__(self, batch: _MemoryBatch, key: str | None) -> None:
         self._batch = batch
+        self._key = key
         self._buf: bytearray | None = bytearray()
 
     def write(self, data: bytes | memoryview) -> None:
@@ -31,6 +32,9 @@ class _MemoryWriter:
     def commit(self, key: str) -> None:
         if self._buf is None:
             raise StorageError("commit after commit or cancel")
+        if self._key is not None and key != self._key:
+            self._buf = None
+            raise StorageError(f"object begun for {self._key} committed as {key}")
         self._batch.staged.append((key, bytes(self._buf)))
         self._buf = None
 
@@ -43,8 +47,8 @@ class _MemoryBatch:
         self._backend = backend
         self.staged: list[tuple[str, bytes]] = []
 
-    def writer(self) -> _MemoryWriter:
-        return _MemoryWriter(self)
+    def writer(self, key: str | None = None) -> _MemoryWriter:
+        return _MemoryWriter(self, key)
 
     def commit(self) -> None:
         staged, self.staged = self.staged, []

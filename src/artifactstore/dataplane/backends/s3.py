@@ -16,7 +16,10 @@ Two phases, as the protocol asks:
   already holds the same bytes). A large (or spilled) object's upload is
   completed at its staging key, copied server-side to its key unless a
   ``HEAD`` finds it there (``CopyObject`` takes no ``If-None-Match``; two
-  racing copies of one key write the same bytes), and the staging object deleted.
+  racing copies of one key write the same bytes), and the staging object
+  deleted. A large object whose key was named before its bytes (a client that
+  sent the digest) was uploaded at that key: its upload is completed there
+  with ``If-None-Match: *`` (aborted if the key exists), and nothing is copied.
 
 S3 acknowledges a write only once it is durable, so there is no flush step;
 ``fsync`` does not apply. Transient errors (throttling, 5xx, dropped
@@ -156,6 +159,9 @@ class S3Backend:
         if item.upload_key is None:
             self._put_if_absent(dest, item.data)
             return
+        if item.direct:
+            self._complete_if_absent(item)
+            return
         if item.upload_id is not None:
             upload_id, item.upload_id = item.upload_id, None
             try:
@@ -172,6 +178,40 @@ class S3Backend:
             self._copy_if_absent(item.upload_key, dest, item.size)
         finally:
             self._delete_raw(item.upload_key)
+
+    def _complete_if_absent(self, item: Staged) -> None:
+        """Complete an upload made at its object's own key, unless the key exists.
+
+        ``If-None-Match: *`` makes the first completion win on the server (a
+        412: the key holds the same bytes, so this upload is aborted, never
+        overwriting); the HEAD before spares the completion when the blob was
+        stored already, and covers a server that ignores the condition.
+        """
+        dest, upload_id = item.upload_key, item.upload_id
+        if dest is None or upload_id is None:
+            raise StorageError(f"the upload of {item.key} was completed or discarded already")
+        item.upload_id = None
+        try:
+            if self._head(dest) is not None:
+                self._abort(dest, upload_id)
+                return
+            self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=dest,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": item.parts},
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            self._abort(dest, upload_id)
+            if code(exc) in _EXISTS:
+                return  # a concurrent upload of the same bytes completed first
+            raise s3_error(f"completing the upload of {item.key} failed", exc) from exc
+        except BaseException as exc:
+            self._abort(dest, upload_id)
+            if isinstance(exc, BotoCoreError):
+                raise s3_error(f"completing the upload of {item.key} failed", exc) from exc
+            raise
 
     def _put_staging(self, full_key: str, data: bytes) -> None:
         try:

@@ -7,9 +7,12 @@ threads (as boto3's ``upload_file`` sends 10), so a writer holds at most
 ``(PARTS_IN_FLIGHT + 1) * PART_SIZE`` bytes and a slow part no longer stalls
 the stream feeding it. An incomplete multipart upload is invisible, so
 concurrency changes nothing for crash safety: nothing is visible before
-``complete``, which waits for every part first. (The
-final key is a content address, known only at ``Writer.commit``, and S3
-cannot rename). A smaller object stays in memory until the batch commits, up
+``complete``, which waits for every part first. The final key is a content
+address, usually known only at ``Writer.commit``, and S3 cannot rename; but
+when the caller names it up front (``WriteBatch.writer(key)``: a client that
+sent the digest) the upload goes to that key itself and the batch completes
+it there (``If-None-Match: *``, aborted if the key exists), which spares the
+server-side copy of every byte. A smaller object stays in memory until the batch commits, up
 to ``BATCH_MEMORY`` per batch; past that it is written to a ``tmp/`` staging
 key too, so a batch's memory stays bounded. ``WriteBatch.commit()`` hands
 each finished object to the backend's publishing (``S3Backend._publish``),
@@ -193,13 +196,17 @@ class PartUpload:
 
 
 class S3Writer:
-    def __init__(self, batch: S3Batch) -> None:
+    def __init__(self, batch: S3Batch, key: str | None = None) -> None:
         self._batch = batch
         self._buf: bytearray | None = bytearray()
-        # The key is not known before commit(), and S3 cannot rename: a large
-        # object uploads to a staging key, copied to its key at publish.
-        key = batch._b._full(f"{STAGING}{secrets.token_hex(12)}.part")
-        self._upload = PartUpload(batch._b, key, "uploading a part failed")
+        self._key = key
+        # A small object spilled from memory goes here, never to its key: a
+        # plain PUT there would publish it before the batch commits.
+        self._spill = batch._b._full(f"{STAGING}{secrets.token_hex(12)}.part")
+        # Unless the key is known now, a large object uploads to a staging key
+        # (S3 cannot rename), copied to its key at publish.
+        target = self._spill if key is None else batch._b._object(key)
+        self._upload = PartUpload(batch._b, target, "uploading a part failed")
 
     def write(self, data: bytes | memoryview) -> None:
         if self._buf is None:
@@ -214,11 +221,14 @@ class S3Writer:
     def commit(self, key: str) -> None:
         if self._buf is None:
             raise StorageError("commit after commit or cancel")
+        if self._key is not None and key != self._key:
+            self.cancel()
+            raise StorageError(f"object begun for {self._key} committed as {key}")
         self._batch._b._object(key)  # refuse a bad key now, not at batch commit
         buf, self._buf = self._buf, None
         upload = self._upload
         if upload.upload_id is None:
-            self._batch._stage_small(key, buf, upload.key)
+            self._batch._stage_small(key, buf, self._spill)
             return
         try:
             if buf:
@@ -227,7 +237,9 @@ class S3Writer:
         except StorageError:
             self.cancel()
             raise
-        staged = Staged(key, b"", upload.key, upload.upload_id, parts, upload.sent)
+        staged = Staged(
+            key, b"", upload.key, upload.upload_id, parts, upload.sent, self._key is not None
+        )
         self._batch._staged.append(staged)
         upload.upload_id = None  # the batch owns it now
 
@@ -246,6 +258,8 @@ class Staged:
     upload_id: str | None
     parts: list[CompletedPartTypeDef]
     size: int
+    #: The upload is at the object's own key: completing it publishes, no copy.
+    direct: bool = False
 
 
 class S3Batch:
@@ -264,8 +278,8 @@ class S3Batch:
         self._b._put_staging(spill_key, bytes(data))
         self._staged.append(Staged(key, b"", spill_key, None, [], len(data)))
 
-    def writer(self) -> S3Writer:
-        w = S3Writer(self)
+    def writer(self, key: str | None = None) -> S3Writer:
+        w = S3Writer(self, key)
         self._open.append(w)
         return w
 

@@ -102,7 +102,7 @@ async def post_blob(
     )
     if target is not None and length is not None:  # a quota refuses before any byte
         await run_in_threadpool(store.check_upload_room, target, length)
-    upload = store.blob_upload(principal.actor, target)
+    upload = store.blob_upload(principal.actor, target, expected)
     try:
         tail = await feed(
             request.stream(),
@@ -115,6 +115,6 @@ async def post_blob(
     except BaseException:
         await run_in_threadpool(upload.cancel)
         raise
-    digests = await run_in_threadpool(upload.finish, expected, tail)
+    digests = await run_in_threadpool(upload.finish, None, tail)
     body = {"digest": str(digests.blake3), "sha256": str(digests.sha256), "size": digests.size}
     return JSONResponse(body, status_code=201, headers={"Location": f"/v1/blobs/{digests.blake3}"})
