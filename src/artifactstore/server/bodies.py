@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio import to_thread
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 
 from artifactstore.errors import InvalidInput, LimitExceeded
 
@@ -26,9 +26,11 @@ __all__ = [
     "BodyTimeout",
     "ByteRange",
     "RangeNotSatisfiable",
-    "declared_over",
+    "Sink",
+    "declared_length",
     "feed",
     "parse_range",
+    "receive",
 ]
 
 BUFFER = 1 << 20
@@ -44,11 +46,47 @@ class RangeNotSatisfiable(Exception):
         self.size = size
 
 
-def declared_over(content_length: str, limit: int) -> bool:
-    """True if a ``Content-Length`` header announces more than ``limit`` bytes."""
-    if not (content_length.isascii() and content_length.isdigit()):
-        return False  # not a length: the HTTP server refuses it, feed() enforces the limit
-    return len(content_length) > 19 or int(content_length) > limit
+def declared_length(request: Request, limit: int, what: str = "the upload limit") -> int | None:
+    """The length the body's ``Content-Length`` declares, refused at once past ``limit``.
+
+    None when there is no number to trust (chunked, or not digits: the HTTP
+    server refuses those, and :func:`feed` enforces the limit on what arrives).
+    """
+    declared = request.headers.get("content-length")
+    if declared is None or not (declared.isascii() and declared.isdigit()):
+        return None
+    if len(declared) > 19 or int(declared) > limit:
+        raise LimitExceeded(f"body of {declared} bytes is over {what} of {limit}")
+    return int(declared)
+
+
+class Sink(Protocol):
+    """Where :func:`receive` writes a body: a one-shot upload, a batch of blobs."""
+
+    def write(self, data: bytes) -> Any: ...
+    def cancel(self) -> Any: ...
+
+
+async def receive(request: Request, sink: Sink, limit: int) -> bytes:
+    """The body into ``sink`` (see :func:`feed`); its last buffer, not yet written, returned.
+
+    Whatever ends the body early (a limit, a slow client, a client gone, the
+    sink refusing) cancels the sink, in a thread, before the error goes on: its
+    staged bytes are dropped now rather than left for the sweep.
+    """
+    limits = request.app.state.limits
+    try:
+        return await feed(
+            request.stream(),
+            sink.write,
+            limit=limit,
+            idle_timeout=limits.idle_timeout,
+            total_timeout=limits.total_timeout,
+            keep_tail=True,
+        )
+    except BaseException:
+        await to_thread.run_sync(sink.cancel)
+        raise
 
 
 async def feed(

@@ -12,9 +12,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from artifactstore.errors import LimitExceeded
 from artifactstore.server.auth import upload_namespace
-from artifactstore.server.bodies import declared_over, feed
+from artifactstore.server.bodies import declared_length, receive
 from artifactstore.server.params import NamespaceQuery
 from artifactstore.server.problems import Problem
 from artifactstore.server.routes.blobs import BlobDigestsOut
@@ -42,28 +41,14 @@ class BatchOut(BaseModel):
 )
 async def post_blob_batch(request: Request, namespace: NamespaceQuery = None) -> JSONResponse:
     store = request.app.state.store
-    limits = request.app.state.limits
     limit = store.settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared_over(declared, limit):
-        raise LimitExceeded(f"body of {declared} bytes is over the upload limit of {limit}")
+    declared_length(request, limit)
     principal = request.state.principal
     target = upload_namespace(principal, namespace)
     # No quota check on the declared length: tar headers and duplicates make the body
     # larger than what it stores. The quota is checked before the packs are published.
     batch = store.blob_batch(principal.actor, target)
-    try:
-        tail = await feed(
-            request.stream(),
-            batch.write,
-            limit=limit,
-            idle_timeout=limits.idle_timeout,
-            total_timeout=limits.total_timeout,
-            keep_tail=True,
-        )
-    except BaseException:
-        await run_in_threadpool(batch.cancel)
-        raise
+    tail = await receive(request, batch, limit)
     digests = await run_in_threadpool(batch.finish, tail)
     body = [{"digest": str(d.blake3), "sha256": str(d.sha256), "size": d.size} for d in digests]
     return JSONResponse({"blobs": body})

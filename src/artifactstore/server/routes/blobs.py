@@ -9,10 +9,10 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from artifactstore.errors import BlobNotFound, LimitExceeded
+from artifactstore.errors import BlobNotFound
 from artifactstore.model.identity import Digest
 from artifactstore.server.auth import readable_scope, upload_namespace
-from artifactstore.server.bodies import declared_over, feed
+from artifactstore.server.bodies import declared_length, receive
 from artifactstore.server.params import DigestParam, DigestQuery, NamespaceQuery
 from artifactstore.server.problems import Problem
 from artifactstore.server.serving import BYTES_RESPONSES, send_blob
@@ -87,34 +87,15 @@ async def post_blob(
     digest: DigestQuery = None,
 ) -> JSONResponse:
     store = request.app.state.store
-    limits = request.app.state.limits
     expected = Digest.parse(digest) if digest else None
     limit = store.settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared_over(declared, limit):
-        raise LimitExceeded(f"body of {declared} bytes is over the upload limit of {limit}")
+    length = declared_length(request, limit)
     principal = request.state.principal
     target = upload_namespace(principal, namespace)
-    length = (
-        int(declared)
-        if declared is not None and declared.isascii() and declared.isdigit()
-        else None
-    )
     if target is not None and length is not None:  # a quota refuses before any byte
         await run_in_threadpool(store.check_upload_room, target, length)
     upload = store.blob_upload(principal.actor, target, expected)
-    try:
-        tail = await feed(
-            request.stream(),
-            upload.write,
-            limit=limit,
-            idle_timeout=limits.idle_timeout,
-            total_timeout=limits.total_timeout,
-            keep_tail=True,
-        )
-    except BaseException:
-        await run_in_threadpool(upload.cancel)
-        raise
+    tail = await receive(request, upload, limit)
     digests = await run_in_threadpool(upload.finish, None, tail)
     body = {"digest": str(digests.blake3), "sha256": str(digests.sha256), "size": digests.size}
     return JSONResponse(body, status_code=201, headers={"Location": f"/v1/blobs/{digests.blake3}"})

@@ -29,7 +29,7 @@ from artifactstore.model.manifest import Manifest
 from artifactstore.model.paths import PackagePath
 from artifactstore.model.versions import VersionRecord
 from artifactstore.server.auth import readable_scope
-from artifactstore.server.bodies import declared_over, feed
+from artifactstore.server.bodies import declared_length, feed
 from artifactstore.server.params import (
     MANIFEST_JSON_SCHEMA,
     Cursor,
@@ -85,9 +85,7 @@ def _ref(ns: str, name: str, version: str) -> Reference:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared_over(declared, limit):
-        raise LimitExceeded(f"body of {declared} bytes is over the limit of {limit}")
+    declared_length(request, limit, "the limit")
     parts: list[bytes] = []
     limits = request.app.state.limits
     await feed(
