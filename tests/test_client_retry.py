@@ -193,7 +193,7 @@ def test_an_upload_refused_every_time_fails_after_its_attempts(tmp_path: Path) -
 
 
 def test_a_commit_refused_as_collected_uploads_again_counted_once(tmp_path: Path) -> None:
-    data = b"bytes GC took between our HEAD and the commit"
+    data = b"bytes GC took between their upload and the commit"
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree" / "f.bin").write_bytes(data)
     digests = BlobDigests.of(data)
@@ -210,9 +210,13 @@ def test_a_commit_refused_as_collected_uploads_again_counted_once(tmp_path: Path
     }
     server = ScriptedServer(
         {
-            b"HEAD /v1/blobs/": [_response(404, {"code": "blob_not_found", "status": 404})],
             b"POST /v1/blobs": [_response(201, {"digest": digest})],
-            b"PUT /v1/packages/ci/app/1": [_collected(digest), _response(201, version)],
+            # the first commit says what is missing; the second finds it collected
+            b"PUT /v1/packages/ci/app/1": [
+                _collected(digest),
+                _collected(digest),
+                _response(201, version),
+            ],
         }
     )
     client = RemoteStore(server.url, state_path=tmp_path / "state.json", timeout=10)

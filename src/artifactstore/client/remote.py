@@ -5,7 +5,7 @@ the same thing, and it trusts the server no more than it must: pulled bytes
 are hashed against the manifest, paths are re-validated before writing, and
 ``verify_chain`` re-computes the event hashes on the client.
 
-Pushes upload only what the server lacks (``HEAD`` per digest), with N
+Pushes upload only what the server lacks (the commit's 409 names it), with N
 parallel streams; small files go in batches (``POST /v1/blobs/batch``, one
 pack per batch on the server), large files through resumable sessions whose URLs are
 remembered in a small state file, so an interrupted push continues from the
@@ -45,8 +45,9 @@ from artifactstore.model.envelope import (
     signature_header,
 )
 from artifactstore.model.events import GENESIS, Event
-from artifactstore.model.identity import Reference
+from artifactstore.model.identity import BlobDigests, Reference
 from artifactstore.model.manifest import FileEntry, Manifest
+from artifactstore.model.records import LocalFile
 from artifactstore.model.retention import (
     RetentionPolicy,
     RetentionReport,
@@ -60,6 +61,8 @@ __all__ = ["RemoteStore"]
 CHUNK = 1 << 20
 # How long ``follow_events`` keeps reconnecting after its stream broke off (a restart).
 FOLLOW_RECONNECT_FOR = 60.0
+#: Commits a push tries: the existence check, after the uploads, after a GC race.
+_COMMIT_ROUNDS = 3
 
 
 def _check_manifest(listing: VersionListing, asked: Reference) -> None:
@@ -430,16 +433,7 @@ class RemoteStore(RemoteLog):
         key = args.get("sign")
         envelopes = [] if key is None else [sign_package(PackageRef.of(manifest), key)]
         by_digest = {str(d.blake3): (f, d) for f, d in zip(files, digests, strict=True)}
-        uploaded = self._uploads.upload_missing(str(r.namespace), by_digest, progress, check=True)
-        try:
-            response = self._commit(manifest, envelopes)
-        except errors.MissingBlobs as exc:  # collected between our HEAD and the commit
-            # The progress bar counted these bytes once already.
-            wanted = {d: by_digest[d] for d in exc.digests if d in by_digest}
-            uploaded += self._uploads.upload_missing(
-                str(r.namespace), wanted, records.no_progress, check=False
-            )
-            response = self._commit(manifest, envelopes)
+        response, uploaded = self._commit_uploading(manifest, envelopes, by_digest, progress)
         body = response.json()
         listing = VersionListing.from_json(body)
         if key is not None and listing.digest != manifest.digests().blake3:
@@ -447,6 +441,40 @@ class RemoteStore(RemoteLog):
             stored = PackageRef(str(listing.reference), listing.digest.hex, listing.sha256.hex)
             self.add_signature(listing.reference, sign_package(stored, key))
         return PushResult(listing, body["created_now"], uploaded)
+
+    def _commit_uploading(
+        self,
+        manifest: Manifest,
+        envelopes: Sequence[Envelope],
+        by_digest: Mapping[str, tuple[LocalFile, BlobDigests]],
+        progress: records.Progress,
+    ) -> tuple[httpx.Response, int]:
+        """Commit; the 409 names the blobs the namespace lacks: send them, commit again.
+
+        The commit is the existence check: one request for any number of files,
+        where a ``HEAD`` per file cost a round trip each (10,000 of them for a
+        tree of small files), and a push of content the server holds sends no
+        bytes at all. The 409 counts blobs other namespaces hold as missing
+        (a digest is not a capability), so their bytes are sent: proof of
+        possession. Once more if GC collected a blob between upload and commit.
+        """
+        uploaded = 0
+        for attempt in range(_COMMIT_ROUNDS):
+            try:
+                response = self._commit(manifest, envelopes)
+            except errors.MissingBlobs as exc:
+                wanted = {d: by_digest[d] for d in exc.digests if d in by_digest}
+                if attempt == _COMMIT_ROUNDS - 1 or not wanted:
+                    raise
+                if attempt == 0:  # what the server holds counts as sent, once
+                    progress(sum(d.size for b, (_, d) in by_digest.items() if b not in wanted))
+                shown = progress if attempt == 0 else records.no_progress
+                uploaded += self._uploads.upload_missing(str(manifest.namespace), wanted, shown)
+                continue
+            if attempt == 0:
+                progress(sum(d.size for _, d in by_digest.values()))
+            return response, uploaded
+        raise AssertionError("unreachable: the last round returns or raises")
 
     def _commit(self, manifest: Manifest, envelopes: Sequence[Envelope]) -> httpx.Response:
         """PUT the manifest; each envelope travels in an ``Artifactstore-Signature`` header."""

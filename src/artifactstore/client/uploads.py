@@ -152,32 +152,14 @@ class Uploader:
         namespace: str,
         blobs: Mapping[str, tuple[LocalFile, BlobDigests]],
         progress: Progress,
-        *,
-        check: bool,
     ) -> int:
-        """Send the blobs ``namespace`` lacks (all of them unless ``check``); how many.
+        """Send ``blobs`` (what a commit said ``namespace`` lacks) into it; how many.
 
         Small files travel in batches (``client/batches.py``: one request and one
         pack per batch), larger ones one by one, a large one through a session.
         """
-
-        def present(digest: str) -> bool:
-            """Whether ``namespace`` holds the blob. A token that may write but not read
-            may not be told (401/403, from a server that answers only readers): then
-            the bytes are sent, which proves possession, and the server stores them once."""
-            try:
-                self._http.request("HEAD", f"/v1/blobs/{digest}", params={"namespace": namespace})
-            except (errors.NotFound, errors.Unauthenticated, errors.Forbidden):
-                return False
-            return True
-
         stop = threading.Event()
-        names = list(blobs)
-        have = run_parallel(present, names, self.parallel, stop) if check else [False] * len(names)
-        todo = [n for n, ok in zip(names, have, strict=True) if not ok]
-        for n, ok in zip(names, have, strict=True):
-            if ok:
-                progress(blobs[n][1].size)
+        todo = list(blobs)
         small = [blobs[n] for n in todo if blobs[n][1].size <= BATCH_MEMBER_MAX]
         large = [blobs[n] for n in todo if blobs[n][1].size > BATCH_MEMBER_MAX]
 
