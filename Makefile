@@ -49,11 +49,12 @@ test-deps:
 SOAK_ENV := ARTIFACTSTORE_CRASH_TRIALS=150 ARTIFACTSTORE_TIER_CRASH_TRIALS=40 \
 	ARTIFACTSTORE_SERVER_CRASH_TRIALS=60 ARTIFACTSTORE_GC_RACE_COMMITS=4000 \
 	ARTIFACTSTORE_GC_RACE_PG_COMMITS=1500 ARTIFACTSTORE_REPLICA_ROUNDS=20 \
-	ARTIFACTSTORE_STREAM_CRASH_TRIALS=100
+	ARTIFACTSTORE_STREAM_CRASH_TRIALS=100 ARTIFACTSTORE_BATCH_CRASH_TRIALS=20
 soak: bytecode
 	$(SOAK_ENV) $(BIN)/pytest -q -s --durations=10 --timeout=3600 tests/test_crash.py tests/test_tier_crash.py \
 		tests/controlplane/test_gc_race.py tests/server_fuzz/test_server_crash.py tests/replicas \
-		tests/test_stream_nats.py::test_sigkill_at_random_instants_loses_and_repeats_nothing
+		tests/test_stream_nats.py::test_sigkill_at_random_instants_loses_and_repeats_nothing \
+		tests/server/test_remote_batches.py::test_sigkill_mid_batch_leaves_no_row_without_its_pack
 
 # `make serve PORT=8123 HOST=0.0.0.0`: set on make's command line. Plain assignments,
 # not `?=`, so a HOST or PORT exported by the shell (zsh's host name, a PaaS port)
